@@ -1,0 +1,58 @@
+# Everything a fresh Debian machine needs, from one command each:
+#   make demo    install what is missing, build, run the demo pipeline
+#   make test    install what is missing, build, run every test
+#   make bench   run the benchmarks
+#   make proto   regenerate Sources/COTLP from proto/
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+SWIFT ?= swift
+VENV := .build/venv
+PYTHON_PACKAGES := opentelemetry-proto==1.45.2 prometheus-client==0.26.0
+DEB_PACKAGES := pkg-config libsqlite3-dev libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev prometheus
+PKG_CONFIG_MODULES := sqlite3 libcurl libprotobuf-c zlib
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps venv build test demo bench proto proto-check clean
+
+all: build
+
+## System packages: installed only when pkg-config (or the tool) cannot find them.
+deps:
+	@if command -v pkg-config >/dev/null && pkg-config --exists $(PKG_CONFIG_MODULES) \
+	    && command -v protoc-c >/dev/null && command -v promtool >/dev/null; then \
+	  echo "system packages: present"; \
+	else \
+	  echo "system packages: installing $(DEB_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
+	fi
+
+## The reference decoders for the tests, in a virtualenv inside the build folder.
+venv: $(VENV)/.installed
+$(VENV)/.installed:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PYTHON_PACKAGES)
+	touch $@
+
+build: deps
+	$(SWIFT) build
+
+proto-check: deps
+	proto/generate.sh --check
+
+test: deps venv proto-check
+	$(SWIFT) build --build-tests
+	FLUJO_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(SWIFT) test --skip-build
+
+demo: deps
+	$(SWIFT) build --product flujo
+	$$($(SWIFT) build --show-bin-path)/flujo demo
+
+bench: deps
+	$(SWIFT) run -c release --package-path Benchmarks flujo-bench
+
+proto: deps
+	proto/generate.sh
+
+clean:
+	rm -rf .build .flujo

@@ -1,0 +1,43 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "flujo",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Flujo", targets: ["Flujo"]),
+        .library(name: "FlujoSQLite", targets: ["FlujoSQLite"]),
+        .library(name: "FlujoOTLP", targets: ["FlujoOTLP"]),
+    ],
+    targets: [
+        // C bridges: system libraries from Debian's -dev packages.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(
+            name: "CCurlShim",
+            dependencies: ["CCurl"],
+            linkerSettings: [.linkedLibrary("curl")]
+        ),
+        .target(
+            name: "COTLP",
+            dependencies: ["CProtobufC"],
+            linkerSettings: [.linkedLibrary("protobuf-c")]
+        ),
+
+        // The core and its modules.
+        .target(name: "Flujo"),
+        .target(name: "FlujoSQLite", dependencies: ["Flujo", "CSQLite"]),
+        .target(name: "FlujoOTLP", dependencies: ["Flujo", "COTLP", "CProtobufC", "CCurlShim", "CZlib"]),
+        .executableTarget(
+            name: "FlujoTestHelper",
+            dependencies: ["Flujo", "FlujoSQLite", "CSQLite"],
+            path: "Tests/FlujoTestHelper"
+        ),
+
+        .target(name: "FlujoTestSupport", path: "Tests/FlujoTestSupport"),
+        .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "FlujoTestHelper"]),
+        .testTarget(name: "FlujoOTLPTests", dependencies: ["Flujo", "FlujoOTLP", "FlujoTestSupport"], exclude: []),
+    ]
+)

@@ -1,0 +1,117 @@
+/// Where runs, background tasks, step results and spans are persisted.
+///
+/// The core speaks only this protocol; `FlujoSQLite` implements it on a SQLite
+/// file and `FlujoTesting` in memory. Every method may be called from many
+/// tasks at once, and an implementation that shares its storage between
+/// processes must keep `claimTask` atomic across them.
+public protocol StateStore: Sendable {
+    /// Inserts or replaces a run's state (and appends `step` to its step log in
+    /// the same transaction). `createdAt` of an existing row is never changed.
+    func save(_ state: WorkflowState, step: StepRecord?) async throws
+
+    /// The state of a run, or nil when there is none.
+    func load(runID: String) async throws -> WorkflowState?
+
+    /// The state of the background task with this task id, or nil.
+    func loadTask(taskID: String) async throws -> WorkflowState?
+
+    /// Background tasks matching the query, newest `updatedAt` first.
+    func listBackgroundTasks(_ query: BackgroundTaskQuery) async throws -> [WorkflowState]
+
+    /// Task ids that start with `prefix` (for suggestions), at most `limit`.
+    func taskIDs(withPrefix prefix: String, limit: Int) async throws -> [String]
+
+    /// Atomically takes a resumable (failed, paused or cancelled) task for one
+    /// owner: it becomes `running` with the lease set and attempts counted.
+    /// Of several concurrent callers, exactly one gets `.claimed`.
+    func claimTask(taskID: String, owner: String, leaseUntil: Timestamp, now: Timestamp) async throws -> ClaimResult
+
+    /// Records that running tasks are alive: sets `updatedAt` (the heartbeat).
+    func heartbeat(runIDs: [String], at time: Timestamp) async throws
+
+    /// Marks every running background task whose heartbeat (`updatedAt`) is
+    /// older than `heartbeatBefore` as failed with `message`, category timeout.
+    /// Returns the run ids it changed.
+    func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> [String]
+
+    /// Adds a background task's usage to its parent run's totals.
+    func addBackgroundUsage(parentRunID: String, costUSD: Double, tokens: Int) async throws
+
+    /// A run's usage totals, its own and its background tasks'.
+    func runTotals(runID: String) async throws -> RunTotals?
+
+    /// The step log of a run, in order.
+    func steps(runID: String) async throws -> [StepRecord]
+
+    /// Totals per status, recent runs and mean duration, from maintained counters.
+    func workflowStats(now: Timestamp) async throws -> WorkflowStats
+
+    /// The per-status counters alone; O(1), for metric scrapes.
+    func statusCounters() async throws -> StatusCounters
+
+    /// Persists finished spans.
+    func saveSpans(_ spans: [SpanRecord]) async throws
+
+    /// Every span of the trace that contains the run's spans, ordered by start.
+    func spans(runID: String) async throws -> [SpanRecord]
+}
+
+/// Filters for listing background tasks.
+public struct BackgroundTaskQuery: Sendable, Hashable {
+    /// Only tasks launched by this run.
+    public var parentRunID: String?
+    /// Only tasks in one of these states (nil: any).
+    public var statuses: Set<RunStatus>?
+    /// Only tasks last updated at or after this time.
+    public var updatedSince: Timestamp?
+    /// At most this many rows.
+    public var limit: Int
+    /// Skip this many rows first.
+    public var offset: Int
+
+    /// Creates a query; by default every task, 1000 at most.
+    public init(parentRunID: String? = nil, statuses: Set<RunStatus>? = nil, updatedSince: Timestamp? = nil, limit: Int = 1000, offset: Int = 0) {
+        self.parentRunID = parentRunID
+        self.statuses = statuses
+        self.updatedSince = updatedSince
+        self.limit = limit
+        self.offset = offset
+    }
+}
+
+/// The outcome of `StateStore.claimTask`.
+public enum ClaimResult: Sendable, Hashable {
+    /// This caller holds the task; the state is as written by the claim.
+    case claimed(WorkflowState)
+    /// No task has that id.
+    case notFound
+    /// The task exists but is not resumable now (running, or already claimed).
+    case notClaimable(status: RunStatus, owner: String?)
+}
+
+/// Usage totals of a run.
+public struct RunTotals: Sendable, Hashable, Codable {
+    /// Cost in USD of the run's own steps.
+    public var costUSD: Double
+    /// Tokens of the run's own steps.
+    public var tokens: Int
+    /// Cost in USD its background tasks reported.
+    public var backgroundCostUSD: Double
+    /// Tokens its background tasks reported.
+    public var backgroundTokens: Int
+
+    /// Creates totals.
+    public init(costUSD: Double, tokens: Int, backgroundCostUSD: Double, backgroundTokens: Int) {
+        self.costUSD = costUSD
+        self.tokens = tokens
+        self.backgroundCostUSD = backgroundCostUSD
+        self.backgroundTokens = backgroundTokens
+    }
+}
+
+extension StateStore {
+    /// Inserts or replaces a run's state.
+    public func save(_ state: WorkflowState) async throws {
+        try await save(state, step: nil)
+    }
+}

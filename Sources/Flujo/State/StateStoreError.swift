@@ -1,0 +1,48 @@
+/// Errors a state store reports; each message says what went wrong and what to do.
+public enum StateStoreError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The file could not be opened or created.
+    case cannotOpen(path: String, reason: String)
+    /// The file exists but is not a SQLite database.
+    case notADatabase(path: String)
+    /// The database was written by a newer Flujo.
+    case newerSchema(path: String, found: Int, supported: Int)
+    /// Another connection held the write lock longer than the busy timeout.
+    case locked(path: String, timeoutMs: Int)
+    /// The disk or the database's page limit is full.
+    case diskFull(path: String)
+    /// The file or its folder is not writable.
+    case readOnly(path: String)
+    /// The database file is damaged.
+    case corrupt(path: String, detail: String)
+    /// A schema change was refused before any SQL ran.
+    case unsafeSchemaChange(String)
+    /// Reading a file that does not exist (read-only commands never create one).
+    case missingDatabase(path: String)
+    /// Any other storage error, with the engine's code and message.
+    case storage(path: String, code: Int32, message: String)
+
+    public var description: String {
+        switch self {
+        case let .cannotOpen(path, reason):
+            return "cannot open state database at \(path): \(reason). Check that the folder exists and is writable, or pass another path with --db."
+        case let .notADatabase(path):
+            return "\(path) is not a SQLite database. Point --db (or [state] uri) at a Flujo state file, or at a new path to create one."
+        case let .newerSchema(path, found, supported):
+            return "state database \(path) has schema version \(found), newer than version \(supported) this Flujo supports. Upgrade Flujo, or use another database file."
+        case let .locked(path, timeoutMs):
+            return "state database \(path) stayed locked by another connection for more than \(timeoutMs) ms. Retry later, or raise [state] busy_timeout_ms."
+        case let .diskFull(path):
+            return "cannot write state database \(path): the disk (or the database's size limit) is full. Free space, then retry; nothing committed was lost."
+        case let .readOnly(path):
+            return "cannot write state database \(path): the file or its folder is read-only. Fix the permissions or use another path."
+        case let .corrupt(path, detail):
+            return "state database \(path) is damaged (\(detail)). Restore it from a backup or move it away to start a new one."
+        case let .unsafeSchemaChange(detail):
+            return "refused schema change: \(detail)"
+        case let .missingDatabase(path):
+            return "no state database at \(path). Run a pipeline first (for example `flujo demo`), or pass the right file with --db."
+        case let .storage(path, code, message):
+            return "state database \(path): \(message) (SQLite code \(code))"
+        }
+    }
+}

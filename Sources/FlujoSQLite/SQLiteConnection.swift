@@ -1,0 +1,194 @@
+import CSQLite
+import Flujo
+
+/// SQLite's "transient" destructor: the engine copies bound text before returning.
+private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+/// One libsqlite3 connection with a cache of prepared statements.
+///
+/// Not thread-safe by itself. `@unchecked Sendable` is safe because the only
+/// owner, `SQLiteStateStore`, keeps it inside a `Mutex` and touches the handle
+/// only while holding that lock (and the handle is opened with NOMUTEX).
+final class SQLiteConnection: @unchecked Sendable {
+    let path: String
+    let busyTimeoutMs: Int
+    private var handle: OpaquePointer?
+    private var cache: [String: OpaquePointer] = [:]
+    /// Statements handed out since the last `resetActive`: a statement left
+    /// mid-result keeps a read transaction (an old snapshot) open.
+    private var active: [OpaquePointer] = []
+
+    init(path: String, readOnly: Bool, create: Bool, busyTimeoutMs: Int) throws(StateStoreError) {
+        self.path = path
+        self.busyTimeoutMs = busyTimeoutMs
+        var flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI
+        flags |= readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE
+        if create && !readOnly { flags |= SQLITE_OPEN_CREATE }
+        var db: OpaquePointer?
+        let code = sqlite3_open_v2(path, &db, flags, nil)
+        if code != SQLITE_OK {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close_v2(db)
+            throw SQLiteConnection.openError(path: path, code: code, message: message)
+        }
+        handle = db
+        sqlite3_busy_timeout(db, Int32(clamping: busyTimeoutMs))
+        sqlite3_extended_result_codes(db, 1)
+    }
+
+    deinit { close() }
+
+    func close() {
+        for statement in cache.values { sqlite3_finalize(statement) }
+        cache.removeAll()
+        if let handle { sqlite3_close_v2(handle) }
+        handle = nil
+    }
+
+    /// Whether the engine opened the main database read-only (for example a write-protected file).
+    var isReadOnly: Bool { handle.map { sqlite3_db_readonly($0, "main") == 1 } ?? true }
+
+    /// Resets every statement handed out, ending their implicit read transactions.
+    func resetActive() {
+        for statement in active { sqlite3_reset(statement) }
+        active.removeAll(keepingCapacity: true)
+    }
+
+    /// Runs one or more statements without parameters.
+    func execute(_ sql: String) throws(StateStoreError) {
+        resetActive()
+        var message: UnsafeMutablePointer<CChar>?
+        let code = sqlite3_exec(handle, sql, nil, nil, &message)
+        if code != SQLITE_OK {
+            let text = message.map { String(cString: $0) } ?? String(cString: sqlite3_errstr(code))
+            sqlite3_free(message)
+            throw error(code, text)
+        }
+    }
+
+    /// A cached prepared statement, reset and with its bindings cleared.
+    func statement(_ sql: String) throws(StateStoreError) -> Statement {
+        if let cached = cache[sql] {
+            sqlite3_reset(cached)
+            sqlite3_clear_bindings(cached)
+            active.append(cached)
+            return Statement(handle: cached, connection: self)
+        }
+        var prepared: OpaquePointer?
+        let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &prepared, nil)
+        guard code == SQLITE_OK, let prepared else { throw error(code, lastMessage) }
+        cache[sql] = prepared
+        active.append(prepared)
+        return Statement(handle: prepared, connection: self)
+    }
+
+    /// Runs `body` inside `BEGIN IMMEDIATE ... COMMIT`, rolling back on any error.
+    func transaction<T>(_ body: () throws(StateStoreError) -> T) throws(StateStoreError) -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let value = try body()
+            try execute("COMMIT")
+            return value
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    var changes: Int { Int(sqlite3_changes(handle)) }
+
+    var lastMessage: String { handle.map { String(cString: sqlite3_errmsg($0)) } ?? "closed" }
+
+    /// Maps a SQLite result code to the error a user can act on.
+    func error(_ code: Int32, _ message: String) -> StateStoreError {
+        switch code & 0xff {
+        case SQLITE_BUSY, SQLITE_LOCKED: return .locked(path: path, timeoutMs: busyTimeoutMs)
+        case SQLITE_FULL: return .diskFull(path: path)
+        case SQLITE_READONLY: return .readOnly(path: path)
+        case SQLITE_NOTADB: return .notADatabase(path: path)
+        case SQLITE_CORRUPT: return .corrupt(path: path, detail: message)
+        case SQLITE_CANTOPEN: return .cannotOpen(path: path, reason: message)
+        case SQLITE_PERM, SQLITE_AUTH: return .readOnly(path: path)
+        default: return .storage(path: path, code: code, message: message)
+        }
+    }
+
+    static func openError(path: String, code: Int32, message: String) -> StateStoreError {
+        switch code & 0xff {
+        case SQLITE_NOTADB: return .notADatabase(path: path)
+        case SQLITE_READONLY, SQLITE_PERM: return .readOnly(path: path)
+        default: return .cannotOpen(path: path, reason: message)
+        }
+    }
+}
+
+/// A prepared statement borrowed from the connection's cache.
+struct Statement {
+    let handle: OpaquePointer
+    unowned let connection: SQLiteConnection
+
+    func bind(_ index: Int32, _ value: String?) {
+        if let value {
+            sqlite3_bind_text(handle, index, value, -1, transient)
+        } else {
+            sqlite3_bind_null(handle, index)
+        }
+    }
+
+    func bind(_ index: Int32, _ value: Int64?) {
+        if let value { sqlite3_bind_int64(handle, index, value) } else { sqlite3_bind_null(handle, index) }
+    }
+
+    func bind(_ index: Int32, _ value: Int?) { bind(index, value.map(Int64.init)) }
+
+    func bind(_ index: Int32, _ value: Double?) {
+        if let value { sqlite3_bind_double(handle, index, value) } else { sqlite3_bind_null(handle, index) }
+    }
+
+    func bind(_ index: Int32, _ value: Bool) { sqlite3_bind_int64(handle, index, value ? 1 : 0) }
+
+    func bind(_ index: Int32, _ value: Timestamp?) { bind(index, value?.millisecondsSince1970) }
+
+    /// Makes the statement ready to run again with new bindings.
+    func reset() {
+        sqlite3_reset(handle)
+        sqlite3_clear_bindings(handle)
+    }
+
+    /// Steps once; true when a row is available.
+    func step() throws(StateStoreError) -> Bool {
+        let code = sqlite3_step(handle)
+        switch code {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default:
+            let message = connection.lastMessage
+            sqlite3_reset(handle)
+            throw connection.error(code, message)
+        }
+    }
+
+    /// Steps until done, ignoring rows.
+    func run() throws(StateStoreError) {
+        while try step() {}
+    }
+
+    func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
+
+    func string(_ column: Int32) -> String? {
+        guard let text = sqlite3_column_text(handle, column) else { return nil }
+        return String(cString: text)
+    }
+
+    func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+
+    func int(_ column: Int32) -> Int { Int(sqlite3_column_int64(handle, column)) }
+
+    func double(_ column: Int32) -> Double { sqlite3_column_double(handle, column) }
+
+    func optionalDouble(_ column: Int32) -> Double? { isNull(column) ? nil : double(column) }
+
+    func timestamp(_ column: Int32) -> Timestamp { Timestamp(millisecondsSince1970: int64(column)) }
+
+    func optionalTimestamp(_ column: Int32) -> Timestamp? { isNull(column) ? nil : timestamp(column) }
+}

@@ -1,0 +1,512 @@
+import CSQLite
+import Flujo
+import Foundation
+import Synchronization
+
+/// A `StateStore` on a SQLite file, through libsqlite3.
+///
+/// WAL journal, a busy timeout, prepared statements reused, every value bound
+/// as a parameter. Many tasks may share one store (calls are serialized on its
+/// connection) and many processes may share one file (SQLite's locking; writes
+/// use `BEGIN IMMEDIATE`). Calls run on the caller's thread: they are short,
+/// except that a write may wait up to the busy timeout for another process.
+public final class SQLiteStateStore: StateStore {
+    /// How the database is opened.
+    public struct Options: Sendable, Hashable {
+        /// `PRAGMA synchronous` in WAL mode.
+        public enum Synchronous: String, Sendable, Hashable, CaseIterable {
+            /// Never waits for the disk; a power loss may lose recent commits.
+            case off = "OFF"
+            /// Syncs at checkpoints; a power loss may lose the last commits, never corrupts.
+            case normal = "NORMAL"
+            /// Syncs every commit.
+            case full = "FULL"
+        }
+
+        /// Durability of commits; `normal` by default.
+        public var synchronous: Synchronous
+        /// How long a write waits for another connection's lock, in milliseconds.
+        public var busyTimeoutMs: Int
+        /// Open without writing: no creation, no migration, writes fail.
+        public var readOnly: Bool
+        /// Create the file (and its schema) when it does not exist.
+        public var createIfMissing: Bool
+
+        /// Creates options; the defaults suit a runner: NORMAL, 5 s, read-write, create.
+        public init(synchronous: Synchronous = .normal, busyTimeoutMs: Int = 5000, readOnly: Bool = false, createIfMissing: Bool = true) {
+            self.synchronous = synchronous
+            self.busyTimeoutMs = busyTimeoutMs
+            self.readOnly = readOnly
+            self.createIfMissing = createIfMissing
+        }
+    }
+
+    /// The database file.
+    public let path: String
+    private let connection: Mutex<SQLiteConnection>
+
+    /// Opens (and, unless read-only, creates or migrates) the database at `path`.
+    public init(path: String, options: Options = Options()) throws(StateStoreError) {
+        self.path = path
+        let exists = path == ":memory:" || FileManager.default.fileExists(atPath: path)
+        if !exists && (options.readOnly || !options.createIfMissing) {
+            throw .missingDatabase(path: path)
+        }
+        if !exists {
+            let folder = (path as NSString).deletingLastPathComponent
+            if !folder.isEmpty && !FileManager.default.fileExists(atPath: folder) {
+                do {
+                    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                } catch {
+                    throw .cannotOpen(path: path, reason: "cannot create folder \(folder): \(error.localizedDescription)")
+                }
+            }
+        }
+        let connection = try SQLiteConnection(
+            path: path, readOnly: options.readOnly, create: options.createIfMissing, busyTimeoutMs: options.busyTimeoutMs)
+        if !options.readOnly && connection.isReadOnly {
+            throw .readOnly(path: path)
+        }
+        // The first statement that reads the file tells a non-database apart.
+        _ = try Schema.userVersion(connection)
+        if options.readOnly {
+            let version = try Schema.userVersion(connection)
+            if version > Schema.currentVersion {
+                throw .newerSchema(path: path, found: version, supported: Schema.currentVersion)
+            }
+            if version < Schema.currentVersion {
+                throw .storage(path: path, code: 0, message: "schema version \(version) predates version \(Schema.currentVersion); open it once read-write to migrate it")
+            }
+        } else {
+            try connection.execute("PRAGMA journal_mode = WAL")
+            try connection.execute("PRAGMA synchronous = \(options.synchronous.rawValue)")
+            try Schema.migrate(connection)
+        }
+        self.connection = Mutex(connection)
+    }
+
+    /// Closes the connection; later calls fail.
+    public func close() {
+        connection.withLock { $0.close() }
+    }
+
+    private func withConnection<T>(_ body: (SQLiteConnection) throws(StateStoreError) -> T) throws(StateStoreError) -> T {
+        do {
+            return try connection.withLock { connection in
+                defer { connection.resetActive() }
+                return try body(connection)
+            }
+        } catch let error as StateStoreError {
+            throw error
+        } catch {
+            throw .storage(path: path, code: 0, message: "\(error)")
+        }
+    }
+
+    /// Caps the file at `pages` pages on this connection, to simulate a full disk in tests.
+    func setMaxPageCountForTesting(_ pages: Int) throws(StateStoreError) {
+        try withConnection { (connection) throws(StateStoreError) in
+            try connection.execute("PRAGMA max_page_count = \(pages)")
+        }
+    }
+
+    // MARK: - Runs
+
+    static let stateColumns = """
+        run_id, pipeline_id, pipeline_name, pipeline_version, current_step_index, pipeline_context,
+        last_step_output, step_history, status, created_at, updated_at, total_steps, error_message,
+        execution_time_ms, memory_usage_mb, metadata, is_background_task, parent_run_id, task_id,
+        background_error, error_category, attempts, lease_owner, lease_expires_at, resumed_from,
+        step_name, cost_usd, tokens
+        """
+
+    private static let upsertState = """
+        INSERT INTO workflow_state (\(stateColumns))
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
+        ON CONFLICT (run_id) DO UPDATE SET
+            pipeline_id = excluded.pipeline_id, pipeline_name = excluded.pipeline_name,
+            pipeline_version = excluded.pipeline_version, current_step_index = excluded.current_step_index,
+            pipeline_context = excluded.pipeline_context, last_step_output = excluded.last_step_output,
+            step_history = excluded.step_history, status = excluded.status, updated_at = excluded.updated_at,
+            total_steps = excluded.total_steps, error_message = excluded.error_message,
+            execution_time_ms = excluded.execution_time_ms, memory_usage_mb = excluded.memory_usage_mb,
+            metadata = excluded.metadata, is_background_task = excluded.is_background_task,
+            parent_run_id = excluded.parent_run_id, task_id = excluded.task_id,
+            background_error = excluded.background_error, error_category = excluded.error_category,
+            attempts = excluded.attempts, lease_owner = excluded.lease_owner,
+            lease_expires_at = excluded.lease_expires_at, resumed_from = excluded.resumed_from,
+            step_name = excluded.step_name, cost_usd = excluded.cost_usd, tokens = excluded.tokens
+        """
+
+    private static let upsertRun = """
+        INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, started_at, ended_at, cost_usd, tokens)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
+            cost_usd = excluded.cost_usd, tokens = excluded.tokens
+        """
+
+    private static let insertStep = """
+        INSERT INTO steps (run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+        """
+
+    public func save(_ state: WorkflowState, step: StepRecord?) async throws {
+        try saveNow(state, step: step)
+    }
+
+    /// The synchronous body of `save`, for callers already off the cooperative pool.
+    public func saveNow(_ state: WorkflowState, step: StepRecord?) throws(StateStoreError) {
+        try withConnection { (connection) throws(StateStoreError) in
+            try connection.transaction { () throws(StateStoreError) in
+                let upsert = try connection.statement(Self.upsertState)
+                Self.bind(state, to: upsert)
+                try upsert.run()
+                let run = try connection.statement(Self.upsertRun)
+                run.bind(1, state.runID)
+                run.bind(2, state.pipelineName)
+                run.bind(3, state.pipelineVersion)
+                run.bind(4, state.status.rawValue)
+                run.bind(5, state.createdAt)
+                run.bind(6, state.status == .running ? nil : state.updatedAt)
+                run.bind(7, state.costUSD)
+                run.bind(8, state.tokens)
+                try run.run()
+                if let step {
+                    let insert = try connection.statement(Self.insertStep)
+                    insert.bind(1, step.runID)
+                    insert.bind(2, step.stepIndex)
+                    insert.bind(3, step.stepName)
+                    insert.bind(4, step.success)
+                    insert.bind(5, step.outputJSON)
+                    insert.bind(6, step.attempts)
+                    insert.bind(7, step.latencySeconds)
+                    insert.bind(8, step.costUSD)
+                    insert.bind(9, step.tokens)
+                    insert.bind(10, step.feedback)
+                    insert.bind(11, step.finishedAt)
+                    try insert.run()
+                }
+            }
+        }
+    }
+
+    private static func bind(_ state: WorkflowState, to statement: Statement) {
+        statement.bind(1, state.runID)
+        statement.bind(2, state.pipelineID)
+        statement.bind(3, state.pipelineName)
+        statement.bind(4, state.pipelineVersion)
+        statement.bind(5, state.currentStepIndex)
+        statement.bind(6, state.contextJSON)
+        statement.bind(7, state.lastStepOutputJSON)
+        statement.bind(8, state.stepHistoryJSON)
+        statement.bind(9, state.status.rawValue)
+        statement.bind(10, state.createdAt)
+        statement.bind(11, state.updatedAt)
+        statement.bind(12, state.totalSteps)
+        statement.bind(13, state.errorMessage)
+        statement.bind(14, state.executionTimeMs)
+        statement.bind(15, state.memoryUsageMB)
+        statement.bind(16, state.metadataJSON)
+        statement.bind(17, state.isBackgroundTask)
+        statement.bind(18, state.parentRunID)
+        statement.bind(19, state.taskID)
+        statement.bind(20, state.backgroundError)
+        statement.bind(21, state.errorCategory?.rawValue)
+        statement.bind(22, state.attempts)
+        statement.bind(23, state.leaseOwner)
+        statement.bind(24, state.leaseExpiresAt)
+        statement.bind(25, state.resumedFrom)
+        statement.bind(26, state.stepName)
+        statement.bind(27, state.costUSD)
+        statement.bind(28, state.tokens)
+    }
+
+    /// Reads a row selected with `stateColumns`, starting at column 0.
+    static func readState(_ row: Statement) -> WorkflowState {
+        WorkflowState(
+            runID: row.string(0) ?? "",
+            pipelineName: row.string(2) ?? "",
+            pipelineVersion: row.string(3) ?? "",
+            pipelineID: row.string(1),
+            currentStepIndex: row.int(4),
+            contextJSON: row.string(5) ?? "{}",
+            lastStepOutputJSON: row.string(6),
+            stepHistoryJSON: row.string(7) ?? "[]",
+            status: RunStatus(rawValue: row.string(8) ?? "") ?? .failed,
+            createdAt: row.timestamp(9),
+            updatedAt: row.timestamp(10),
+            totalSteps: row.int(11),
+            errorMessage: row.string(12),
+            executionTimeMs: row.optionalDouble(13),
+            memoryUsageMB: row.optionalDouble(14),
+            metadataJSON: row.string(15) ?? "{}",
+            isBackgroundTask: row.int(16) != 0,
+            parentRunID: row.string(17),
+            taskID: row.string(18),
+            backgroundError: row.string(19),
+            errorCategory: row.string(20).flatMap(ErrorCategory.init(rawValue:)),
+            attempts: row.int(21),
+            leaseOwner: row.string(22),
+            leaseExpiresAt: row.optionalTimestamp(23),
+            resumedFrom: row.string(24),
+            stepName: row.string(25),
+            costUSD: row.double(26),
+            tokens: row.int(27)
+        )
+    }
+
+    public func load(runID: String) async throws -> WorkflowState? {
+        try withConnection { (connection) throws(StateStoreError) in
+            let statement = try connection.statement("SELECT \(Self.stateColumns) FROM workflow_state WHERE run_id = ?1")
+            statement.bind(1, runID)
+            return try statement.step() ? Self.readState(statement) : nil
+        }
+    }
+
+    public func loadTask(taskID: String) async throws -> WorkflowState? {
+        try withConnection { (connection) throws(StateStoreError) in
+            let statement = try connection.statement("SELECT \(Self.stateColumns) FROM workflow_state WHERE task_id = ?1")
+            statement.bind(1, taskID)
+            return try statement.step() ? Self.readState(statement) : nil
+        }
+    }
+
+    public func listBackgroundTasks(_ query: BackgroundTaskQuery) async throws -> [WorkflowState] {
+        // One fixed statement: absent filters are bound as NULL and switch themselves off.
+        let sql = """
+            SELECT \(Self.stateColumns) FROM workflow_state
+            WHERE is_background_task = 1
+              AND (?1 IS NULL OR parent_run_id = ?1)
+              AND (?2 IS NULL OR updated_at >= ?2)
+              AND (?3 IS NULL OR status IN (SELECT value FROM json_each(?3)))
+            ORDER BY updated_at DESC, run_id
+            LIMIT ?4 OFFSET ?5
+            """
+        let statuses = query.statuses.map { set in
+            "[" + set.map { "\"\($0.rawValue)\"" }.sorted().joined(separator: ",") + "]"
+        }
+        return try withConnection { (connection) throws(StateStoreError) in
+            let statement = try connection.statement(sql)
+            statement.bind(1, query.parentRunID)
+            statement.bind(2, query.updatedSince)
+            statement.bind(3, statuses)
+            statement.bind(4, max(0, query.limit))
+            statement.bind(5, max(0, query.offset))
+            var rows: [WorkflowState] = []
+            while try statement.step() { rows.append(Self.readState(statement)) }
+            return rows
+        }
+    }
+
+    public func taskIDs(withPrefix prefix: String, limit: Int) async throws -> [String] {
+        try withConnection { (connection) throws(StateStoreError) in
+            let statement = try connection.statement(
+                "SELECT task_id FROM workflow_state WHERE task_id >= ?1 AND task_id < ?1 || x'ff' ORDER BY task_id LIMIT ?2")
+            statement.bind(1, prefix)
+            statement.bind(2, limit)
+            var ids: [String] = []
+            while try statement.step() { if let id = statement.string(0) { ids.append(id) } }
+            return ids
+        }
+    }
+
+    public func claimTask(taskID: String, owner: String, leaseUntil: Timestamp, now: Timestamp) async throws -> ClaimResult {
+        try withConnection { (connection) throws(StateStoreError) in
+            try connection.transaction { () throws(StateStoreError) -> ClaimResult in
+                // A single UPDATE guarded by the status: of concurrent claimers, only
+                // the first to take the write lock finds the task resumable.
+                let claim = try connection.statement("""
+                    UPDATE workflow_state
+                    SET status = 'running', lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
+                        attempts = attempts + 1
+                    WHERE task_id = ?1 AND status IN ('failed', 'paused', 'cancelled')
+                    RETURNING \(Self.stateColumns)
+                    """)
+                claim.bind(1, taskID)
+                claim.bind(2, owner)
+                claim.bind(3, leaseUntil)
+                claim.bind(4, now)
+                if try claim.step() {
+                    let state = Self.readState(claim)
+                    try claim.run()
+                    return .claimed(state)
+                }
+                let current = try connection.statement("SELECT status, lease_owner FROM workflow_state WHERE task_id = ?1")
+                current.bind(1, taskID)
+                guard try current.step() else { return .notFound }
+                return .notClaimable(status: RunStatus(rawValue: current.string(0) ?? "") ?? .running, owner: current.string(1))
+            }
+        }
+    }
+
+    public func heartbeat(runIDs: [String], at time: Timestamp) async throws {
+        guard !runIDs.isEmpty else { return }
+        try withConnection { (connection) throws(StateStoreError) in
+            try connection.transaction { () throws(StateStoreError) in
+                let statement = try connection.statement(
+                    "UPDATE workflow_state SET updated_at = ?2 WHERE run_id = ?1 AND status = 'running'")
+                for runID in runIDs {
+                    statement.reset()
+                    statement.bind(1, runID)
+                    statement.bind(2, time)
+                    try statement.run()
+                }
+            }
+        }
+    }
+
+    public func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> [String] {
+        try withConnection { (connection) throws(StateStoreError) in
+            try connection.transaction { () throws(StateStoreError) -> [String] in
+                let statement = try connection.statement("""
+                    UPDATE workflow_state
+                    SET status = 'failed', updated_at = ?2, error_message = ?3, background_error = ?3,
+                        error_category = 'timeout', lease_owner = NULL, lease_expires_at = NULL
+                    WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1
+                    RETURNING run_id
+                    """)
+                statement.bind(1, heartbeatBefore)
+                statement.bind(2, now)
+                statement.bind(3, message)
+                var ids: [String] = []
+                while try statement.step() { if let id = statement.string(0) { ids.append(id) } }
+                return ids
+            }
+        }
+    }
+
+    public func addBackgroundUsage(parentRunID: String, costUSD: Double, tokens: Int) async throws {
+        try withConnection { (connection) throws(StateStoreError) in
+            let statement = try connection.statement(
+                "UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
+            statement.bind(1, parentRunID)
+            statement.bind(2, costUSD)
+            statement.bind(3, tokens)
+            try statement.run()
+        }
+    }
+
+    public func runTotals(runID: String) async throws -> RunTotals? {
+        try withConnection { (connection) throws(StateStoreError) in
+            let statement = try connection.statement(
+                "SELECT cost_usd, tokens, background_cost_usd, background_tokens FROM runs WHERE run_id = ?1")
+            statement.bind(1, runID)
+            guard try statement.step() else { return nil }
+            return RunTotals(costUSD: statement.double(0), tokens: statement.int(1), backgroundCostUSD: statement.double(2), backgroundTokens: statement.int(3))
+        }
+    }
+
+    public func steps(runID: String) async throws -> [StepRecord] {
+        try withConnection { (connection) throws(StateStoreError) in
+            let statement = try connection.statement("""
+                SELECT run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at
+                FROM steps WHERE run_id = ?1 ORDER BY id
+                """)
+            statement.bind(1, runID)
+            var records: [StepRecord] = []
+            while try statement.step() {
+                records.append(StepRecord(
+                    runID: statement.string(0) ?? "", stepIndex: statement.int(1), stepName: statement.string(2) ?? "",
+                    success: statement.int(3) != 0, outputJSON: statement.string(4), attempts: statement.int(5),
+                    latencySeconds: statement.double(6), costUSD: statement.double(7), tokens: statement.int(8),
+                    feedback: statement.string(9), finishedAt: statement.timestamp(10)))
+            }
+            return records
+        }
+    }
+
+    // MARK: - Stats
+
+    public func statusCounters() async throws -> StatusCounters {
+        try withConnection { (connection) throws(StateStoreError) in try Self.readCounters(connection) }
+    }
+
+    private static func readCounters(_ connection: SQLiteConnection) throws(StateStoreError) -> StatusCounters {
+        var runs: [RunStatus: Int] = [:]
+        var background: [RunStatus: Int] = [:]
+        let counts = try connection.statement("SELECT is_background, status, count FROM status_counts")
+        while try counts.step() {
+            guard let status = RunStatus(rawValue: counts.string(1) ?? "") else { continue }
+            if counts.int(0) != 0 { background[status, default: 0] += counts.int(2) } else { runs[status, default: 0] += counts.int(2) }
+        }
+        var totals: [String: Double] = [:]
+        let totalRows = try connection.statement("SELECT name, value FROM stat_totals")
+        while try totalRows.step() { totals[totalRows.string(0) ?? ""] = totalRows.double(1) }
+        return StatusCounters(
+            runs: runs, backgroundTasks: background, totalRuns: Int(totals["total_runs"] ?? 0),
+            durationSumMs: totals["duration_sum_ms"] ?? 0, durationCount: Int(totals["duration_count"] ?? 0))
+    }
+
+    public func workflowStats(now: Timestamp) async throws -> WorkflowStats {
+        try withConnection { (connection) throws(StateStoreError) in
+            let counters = try Self.readCounters(connection)
+            // Whole hours come from the per-hour counters; the first, partial hour
+            // of the window is counted exactly through the created_at index.
+            let since = now.millisecondsSince1970 - 24 * 3_600_000
+            let firstWholeHour = since / 3_600_000 + 1
+            let hours = try connection.statement("SELECT COALESCE(sum(count), 0) FROM created_per_hour WHERE hour >= ?1")
+            hours.bind(1, firstWholeHour)
+            let wholeHours = try hours.step() ? hours.int(0) : 0
+            let edge = try connection.statement("SELECT count(*) FROM workflow_state WHERE created_at >= ?1 AND created_at < ?2")
+            edge.bind(1, since)
+            edge.bind(2, firstWholeHour * 3_600_000)
+            let partial = try edge.step() ? edge.int(0) : 0
+            return WorkflowStats(
+                totalWorkflows: counters.totalRuns, statusCounts: counters.runs,
+                backgroundStatusCounts: counters.backgroundTasks, recentWorkflows24h: wholeHours + partial,
+                averageExecutionTimeMs: counters.durationCount > 0 ? counters.durationSumMs / Double(counters.durationCount) : 0)
+        }
+    }
+
+    // MARK: - Spans
+
+    public func saveSpans(_ spans: [SpanRecord]) async throws {
+        guard !spans.isEmpty else { return }
+        try withConnection { (connection) throws(StateStoreError) in
+            try connection.transaction { () throws(StateStoreError) in
+                let statement = try connection.statement("""
+                    INSERT OR REPLACE INTO spans (span_id, trace_id, parent_span_id, run_id, name, start_unix_nano,
+                        end_unix_nano, status, status_message, attributes, is_background)
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                    """)
+                for span in spans {
+                    statement.reset()
+                    statement.bind(1, span.spanID)
+                    statement.bind(2, span.traceID)
+                    statement.bind(3, span.parentSpanID)
+                    statement.bind(4, span.runID)
+                    statement.bind(5, span.name)
+                    statement.bind(6, Int64(bitPattern: span.startUnixNano))
+                    statement.bind(7, Int64(bitPattern: span.endUnixNano))
+                    statement.bind(8, span.status)
+                    statement.bind(9, span.statusMessage)
+                    statement.bind(10, JSONText.object(span.attributes))
+                    statement.bind(11, span.isBackground)
+                    try statement.run()
+                }
+            }
+        }
+    }
+
+    public func spans(runID: String) async throws -> [SpanRecord] {
+        try withConnection { (connection) throws(StateStoreError) in
+            let statement = try connection.statement("""
+                SELECT span_id, trace_id, parent_span_id, run_id, name, start_unix_nano, end_unix_nano, status,
+                    status_message, attributes, is_background
+                FROM spans WHERE trace_id IN (SELECT trace_id FROM spans WHERE run_id = ?1)
+                ORDER BY start_unix_nano, span_id
+                """)
+            statement.bind(1, runID)
+            var records: [SpanRecord] = []
+            while try statement.step() {
+                records.append(SpanRecord(
+                    traceID: statement.string(1) ?? "", spanID: statement.string(0) ?? "", parentSpanID: statement.string(2),
+                    runID: statement.string(3) ?? "", name: statement.string(4) ?? "",
+                    startUnixNano: UInt64(bitPattern: statement.int64(5)), endUnixNano: UInt64(bitPattern: statement.int64(6)),
+                    status: statement.string(7) ?? "unset", statusMessage: statement.string(8),
+                    attributes: JSONText.parseStringObject(statement.string(9) ?? "{}"), isBackground: statement.int(10) != 0))
+            }
+            return records
+        }
+    }
+}

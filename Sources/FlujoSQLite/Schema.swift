@@ -1,0 +1,235 @@
+import Flujo
+
+/// The layout of a Flujo state database and how older layouts are brought up to date.
+///
+/// Version 1 is the base layout (the columns of the original `workflow_state`
+/// plus `runs`, `steps` and `spans`). Version 2 adds what resumability needs and
+/// the maintained counters. A database is migrated and repaired by the same
+/// path: every column of `addedColumns` that is missing is added, after its
+/// name and definition passed `validateColumnAddition`.
+enum Schema {
+    static let currentVersion = 2
+
+    /// Tables of version 1. `CREATE ... IF NOT EXISTS`, so they also repair a missing table.
+    static let baseTables = """
+        CREATE TABLE IF NOT EXISTS workflow_state (
+            run_id TEXT PRIMARY KEY,
+            pipeline_id TEXT NOT NULL,
+            pipeline_name TEXT NOT NULL,
+            pipeline_version TEXT NOT NULL,
+            current_step_index INTEGER NOT NULL DEFAULT 0,
+            pipeline_context TEXT NOT NULL DEFAULT '{}',
+            last_step_output TEXT,
+            step_history TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            total_steps INTEGER NOT NULL DEFAULT 0,
+            error_message TEXT,
+            execution_time_ms REAL,
+            memory_usage_mb REAL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            is_background_task INTEGER NOT NULL DEFAULT 0,
+            parent_run_id TEXT,
+            task_id TEXT,
+            background_error TEXT
+        );
+        CREATE TABLE IF NOT EXISTS runs (
+            run_id TEXT PRIMARY KEY,
+            pipeline_name TEXT NOT NULL,
+            pipeline_version TEXT NOT NULL,
+            status TEXT NOT NULL,
+            started_at INTEGER NOT NULL,
+            ended_at INTEGER,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            tokens INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS steps (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
+            step_index INTEGER NOT NULL,
+            step_name TEXT NOT NULL,
+            success INTEGER NOT NULL,
+            output TEXT,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            latency_s REAL NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            tokens INTEGER NOT NULL DEFAULT 0,
+            feedback TEXT,
+            finished_at INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS spans (
+            span_id TEXT PRIMARY KEY,
+            trace_id TEXT NOT NULL,
+            parent_span_id TEXT,
+            run_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            start_unix_nano INTEGER NOT NULL,
+            end_unix_nano INTEGER NOT NULL,
+            status TEXT NOT NULL DEFAULT 'unset',
+            status_message TEXT,
+            attributes TEXT NOT NULL DEFAULT '{}',
+            is_background INTEGER NOT NULL DEFAULT 0
+        );
+        """
+
+    /// Columns added after version 1: the whitelist. Nothing else is ever added.
+    static let addedColumns: [(table: String, name: String, definition: String)] = [
+        ("workflow_state", "error_category", "TEXT"),
+        ("workflow_state", "attempts", "INTEGER NOT NULL DEFAULT 0"),
+        ("workflow_state", "lease_owner", "TEXT"),
+        ("workflow_state", "lease_expires_at", "INTEGER"),
+        ("workflow_state", "resumed_from", "TEXT"),
+        ("workflow_state", "step_name", "TEXT"),
+        ("workflow_state", "cost_usd", "REAL NOT NULL DEFAULT 0"),
+        ("workflow_state", "tokens", "INTEGER NOT NULL DEFAULT 0"),
+        ("runs", "background_cost_usd", "REAL NOT NULL DEFAULT 0"),
+        ("runs", "background_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ]
+
+    /// Counter tables, triggers that keep them in the same transaction as every
+    /// status change, and the indexes behind every query the store makes.
+    static let version2Objects = """
+        CREATE TABLE IF NOT EXISTS status_counts (
+            is_background INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            count INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (is_background, status)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS stat_totals (
+            name TEXT PRIMARY KEY,
+            value REAL NOT NULL DEFAULT 0
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS created_per_hour (
+            hour INTEGER PRIMARY KEY,
+            count INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TRIGGER IF NOT EXISTS workflow_state_counted_insert AFTER INSERT ON workflow_state BEGIN
+            INSERT INTO status_counts (is_background, status, count) VALUES (NEW.is_background_task, NEW.status, 1)
+                ON CONFLICT (is_background, status) DO UPDATE SET count = count + 1;
+            UPDATE stat_totals SET value = value + 1 WHERE name = 'total_runs';
+            UPDATE stat_totals SET value = value + NEW.execution_time_ms WHERE name = 'duration_sum_ms' AND NEW.execution_time_ms IS NOT NULL;
+            UPDATE stat_totals SET value = value + 1 WHERE name = 'duration_count' AND NEW.execution_time_ms IS NOT NULL;
+            INSERT INTO created_per_hour (hour, count) VALUES (NEW.created_at / 3600000, 1)
+                ON CONFLICT (hour) DO UPDATE SET count = count + 1;
+        END;
+        CREATE TRIGGER IF NOT EXISTS workflow_state_counted_status AFTER UPDATE OF status, is_background_task ON workflow_state
+            WHEN OLD.status IS NOT NEW.status OR OLD.is_background_task IS NOT NEW.is_background_task BEGIN
+            UPDATE status_counts SET count = count - 1 WHERE is_background = OLD.is_background_task AND status = OLD.status;
+            INSERT INTO status_counts (is_background, status, count) VALUES (NEW.is_background_task, NEW.status, 1)
+                ON CONFLICT (is_background, status) DO UPDATE SET count = count + 1;
+        END;
+        CREATE TRIGGER IF NOT EXISTS workflow_state_counted_duration AFTER UPDATE OF execution_time_ms ON workflow_state
+            WHEN OLD.execution_time_ms IS NOT NEW.execution_time_ms BEGIN
+            UPDATE stat_totals SET value = value + COALESCE(NEW.execution_time_ms, 0) - COALESCE(OLD.execution_time_ms, 0)
+                WHERE name = 'duration_sum_ms';
+            UPDATE stat_totals SET value = value + (NEW.execution_time_ms IS NOT NULL) - (OLD.execution_time_ms IS NOT NULL)
+                WHERE name = 'duration_count';
+        END;
+        CREATE TRIGGER IF NOT EXISTS workflow_state_counted_delete AFTER DELETE ON workflow_state BEGIN
+            UPDATE status_counts SET count = count - 1 WHERE is_background = OLD.is_background_task AND status = OLD.status;
+            UPDATE stat_totals SET value = value - 1 WHERE name = 'total_runs';
+            UPDATE stat_totals SET value = value - OLD.execution_time_ms WHERE name = 'duration_sum_ms' AND OLD.execution_time_ms IS NOT NULL;
+            UPDATE stat_totals SET value = value - 1 WHERE name = 'duration_count' AND OLD.execution_time_ms IS NOT NULL;
+            UPDATE created_per_hour SET count = count - 1 WHERE hour = OLD.created_at / 3600000;
+        END;
+        CREATE UNIQUE INDEX IF NOT EXISTS workflow_state_task_id ON workflow_state (task_id) WHERE task_id IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS workflow_state_background_status ON workflow_state (is_background_task, status, updated_at);
+        CREATE INDEX IF NOT EXISTS workflow_state_parent ON workflow_state (parent_run_id, updated_at) WHERE parent_run_id IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS workflow_state_created_at ON workflow_state (created_at);
+        CREATE INDEX IF NOT EXISTS workflow_state_status ON workflow_state (status);
+        CREATE INDEX IF NOT EXISTS steps_run ON steps (run_id, id);
+        CREATE INDEX IF NOT EXISTS spans_run ON spans (run_id);
+        CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id, start_unix_nano);
+        """
+
+    /// Rebuilds the counters from the rows; run whenever the counter tables are new.
+    static let rebuildCounters = """
+        DELETE FROM status_counts;
+        INSERT INTO status_counts (is_background, status, count)
+            SELECT is_background_task, status, count(*) FROM workflow_state GROUP BY is_background_task, status;
+        DELETE FROM stat_totals;
+        INSERT INTO stat_totals (name, value) VALUES
+            ('total_runs', (SELECT count(*) FROM workflow_state)),
+            ('duration_sum_ms', (SELECT COALESCE(sum(execution_time_ms), 0) FROM workflow_state)),
+            ('duration_count', (SELECT count(execution_time_ms) FROM workflow_state));
+        DELETE FROM created_per_hour;
+        INSERT INTO created_per_hour (hour, count)
+            SELECT created_at / 3600000, count(*) FROM workflow_state GROUP BY created_at / 3600000;
+        """
+
+    private static var columnNamePattern: Regex<Substring> { /^[a-z][a-z0-9_]{0,62}$/ }
+    private static var columnDefinitionPattern: Regex<AnyRegexOutput> {
+        Regex(/^(TEXT|INTEGER|REAL)( NOT NULL)?( DEFAULT (0|-?[1-9][0-9]{0,17}(\.[0-9]{1,9})?))?$/)
+    }
+
+    /// Checks a column addition before any SQL is built from it: the table and
+    /// name must be on the whitelist and the definition must be a plain type
+    /// with an optional NOT NULL and numeric default (no quotes, `;`, `--` or keywords).
+    static func validateColumnAddition(table: String, name: String, definition: String) throws(StateStoreError) {
+        guard (try? columnNamePattern.wholeMatch(in: name)) != nil else {
+            throw .unsafeSchemaChange("column name \(name.debugDescription) is not a plain lowercase identifier")
+        }
+        guard addedColumns.contains(where: { $0.table == table && $0.name == name }) else {
+            throw .unsafeSchemaChange("column \(table).\(name) is not on the whitelist of added columns")
+        }
+        guard (try? columnDefinitionPattern.wholeMatch(in: definition)) != nil else {
+            throw .unsafeSchemaChange("column definition \(definition.debugDescription) for \(table).\(name) is not a plain type with an optional NOT NULL and numeric DEFAULT")
+        }
+    }
+
+    /// Brings the database to `currentVersion`: creates, migrates or repairs it.
+    static func migrate(_ connection: SQLiteConnection) throws(StateStoreError) {
+        let found = try userVersion(connection)
+        if found > currentVersion {
+            throw .newerSchema(path: connection.path, found: found, supported: currentVersion)
+        }
+        if found == currentVersion, try missingColumns(connection).isEmpty, try counterTablesExist(connection) {
+            return
+        }
+        try connection.transaction { () throws(StateStoreError) in
+            let again = try userVersion(connection)
+            if again > currentVersion {
+                throw .newerSchema(path: connection.path, found: again, supported: currentVersion)
+            }
+            try connection.execute(baseTables)
+            for column in try missingColumns(connection) {
+                try validateColumnAddition(table: column.table, name: column.name, definition: column.definition)
+                try connection.execute("ALTER TABLE \(column.table) ADD COLUMN \(column.name) \(column.definition)")
+            }
+            let countersExisted = try counterTablesExist(connection)
+            try connection.execute(version2Objects)
+            if !countersExisted || again < currentVersion {
+                try connection.execute(rebuildCounters)
+            }
+            try connection.execute("PRAGMA user_version = \(currentVersion)")
+        }
+    }
+
+    static func userVersion(_ connection: SQLiteConnection) throws(StateStoreError) -> Int {
+        defer { connection.resetActive() }
+        let statement = try connection.statement("PRAGMA user_version")
+        return try statement.step() ? statement.int(0) : 0
+    }
+
+    /// Whitelisted columns whose table exists but lacks them, or whose table is missing.
+    static func missingColumns(_ connection: SQLiteConnection) throws(StateStoreError) -> [(table: String, name: String, definition: String)] {
+        var present: [String: Set<String>] = [:]
+        for table in Set(addedColumns.map(\.table)) {
+            let statement = try connection.statement("SELECT name FROM pragma_table_info(?)")
+            statement.bind(1, table)
+            var names = Set<String>()
+            while try statement.step() { if let name = statement.string(0) { names.insert(name) } }
+            present[table] = names
+        }
+        connection.resetActive()
+        return addedColumns.filter { !(present[$0.table]?.contains($0.name) ?? false) }
+    }
+
+    static func counterTablesExist(_ connection: SQLiteConnection) throws(StateStoreError) -> Bool {
+        let statement = try connection.statement(
+            "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'trigger') AND name IN ('status_counts', 'stat_totals', 'created_per_hour', 'workflow_state_counted_insert', 'workflow_state_counted_status', 'workflow_state_counted_duration', 'workflow_state_counted_delete')")
+        defer { connection.resetActive() }
+        return try statement.step() && statement.int(0) == 7
+    }
+}

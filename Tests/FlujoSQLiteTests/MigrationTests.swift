@@ -1,0 +1,206 @@
+import CSQLite
+import Flujo
+import FlujoTestSupport
+import Foundation
+import Testing
+
+@testable import FlujoSQLite
+
+/// Runs raw SQL on a file with a plain libsqlite3 connection (as an older version would have).
+func rawSQL(_ path: String, _ sql: String) throws {
+    var db: OpaquePointer?
+    guard sqlite3_open(path, &db) == SQLITE_OK else { throw StateStoreError.cannotOpen(path: path, reason: "test") }
+    defer { sqlite3_close(db) }
+    var message: UnsafeMutablePointer<CChar>?
+    if sqlite3_exec(db, sql, nil, nil, &message) != SQLITE_OK {
+        let text = message.map { String(cString: $0) } ?? "?"
+        sqlite3_free(message)
+        throw StateStoreError.storage(path: path, code: 1, message: text)
+    }
+}
+
+func columns(_ path: String, _ table: String) throws -> Set<String> {
+    var db: OpaquePointer?
+    guard sqlite3_open(path, &db) == SQLITE_OK else { return [] }
+    defer { sqlite3_close(db) }
+    var statement: OpaquePointer?
+    sqlite3_prepare_v2(db, "SELECT name FROM pragma_table_info('\(table)')", -1, &statement, nil)
+    defer { sqlite3_finalize(statement) }
+    var names = Set<String>()
+    while sqlite3_step(statement) == SQLITE_ROW { names.insert(String(cString: sqlite3_column_text(statement, 0))) }
+    return names
+}
+
+func newPath() -> String {
+    TestSupport.temporaryDirectory("flujo-migration").appendingPathComponent("state.db").path
+}
+
+@Suite("Schema migrations")
+struct MigrationTests {
+    @Test("a version-1 database is migrated: columns added, rows kept, counters rebuilt")
+    func migratesVersionOne() async throws {
+        let path = newPath()
+        try rawSQL(path, Schema.baseTables + """
+            INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at, updated_at, is_background_task, task_id, parent_run_id)
+            VALUES ('p_bg_t1', 'p@1', 'p', '1', 'failed', 1000, 2000, 1, 't1', 'p'),
+                   ('p', 'p@1', 'p', '1', 'completed', 1000, 3000, 0, NULL, NULL);
+            PRAGMA user_version = 1;
+            """)
+        #expect(!(try columns(path, "workflow_state")).contains("lease_owner"))
+        let store = try SQLiteStateStore(path: path)
+        #expect(try columns(path, "workflow_state").isSuperset(of: ["error_category", "attempts", "lease_owner", "lease_expires_at", "resumed_from", "step_name", "cost_usd", "tokens"]))
+        let task = try #require(try await store.loadTask(taskID: "t1"))
+        #expect(task.status == .failed)
+        #expect(task.attempts == 0)
+        #expect(task.createdAt == Timestamp(millisecondsSince1970: 1000))
+        let counters = try await store.statusCounters()
+        #expect(counters.backgroundTasks[.failed] == 1)
+        #expect(counters.runs[.completed] == 1)
+        #expect(counters.totalRuns == 2)
+        // The migrated file resumes like any other.
+        let now = Timestamp.now
+        guard case .claimed = try await store.claimTask(taskID: "t1", owner: "me", leaseUntil: now, now: now) else {
+            Issue.record("migrated task should be claimable")
+            return
+        }
+    }
+
+    @Test("a database at the current version but missing columns is repaired")
+    func repairsMissingColumns() async throws {
+        let path = newPath()
+        _ = try SQLiteStateStore(path: path)
+        // Simulate a damaged layout: rebuild workflow_state without two columns.
+        try rawSQL(path, """
+            DROP INDEX workflow_state_task_id;
+            ALTER TABLE workflow_state DROP COLUMN lease_owner;
+            ALTER TABLE workflow_state DROP COLUMN resumed_from;
+            """)
+        #expect(!(try columns(path, "workflow_state")).contains("lease_owner"))
+        let store = try SQLiteStateStore(path: path)
+        #expect(try columns(path, "workflow_state").isSuperset(of: ["lease_owner", "resumed_from"]))
+        try await store.save(fullTask())
+        #expect(try await store.loadTask(taskID: "bg_0123") == fullTask())
+    }
+
+    @Test("a database with a newer schema is refused, naming both versions")
+    func refusesNewer() throws {
+        let path = newPath()
+        _ = try SQLiteStateStore(path: path)
+        try rawSQL(path, "PRAGMA user_version = 7")
+        #expect(throws: StateStoreError.newerSchema(path: path, found: 7, supported: Schema.currentVersion)) {
+            try SQLiteStateStore(path: path)
+        }
+        let message = StateStoreError.newerSchema(path: path, found: 7, supported: 2).description
+        #expect(message.contains("7") && message.contains("2") && message.contains("Upgrade"))
+    }
+
+    @Test("column additions off the whitelist or with unsafe definitions are refused before any SQL",
+          arguments: [
+            ("workflow_state", "evil", "TEXT"),
+            ("workflow_state", "lease_owner; DROP TABLE runs", "TEXT"),
+            ("workflow_state", "Lease_Owner", "TEXT"),
+            ("sqlite_master", "lease_owner", "TEXT"),
+            ("workflow_state", "lease_owner", "TEXT; DROP TABLE workflow_state"),
+            ("workflow_state", "lease_owner", "TEXT DEFAULT 'x'"),
+            ("workflow_state", "lease_owner", "TEXT -- comment"),
+            ("workflow_state", "lease_owner", "TEXT DEFAULT (SELECT 1)"),
+            ("workflow_state", "lease_owner", "TEXT NOT NULL DEFAULT 1 CHECK (1)"),
+            ("workflow_state", "lease_owner", "BLOB"),
+            ("workflow_state", "lease_owner", "TEXT\nNOT NULL"),
+          ])
+    func whitelistRefusals(table: String, name: String, definition: String) {
+        #expect(throws: StateStoreError.self) {
+            try Schema.validateColumnAddition(table: table, name: name, definition: definition)
+        }
+    }
+
+    @Test("every whitelisted column passes its own check")
+    func whitelistAccepts() throws {
+        for column in Schema.addedColumns {
+            try Schema.validateColumnAddition(table: column.table, name: column.name, definition: column.definition)
+        }
+    }
+}
+
+@Suite("Store errors a user can meet")
+struct StoreErrorTests {
+    @Test("a file that is not a database is named as such")
+    func notADatabase() throws {
+        let path = newPath()
+        try Data(String(repeating: "this is not sqlite\n", count: 100).utf8).write(to: URL(fileURLWithPath: path))
+        #expect(throws: StateStoreError.notADatabase(path: path)) { try SQLiteStateStore(path: path) }
+    }
+
+    @Test("read-only opening never creates a file")
+    func missingFile() throws {
+        let path = newPath()
+        #expect(throws: StateStoreError.missingDatabase(path: path)) {
+            try SQLiteStateStore(path: path, options: .init(readOnly: true))
+        }
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
+    @Test("a folder that cannot be created is reported with the path")
+    func cannotOpen() throws {
+        let blocker = TestSupport.temporaryDirectory().appendingPathComponent("file")
+        try Data("x".utf8).write(to: blocker)
+        let path = blocker.appendingPathComponent("sub/state.db").path
+        #expect { try SQLiteStateStore(path: path) } throws: { error in
+            guard case let .cannotOpen(reportedPath, _) = error as? StateStoreError else { return false }
+            return reportedPath == path
+        }
+    }
+
+    @Test("a full disk is a clear error, nothing committed is lost, and writes work after space returns")
+    func diskFull() async throws {
+        let (store, path) = try makeStore()
+        try await store.save(WorkflowState(runID: "kept", pipelineName: "p"))
+        let pages = try pageCount(path)
+        try rawSQL(path, "PRAGMA max_page_count = \(pages)")
+        // max_page_count is per connection: set it on the store's own connection.
+        try store.setMaxPageCountForTesting(pages)
+        var failed = false
+        do {
+            for index in 0..<200 {
+                try await store.save(WorkflowState(runID: "fill-\(index)", pipelineName: String(repeating: "x", count: 4000)))
+            }
+        } catch let error as StateStoreError {
+            failed = true
+            #expect(error == .diskFull(path: path))
+            #expect(error.description.contains("full"))
+        }
+        #expect(failed)
+        #expect(try await store.load(runID: "kept") != nil)
+        try store.setMaxPageCountForTesting(1_000_000)
+        try await store.save(WorkflowState(runID: "after", pipelineName: "p"))
+        #expect(try await store.load(runID: "after") != nil)
+        try rawSQL(path, "PRAGMA integrity_check")
+    }
+
+    @Test("a read-only file is refused for writing with a clear error")
+    func readOnlyFile() async throws {
+        guard getuid() != 0 else {
+            // root ignores file permissions; use SQLite's own read-only mode instead.
+            let (_, path) = try makeStore()
+            let reader = try SQLiteStateStore(path: path, options: .init(readOnly: true))
+            await #expect(throws: StateStoreError.readOnly(path: path)) {
+                try await reader.save(WorkflowState(runID: "x", pipelineName: "p"))
+            }
+            return
+        }
+        let (store, path) = try makeStore()
+        store.close()
+        chmod(path, 0o444)
+        #expect(throws: StateStoreError.readOnly(path: path)) { try SQLiteStateStore(path: path) }
+    }
+}
+
+func pageCount(_ path: String) throws -> Int {
+    var db: OpaquePointer?
+    sqlite3_open(path, &db)
+    defer { sqlite3_close(db) }
+    var statement: OpaquePointer?
+    sqlite3_prepare_v2(db, "PRAGMA page_count", -1, &statement, nil)
+    defer { sqlite3_finalize(statement) }
+    return sqlite3_step(statement) == SQLITE_ROW ? Int(sqlite3_column_int64(statement, 0)) : 0
+}

@@ -1,0 +1,108 @@
+import CSQLite
+import Flujo
+import FlujoTestSupport
+import Foundation
+import Testing
+
+@testable import FlujoSQLite
+
+@Suite("Several processes on one file")
+struct MultiProcessTests {
+    let helper = TestSupport.executable("FlujoTestHelper")
+
+    @Test("two processes writing at once: no error, no lost row, counters exact")
+    func concurrentWriters() async throws {
+        let (store, path) = try makeStore()
+        async let first = TestSupport.run(helper, ["write", path, "300", "a"])
+        async let second = TestSupport.run(helper, ["write", path, "300", "b"])
+        let results = try await [first, second]
+        for result in results {
+            #expect(result.status == 0, "helper failed: \(result.stderr)")
+            #expect(result.stdout.split(separator: "\n").count == 300)
+        }
+        for prefix in ["a", "b"] {
+            for index in [0, 1, 150, 299] {
+                #expect(try await store.load(runID: "\(prefix)-\(index)") != nil)
+            }
+        }
+        let counters = try await store.statusCounters()
+        #expect(counters.totalRuns == 600)
+        let all = counters.runs.values.reduce(0, +) + counters.backgroundTasks.values.reduce(0, +)
+        #expect(all == 600)
+        #expect(try await store.listBackgroundTasks(.init(limit: 10_000)).count == 200)
+    }
+
+    @Test("a writer killed mid-transaction: the file opens, committed rows are there, the interrupted one is absent")
+    func killedMidTransaction() async throws {
+        let (store, path) = try makeStore(.init(busyTimeoutMs: 200))
+        try await store.save(WorkflowState(runID: "committed", pipelineName: "p"))
+        let holder = try RunningProcess(helper, ["hold", path, "interrupted"])
+        #expect(await holder.waitForLine { $0 == "in-transaction" })
+        // While the other process holds the write lock, a write waits out the busy timeout and says so.
+        await #expect(throws: StateStoreError.locked(path: path, timeoutMs: 200)) {
+            try await store.save(WorkflowState(runID: "blocked", pipelineName: "p"))
+        }
+        await holder.kill()
+        let reopened = try SQLiteStateStore(path: path)
+        #expect(try await reopened.load(runID: "committed") != nil)
+        #expect(try await reopened.load(runID: "interrupted") == nil)
+        // The lock is gone with the process: the next write succeeds.
+        try await store.save(WorkflowState(runID: "after", pipelineName: "p"))
+        #expect(try await reopened.load(runID: "after") != nil)
+        #expect(try await reopened.statusCounters().totalRuns == 2)
+    }
+
+    @Test("a writer killed at a random point of a stream of commits loses no committed row")
+    func killedDuringStream() async throws {
+        let (store, path) = try makeStore()
+        let writer = try RunningProcess(helper, ["write", path, "100000", "k"])
+        #expect(await writer.waitForLine { $0 == "committed 200" })
+        await writer.kill()
+        let reported = writer.linesSoFar.compactMap { line in line.hasPrefix("committed ") ? Int(line.dropFirst(10)) : nil }
+        let last = try #require(reported.max())
+        for index in stride(from: 0, through: last, by: 1) where index % 17 == 0 || index == last {
+            #expect(try await store.load(runID: "k-\(index)") != nil, "committed row k-\(index) lost")
+        }
+        let counters = try await store.statusCounters()
+        #expect(counters.totalRuns >= last + 1)
+        #expect(counters.totalRuns <= last + 2)
+        #expect(try await store.steps(runID: "k-\(last)").count == 1)
+    }
+
+    @Test("eight processes claim one task: exactly one wins")
+    func claimRace() async throws {
+        let (store, path) = try makeStore()
+        try await store.save(fullTask(status: .failed))
+        let outputs = try await withThrowingTaskGroup(of: TestSupport.ProcessOutput.self) { group in
+            for index in 0..<8 {
+                group.addTask { try await TestSupport.run(helper, ["claim", path, "bg_0123", "owner-\(index)"]) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let lines = outputs.map { $0.stdout.trimmingCharacters(in: .whitespacesAndNewlines) }
+        #expect(outputs.allSatisfy { $0.status == 0 }, "\(outputs.map(\.stderr))")
+        #expect(lines.filter { $0 == "claimed" }.count == 1, "\(lines)")
+        #expect(lines.filter { $0 == "lost running" }.count == 7, "\(lines)")
+        #expect(try await store.loadTask(taskID: "bg_0123")?.attempts == 3)
+    }
+
+    @Test("eight tasks of one process claim one task: exactly one wins")
+    func claimRaceInProcess() async throws {
+        let (_, path) = try makeStore()
+        let seed = try SQLiteStateStore(path: path)
+        try await seed.save(fullTask(status: .paused))
+        let winners = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    // Each claimer has its own connection, as separate runners would.
+                    let store = try SQLiteStateStore(path: path)
+                    let now = Timestamp.now
+                    if case .claimed = try await store.claimTask(taskID: "bg_0123", owner: "t\(index)", leaseUntil: now, now: now) { return true }
+                    return false
+                }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(winners == 1)
+    }
+}

@@ -1,0 +1,66 @@
+// A helper process for tests that need more than one process on one state file.
+//
+//   FlujoTestHelper write PATH COUNT PREFIX       save COUNT runs, one transaction each, printing "committed N"
+//   FlujoTestHelper hold PATH RUN_ID             begin a transaction, insert RUN_ID, print "in-transaction", wait
+//   FlujoTestHelper claim PATH TASK_ID OWNER     claim a task; print "claimed" or "lost <status>"
+import CSQLite
+import Flujo
+import FlujoSQLite
+import Foundation
+
+@main
+struct FlujoTestHelper {
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        do {
+            switch arguments.first {
+            case "write" where arguments.count == 4:
+                let store = try SQLiteStateStore(path: arguments[1])
+                let count = Int(arguments[2]) ?? 0
+                for index in 0..<count {
+                    let state = WorkflowState(
+                        runID: "\(arguments[3])-\(index)", pipelineName: "helper", status: index % 2 == 0 ? .completed : .failed,
+                        executionTimeMs: Double(index), isBackgroundTask: index % 3 == 0)
+                    try store.saveNow(state, step: StepRecord(runID: state.runID, stepIndex: 0, stepName: "s", success: true))
+                    say("committed \(index)")
+                }
+            case "hold" where arguments.count == 3:
+                _ = try SQLiteStateStore(path: arguments[1])
+                var db: OpaquePointer?
+                guard sqlite3_open(arguments[1], &db) == SQLITE_OK else { throw HelperError("cannot open") }
+                guard sqlite3_exec(db, "BEGIN IMMEDIATE", nil, nil, nil) == SQLITE_OK else { throw HelperError("cannot begin") }
+                let insert = """
+                    INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at, updated_at)
+                    VALUES ('\(arguments[2])', 'p', 'p', '1', 'running', 0, 0)
+                    """
+                guard sqlite3_exec(db, insert, nil, nil, nil) == SQLITE_OK else { throw HelperError("cannot insert") }
+                say("in-transaction")
+                while true { sleep(60) }
+            case "claim" where arguments.count == 4:
+                let store = try SQLiteStateStore(path: arguments[1])
+                let now = Timestamp.now
+                switch try await store.claimTask(taskID: arguments[2], owner: arguments[3], leaseUntil: now.adding(seconds: 60), now: now) {
+                case .claimed: say("claimed")
+                case let .notClaimable(status, _): say("lost \(status.rawValue)")
+                case .notFound: say("not-found")
+                }
+            default:
+                throw HelperError("usage: FlujoTestHelper write|hold|claim ...")
+            }
+        } catch {
+            FileHandle.standardError.write(Data("helper: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+}
+
+/// Prints a line and flushes it at once, so a parent reading the pipe sees it before a kill.
+func say(_ line: String) {
+    print(line)
+    fflush(nil)
+}
+
+struct HelperError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

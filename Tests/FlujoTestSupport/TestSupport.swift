@@ -1,0 +1,151 @@
+import Foundation
+
+/// Helpers shared by the test targets: temporary folders, sibling executables,
+/// the reference Python, and running processes.
+public enum TestSupport {
+    /// A new, empty, UUID-named folder under the system's temporary folder.
+    public static func temporaryDirectory(_ label: String = "flujo-test") -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// The package root, found from this source file's location.
+    public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The build folder holding the test bundle and the package's executables.
+    public static var productsDirectory: URL {
+        var url = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        while url.pathExtension == "xctest" || !FileManager.default.fileExists(atPath: url.appendingPathComponent("FlujoTestHelper").path) {
+            let parent = url.deletingLastPathComponent()
+            if parent.path == url.path { break }
+            url = parent
+        }
+        return url
+    }
+
+    /// An executable built by this package, next to the tests.
+    public static func executable(_ name: String) -> URL {
+        productsDirectory.appendingPathComponent(name)
+    }
+
+    /// The Python with the reference decoders (`opentelemetry-proto`, `prometheus-client`):
+    /// `$FLUJO_TEST_PYTHON`, or the virtualenv `make test` creates in `.build/venv`.
+    public static var python: URL? {
+        if let configured = ProcessInfo.processInfo.environment["FLUJO_TEST_PYTHON"], !configured.isEmpty {
+            return URL(fileURLWithPath: configured)
+        }
+        let venv = packageRoot.appendingPathComponent(".build/venv/bin/python")
+        return FileManager.default.isExecutableFile(atPath: venv.path) ? venv : nil
+    }
+
+    /// A test-support script in `Tests/Support`.
+    public static func supportScript(_ name: String) -> URL {
+        packageRoot.appendingPathComponent("Tests/Support/\(name)")
+    }
+
+    /// The result of a finished process.
+    public struct ProcessOutput: Sendable {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+    }
+
+    /// Runs a process to completion on a dedicated thread, feeding `input` to its standard input.
+    public static func run(_ executable: URL, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil, currentDirectory: URL? = nil) async throws -> ProcessOutput {
+        let folder = temporaryDirectory("flujo-process")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let outURL = folder.appendingPathComponent("stdout"), errURL = folder.appendingPathComponent("stderr"), inURL = folder.appendingPathComponent("stdin")
+        FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        FileManager.default.createFile(atPath: inURL.path, contents: input ?? Data())
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        if let currentDirectory { process.currentDirectoryURL = currentDirectory }
+        process.standardOutput = try FileHandle(forWritingTo: outURL)
+        process.standardError = try FileHandle(forWritingTo: errURL)
+        process.standardInput = try FileHandle(forReadingFrom: inURL)
+        try process.run()
+        // Waiting blocks a thread: keep it off the cooperative pool.
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                process.waitUntilExit()
+                continuation.resume()
+            }
+        }
+        return ProcessOutput(
+            status: process.terminationStatus,
+            stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+            stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+    }
+}
+
+/// A child process whose standard output is read line by line while it runs.
+public final class RunningProcess: @unchecked Sendable {
+    // Safe: `lines` is only touched under `lock`; `process` is configured before
+    // `start` and afterwards only signalled and waited on.
+    private let process = Process()
+    private let lock = NSLock()
+    private var lines: [String] = []
+    private let output = Pipe()
+
+    /// Starts `executable` with `arguments`.
+    public init(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) throws {
+        process.executableURL = executable
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        process.standardOutput = output
+        process.standardError = FileHandle.standardError
+        try process.run()
+        let handle = output.fileHandleForReading
+        Thread.detachNewThread { [self] in
+            var buffer = Data()
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                buffer.append(chunk)
+                while let newline = buffer.firstIndex(of: 10) {
+                    let line = String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self)
+                    buffer.removeSubrange(buffer.startIndex...newline)
+                    lock.withLock { lines.append(line) }
+                }
+            }
+        }
+    }
+
+    /// Every line printed so far.
+    public var linesSoFar: [String] { lock.withLock { lines } }
+
+    /// Waits until a printed line satisfies `predicate`; false on timeout.
+    public func waitForLine(timeout: Double = 30, where predicate: (String) -> Bool) async -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if linesSoFar.contains(where: predicate) { return true }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return false
+    }
+
+    /// Sends SIGKILL and waits for the process to end.
+    public func kill() async {
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        await waitForExit()
+    }
+
+    /// Waits for the process to end.
+    public func waitForExit() async {
+        let process = self.process
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                process.waitUntilExit()
+                continuation.resume()
+            }
+        }
+    }
+
+    /// The exit status once ended.
+    public var terminationStatus: Int32 { process.terminationStatus }
+}
