@@ -9,6 +9,10 @@ let package = Package(
         .library(name: "FlujoSQLite", targets: ["FlujoSQLite"]),
         .library(name: "FlujoOTLP", targets: ["FlujoOTLP"]),
     ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
     targets: [
         // C bridges: system libraries from Debian's -dev packages.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -27,7 +31,10 @@ let package = Package(
         ),
 
         // The core and its modules.
-        .target(name: "Flujo"),
+        .target(name: "Flujo", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ]),
         .target(name: "FlujoSQLite", dependencies: ["Flujo", "CSQLite"]),
         .target(name: "FlujoOTLP", dependencies: ["Flujo", "COTLP", "CProtobufC", "CCurlShim", "CZlib"]),
         .executableTarget(

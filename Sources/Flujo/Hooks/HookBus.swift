@@ -1,0 +1,113 @@
+import Logging
+import Synchronization
+
+/// Delivers hook events to registered sinks, isolating their failures.
+///
+/// Emitting when no sink wants an event kind costs one atomic load: the runner
+/// asks `wants(_:)` before it builds the event.
+public final class HookBus: Sendable {
+    private final class Registration: Sendable {
+        let sink: any HookSink
+        let mask: UInt32
+        let strict: Bool
+        let queue: AsyncStream<HookEvent>.Continuation?
+        let consumer: Task<Void, Never>?
+
+        init(sink: any HookSink, mask: UInt32, strict: Bool, queue: AsyncStream<HookEvent>.Continuation?, consumer: Task<Void, Never>?) {
+            self.sink = sink
+            self.mask = mask
+            self.strict = strict
+            self.queue = queue
+            self.consumer = consumer
+        }
+    }
+
+    /// A sink and event kind, the key of error counts.
+    public struct ErrorKey: Sendable, Hashable {
+        /// The sink's name.
+        public var sink: String
+        /// The event kind it failed on.
+        public var event: HookEventKind
+    }
+
+    private let registrations = Mutex<[Registration]>([])
+    private let interestMask = Atomic<UInt32>(0)
+    private let errors = Mutex<[ErrorKey: Int]>([:])
+    private let drops = Mutex<[String: Int]>([:])
+    private let logger: Logger
+
+    /// Creates a bus with no sinks.
+    public init(logger: Logger = Logger(label: "flujo.hooks")) {
+        self.logger = logger
+    }
+
+    /// Registers a sink. A strict sink's errors fail the run.
+    public func register(_ sink: any HookSink, delivery: HookDelivery = .inline, strict: Bool = false) {
+        let mask = sink.interests.reduce(UInt32(0)) { $0 | $1.bit }
+        var continuation: AsyncStream<HookEvent>.Continuation?
+        var consumer: Task<Void, Never>?
+        if case let .queued(capacity) = delivery {
+            let (stream, queue) = AsyncStream<HookEvent>.makeStream(bufferingPolicy: .bufferingOldest(max(1, capacity)))
+            continuation = queue
+            consumer = Task { [self] in
+                for await event in stream {
+                    do { try await sink.handle(event) } catch { record(error, sink: sink, event: event) }
+                }
+            }
+        }
+        let registration = Registration(sink: sink, mask: mask, strict: strict, queue: continuation, consumer: consumer)
+        registrations.withLock { $0.append(registration) }
+        _ = interestMask.bitwiseOr(mask, ordering: .releasing)
+    }
+
+    /// Whether any sink wants events of this kind.
+    @inline(__always)
+    public func wants(_ kind: HookEventKind) -> Bool {
+        interestMask.load(ordering: .acquiring) & kind.bit != 0
+    }
+
+    /// Delivers an event. Throws only `PipelineAbortSignal` from a sink, or a
+    /// strict sink's error; every other sink error is logged and counted.
+    public func emit(_ event: HookEvent) async throws {
+        let bit = event.kind.bit
+        guard interestMask.load(ordering: .acquiring) & bit != 0 else { return }
+        let current = registrations.withLock { $0 }
+        for registration in current where registration.mask & bit != 0 {
+            if let queue = registration.queue {
+                if case .dropped = queue.yield(event) {
+                    drops.withLock { $0[registration.sink.name, default: 0] += 1 }
+                }
+                continue
+            }
+            do {
+                try await registration.sink.handle(event)
+            } catch let abort as PipelineAbortSignal {
+                throw abort
+            } catch {
+                record(error, sink: registration.sink, event: event)
+                if registration.strict { throw error }
+            }
+        }
+    }
+
+    private func record(_ error: any Error, sink: any HookSink, event: HookEvent) {
+        errors.withLock { $0[ErrorKey(sink: sink.name, event: event.kind), default: 0] += 1 }
+        logger.error("Error in hook '\(sink.name)' on \(event.kind.rawValue) of run \(event.runID): \(error)")
+    }
+
+    /// Sink errors so far, per sink and event kind.
+    public var errorCounts: [ErrorKey: Int] { errors.withLock { $0 } }
+
+    /// Events dropped from full queues so far, per sink.
+    public var droppedCounts: [String: Int] { drops.withLock { $0 } }
+
+    /// The names of the registered sinks.
+    public var sinkNames: [String] { registrations.withLock { $0.map(\.sink.name) } }
+
+    /// Lets queued sinks finish what they hold, then stops them. Inline sinks are unaffected.
+    public func drain() async {
+        let current = registrations.withLock { $0 }
+        for registration in current { registration.queue?.finish() }
+        for registration in current { await registration.consumer?.value }
+    }
+}

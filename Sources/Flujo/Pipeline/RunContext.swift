@@ -1,0 +1,22 @@
+/// The user context of a run: named JSON values that steps read and change.
+///
+/// A value type: a background task gets its own copy at launch, so nothing it
+/// changes can reach the parent run.
+public struct RunContext: Sendable, Hashable, Codable {
+    /// The values, by name.
+    public var values: [String: JSONValue]
+
+    /// Creates a context.
+    public init(_ values: [String: JSONValue] = [:]) {
+        self.values = values
+    }
+
+    /// Reads or writes one value.
+    public subscript(key: String) -> JSONValue? {
+        get { values[key] }
+        set { values[key] = newValue }
+    }
+
+    /// The context as compact JSON text.
+    public var jsonText: String { JSONValue.object(values).jsonText }
+}

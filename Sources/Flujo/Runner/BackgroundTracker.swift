@@ -1,0 +1,59 @@
+import Synchronization
+
+/// The background tasks this runner has in flight, and its maintenance loop.
+final class BackgroundTracker: Sendable {
+    struct Entry: Sendable {
+        let runID: String
+        let taskID: String
+        let task: Task<Void, Never>
+    }
+
+    private struct State {
+        var running: [String: Entry] = [:]
+        var started = false
+        var closed = false
+        var maintenance: Task<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    /// Marks the runner started; true only for the first caller.
+    func markStarted() -> Bool {
+        state.withLock { state in
+            if state.started { return false }
+            state.started = true
+            return true
+        }
+    }
+
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    func add(_ entry: Entry) {
+        state.withLock { $0.running[entry.runID] = entry }
+    }
+
+    func remove(runID: String) {
+        _ = state.withLock { $0.running.removeValue(forKey: runID) }
+    }
+
+    var runningRunIDs: [String] { state.withLock { Array($0.running.keys) } }
+
+    var entries: [Entry] { state.withLock { Array($0.running.values) } }
+
+    /// Starts the maintenance loop unless it runs already or the runner is closed.
+    func startMaintenanceIfNeeded(_ start: () -> Task<Void, Never>) {
+        state.withLock { state in
+            guard state.maintenance == nil, !state.closed else { return }
+            state.maintenance = start()
+        }
+    }
+
+    /// Marks the runner closed and returns the maintenance loop to stop.
+    func close() -> Task<Void, Never>? {
+        state.withLock { state in
+            state.closed = true
+            defer { state.maintenance = nil }
+            return state.maintenance
+        }
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+
+/// One finished step of a run, as kept in the run's step history.
+public struct StepResult: Sendable, Hashable, Codable {
+    /// The step's registered name.
+    public var name: String
+    /// The output as JSON (for a launch: the input it passed on).
+    public var outputJSON: String?
+    /// Whether it succeeded.
+    public var success: Bool
+    /// Attempts made.
+    public var attempts: Int
+    /// Wall-clock duration in seconds.
+    public var latencySeconds: Double
+    /// Usage it reported.
+    public var usage: Usage
+    /// Failure or pause message, or the launch notice.
+    public var feedback: String?
+
+    /// The result as a JSON object (hand-written: this runs once per step).
+    var jsonText: String {
+        JSONText.object(members: [
+            ("attempts", String(attempts)),
+            ("cost_usd", String(usage.costUSD)),
+            ("feedback", feedback.map(JSONText.quote) ?? "null"),
+            ("latency_s", String(latencySeconds)),
+            ("name", JSONText.quote(name)),
+            ("output", outputJSON ?? "null"),
+            ("success", success ? "true" : "false"),
+            ("tokens", String(usage.tokens)),
+        ])
+    }
+}
+
+/// The outcome of a pipeline run.
+public struct PipelineResult: Sendable {
+    /// The run id.
+    public var runID: String
+    /// How the run ended: completed, failed or paused.
+    public var status: RunStatus
+    /// The last step's output as JSON.
+    public var outputJSON: String?
+    /// Every step that finished, in order.
+    public var steps: [StepResult]
+    /// The context at the end.
+    public var context: RunContext
+    /// Usage of the run's own steps (background tasks report theirs separately).
+    public var usage: Usage
+    /// The error or pause message.
+    public var errorMessage: String?
+    /// The error category.
+    public var errorCategory: ErrorCategory?
+    /// Background tasks launched, by task id.
+    public var backgroundTaskIDs: [String]
+    /// Wall-clock duration in seconds.
+    public var durationSeconds: Double
+
+    /// The last output decoded as `T`.
+    public func output<T: Decodable>(as type: T.Type) throws -> T {
+        try JSONDecoder().decode(T.self, from: Data((outputJSON ?? "null").utf8))
+    }
+}
+
+/// A background task as the runner APIs and the `flujo` command show it.
+public struct BackgroundTask: Sendable, Hashable, Codable {
+    /// `bg_` + 32 hex digits.
+    public var taskID: String
+    /// `<parent_run_id>_bg_<task_id>`.
+    public var runID: String
+    /// The run that launched it.
+    public var parentRunID: String?
+    /// The registered step it runs.
+    public var stepName: String?
+    /// Its state.
+    public var status: RunStatus
+    /// The last error or pause message.
+    public var error: String?
+    /// The last error category.
+    public var errorCategory: ErrorCategory?
+    /// Executions so far.
+    public var attempts: Int
+    /// When it was launched.
+    public var createdAt: Timestamp
+    /// Its last write or heartbeat.
+    public var updatedAt: Timestamp
+    /// The input it runs with, as JSON.
+    public var inputJSON: String?
+    /// Cost it reported, USD.
+    public var costUSD: Double
+    /// Tokens it reported.
+    public var tokens: Int
+    /// The pipeline it belongs to.
+    public var pipelineName: String
+
+    /// The view of a persisted background task row.
+    public init(_ state: WorkflowState) {
+        taskID = state.taskID ?? ""
+        runID = state.runID
+        parentRunID = state.parentRunID
+        stepName = state.stepName
+        status = state.status
+        error = state.errorMessage
+        errorCategory = state.errorCategory
+        attempts = state.attempts
+        createdAt = state.createdAt
+        updatedAt = state.updatedAt
+        inputJSON = TaskMetadata.inputJSON(from: state.metadataJSON)
+        costUSD = state.costUSD
+        tokens = state.tokens
+        pipelineName = state.pipelineName
+    }
+}
+
+/// The outcome of resuming one task.
+public struct TaskOutcome: Sendable, Hashable {
+    /// The task.
+    public var taskID: String
+    /// Its run id.
+    public var runID: String
+    /// Its status after the attempt.
+    public var status: RunStatus
+    /// Its output as JSON, when completed.
+    public var outputJSON: String?
+    /// The error or pause message.
+    public var errorMessage: String?
+    /// The error category.
+    public var errorCategory: ErrorCategory?
+    /// Executions so far.
+    public var attempts: Int
+}
+
+/// What `retryFailedBackgroundTasks` did, per task.
+public struct RetryReport: Sendable, Hashable {
+    /// One task's retries.
+    public struct Entry: Sendable, Hashable {
+        /// The task.
+        public var taskID: String
+        /// Its status at the end.
+        public var status: RunStatus
+        /// Retries made now.
+        public var retries: Int
+        /// The last error, when it still failed or was skipped.
+        public var error: String?
+    }
+
+    /// Every task considered, in order.
+    public var entries: [Entry]
+
+    /// Tasks that completed.
+    public var succeeded: Int { entries.filter { $0.status == .completed }.count }
+    /// Tasks that are still not completed.
+    public var failed: Int { entries.count - succeeded }
+}
+
+/// Builds and reads the `metadata` JSON of a background task.
+enum TaskMetadata {
+    static func json(taskID: String, parentRunID: String, stepName: String, inputJSON: String, errorCategory: ErrorCategory?) -> String {
+        JSONText.object(members: [
+            ("error_category", errorCategory.map { JSONText.quote($0.rawValue) } ?? "null"),
+            ("input_data", inputJSON),
+            ("parent_run_id", JSONText.quote(parentRunID)),
+            ("step_name", JSONText.quote(stepName)),
+            ("task_id", JSONText.quote(taskID)),
+        ])
+    }
+
+    /// The `input_data` member as JSON text.
+    static func inputJSON(from metadata: String) -> String? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(metadata.utf8)) as? [String: Any],
+              let input = object["input_data"], !(input is NSNull)
+        else { return nil }
+        guard let data = try? JSONSerialization.data(withJSONObject: input, options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes]) else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+}

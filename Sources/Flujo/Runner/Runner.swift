@@ -1,0 +1,166 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Runs pipelines, launches and tracks background tasks, and offers the task
+/// operations: list, resume, retry, clean up, stats.
+///
+/// Call `close()` when done: it waits for background tasks (up to
+/// `shutdown_timeout_seconds`), cancels and persists the rest as `cancelled`,
+/// stops heartbeats and drains queued sinks.
+public final class Runner: Sendable {
+    /// Where runs and tasks are persisted.
+    public let store: any StateStore
+    /// The effective settings.
+    public let settings: FlujoSettings
+    /// Steps this process can run and resume by name.
+    public let registry: StepRegistry
+    /// The hook bus events go to.
+    public let hooks: HookBus
+    /// Maps step errors to categories.
+    public let classifier: any ErrorClassifier
+    /// This runner's identity as a lease owner.
+    public let owner: String
+    let logger: Logger
+    let tracker = BackgroundTracker()
+
+    /// Creates a runner.
+    public init(
+        store: any StateStore, settings: FlujoSettings = FlujoSettings(), registry: StepRegistry = StepRegistry(),
+        hooks: HookBus = HookBus(), classifier: any ErrorClassifier = DefaultErrorClassifier(),
+        logger: Logger = Logger(label: "flujo.runner")
+    ) {
+        self.store = store
+        self.settings = settings
+        self.registry = registry
+        self.hooks = hooks
+        self.classifier = classifier
+        self.owner = Identifiers.processOwner + ":" + Identifiers.randomHex(bytes: 3)
+        self.logger = logger
+    }
+
+    /// Runs a pipeline to its end (or to a pause, failure or abort) and returns
+    /// the result. Background steps are launched and left running. Throws only
+    /// when the state store fails.
+    public func run<Input: Encodable & Sendable>(
+        _ pipeline: Pipeline, input: Input, context: RunContext = RunContext(), quota: Quota? = nil, runID: String? = nil
+    ) async throws -> PipelineResult {
+        try await startIfNeeded()
+        registry.registerMissing(of: pipeline)
+        let runID = runID ?? Identifiers.newRunID()
+        let identity = EventIdentity(runID: runID, parentRunID: nil, taskID: nil, pipelineName: pipeline.name, pipelineVersion: pipeline.version, isBackground: false)
+        let ledger = quota.map(QuotaLedger.init)
+        let startedAt = Timestamp.now
+        let started = ContinuousClock.now
+        var value = try StepValue(input)
+        var context = context
+        var history: [StepResult] = []
+        var historyJSON: [String] = []
+        var usage = Usage()
+        var taskIDs: [String] = []
+        var status = RunStatus.running
+        var errorMessage: String?
+        var errorCategory: ErrorCategory?
+
+        var state = WorkflowState(
+            runID: runID, pipelineName: pipeline.name, pipelineVersion: pipeline.version,
+            contextJSON: context.jsonText, status: .running, createdAt: startedAt, totalSteps: pipeline.steps.count, attempts: 1)
+        try await store.save(state)
+
+        do {
+            try await emit(identity, .preRun, .preRun(HookEvent.RunStart(
+                inputSummary: summary(value.json) ?? "", initialBudget: quota, totalSteps: pipeline.steps.count)))
+        } catch {
+            (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(error))
+        }
+
+        var index = 0
+        while status == .running && index < pipeline.steps.count {
+            let item = pipeline.steps[index]
+            let result: StepResult
+            switch item.mode {
+            case .sync:
+                let ran = await executeStep(item.step, retry: item.retry, input: value, identity: identity, stepIndex: index, context: context, ledger: ledger, budget: quota)
+                result = StepResult(
+                    name: item.step.name, outputJSON: ran.output?.json, success: ran.status == .completed,
+                    attempts: ran.attempts, latencySeconds: ran.latencySeconds, usage: ran.usage, feedback: ran.errorMessage)
+                usage = usage + ran.usage
+                context = ran.context
+                if let output = ran.output { value = output }
+                if ran.status != .completed {
+                    status = ran.status == .paused ? .paused : .failed
+                    errorMessage = ran.errorMessage
+                    errorCategory = ran.errorCategory
+                } else if let failure = ran.hookFailure {
+                    (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
+                }
+            case .background:
+                let launch = try await launchBackground(item, input: value, parent: identity, stepIndex: index, context: context, parentLedger: ledger)
+                taskIDs.append(launch.taskID)
+                result = launch.result
+                if let failure = launch.hookFailure {
+                    (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
+                }
+            }
+            history.append(result)
+            historyJSON.append(result.jsonText)
+            state.currentStepIndex = index + 1
+            state.lastStepOutputJSON = value.json
+            state.stepHistoryJSON = "[" + historyJSON.joined(separator: ",") + "]"
+            state.contextJSON = context.jsonText
+            state.updatedAt = .now
+            state.costUSD = usage.costUSD
+            state.tokens = usage.tokens
+            if status != .running {
+                state.status = status
+                state.errorMessage = errorMessage
+                state.errorCategory = errorCategory
+                state.executionTimeMs = (ContinuousClock.now - started).seconds * 1000
+            }
+            try await store.save(state, step: StepRecord(
+                runID: runID, stepIndex: index, stepName: result.name, success: result.success, outputJSON: result.outputJSON,
+                attempts: result.attempts, latencySeconds: result.latencySeconds, costUSD: result.usage.costUSD,
+                tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt))
+            index += 1
+        }
+
+        let duration = (ContinuousClock.now - started).seconds
+        if status == .running || state.status == .running {
+            if status == .running { status = .completed }
+            state.status = status
+            state.errorMessage = errorMessage
+            state.errorCategory = errorCategory
+            state.updatedAt = .now
+            state.executionTimeMs = duration * 1000
+            state.memoryUsageMB = ProcessMemory.residentMB()
+            try await store.save(state)
+        }
+        let result = PipelineResult(
+            runID: runID, status: status, outputJSON: value.json, steps: history, context: context, usage: usage,
+            errorMessage: errorMessage, errorCategory: errorCategory, backgroundTaskIDs: taskIDs, durationSeconds: duration)
+        try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(
+            status: status, durationSeconds: duration, usage: usage, stepsRun: history.count,
+            errorMessage: errorMessage, errorCategory: errorCategory)))
+        return result
+    }
+
+    /// The run status, message and category a stop by a hook or step leads to.
+    static func stopped(by ending: StepOutcome.Ending) -> (RunStatus, String?, ErrorCategory?) {
+        switch ending {
+        case let .aborted(reason): return (.failed, "Pipeline aborted: \(reason)", .controlFlow)
+        case let .failure(classification): return (.failed, classification.message, classification.category)
+        case let .paused(message): return (.paused, message, .controlFlow)
+        case .success: return (.running, nil, nil)
+        }
+    }
+}
+
+/// Resident memory of this process.
+enum ProcessMemory {
+    static func residentMB() -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return nil }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Double(fields[1]) else { return nil }
+        return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
+    }
+}

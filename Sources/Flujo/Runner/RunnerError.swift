@@ -1,0 +1,33 @@
+/// Errors of the runner's task APIs; each says what to do.
+public enum RunnerError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// No task has this id.
+    case unknownTask(String, suggestions: [String])
+    /// The task is completed, or otherwise not resumable.
+    case notResumable(taskID: String, status: RunStatus)
+    /// Another resumer (or the original execution) holds the task now.
+    case alreadyBeingResumed(taskID: String, owner: String?)
+    /// The task's step is not registered in this process.
+    case stepNotRegistered(taskID: String, stepName: String, registered: [String])
+    /// `enable_resumability` is off.
+    case resumabilityDisabled
+    /// The runner was closed.
+    case closed
+
+    public var description: String {
+        switch self {
+        case let .unknownTask(id, suggestions):
+            let hint = suggestions.isEmpty ? " List tasks with `flujo tasks list`." : " Did you mean \(suggestions.joined(separator: ", "))?"
+            return "no background task with id '\(id)'.\(hint)"
+        case let .notResumable(id, status):
+            return "task '\(id)' is \(status.rawValue); only failed, paused or cancelled tasks can be resumed."
+        case let .alreadyBeingResumed(id, owner):
+            return "task '\(id)' is already being resumed\(owner.map { " by \($0)" } ?? "") (or is still running). Try again when it has finished."
+        case let .stepNotRegistered(id, step, registered):
+            return "task '\(id)' runs step '\(step)', which is not registered in this process (registered: \(registered.isEmpty ? "none" : registered.joined(separator: ", "))). Register the step before resuming."
+        case .resumabilityDisabled:
+            return "resuming background tasks is switched off ([background_tasks] enable_resumability = false)."
+        case .closed:
+            return "the runner is closed."
+        }
+    }
+}

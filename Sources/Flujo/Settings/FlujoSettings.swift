@@ -1,0 +1,141 @@
+/// Every setting of Flujo, with its default. Load them with `SettingsLoader`.
+public struct FlujoSettings: Sendable, Hashable {
+    /// `[state]`: where and how runs are persisted.
+    public var state = StateSettings()
+    /// `[background_tasks]`: tracking, resumability, quota, heartbeats, retries.
+    public var backgroundTasks = BackgroundTaskSettings()
+    /// `[telemetry]` and its sub-sections.
+    public var telemetry = TelemetrySettings()
+
+    /// The defaults.
+    public init() {}
+}
+
+/// `[state]`.
+public struct StateSettings: Sendable, Hashable {
+    /// The state database: a path, or `sqlite:///absolute/path` / `sqlite://relative/path`.
+    public var uri = ".flujo/state.db"
+    /// `off`, `normal` or `full`.
+    public var synchronous = "normal"
+    /// How long a write waits for another connection's lock, in milliseconds.
+    public var busyTimeoutMs = 5000
+
+    /// The file path the URI names.
+    public var path: String {
+        for prefix in ["sqlite:///", "sqlite://"] where uri.hasPrefix(prefix) {
+            let rest = String(uri.dropFirst(prefix.count))
+            return prefix == "sqlite:///" ? "/" + rest : rest
+        }
+        return uri
+    }
+}
+
+/// `[background_tasks]`.
+public struct BackgroundTaskSettings: Sendable, Hashable {
+    /// Persist background tasks (without it they cannot be listed or resumed).
+    public var enableStateTracking = true
+    /// Allow resume and retry of failed, paused and cancelled tasks.
+    public var enableResumability = true
+    /// Enforce budgets on background tasks.
+    public var enableQuota = true
+    /// Budget of one task in USD (also its cap when reserving from the parent).
+    public var maxCostPerTask = 1.0
+    /// Budget of one task in tokens (also its cap when reserving from the parent).
+    public var maxTokensPerTask = 10_000
+    /// A running task whose heartbeat is older than this is failed by stale cleanup.
+    public var staleTaskTimeoutHours = 24.0
+    /// How often running tasks record their heartbeat.
+    public var heartbeatIntervalSeconds = 30.0
+    /// How often the runner looks for stale tasks by itself (0: only at start).
+    public var staleCheckIntervalSeconds = 600.0
+    /// How long closing the runner waits for background tasks before cancelling them.
+    public var shutdownTimeoutSeconds = 5.0
+    /// First delay between retries of a failed task; doubles per retry.
+    public var retryBaseDelayMs = 500.0
+    /// Longest delay between retries.
+    public var retryMaxDelayMs = 30_000.0
+    /// Retries per task for `retryFailedBackgroundTasks` when not given.
+    public var maxRetries = 3
+    /// How long a resumer holds its claim on a task before others may consider it stale.
+    public var resumeLeaseSeconds = 300.0
+}
+
+/// `[telemetry]` and its sub-sections.
+public struct TelemetrySettings: Sendable, Hashable {
+    /// The background policy of every exporter unless its own section sets one.
+    public var background = BackgroundPolicy.skip
+    /// `service.name` of exported telemetry.
+    public var serviceName = "flujo"
+    /// `[telemetry.console]`.
+    public var console = ConsoleSettings()
+    /// `[telemetry.otlp]`.
+    public var otlp = OTLPSettings()
+    /// `[telemetry.prometheus]`.
+    public var prometheus = PrometheusSettings()
+}
+
+/// `[telemetry.console]`.
+public struct ConsoleSettings: Sendable, Hashable {
+    /// Print the console trace.
+    public var enabled = false
+    /// Background policy; nil: `[telemetry] background`.
+    public var background: BackgroundPolicy?
+    /// Show inputs and outputs (truncated).
+    public var verbose = false
+    /// `auto` (colour on a terminal unless NO_COLOR is set), `always` or `never`.
+    public var color = "auto"
+}
+
+/// `[telemetry.otlp]`: the OTLP/HTTP trace exporter.
+public struct OTLPSettings: Sendable, Hashable {
+    /// Export traces; also turned on by setting an endpoint in the environment.
+    public var enabled = false
+    /// Base endpoint; traces go to `{endpoint}/v1/traces`.
+    public var endpoint = "http://localhost:4318"
+    /// A traces-specific endpoint, used as given.
+    public var tracesEndpoint: String?
+    /// Extra request headers (values are never logged).
+    public var headers: [String: String] = [:]
+    /// Timeout of one request, in milliseconds.
+    public var timeoutMs = 10_000
+    /// `none` or `gzip`.
+    public var compression = "none"
+    /// Only `http/protobuf` is supported.
+    public var `protocol` = "http/protobuf"
+    /// CA certificate file for TLS.
+    public var certificate: String?
+    /// Client private key file for mTLS.
+    public var clientKey: String?
+    /// Client certificate file for mTLS.
+    public var clientCertificate: String?
+    /// Background policy; nil: `[telemetry] background`.
+    public var background: BackgroundPolicy?
+    /// Spans held at most while waiting for export.
+    public var maxQueueSize = 2048
+    /// Spans per export request at most.
+    public var maxExportBatchSize = 512
+    /// Longest wait before exporting a partial batch, in milliseconds.
+    public var scheduleDelayMs = 5000
+    /// Deadline of one export, retries included, in milliseconds.
+    public var exportTimeoutMs = 30_000
+    /// `OTEL_RESOURCE_ATTRIBUTES`, parsed.
+    public var resourceAttributes: [String: String] = [:]
+
+    /// The URL spans are posted to.
+    public var tracesURL: String {
+        if let tracesEndpoint { return tracesEndpoint }
+        return endpoint.hasSuffix("/") ? endpoint + "v1/traces" : endpoint + "/v1/traces"
+    }
+}
+
+/// `[telemetry.prometheus]`: the /metrics endpoint.
+public struct PrometheusSettings: Sendable, Hashable {
+    /// Serve /metrics while a runner is up.
+    public var enabled = false
+    /// Address to bind.
+    public var host = "127.0.0.1"
+    /// Port to bind (0 picks a free one).
+    public var port = 9464
+    /// Background policy of event-derived metrics; nil: `[telemetry] background`.
+    public var background: BackgroundPolicy?
+}

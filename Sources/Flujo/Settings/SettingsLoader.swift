@@ -1,0 +1,267 @@
+import Foundation
+import TOMLKit
+
+/// Settings with where each came from and the warnings met while loading.
+public struct LoadedSettings: Sendable {
+    /// The effective settings.
+    public var settings: FlujoSettings
+    /// The source of every key that was set (others are defaults).
+    public var sources: [String: SettingSource]
+    /// Problems that did not stop loading (bad OTEL_* values fall back to defaults, as the spec says).
+    public var warnings: [String]
+
+    /// Every key with its effective value (secrets as `***`) and source, in table order.
+    public var effective: [(key: String, value: String, source: SettingSource)] {
+        SettingsLoader.keys.map { key in (key.key, key.render(settings), sources[key.key] ?? .defaultValue) }
+    }
+}
+
+/// The one place that reads configuration: `flujo.toml`, then the environment
+/// (FLUJO_* and the standard OTEL_* variables), then values set in code.
+public enum SettingsLoader {
+    static let keys: [SettingKey] = [
+        .string("state.uri", env: ["FLUJO_STATE_URI"], \.state.uri),
+        .choice("state.synchronous", env: ["FLUJO_STATE_SYNCHRONOUS"], \.state.synchronous, ["off", "normal", "full"]),
+        .int("state.busy_timeout_ms", env: ["FLUJO_STATE_BUSY_TIMEOUT_MS"], \.state.busyTimeoutMs, range: 0...600_000),
+
+        .bool("background_tasks.enable_state_tracking", env: ["FLUJO_BACKGROUND_ENABLE_STATE_TRACKING"], \.backgroundTasks.enableStateTracking),
+        .bool("background_tasks.enable_resumability", env: ["FLUJO_BACKGROUND_ENABLE_RESUMABILITY"], \.backgroundTasks.enableResumability),
+        .bool("background_tasks.enable_quota", env: ["FLUJO_BACKGROUND_ENABLE_QUOTA"], \.backgroundTasks.enableQuota),
+        .double("background_tasks.max_cost_per_task", env: ["FLUJO_BACKGROUND_MAX_COST_PER_TASK"], \.backgroundTasks.maxCostPerTask, range: 0...1_000_000),
+        .int("background_tasks.max_tokens_per_task", env: ["FLUJO_BACKGROUND_MAX_TOKENS_PER_TASK"], \.backgroundTasks.maxTokensPerTask, range: 0...1_000_000_000),
+        .double("background_tasks.stale_task_timeout_hours", env: ["FLUJO_BACKGROUND_STALE_TASK_TIMEOUT_HOURS"], \.backgroundTasks.staleTaskTimeoutHours, range: 0.0001...100_000),
+        .double("background_tasks.heartbeat_interval_seconds", env: ["FLUJO_BACKGROUND_HEARTBEAT_INTERVAL_SECONDS"], \.backgroundTasks.heartbeatIntervalSeconds, range: 0.01...86_400),
+        .double("background_tasks.stale_check_interval_seconds", env: ["FLUJO_BACKGROUND_STALE_CHECK_INTERVAL_SECONDS"], \.backgroundTasks.staleCheckIntervalSeconds, range: 0...86_400),
+        .double("background_tasks.shutdown_timeout_seconds", env: ["FLUJO_BACKGROUND_SHUTDOWN_TIMEOUT_SECONDS"], \.backgroundTasks.shutdownTimeoutSeconds, range: 0...3600),
+        .double("background_tasks.retry_base_delay_ms", env: ["FLUJO_BACKGROUND_RETRY_BASE_DELAY_MS"], \.backgroundTasks.retryBaseDelayMs, range: 0...3_600_000),
+        .double("background_tasks.retry_max_delay_ms", env: ["FLUJO_BACKGROUND_RETRY_MAX_DELAY_MS"], \.backgroundTasks.retryMaxDelayMs, range: 0...3_600_000),
+        .int("background_tasks.max_retries", env: ["FLUJO_BACKGROUND_MAX_RETRIES"], \.backgroundTasks.maxRetries, range: 0...1000),
+        .double("background_tasks.resume_lease_seconds", env: ["FLUJO_BACKGROUND_RESUME_LEASE_SECONDS"], \.backgroundTasks.resumeLeaseSeconds, range: 1...86_400),
+
+        .choice("telemetry.background", env: ["FLUJO_TELEMETRY_BACKGROUND"], \.telemetry.backgroundName, ["skip", "include"]),
+        .string("telemetry.service_name", env: ["OTEL_SERVICE_NAME"], \.telemetry.serviceName, lenient: true),
+
+        .bool("telemetry.console.enabled", env: ["FLUJO_CONSOLE_ENABLED"], \.telemetry.console.enabled),
+        .policy("telemetry.console.background", env: ["FLUJO_CONSOLE_BACKGROUND"], \.telemetry.console.background),
+        .bool("telemetry.console.verbose", env: ["FLUJO_CONSOLE_VERBOSE"], \.telemetry.console.verbose),
+        .choice("telemetry.console.color", env: ["FLUJO_CONSOLE_COLOR"], \.telemetry.console.color, ["auto", "always", "never"]),
+
+        .bool("telemetry.otlp.enabled", env: ["FLUJO_OTLP_ENABLED"], \.telemetry.otlp.enabled),
+        .string("telemetry.otlp.endpoint", env: ["OTEL_EXPORTER_OTLP_ENDPOINT"], \.telemetry.otlp.endpoint, lenient: true),
+        .optionalString("telemetry.otlp.traces_endpoint", env: ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], \.telemetry.otlp.tracesEndpoint, lenient: true),
+        .table("telemetry.otlp.headers", env: ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"], \.telemetry.otlp.headers, secret: true),
+        .int("telemetry.otlp.timeout_ms", env: ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"], \.telemetry.otlp.timeoutMs, range: 1...3_600_000, lenient: true),
+        .choice("telemetry.otlp.compression", env: ["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"], \.telemetry.otlp.compression, ["none", "gzip"], lenient: true),
+        .choice("telemetry.otlp.protocol", env: ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"], \.telemetry.otlp.protocol, ["http/protobuf"], lenient: true),
+        .optionalString("telemetry.otlp.certificate", env: ["OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"], \.telemetry.otlp.certificate, lenient: true),
+        .optionalString("telemetry.otlp.client_key", env: ["OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"], \.telemetry.otlp.clientKey, lenient: true),
+        .optionalString("telemetry.otlp.client_certificate", env: ["OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"], \.telemetry.otlp.clientCertificate, lenient: true),
+        .policy("telemetry.otlp.background", env: ["FLUJO_OTLP_BACKGROUND"], \.telemetry.otlp.background),
+        .int("telemetry.otlp.max_queue_size", env: ["OTEL_BSP_MAX_QUEUE_SIZE"], \.telemetry.otlp.maxQueueSize, range: 1...10_000_000, lenient: true),
+        .int("telemetry.otlp.max_export_batch_size", env: ["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"], \.telemetry.otlp.maxExportBatchSize, range: 1...10_000_000, lenient: true),
+        .int("telemetry.otlp.schedule_delay_ms", env: ["OTEL_BSP_SCHEDULE_DELAY"], \.telemetry.otlp.scheduleDelayMs, range: 0...3_600_000, lenient: true),
+        .int("telemetry.otlp.export_timeout_ms", env: ["OTEL_BSP_EXPORT_TIMEOUT"], \.telemetry.otlp.exportTimeoutMs, range: 1...3_600_000, lenient: true),
+        .table("telemetry.otlp.resource_attributes", env: ["OTEL_RESOURCE_ATTRIBUTES"], \.telemetry.otlp.resourceAttributes, secret: false),
+
+        .bool("telemetry.prometheus.enabled", env: ["FLUJO_PROMETHEUS_ENABLED"], \.telemetry.prometheus.enabled),
+        .string("telemetry.prometheus.host", env: ["FLUJO_PROMETHEUS_HOST"], \.telemetry.prometheus.host),
+        .int("telemetry.prometheus.port", env: ["FLUJO_PROMETHEUS_PORT"], \.telemetry.prometheus.port, range: 0...65_535),
+        .policy("telemetry.prometheus.background", env: ["FLUJO_PROMETHEUS_BACKGROUND"], \.telemetry.prometheus.background),
+    ]
+
+    /// Sections a file may contain.
+    static let sections: Set<String> = ["state", "background_tasks", "telemetry", "telemetry.console", "telemetry.otlp", "telemetry.prometheus"]
+
+    /// Loads settings.
+    /// - Parameters:
+    ///   - file: a `flujo.toml`; nil to read none. A missing file is an error only when `required`.
+    ///   - environment: the variables to read (the process's by default).
+    ///   - overrides: values set in code, applied last.
+    public static func load(
+        file: String? = nil, required: Bool = false,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        overrides: (inout FlujoSettings) -> Void = { _ in }
+    ) throws(SettingsError) -> LoadedSettings {
+        var loaded = LoadedSettings(settings: FlujoSettings(), sources: [:], warnings: [])
+        if let file {
+            if FileManager.default.fileExists(atPath: file) {
+                try applyFile(file, to: &loaded)
+            } else if required {
+                throw SettingsError(origin: file, key: "", message: "no such configuration file. Create it, or leave out --config to use ./flujo.toml when present.")
+            }
+        }
+        try applyEnvironment(environment, to: &loaded)
+        let before = loaded.settings
+        overrides(&loaded.settings)
+        for key in keys where key.render(before) != key.render(loaded.settings) {
+            loaded.sources[key.key] = .code
+        }
+        return loaded
+    }
+
+    // MARK: File
+
+    static func applyFile(_ path: String, to loaded: inout LoadedSettings) throws(SettingsError) {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw SettingsError(origin: path, key: "", message: "cannot read the file as UTF-8 text (\(error.localizedDescription))")
+        }
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw SettingsError(origin: path, line: error.source.begin.line, key: "", message: "not valid TOML: \(error.description) (column \(error.source.begin.column))")
+        } catch {
+            throw SettingsError(origin: path, key: "", message: "not valid TOML: \(error)")
+        }
+        let lines = text.components(separatedBy: "\n")
+        var values: [(key: String, value: RawSetting)] = []
+        try collect(root, prefix: "", path: path, lines: lines, into: &values)
+        for (dotted, raw) in values {
+            guard let key = keys.first(where: { $0.key == dotted }) else {
+                let section = dotted.contains(".") ? String(dotted[..<dotted.lastIndex(of: ".")!]) : ""
+                let known = keys.filter { $0.section == section }.map(\.name)
+                let hint = known.isEmpty ? "" : " Known keys of [\(section)]: \(known.joined(separator: ", "))."
+                throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "unknown key.\(hint)")
+            }
+            if let problem = key.apply(&loaded.settings, raw) {
+                throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: problem)
+            }
+            loaded.sources[dotted] = .file(path: path, line: line(of: dotted, in: lines))
+        }
+    }
+
+    /// Flattens tables into dotted keys; a table that is itself a setting (headers) stays whole.
+    private static func collect(_ table: TOMLTable, prefix: String, path: String, lines: [String], into values: inout [(key: String, value: RawSetting)]) throws(SettingsError) {
+        for name in table.keys {
+            guard let value = table[name] else { continue }
+            let dotted = prefix.isEmpty ? name : "\(prefix).\(name)"
+            if value.type == .table, let inner = value.table {
+                if keys.contains(where: { $0.key == dotted }) {
+                    var strings: [String: String] = [:]
+                    for innerKey in inner.keys {
+                        guard let text = inner[innerKey]?.string else {
+                            throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: "\(dotted).\(innerKey)", message: "expected a string value")
+                        }
+                        strings[innerKey] = text
+                    }
+                    values.append((dotted, .table(strings)))
+                } else if sections.contains(dotted) {
+                    try collect(inner, prefix: dotted, path: path, lines: lines, into: &values)
+                } else {
+                    let known = sections.sorted().map { "[\($0)]" }.joined(separator: ", ")
+                    throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "unknown section. Known sections: \(known).")
+                }
+                continue
+            }
+            if prefix.isEmpty {
+                throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "keys belong in a section such as [state] or [background_tasks]")
+            }
+            let raw: RawSetting
+            switch value.type {
+            case .bool: raw = .bool(value.bool ?? false)
+            case .int: raw = .int(value.int ?? 0)
+            case .double: raw = .double(value.double ?? 0)
+            case .string: raw = .string(value.string ?? "")
+            default:
+                let expected = keys.first { $0.key == dotted }?.expected ?? "a value"
+                throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "expected \(expected), got a TOML \(value.type)")
+            }
+            values.append((dotted, raw))
+        }
+    }
+
+    /// The 1-based line where a dotted key is set, found by scanning the text
+    /// (the TOML parser keeps no positions for keys).
+    static func line(of dotted: String, in lines: [String]) -> Int? {
+        let parts = dotted.split(separator: ".").map(String.init)
+        var section = ""
+        for (index, raw) in lines.enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("[") {
+                let name = line.trimmingCharacters(in: CharacterSet(charactersIn: "[] \t"))
+                section = name
+                if name == dotted { return index + 1 }
+                continue
+            }
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            let key = line[..<equals].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
+            let full = section.isEmpty ? key : "\(section).\(key)"
+            if full == dotted || (parts.count > 1 && full == parts.dropLast().joined(separator: ".") + "." + parts.last!) {
+                return index + 1
+            }
+        }
+        return nil
+    }
+
+    // MARK: Environment
+
+    static func applyEnvironment(_ environment: [String: String], to loaded: inout LoadedSettings) throws(SettingsError) {
+        for key in keys {
+            guard let variable = key.environment.first(where: { environment[$0] != nil }), let text = environment[variable] else { continue }
+            let problem: String?
+            if let raw = key.parseEnvironment(text) {
+                problem = key.apply(&loaded.settings, raw)
+            } else {
+                problem = "expected \(key.expected), got \(text.debugDescription)"
+            }
+            if let problem {
+                if key.lenient {
+                    loaded.warnings.append("\(variable): \(problem); using \(key.render(loaded.settings))")
+                    continue
+                }
+                throw SettingsError(origin: "environment variable \(variable)", key: key.key, message: problem)
+            }
+            loaded.sources[key.key] = .environment(variable)
+        }
+        // Per the OTLP exporter spec, an endpoint in the environment turns export on
+        // unless the SDK is disabled or the traces exporter is `none`.
+        if environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil || environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil {
+            if loaded.sources["telemetry.otlp.enabled"] == nil {
+                loaded.settings.telemetry.otlp.enabled = true
+                loaded.sources["telemetry.otlp.enabled"] = .environment(environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil ? "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" : "OTEL_EXPORTER_OTLP_ENDPOINT")
+            }
+        }
+        if let exporter = environment["OTEL_TRACES_EXPORTER"] {
+            switch exporter.trimmingCharacters(in: .whitespaces).lowercased() {
+            case "none":
+                loaded.settings.telemetry.otlp.enabled = false
+                loaded.sources["telemetry.otlp.enabled"] = .environment("OTEL_TRACES_EXPORTER")
+            case "otlp", "":
+                break
+            default:
+                loaded.warnings.append("OTEL_TRACES_EXPORTER: \(exporter.debugDescription) is not supported (only \"otlp\" and \"none\"); using otlp")
+            }
+        }
+        if let disabled = environment["OTEL_SDK_DISABLED"] {
+            switch disabled.trimmingCharacters(in: .whitespaces).lowercased() {
+            case "true":
+                loaded.settings.telemetry.otlp.enabled = false
+                loaded.sources["telemetry.otlp.enabled"] = .environment("OTEL_SDK_DISABLED")
+            case "false", "":
+                break
+            default:
+                loaded.warnings.append("OTEL_SDK_DISABLED: expected true or false, got \(disabled.debugDescription); using false")
+            }
+        }
+    }
+}
+
+extension TelemetrySettings {
+    /// `background` as text, for the settings table.
+    var backgroundName: String {
+        get { background.rawValue }
+        set { background = BackgroundPolicy(rawValue: newValue) ?? .skip }
+    }
+}
+
+extension FlujoSettings {
+    /// The effective background policy of the console tracer.
+    public var consoleBackground: BackgroundPolicy { telemetry.console.background ?? telemetry.background }
+    /// The effective background policy of the OTLP exporter.
+    public var otlpBackground: BackgroundPolicy { telemetry.otlp.background ?? telemetry.background }
+    /// The effective background policy of event-derived Prometheus metrics.
+    public var prometheusBackground: BackgroundPolicy { telemetry.prometheus.background ?? telemetry.background }
+}

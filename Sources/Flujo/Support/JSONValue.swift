@@ -1,0 +1,92 @@
+import Foundation
+
+/// A JSON value: what run contexts hold and what `--data` parses into.
+public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case let .bool(value): try container.encode(value)
+        case let .number(value): try container.encode(value)
+        case let .string(value): try container.encode(value)
+        case let .array(value): try container.encode(value)
+        case let .object(value): try container.encode(value)
+        }
+    }
+
+    /// Compact JSON text with sorted keys.
+    public var jsonText: String {
+        switch self {
+        case .null: return "null"
+        case let .bool(value): return value ? "true" : "false"
+        case let .number(value):
+            if value.isFinite, value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
+            return value.isFinite ? "\(value)" : "null"
+        case let .string(value): return JSONText.quote(value)
+        case let .array(values): return "[" + values.map(\.jsonText).joined(separator: ",") + "]"
+        case let .object(values):
+            return "{" + values.keys.sorted().map { JSONText.quote($0) + ":" + values[$0]!.jsonText }.joined(separator: ",") + "}"
+        }
+    }
+
+    public var description: String { jsonText }
+
+    /// Parses JSON text; the error names the position of the first problem.
+    public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
+        do {
+            return try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        } catch let DecodingError.dataCorrupted(context) {
+            throw JSONParseError(text: text, detail: Self.describe(context))
+        } catch {
+            throw JSONParseError(text: text, detail: "\(error)")
+        }
+    }
+
+    private static func describe(_ context: DecodingError.Context) -> String {
+        let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
+        return underlying ?? context.debugDescription
+    }
+
+    /// The value for `key` when this is an object.
+    public subscript(key: String) -> JSONValue? {
+        if case let .object(values) = self { return values[key] }
+        return nil
+    }
+}
+
+/// Text that is not valid JSON.
+public struct JSONParseError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The text that failed.
+    public var text: String
+    /// The parser's account of where and why.
+    public var detail: String
+
+    public var description: String {
+        let shown = text.count > 60 ? String(text.prefix(60)) + "..." : text
+        return "invalid JSON \(shown.debugDescription): \(detail)"
+    }
+}
