@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "Flujo", targets: ["Flujo"]),
         .library(name: "FlujoSQLite", targets: ["FlujoSQLite"]),
         .library(name: "FlujoOTLP", targets: ["FlujoOTLP"]),
+        .library(name: "FlujoTesting", targets: ["FlujoTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -36,6 +37,7 @@ let package = Package(
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         .target(name: "FlujoSQLite", dependencies: ["Flujo", "CSQLite"]),
+        .target(name: "FlujoTesting", dependencies: ["Flujo"]),
         .target(name: "FlujoOTLP", dependencies: ["Flujo", "COTLP", "CProtobufC", "CCurlShim", "CZlib"]),
         .executableTarget(
             name: "FlujoTestHelper",
@@ -45,6 +47,7 @@ let package = Package(
 
         .target(name: "FlujoTestSupport", path: "Tests/FlujoTestSupport"),
         .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "FlujoTestHelper"]),
+        .testTarget(name: "FlujoTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoOTLPTests", dependencies: ["Flujo", "FlujoOTLP", "FlujoTestSupport"], exclude: []),
     ]
 )

@@ -3,6 +3,9 @@
 //   FlujoTestHelper write PATH COUNT PREFIX       save COUNT runs, one transaction each, printing "committed N"
 //   FlujoTestHelper hold PATH RUN_ID             begin a transaction, insert RUN_ID, print "in-transaction", wait
 //   FlujoTestHelper claim PATH TASK_ID OWNER     claim a task; print "claimed" or "lost <status>"
+//   FlujoTestHelper resume PATH TASK_ID MARKER   resume a task whose step is "record": it appends a line to
+//                                               MARKER; prints the outcome ("completed"), or "busy" /
+//                                               "already-completed" when another process won
 import CSQLite
 import Flujo
 import FlujoSQLite
@@ -44,6 +47,27 @@ struct FlujoTestHelper {
                 case let .notClaimable(status, _): say("lost \(status.rawValue)")
                 case .notFound: say("not-found")
                 }
+            case "resume" where arguments.count == 4:
+                let store = try SQLiteStateStore(path: arguments[1])
+                let runner = Runner(store: store)
+                let marker = arguments[3]
+                try runner.registry.register(Step<JSONValue, JSONValue>("record") { input, context in
+                    try await Task.sleep(for: .milliseconds(150))
+                    let handle = FileHandle(forWritingAtPath: marker)!
+                    handle.seekToEndOfFile()
+                    handle.write(Data("ran \(context.runID) pid \(getpid())\n".utf8))
+                    try handle.close()
+                    return input
+                })
+                do {
+                    let outcome = try await runner.resumeBackgroundTask(taskID: arguments[2])
+                    say(outcome.status.rawValue)
+                } catch RunnerError.alreadyBeingResumed {
+                    say("busy")
+                } catch RunnerError.notResumable(_, let status) {
+                    say("already-\(status.rawValue)")
+                }
+                await runner.close()
             default:
                 throw HelperError("usage: FlujoTestHelper write|hold|claim ...")
             }

@@ -28,6 +28,12 @@ public final class HookBus: Sendable {
         public var sink: String
         /// The event kind it failed on.
         public var event: HookEventKind
+
+        /// Creates a key.
+        public init(sink: String, event: HookEventKind) {
+            self.sink = sink
+            self.event = event
+        }
     }
 
     private let registrations = Mutex<[Registration]>([])

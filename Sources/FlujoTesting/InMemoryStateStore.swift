@@ -1,0 +1,149 @@
+import Flujo
+import Synchronization
+
+/// A `StateStore` in memory, with the same semantics as the SQLite store
+/// (created-at written once, atomic claims, heartbeat-based stale cleanup),
+/// for fast unit tests of code that uses a runner.
+public final class InMemoryStateStore: StateStore {
+    private struct Storage {
+        var states: [String: WorkflowState] = [:]
+        var steps: [String: [StepRecord]] = [:]
+        var backgroundUsage: [String: Usage] = [:]
+        var spans: [SpanRecord] = []
+    }
+
+    private let storage = Mutex(Storage())
+
+    /// Creates an empty store.
+    public init() {}
+
+    public func save(_ state: WorkflowState, step: StepRecord?) async throws {
+        storage.withLock { storage in
+            var state = state
+            if let existing = storage.states[state.runID] { state.createdAt = existing.createdAt }
+            storage.states[state.runID] = state
+            if let step { storage.steps[step.runID, default: []].append(step) }
+        }
+    }
+
+    public func load(runID: String) async throws -> WorkflowState? {
+        storage.withLock { $0.states[runID] }
+    }
+
+    public func loadTask(taskID: String) async throws -> WorkflowState? {
+        storage.withLock { $0.states.values.first { $0.taskID == taskID } }
+    }
+
+    public func listBackgroundTasks(_ query: BackgroundTaskQuery) async throws -> [WorkflowState] {
+        let all = storage.withLock { Array($0.states.values) }
+        let matching = all.filter { state in
+            state.isBackgroundTask
+                && (query.parentRunID == nil || state.parentRunID == query.parentRunID)
+                && (query.statuses == nil || query.statuses!.contains(state.status))
+                && (query.updatedSince == nil || state.updatedAt >= query.updatedSince!)
+        }.sorted { ($0.updatedAt, $1.runID) > ($1.updatedAt, $0.runID) }
+        return Array(matching.dropFirst(query.offset).prefix(query.limit))
+    }
+
+    public func taskIDs(withPrefix prefix: String, limit: Int) async throws -> [String] {
+        let ids = storage.withLock { $0.states.values.compactMap(\.taskID) }
+        return Array(ids.filter { $0.hasPrefix(prefix) }.sorted().prefix(limit))
+    }
+
+    public func claimTask(taskID: String, owner: String, leaseUntil: Timestamp, now: Timestamp) async throws -> ClaimResult {
+        storage.withLock { storage in
+            guard var state = storage.states.values.first(where: { $0.taskID == taskID }) else { return .notFound }
+            guard state.status.isResumable else { return .notClaimable(status: state.status, owner: state.leaseOwner) }
+            state.status = .running
+            state.leaseOwner = owner
+            state.leaseExpiresAt = leaseUntil
+            state.updatedAt = now
+            state.attempts += 1
+            storage.states[state.runID] = state
+            return .claimed(state)
+        }
+    }
+
+    public func heartbeat(runIDs: [String], at time: Timestamp) async throws {
+        storage.withLock { storage in
+            for id in runIDs where storage.states[id]?.status == .running {
+                storage.states[id]?.updatedAt = time
+            }
+        }
+    }
+
+    public func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> [String] {
+        storage.withLock { storage in
+            var changed: [String] = []
+            for (id, state) in storage.states where state.isBackgroundTask && state.status == .running && state.updatedAt < heartbeatBefore {
+                var failed = state
+                failed.status = .failed
+                failed.updatedAt = now
+                failed.errorMessage = message
+                failed.backgroundError = message
+                failed.errorCategory = .timeout
+                failed.leaseOwner = nil
+                failed.leaseExpiresAt = nil
+                storage.states[id] = failed
+                changed.append(id)
+            }
+            return changed
+        }
+    }
+
+    public func addBackgroundUsage(parentRunID: String, costUSD: Double, tokens: Int) async throws {
+        storage.withLock { storage in
+            guard storage.states[parentRunID] != nil else { return }
+            storage.backgroundUsage[parentRunID, default: Usage()] = storage.backgroundUsage[parentRunID, default: Usage()] + Usage(costUSD: costUSD, tokens: tokens)
+        }
+    }
+
+    public func runTotals(runID: String) async throws -> RunTotals? {
+        storage.withLock { storage in
+            guard let state = storage.states[runID] else { return nil }
+            let background = storage.backgroundUsage[runID] ?? Usage()
+            return RunTotals(costUSD: state.costUSD, tokens: state.tokens, backgroundCostUSD: background.costUSD, backgroundTokens: background.tokens)
+        }
+    }
+
+    public func steps(runID: String) async throws -> [StepRecord] {
+        storage.withLock { $0.steps[runID] ?? [] }
+    }
+
+    public func workflowStats(now: Timestamp) async throws -> WorkflowStats {
+        let counters = try await statusCounters()
+        let recent = storage.withLock { storage in
+            storage.states.values.filter { $0.createdAt >= now.adding(seconds: -24 * 3600) }.count
+        }
+        return WorkflowStats(
+            totalWorkflows: counters.totalRuns, statusCounts: counters.runs, backgroundStatusCounts: counters.backgroundTasks,
+            recentWorkflows24h: recent, averageExecutionTimeMs: counters.durationCount > 0 ? counters.durationSumMs / Double(counters.durationCount) : 0)
+    }
+
+    public func statusCounters() async throws -> StatusCounters {
+        storage.withLock { storage in
+            var runs: [RunStatus: Int] = [:], background: [RunStatus: Int] = [:]
+            var sum = 0.0, count = 0
+            for state in storage.states.values {
+                if state.isBackgroundTask { background[state.status, default: 0] += 1 } else { runs[state.status, default: 0] += 1 }
+                if let duration = state.executionTimeMs { sum += duration; count += 1 }
+            }
+            return StatusCounters(runs: runs, backgroundTasks: background, totalRuns: storage.states.count, durationSumMs: sum, durationCount: count)
+        }
+    }
+
+    public func saveSpans(_ spans: [SpanRecord]) async throws {
+        storage.withLock { storage in
+            let ids = Set(spans.map(\.spanID))
+            storage.spans.removeAll { ids.contains($0.spanID) }
+            storage.spans += spans
+        }
+    }
+
+    public func spans(runID: String) async throws -> [SpanRecord] {
+        storage.withLock { storage in
+            let traces = Set(storage.spans.filter { $0.runID == runID }.map(\.traceID))
+            return storage.spans.filter { traces.contains($0.traceID) }.sorted { ($0.startUnixNano, $0.spanID) < ($1.startUnixNano, $1.spanID) }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import Flujo
+import FlujoTestSupport
+import FlujoTesting
+import Foundation
+import Testing
+
+@Suite("Resume across processes")
+struct MultiProcessResumeTests {
+    let helper = TestSupport.executable("FlujoTestHelper")
+
+    /// A failed task of step "record" in a fresh database.
+    func failedTask() async throws -> (path: String, taskID: String) {
+        let (runner, _, path) = try makeRunner()
+        let record = Step<JSONValue, JSONValue>("record") { _, _ in throw FlakyNetworkError() }
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(record)]), input: JSONValue.object(["n": .number(1)]))
+        let state = try #require(try await waitForTask(runner, result.backgroundTaskIDs[0]))
+        #expect(state.status == .failed)
+        await runner.close()
+        return (path, result.backgroundTaskIDs[0])
+    }
+
+    @Test("a task that failed in one process is resumed by another")
+    func resumeFromSecondProcess() async throws {
+        let (path, taskID) = try await failedTask()
+        let marker = TestSupport.temporaryDirectory().appendingPathComponent("marker")
+        FileManager.default.createFile(atPath: marker.path, contents: nil)
+        let output = try await TestSupport.run(helper, ["resume", path, taskID, marker.path])
+        #expect(output.status == 0, "\(output.stderr)")
+        #expect(output.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "completed")
+        let (runner, _, _) = try makeRunner(path: path)
+        #expect(try await runner.store.loadTask(taskID: taskID)?.status == .completed)
+        await runner.close()
+    }
+
+    @Test("two and eight processes racing to resume one task: it runs exactly once (defect 10)", arguments: [2, 8])
+    func race(processes: Int) async throws {
+        let (path, taskID) = try await failedTask()
+        let marker = TestSupport.temporaryDirectory().appendingPathComponent("marker")
+        FileManager.default.createFile(atPath: marker.path, contents: nil)
+        let outputs = try await withThrowingTaskGroup(of: TestSupport.ProcessOutput.self) { group in
+            for _ in 0..<processes {
+                group.addTask { try await TestSupport.run(helper, ["resume", path, taskID, marker.path]) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let lines = outputs.map { $0.stdout.trimmingCharacters(in: .whitespacesAndNewlines) }
+        #expect(outputs.allSatisfy { $0.status == 0 }, "\(outputs.map(\.stderr))")
+        #expect(lines.filter { $0 == "completed" }.count == 1, "\(lines)")
+        #expect(lines.filter { $0 == "busy" || $0 == "already-completed" }.count == processes - 1, "\(lines)")
+        let runs = try String(contentsOf: marker, encoding: .utf8).split(separator: "\n")
+        #expect(runs.count == 1, "the step ran \(runs.count) times")
+    }
+}

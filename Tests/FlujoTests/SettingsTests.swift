@@ -1,0 +1,269 @@
+import Flujo
+import FlujoTestSupport
+import FlujoTesting
+import Foundation
+import Testing
+
+/// Writes a flujo.toml and loads it with an empty environment.
+func settings(_ toml: String, environment: [String: String] = [:]) throws -> FlujoSettings {
+    let file = TestSupport.temporaryDirectory("flujo-settings").appendingPathComponent("flujo.toml")
+    try Data(toml.utf8).write(to: file)
+    return try SettingsLoader.load(file: file.path, environment: environment).settings
+}
+
+func loadError(_ toml: String, environment: [String: String] = [:]) -> SettingsError? {
+    let file = TestSupport.temporaryDirectory("flujo-settings").appendingPathComponent("flujo.toml")
+    try? Data(toml.utf8).write(to: file)
+    do {
+        _ = try SettingsLoader.load(file: file.path, environment: environment)
+        return nil
+    } catch {
+        return error
+    }
+}
+
+@Suite("Settings loader")
+struct SettingsLoaderTests {
+    @Test("every key of the seed's [background_tasks] section is read (defect 1)")
+    func seedSection() throws {
+        let loaded = try settings("""
+            [background_tasks]
+            enable_state_tracking = false
+            enable_resumability = false
+            enable_quota = false
+            max_cost_per_task = 2.5
+            max_tokens_per_task = 777
+            stale_task_timeout_hours = 12
+            """)
+        let background = loaded.backgroundTasks
+        #expect(!background.enableStateTracking && !background.enableResumability && !background.enableQuota)
+        #expect(background.maxCostPerTask == 2.5)
+        #expect(background.maxTokensPerTask == 777)
+        #expect(background.staleTaskTimeoutHours == 12, "an integer is accepted where a number is expected")
+    }
+
+    @Test("precedence: file, then environment, then code; sources recorded")
+    func precedence() throws {
+        let file = TestSupport.temporaryDirectory("flujo-settings").appendingPathComponent("flujo.toml")
+        try Data("[state]\nbusy_timeout_ms = 100\nsynchronous = \"full\"\n[telemetry]\nbackground = \"include\"\n".utf8).write(to: file)
+        let loaded = try SettingsLoader.load(file: file.path, environment: ["FLUJO_STATE_BUSY_TIMEOUT_MS": "200", "FLUJO_TELEMETRY_BACKGROUND": "skip"]) { settings in
+            settings.state.synchronous = "off"
+        }
+        #expect(loaded.settings.state.busyTimeoutMs == 200)
+        #expect(loaded.settings.state.synchronous == "off")
+        #expect(loaded.settings.telemetry.background == .skip)
+        #expect(loaded.sources["state.busy_timeout_ms"] == .environment("FLUJO_STATE_BUSY_TIMEOUT_MS"))
+        #expect(loaded.sources["state.synchronous"] == .code)
+        #expect(loaded.sources["state.uri"] == nil)
+        #expect(loaded.effective.first { $0.key == "state.busy_timeout_ms" }?.value == "200")
+    }
+
+    @Test("unknown keys, wrong types and out-of-range values name the file, line, key and expected form")
+    func errors() throws {
+        let unknown = try #require(loadError("[background_tasks]\nenable_quota = true\nmax_cost_per_tsk = 1.0\n"))
+        #expect(unknown.line == 3)
+        #expect(unknown.key == "background_tasks.max_cost_per_tsk")
+        #expect(unknown.description.contains("flujo.toml:3"))
+        #expect(unknown.description.contains("max_cost_per_task"), "the message lists the known keys")
+
+        let wrongType = try #require(loadError("[background_tasks]\nmax_tokens_per_task = \"many\"\n"))
+        #expect(wrongType.line == 2)
+        #expect(wrongType.message.contains("whole number"))
+
+        let range = try #require(loadError("[telemetry.prometheus]\nport = 70000\n"))
+        #expect(range.key == "telemetry.prometheus.port")
+        #expect(range.message.contains("0 to 65535"))
+
+        let section = try #require(loadError("[backgroundtasks]\nenable_quota = true\n"))
+        #expect(section.message.contains("unknown section"))
+
+        let syntax = try #require(loadError("[state\nuri = 1\n"))
+        #expect(syntax.line == 1)
+        #expect(syntax.message.contains("not valid TOML"))
+
+        let choice = try #require(loadError("[telemetry]\nbackground = \"sometimes\"\n"))
+        #expect(choice.message.contains("\"skip\", \"include\""))
+
+        let environment = try #require(loadError("", environment: ["FLUJO_BACKGROUND_MAX_RETRIES": "lots"]))
+        #expect(environment.origin == "environment variable FLUJO_BACKGROUND_MAX_RETRIES")
+
+        #expect(throws: SettingsError.self) { try SettingsLoader.load(file: "/nonexistent/flujo.toml", required: true, environment: [:]) }
+        #expect(try SettingsLoader.load(file: "/nonexistent/flujo.toml", environment: [:]).settings == FlujoSettings())
+    }
+
+    @Test("OTEL_* variables per the exporter spec: endpoint turns export on, bad values warn and keep the default")
+    func otelEnvironment() throws {
+        let loaded = try SettingsLoader.load(environment: [
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+            "OTEL_EXPORTER_OTLP_HEADERS": "api-key=secret%20value,tenant=a",
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "2500",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "9000",
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "brotli",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "-1",
+            "OTEL_SERVICE_NAME": "orders",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=payments",
+        ])
+        let otlp = loaded.settings.telemetry.otlp
+        #expect(otlp.enabled)
+        #expect(otlp.tracesURL == "http://collector:4318/v1/traces")
+        #expect(otlp.headers == ["api-key": "secret value", "tenant": "a"])
+        #expect(otlp.timeoutMs == 2500, "the traces-specific variable wins")
+        #expect(otlp.compression == "none")
+        #expect(otlp.maxQueueSize == 2048)
+        #expect(loaded.warnings.count == 2)
+        #expect(loaded.settings.telemetry.serviceName == "orders")
+        #expect(otlp.resourceAttributes["team"] == "payments")
+        #expect(loaded.effective.first { $0.key == "telemetry.otlp.headers" }?.value == "api-key=***,tenant=***")
+        #expect(try SettingsLoader.load(environment: ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c/x", "OTEL_SDK_DISABLED": "true"]).settings.telemetry.otlp.enabled == false)
+        #expect(try SettingsLoader.load(environment: ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c/x"]).settings.telemetry.otlp.tracesURL == "http://c/x")
+        #expect(try SettingsLoader.load(environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "OTEL_TRACES_EXPORTER": "none"]).settings.telemetry.otlp.enabled == false)
+    }
+
+    @Test("per-exporter background policies inherit [telemetry] background unless set")
+    func policies() throws {
+        let loaded = try settings("[telemetry]\nbackground = \"include\"\n[telemetry.console]\nbackground = \"skip\"\n")
+        #expect(loaded.consoleBackground == .skip)
+        #expect(loaded.otlpBackground == .include)
+        #expect(loaded.prometheusBackground == .include)
+        #expect(try settings("", environment: ["FLUJO_TELEMETRY_BACKGROUND": "include"]).otlpBackground == .include)
+    }
+}
+
+/// One test per [background_tasks] key, each through a flujo.toml, showing the value takes effect.
+@Suite("[background_tasks] values take effect")
+struct BackgroundSettingsEffectTests {
+    let service = FlakyService()
+    let spend = Step<Order, String>("spend") { _, context in
+        try context.reportUsage(costUSD: 0.2, tokens: 100)
+        return "spent"
+    }
+
+    @Test("enable_state_tracking = false: background tasks are not persisted")
+    func stateTracking() async throws {
+        let (runner, sink, _) = try makeRunner(settings: try settings("[background_tasks]\nenable_state_tracking = false\n"))
+        let good = Step<Order, String>("good") { _, _ in "ok" }
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(good)]), input: Order(id: "o", amount: 1))
+        #expect(await sink.waitUntil { $0.contains { $0.kind == .taskFinished } })
+        #expect(try await runner.store.loadTask(taskID: result.backgroundTaskIDs[0]) == nil)
+        await runner.close()
+    }
+
+    @Test("enable_resumability = false: resume is refused")
+    func resumability() async throws {
+        let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nenable_resumability = false\n"))
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(service.step)]), input: Order(id: "o", amount: 1))
+        _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
+        await #expect(throws: RunnerError.resumabilityDisabled) { try await runner.resumeBackgroundTask(taskID: result.backgroundTaskIDs[0]) }
+        await runner.close()
+    }
+
+    @Test("enable_quota = false: no budget is enforced")
+    func quota() async throws {
+        let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nenable_quota = false\nmax_cost_per_task = 0.0\n"))
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(spend)]), input: Order(id: "o", amount: 1))
+        #expect(try await waitForTask(runner, result.backgroundTaskIDs[0])?.status == .completed)
+        await runner.close()
+    }
+
+    @Test("max_cost_per_task caps a task's cost")
+    func maxCost() async throws {
+        let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nmax_cost_per_task = 0.1\n"))
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(spend)]), input: Order(id: "o", amount: 1))
+        #expect(try await waitForTask(runner, result.backgroundTaskIDs[0])?.errorCategory == .resourceExhaustion)
+        await runner.close()
+    }
+
+    @Test("max_tokens_per_task caps a task's tokens")
+    func maxTokens() async throws {
+        let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nmax_tokens_per_task = 50\n"))
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(spend)]), input: Order(id: "o", amount: 1))
+        #expect(try await waitForTask(runner, result.backgroundTaskIDs[0])?.errorCategory == .resourceExhaustion)
+        await runner.close()
+    }
+
+    @Test("stale_task_timeout_hours is the default threshold of cleanup")
+    func staleHours() async throws {
+        let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nstale_task_timeout_hours = 1\n"))
+        var state = WorkflowState(runID: "p_bg_bg_x", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "p", taskID: "bg_x")
+        state.updatedAt = Timestamp.now.adding(seconds: -2 * 3600)
+        try await runner.store.save(state)
+        #expect(try await runner.cleanupStaleBackgroundTasks() == 1)
+        await runner.close()
+    }
+
+    @Test("heartbeat_interval_seconds sets how often running tasks heartbeat")
+    func heartbeat() async throws {
+        let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nheartbeat_interval_seconds = 0.02\n"))
+        let gate = Gate()
+        let long = Step<Order, String>("long") { _, _ in await gate.wait(); return "done" }
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(long)]), input: Order(id: "o", amount: 1))
+        let first = try #require(try await runner.store.loadTask(taskID: result.backgroundTaskIDs[0])).updatedAt
+        try await Task.sleep(for: .milliseconds(120))
+        #expect(try #require(try await runner.store.loadTask(taskID: result.backgroundTaskIDs[0])).updatedAt > first)
+        gate.open()
+        await runner.close()
+    }
+
+    @Test("stale_check_interval_seconds makes the runner look for stale tasks by itself")
+    func staleCheckInterval() async throws {
+        let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nheartbeat_interval_seconds = 0.01\nstale_check_interval_seconds = 0.02\nstale_task_timeout_hours = 1\n"))
+        _ = try await runner.failedBackgroundTasks()
+        var state = WorkflowState(runID: "p_bg_bg_y", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "p", taskID: "bg_y")
+        state.updatedAt = Timestamp.now.adding(seconds: -2 * 3600)
+        try await runner.store.save(state)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline, try await runner.store.loadTask(taskID: "bg_y")?.status == .running {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(try await runner.store.loadTask(taskID: "bg_y")?.status == .failed)
+        await runner.close()
+    }
+
+    @Test("shutdown_timeout_seconds is how long close waits before cancelling")
+    func shutdownTimeout() async throws {
+        let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nshutdown_timeout_seconds = 0.05\n"))
+        let forever = Step<Order, String>("forever") { _, _ in try await Task.sleep(for: .seconds(3600)); return "x" }
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(forever)]), input: Order(id: "o", amount: 1))
+        await runner.close()
+        #expect(try await runner.store.loadTask(taskID: result.backgroundTaskIDs[0])?.status == .cancelled)
+    }
+
+    @Test("max_retries, retry_base_delay_ms and retry_max_delay_ms shape retries")
+    func retrySettings() async throws {
+        let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nmax_retries = 2\nretry_base_delay_ms = 80\nretry_max_delay_ms = 80\n"))
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(service.step)]), input: Order(id: "o", amount: 1))
+        _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
+        let started = ContinuousClock.now
+        let report = try await runner.retryFailedBackgroundTasks()
+        let elapsed = ContinuousClock.now - started
+        #expect(report.entries.first?.retries == 2)
+        // One delay between the two retries: at least half of 80 ms with jitter 0.5.
+        #expect(elapsed >= .milliseconds(40))
+        await runner.close()
+    }
+
+    @Test("resume_lease_seconds sets the claim's lease")
+    func lease() async throws {
+        let configured = try settings("[background_tasks]\nresume_lease_seconds = 120\n")
+        let (runner, _, _) = try makeRunner(settings: configured)
+        let seen = Counter()
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(service.step)]), input: Order(id: "o", amount: 1))
+        _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
+        let store = runner.store
+        let taskID = result.backgroundTaskIDs[0]
+        let checking = Step<Order, String>("send_receipt") { _, _ in
+            let state = try await store.loadTask(taskID: taskID)
+            let lease = (state?.leaseExpiresAt?.millisecondsSince1970 ?? 0) - Timestamp.now.millisecondsSince1970
+            if lease > 110_000 && lease <= 120_000 { seen.increment() }
+            return "ok"
+        }
+        let (other, _, _) = try makeRunner(settings: configured, path: (runner.store as! SQLiteStateStore).path)
+        try other.registry.register(checking)
+        _ = try await other.resumeBackgroundTask(taskID: taskID)
+        #expect(seen.count == 1)
+        await runner.close()
+        await other.close()
+    }
+}
+
+import FlujoSQLite
