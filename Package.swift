@@ -48,6 +48,6 @@ let package = Package(
         .target(name: "FlujoTestSupport", path: "Tests/FlujoTestSupport"),
         .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoTestSupport", "FlujoTestHelper"]),
-        .testTarget(name: "FlujoOTLPTests", dependencies: ["Flujo", "FlujoOTLP", "FlujoTestSupport"], exclude: []),
+        .testTarget(name: "FlujoOTLPTests", dependencies: ["Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
     ]
 )

@@ -2,7 +2,10 @@
 
   otlp_decode.py request FILE    decode an ExportTraceServiceRequest (gzip allowed), print it as JSON
   otlp_decode.py response FILE   write an ExportTraceServiceResponse with a partial success to FILE
+  otlp_decode.py dir DIR         decode every DIR/N.bin a receiver kept; print requests and flat spans as JSON
 """
+import glob
+import os
 import gzip
 import json
 import sys
@@ -30,8 +33,51 @@ def main():
         message.partial_success.rejected_spans = int(sys.argv[3])
         message.partial_success.error_message = sys.argv[4]
         open(path, "wb").write(message.SerializeToString())
+    elif mode == "dir":
+        requests, spans = [], []
+        for body_path in sorted(glob.glob(os.path.join(path, "*.bin")), key=lambda p: int(os.path.basename(p)[:-4])):
+            meta = json.load(open(body_path[:-4] + ".json"))
+            data = open(body_path, "rb").read()
+            gzipped = data[:2] == b"\x1f\x8b"
+            if gzipped:
+                data = gzip.decompress(data)
+            message = ExportTraceServiceRequest()
+            message.ParseFromString(data)
+            resources = []
+            for resource_spans in message.resource_spans:
+                resource = {kv.key: value_of(kv.value) for kv in resource_spans.resource.attributes}
+                resources.append(resource)
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        spans.append({
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_span_id": span.parent_span_id.hex(),
+                            "name": span.name,
+                            "kind": span.kind,
+                            "start": span.start_time_unix_nano,
+                            "end": span.end_time_unix_nano,
+                            "attributes": {kv.key: value_of(kv.value) for kv in span.attributes},
+                            "events": [event.name for event in span.events],
+                            "status_code": span.status.code,
+                            "status_message": span.status.message,
+                            "scope": scope_spans.scope.name,
+                        })
+            requests.append({"headers": meta["headers"], "path": meta["path"], "time": meta["time"],
+                             "gzipped": gzipped, "resources": resources, "span_count": sum(
+                                 len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans)})
+        print(json.dumps({"requests": requests, "spans": spans}))
     else:
         sys.exit("unknown mode")
+
+
+def value_of(value):
+    kind = value.WhichOneof("value")
+    if kind in ("array_value", "kvlist_value"):
+        return MessageToDict(getattr(value, kind))
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, kind) if kind else None
 
 
 if __name__ == "__main__":

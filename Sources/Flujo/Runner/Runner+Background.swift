@@ -219,6 +219,7 @@ extension Runner {
         }
         tracker.close()?.cancel()
         await hooks.drain()
+        await spanPersister?.close()
     }
 
     private func markCancelled(runID: String) async {

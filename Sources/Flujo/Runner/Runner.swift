@@ -23,11 +23,16 @@ public final class Runner: Sendable {
     public let owner: String
     let logger: Logger
     let tracker = BackgroundTracker()
+    let spanPersister: SpanPersister?
 
     /// Creates a runner.
+    /// - Parameters:
+    ///   - persistSpans: keep every run's trace (background spans included) in the store, for `flujo trace`.
+    ///   - spanProcessors: more receivers of the same spans, such as the OTLP exporter.
     public init(
         store: any StateStore, settings: FlujoSettings = FlujoSettings(), registry: StepRegistry = StepRegistry(),
         hooks: HookBus = HookBus(), classifier: any ErrorClassifier = DefaultErrorClassifier(),
+        persistSpans: Bool = true, spanProcessors: [any SpanProcessor] = [],
         logger: Logger = Logger(label: "flujo.runner")
     ) {
         self.store = store
@@ -37,6 +42,12 @@ public final class Runner: Sendable {
         self.classifier = classifier
         self.owner = Identifiers.processOwner + ":" + Identifiers.randomHex(bytes: 3)
         self.logger = logger
+        spanPersister = persistSpans ? SpanPersister(store: store) : nil
+        let processors = (spanPersister.map { [$0 as any SpanProcessor] } ?? []) + spanProcessors
+        if !processors.isEmpty {
+            // One recorder for every processor, so stored and exported spans share their ids.
+            hooks.register(TraceRecorder(processors: processors))
+        }
     }
 
     /// Runs a pipeline to its end (or to a pause, failure or abort) and returns

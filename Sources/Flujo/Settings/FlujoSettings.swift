@@ -13,6 +13,9 @@ public struct FlujoSettings: Sendable, Hashable {
 
 /// `[state]`.
 public struct StateSettings: Sendable, Hashable {
+    /// The defaults.
+    public init() {}
+
     /// The state database: a path, or `sqlite:///absolute/path` / `sqlite://relative/path`.
     public var uri = ".flujo/state.db"
     /// `off`, `normal` or `full`.
@@ -32,6 +35,9 @@ public struct StateSettings: Sendable, Hashable {
 
 /// `[background_tasks]`.
 public struct BackgroundTaskSettings: Sendable, Hashable {
+    /// The defaults.
+    public init() {}
+
     /// Persist background tasks (without it they cannot be listed or resumed).
     public var enableStateTracking = true
     /// Allow resume and retry of failed, paused and cancelled tasks.
@@ -62,6 +68,9 @@ public struct BackgroundTaskSettings: Sendable, Hashable {
 
 /// `[telemetry]` and its sub-sections.
 public struct TelemetrySettings: Sendable, Hashable {
+    /// The defaults.
+    public init() {}
+
     /// The background policy of every exporter unless its own section sets one.
     public var background = BackgroundPolicy.skip
     /// `service.name` of exported telemetry.
@@ -76,6 +85,9 @@ public struct TelemetrySettings: Sendable, Hashable {
 
 /// `[telemetry.console]`.
 public struct ConsoleSettings: Sendable, Hashable {
+    /// The defaults.
+    public init() {}
+
     /// Print the console trace.
     public var enabled = false
     /// Background policy; nil: `[telemetry] background`.
@@ -88,6 +100,9 @@ public struct ConsoleSettings: Sendable, Hashable {
 
 /// `[telemetry.otlp]`: the OTLP/HTTP trace exporter.
 public struct OTLPSettings: Sendable, Hashable {
+    /// The defaults.
+    public init() {}
+
     /// Export traces; also turned on by setting an endpoint in the environment.
     public var enabled = false
     /// Base endpoint; traces go to `{endpoint}/v1/traces`.
@@ -130,6 +145,9 @@ public struct OTLPSettings: Sendable, Hashable {
 
 /// `[telemetry.prometheus]`: the /metrics endpoint.
 public struct PrometheusSettings: Sendable, Hashable {
+    /// The defaults.
+    public init() {}
+
     /// Serve /metrics while a runner is up.
     public var enabled = false
     /// Address to bind.

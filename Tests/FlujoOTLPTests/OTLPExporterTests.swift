@@ -1,0 +1,285 @@
+import Flujo
+import FlujoOTLP
+import FlujoSQLite
+import FlujoTestSupport
+import FlujoTesting
+import Foundation
+import Testing
+
+/// A real local OTLP/HTTP receiver (Python's http.server) answering a script of responses.
+final class Receiver: Sendable {
+    let folder: URL
+    let port: Int
+    private let process: RunningProcess
+
+    init(script: String = "200") async throws {
+        let python = try #require(TestSupport.python, "no Python with opentelemetry-proto: run `make test`")
+        folder = TestSupport.temporaryDirectory("flujo-receiver")
+        process = try RunningProcess(python, [TestSupport.supportScript("otlp_receiver.py").path, folder.path, script])
+        let started = await process.waitForLine { Int($0) != nil }
+        try #require(started, "the receiver did not start")
+        port = Int(process.linesSoFar.first { Int($0) != nil }!)!
+    }
+
+    var endpoint: String { "http://127.0.0.1:\(port)" }
+
+    /// Requests received so far and their spans, decoded by opentelemetry-proto.
+    func decoded() async throws -> (requests: [[String: Any]], spans: [[String: Any]]) {
+        let python = try #require(TestSupport.python)
+        let output = try await TestSupport.run(python, [TestSupport.supportScript("otlp_decode.py").path, "dir", folder.path])
+        #expect(output.status == 0, "\(output.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any])
+        return (object["requests"] as? [[String: Any]] ?? [], object["spans"] as? [[String: Any]] ?? [])
+    }
+
+    func stop() async { await process.kill() }
+}
+
+func otlpSettings(_ endpoint: String, _ change: (inout OTLPSettings) -> Void = { _ in }) -> OTLPSettings {
+    var settings = OTLPSettings()
+    settings.enabled = true
+    settings.endpoint = endpoint
+    settings.scheduleDelayMs = 50
+    change(&settings)
+    return settings
+}
+
+struct Order: Codable, Sendable { var id: String }
+
+let validate = Step<Order, Order>("validate") { order, context in
+    try context.reportUsage(costUSD: 0.5, tokens: 7)
+    return order
+}
+let receipt = Step<Order, String>("send_receipt") { order, _ in "receipt \(order.id)" }
+let failing = Step<Order, Order>("charge") { _, _ in throw URLError(.cannotConnectToHost) }
+
+func run(_ steps: [PipelineStep], exporter: OTLPExporter, quota: Quota? = nil) async throws -> (PipelineResult, Runner) {
+    let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory().appendingPathComponent("s.db").path)
+    let runner = Runner(store: store, spanProcessors: [exporter])
+    let result = try await runner.run(Pipeline(name: "orders", version: "7", steps: steps), input: Order(id: "o1"), quota: quota)
+    await runner.close()
+    return (result, runner)
+}
+
+func attributes(_ span: [String: Any]) -> [String: Any] { span["attributes"] as? [String: Any] ?? [:] }
+
+@Suite("OTLP exporter against a real receiver")
+struct OTLPExporterTests {
+    @Test("spans arrive as one trace: root pipeline_run, a child per step, background under its launch step, tagged")
+    func spanTree() async throws {
+        let receiver = try await Receiver()
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .include, serviceName: "orders-service", serviceVersion: "1.2.3")
+        let (result, _) = try await run([.run(validate), .background(receipt)], exporter: exporter, quota: Quota(costUSD: 10, tokens: 1000))
+        #expect(exporter.forceFlush(timeout: .seconds(10)))
+        let (requests, spans) = try await receiver.decoded()
+        await receiver.stop()
+        exporter.shutdown()
+
+        #expect(spans.count == 5, "root, validate, launch, background run, background step: \(spans.map { $0["name"] ?? "" })")
+        #expect(Set(spans.map { $0["trace_id"] as! String }).count == 1, "one trace")
+        #expect(spans.allSatisfy { ($0["trace_id"] as! String).count == 32 && ($0["span_id"] as! String).count == 16 })
+        let roots = spans.filter { ($0["parent_span_id"] as! String).isEmpty }
+        #expect(roots.count == 1)
+        let root = try #require(roots.first)
+        #expect(root["name"] as? String == "pipeline_run")
+        #expect(attributes(root)["flujo.run_id"] as? String == result.runID)
+        #expect(attributes(root)["flujo.pipeline.name"] as? String == "orders")
+        #expect(attributes(root)["flujo.pipeline.version"] as? String == "7")
+        #expect(attributes(root)["flujo.budget.initial_cost_usd"] as? Double == 10)
+        #expect(attributes(root)["flujo.budget.initial_tokens"] as? Int == 1000)
+        #expect(root["status_code"] as? Int == 1)
+
+        let step = try #require(spans.first { $0["name"] as? String == "validate" })
+        #expect(step["parent_span_id"] as? String == root["span_id"] as? String)
+        #expect(attributes(step)["flujo.step.type"] as? String == "sync")
+        #expect(attributes(step)["flujo.attempt_number"] as? Int == 1)
+        #expect(attributes(step)["flujo.budget.actual_cost_usd"] as? Double == 0.5)
+        #expect(attributes(step)["flujo.budget.actual_tokens"] as? Int == 7)
+        #expect(attributes(step)["flujo.budget.quota_before_usd"] as? Double == 10)
+        #expect(attributes(step)["success"] as? Bool == true)
+        #expect(attributes(step)["flujo.is_background"] == nil)
+
+        let launch = try #require(spans.first { $0["name"] as? String == "send_receipt" && $0["parent_span_id"] as? String == root["span_id"] as? String })
+        #expect(attributes(launch)["flujo.is_background"] as? Bool == true)
+        #expect(attributes(launch)["flujo.step.type"] as? String == "background")
+        let taskID = try #require(result.backgroundTaskIDs.first)
+        #expect(attributes(launch)["flujo.task_id"] as? String == taskID)
+        let backgroundRun = try #require(spans.first { $0["name"] as? String == "pipeline_run" && $0["parent_span_id"] as? String == launch["span_id"] as? String })
+        #expect(attributes(backgroundRun)["flujo.is_background"] as? Bool == true)
+        #expect(attributes(backgroundRun)["flujo.parent_run_id"] as? String == result.runID)
+        #expect(attributes(backgroundRun)["flujo.task_id"] as? String == taskID)
+        let backgroundStep = try #require(spans.first { $0["parent_span_id"] as? String == backgroundRun["span_id"] as? String })
+        #expect(attributes(backgroundStep)["flujo.is_background"] as? Bool == true)
+
+        // Wall-clock nanoseconds.
+        let now = UInt64(Date().timeIntervalSince1970 * 1e9)
+        for span in spans {
+            let start = try #require((span["start"] as? NSNumber)?.uint64Value)
+            let end = try #require((span["end"] as? NSNumber)?.uint64Value)
+            #expect(start <= end && now - start < 60_000_000_000)
+        }
+
+        let request = try #require(requests.first)
+        let headers = try #require(request["headers"] as? [String: String])
+        #expect(request["path"] as? String == "/v1/traces")
+        #expect(headers["Content-Type"] == "application/x-protobuf")
+        #expect(headers["User-Agent"]?.hasPrefix("flujo-swift-otlp-exporter/") == true)
+        let resource = try #require((request["resources"] as? [[String: Any]])?.first)
+        #expect(resource["service.name"] as? String == "orders-service")
+        #expect(resource["service.version"] as? String == "1.2.3")
+        #expect(resource["telemetry.sdk.language"] as? String == "swift")
+    }
+
+    @Test("with the skip policy no background span is exported, and the skips are counted")
+    func skipPolicy() async throws {
+        let receiver = try await Receiver()
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
+        _ = try await run([.run(validate), .background(receipt)], exporter: exporter)
+        exporter.forceFlush(timeout: .seconds(10))
+        let (_, spans) = try await receiver.decoded()
+        await receiver.stop()
+        #expect(spans.map { $0["name"] as! String }.sorted() == ["pipeline_run", "validate"])
+        #expect(spans.allSatisfy { attributes($0)["flujo.is_background"] == nil })
+        #expect(exporter.statistics.skippedBackground == 3)
+        exporter.shutdown()
+    }
+
+    @Test("a failed step is status ERROR with its message and category; a retry is an event")
+    func failureAndRetryEvents() async throws {
+        let receiver = try await Receiver()
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
+        _ = try await run([.run(failing, retry: RetryPolicy(maxAttempts: 2, baseDelay: .milliseconds(1)))], exporter: exporter)
+        exporter.forceFlush(timeout: .seconds(10))
+        let (_, spans) = try await receiver.decoded()
+        await receiver.stop()
+        let step = try #require(spans.first { $0["name"] as? String == "charge" })
+        #expect(step["status_code"] as? Int == 2)
+        #expect((step["status_message"] as? String)?.isEmpty == false)
+        #expect(attributes(step)["flujo.error.category"] as? String == "network")
+        #expect(step["events"] as? [String] == ["flujo.retry"])
+        let root = try #require(spans.first { $0["name"] as? String == "pipeline_run" })
+        #expect(root["status_code"] as? Int == 2)
+        exporter.shutdown()
+    }
+
+    @Test("gzip: the body is gzip-compressed with Content-Encoding: gzip and decodes")
+    func gzip() async throws {
+        let receiver = try await Receiver()
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { $0.compression = "gzip" }, background: .skip, serviceName: "s")
+        _ = try await run([.run(validate)], exporter: exporter)
+        exporter.forceFlush(timeout: .seconds(10))
+        let (requests, spans) = try await receiver.decoded()
+        await receiver.stop()
+        #expect(requests.first?["gzipped"] as? Bool == true)
+        #expect((requests.first?["headers"] as? [String: String])?["Content-Encoding"] == "gzip")
+        #expect(spans.count == 2)
+        exporter.shutdown()
+    }
+
+    @Test("503 with Retry-After: 1, then 200: delivered once, after the wait, with the same body")
+    func retryAfterSeconds() async throws {
+        let receiver = try await Receiver(script: "503+ra1,200")
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
+        _ = try await run([.run(validate)], exporter: exporter)
+        #expect(exporter.forceFlush(timeout: .seconds(20)))
+        let (requests, spans) = try await receiver.decoded()
+        await receiver.stop()
+        #expect(requests.count == 2)
+        let gap = (requests[1]["time"] as! Double) - (requests[0]["time"] as! Double)
+        #expect(gap >= 0.95, "waited \(gap) s")
+        #expect(spans.count == 4, "the same two spans in both requests")
+        let stats = exporter.statistics
+        #expect(stats.exported == 2)
+        #expect(stats.retries == 1)
+        #expect(stats.failedExports == 0)
+        exporter.shutdown()
+    }
+
+    @Test("Retry-After as an HTTP date is honoured")
+    func retryAfterDate() async throws {
+        let receiver = try await Receiver(script: "429+radate,200")
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
+        _ = try await run([.run(validate)], exporter: exporter)
+        #expect(exporter.forceFlush(timeout: .seconds(20)))
+        let (requests, _) = try await receiver.decoded()
+        await receiver.stop()
+        #expect(requests.count == 2)
+        let gap = (requests[1]["time"] as! Double) - (requests[0]["time"] as! Double)
+        #expect(gap >= 0.9, "waited \(gap) s")
+        exporter.shutdown()
+    }
+
+    @Test("400 is not retried: one request, the batch counted as failed")
+    func badRequest() async throws {
+        let receiver = try await Receiver(script: "400")
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
+        _ = try await run([.run(validate)], exporter: exporter)
+        exporter.forceFlush(timeout: .seconds(10))
+        let (requests, _) = try await receiver.decoded()
+        await receiver.stop()
+        #expect(requests.count == 1)
+        let stats = exporter.statistics
+        #expect(stats.failedExports == 1)
+        #expect(stats.droppedExportFailed == 2)
+        #expect(stats.retries == 0)
+        exporter.shutdown()
+    }
+
+    @Test("a partial success is counted and not retried")
+    func partialSuccess() async throws {
+        let receiver = try await Receiver(script: "200+partial")
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
+        _ = try await run([.run(validate)], exporter: exporter)
+        exporter.forceFlush(timeout: .seconds(10))
+        let (requests, _) = try await receiver.decoded()
+        await receiver.stop()
+        #expect(requests.count == 1)
+        #expect(exporter.statistics.rejected == 1)
+        #expect(exporter.statistics.exported == 1)
+        #expect(exporter.counterSamples().contains { $0.name == "flujo_otlp_spans_dropped_total" && $0.labels["reason"] == "rejected" && $0.value == 1 })
+        exporter.shutdown()
+    }
+
+    @Test("receiver down: runs finish, the queue stays bounded, every dropped span is counted")
+    func receiverDown() async throws {
+        // A port with nothing listening: connection refused on every try.
+        let exporter = OTLPExporter(settings: otlpSettings("http://127.0.0.1:9") { settings in
+            settings.maxQueueSize = 10
+            settings.maxExportBatchSize = 5
+            settings.exportTimeoutMs = 300
+        }, background: .skip, serviceName: "s")
+        let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory().appendingPathComponent("s.db").path)
+        let runner = Runner(store: store, persistSpans: false, spanProcessors: [exporter])
+        for _ in 0..<50 {
+            let result = try await runner.run(Pipeline(name: "p", steps: [.run(validate)]), input: Order(id: "o"))
+            #expect(result.status == .completed)
+        }
+        await runner.close()
+        #expect(exporter.statistics.queued <= 10)
+        exporter.forceFlush(timeout: .seconds(30))
+        let stats = exporter.statistics
+        #expect(stats.exported == 0)
+        #expect(stats.droppedQueueFull + stats.droppedExportFailed == 100, "every one of the 100 spans is accounted for: \(stats)")
+        #expect(stats.droppedQueueFull > 0)
+        #expect(stats.failedExports > 0)
+        exporter.shutdown()
+    }
+
+    @Test("a slow receiver past the export timeout: the export fails and is counted; runs do not wait for it")
+    func slowReceiver() async throws {
+        let receiver = try await Receiver(script: "slow1500")
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { settings in
+            settings.exportTimeoutMs = 300
+            settings.timeoutMs = 300
+        }, background: .skip, serviceName: "s")
+        let started = ContinuousClock.now
+        _ = try await run([.run(validate)], exporter: exporter)
+        let runTime = ContinuousClock.now - started
+        #expect(runTime < .seconds(1.5), "the run took \(runTime)")
+        exporter.forceFlush(timeout: .seconds(10))
+        await receiver.stop()
+        #expect(exporter.statistics.failedExports >= 1)
+        #expect(exporter.statistics.exported == 0)
+        exporter.shutdown()
+    }
+}
