@@ -83,6 +83,13 @@ public struct HookEvent: Sendable {
         public var initialBudget: Quota?
         /// The number of steps.
         public var totalSteps: Int
+
+        /// Creates the fields.
+        public init(inputSummary: String, initialBudget: Quota? = nil, totalSteps: Int) {
+            self.inputSummary = inputSummary
+            self.initialBudget = initialBudget
+            self.totalSteps = totalSteps
+        }
     }
 
     /// Fields of `postRun`.
@@ -99,6 +106,16 @@ public struct HookEvent: Sendable {
         public var errorMessage: String?
         /// The error category.
         public var errorCategory: ErrorCategory?
+
+        /// Creates the fields.
+        public init(status: RunStatus, durationSeconds: Double, usage: Usage, stepsRun: Int, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil) {
+            self.status = status
+            self.durationSeconds = durationSeconds
+            self.usage = usage
+            self.stepsRun = stepsRun
+            self.errorMessage = errorMessage
+            self.errorCategory = errorCategory
+        }
     }
 
     /// Fields of `preStep`.
@@ -115,6 +132,16 @@ public struct HookEvent: Sendable {
         public var attemptNumber: Int
         /// The budget left before the step, when limited.
         public var quotaBefore: Quota?
+
+        /// Creates the fields.
+        public init(stepName: String, stepIndex: Int, mode: ExecutionMode, inputSummary: String, attemptNumber: Int, quotaBefore: Quota? = nil) {
+            self.stepName = stepName
+            self.stepIndex = stepIndex
+            self.mode = mode
+            self.inputSummary = inputSummary
+            self.attemptNumber = attemptNumber
+            self.quotaBefore = quotaBefore
+        }
     }
 
     /// One failed attempt that was retried.
@@ -127,6 +154,14 @@ public struct HookEvent: Sendable {
         public var message: String
         /// Its error category.
         public var category: ErrorCategory
+
+        /// Creates the fields.
+        public init(attempt: Int, unixNano: UInt64, message: String, category: ErrorCategory) {
+            self.attempt = attempt
+            self.unixNano = unixNano
+            self.message = message
+            self.category = category
+        }
     }
 
     /// Fields of `postStep`, `onStepFailure` and `onPause`.
@@ -153,6 +188,21 @@ public struct HookEvent: Sendable {
         public var errorCategory: ErrorCategory?
         /// Earlier attempts that failed and were retried.
         public var retries: [RetryNote]
+
+        /// Creates the fields.
+        public init(stepName: String, stepIndex: Int, mode: ExecutionMode, success: Bool, outputSummary: String? = nil, attempts: Int, latencySeconds: Double, usage: Usage, feedback: String? = nil, errorCategory: ErrorCategory? = nil, retries: [RetryNote]) {
+            self.stepName = stepName
+            self.stepIndex = stepIndex
+            self.mode = mode
+            self.success = success
+            self.outputSummary = outputSummary
+            self.attempts = attempts
+            self.latencySeconds = latencySeconds
+            self.usage = usage
+            self.feedback = feedback
+            self.errorCategory = errorCategory
+            self.retries = retries
+        }
     }
 
     /// Fields of `taskLaunched`.
@@ -165,6 +215,14 @@ public struct HookEvent: Sendable {
         public var stepName: String
         /// The budget it reserved, when limited.
         public var budget: Quota?
+
+        /// Creates the fields.
+        public init(taskID: String, taskRunID: String, stepName: String, budget: Quota? = nil) {
+            self.taskID = taskID
+            self.taskRunID = taskRunID
+            self.stepName = stepName
+            self.budget = budget
+        }
     }
 
     /// Fields of `taskFinished`.
@@ -185,5 +243,17 @@ public struct HookEvent: Sendable {
         public var usage: Usage
         /// Wall-clock duration in seconds.
         public var durationSeconds: Double
+
+        /// Creates the fields.
+        public init(taskID: String, taskRunID: String, stepName: String, status: RunStatus, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil, usage: Usage, durationSeconds: Double) {
+            self.taskID = taskID
+            self.taskRunID = taskRunID
+            self.stepName = stepName
+            self.status = status
+            self.errorMessage = errorMessage
+            self.errorCategory = errorCategory
+            self.usage = usage
+            self.durationSeconds = durationSeconds
+        }
     }
 }

@@ -1,0 +1,95 @@
+@testable import Flujo
+import FlujoTesting
+import Synchronization
+import Testing
+
+final class Lines: Sendable {
+    private let lines = Mutex<[String]>([])
+    var all: [String] { lines.withLock { $0 } }
+    var write: @Sendable (String) -> Void { { [self] line in lines.withLock { $0.append(line) } } }
+}
+
+@Suite("Console tracer")
+struct ConsoleTracerTests {
+    func traced(_ steps: [PipelineStep], background: BackgroundPolicy = .skip, verbose: Bool = false, color: String = "never") async throws -> (Lines, PipelineResult) {
+        let lines = Lines()
+        let (runner, sink, _) = try makeRunner()
+        runner.hooks.register(ConsoleTracer(background: background, verbose: verbose, color: color, write: lines.write))
+        let result = try await runner.run(Pipeline(name: "orders", version: "2", steps: steps), input: Order(id: "o1", amount: 5))
+        for id in result.backgroundTaskIDs { _ = try await waitForTask(runner, id) }
+        if !result.backgroundTaskIDs.isEmpty { await sink.waitUntil { $0.filter { $0.kind == .taskFinished }.count == result.backgroundTaskIDs.count } }
+        await runner.close()
+        return (lines, result)
+    }
+
+    @Test("a good run: start, indented steps with durations and usage, end")
+    func goodRun() async throws {
+        let (lines, result) = try await traced([.run(validate), .run(charge)])
+        let text = lines.all
+        #expect(text.count == 6)
+        #expect(text[0] == "▶ run \(result.runID) (orders v2, 2 steps)")
+        #expect(text[1] == "  ▶ validate")
+        #expect(text[2].hasPrefix("  ✔ validate "))
+        #expect(text[4].contains("($0.0100, 5 tokens)"))
+        #expect(text[5].hasPrefix("✔ run \(result.runID) completed in "))
+        #expect(!text.joined().contains("\u{1B}["), "no colour when asked for none")
+    }
+
+    @Test("a failure shows the category and message; a pause shows its message")
+    func failureAndPause() async throws {
+        let (failed, _) = try await traced([.run(Step<Order, Order>("charge") { _, _ in throw FlakyNetworkError() })])
+        #expect(failed.all.contains { $0.hasPrefix("  ✘ charge ") && $0.hasSuffix("— network: connection reset by peer") })
+        #expect(failed.all.last?.contains("failed") == true)
+        let (paused, _) = try await traced([.run(Step<Order, Order>("approve") { _, context in try context.pause("needs a manager") })])
+        #expect(paused.all.contains("  ⏸ approve paused — needs a manager"))
+    }
+
+    @Test("background events are skipped by default and marked [bg] when included")
+    func backgroundPolicy() async throws {
+        let good = Step<Order, String>("receipt") { _, _ in "ok" }
+        let (skipped, _) = try await traced([.run(validate), .background(good)])
+        #expect(!skipped.all.contains { $0.contains("[bg]") || $0.contains("receipt") })
+        #expect(skipped.all.count == 4)
+        let (included, result) = try await traced([.run(validate), .background(good)], background: .include)
+        #expect(included.all.contains { $0.contains("[bg] ▶ receipt (launch)") })
+        #expect(included.all.contains { $0.contains("[bg] ✔ task \(result.backgroundTaskIDs[0]) (receipt) completed") })
+        #expect(included.all.filter { $0.contains("[bg]") }.count >= 6)
+    }
+
+    @Test("verbose shows inputs and outputs; colour when asked")
+    func verboseAndColour() async throws {
+        let (lines, _) = try await traced([.run(validate)], verbose: true, color: "always")
+        #expect(lines.all.contains { $0.contains("input={\"amount\":5,\"id\":\"o1\"}") })
+        #expect(lines.all.contains { $0.contains("output=") })
+        #expect(lines.all.joined().contains("\u{1B}[32m"))
+    }
+
+    @Test("auto colour stays off when NO_COLOR is set or output is captured")
+    func noColor() {
+        let tracer = ConsoleTracer(color: "auto", environment: ["NO_COLOR": "1"], write: { _ in })
+        let event = HookEvent(runID: "r", parentRunID: nil, taskID: nil, pipelineName: "p", pipelineVersion: "1", isBackground: false, unixNano: 0, payload: .postRun(.init(status: .completed, durationSeconds: 0.5, usage: Usage(), stepsRun: 1, errorMessage: nil, errorCategory: nil)))
+        #expect(tracer.render(event) == "✔ run r completed in 500.0 ms")
+    }
+}
+
+@Suite("Persisted traces")
+struct PersistedTraceTests {
+    @Test("the trace kept in the store includes background spans, tagged, under their launch step")
+    func storedTrace() async throws {
+        let (runner, _, _) = try makeRunner()
+        let good = Step<Order, String>("receipt") { _, _ in "ok" }
+        let result = try await runner.run(Pipeline(name: "p", steps: [.run(validate), .background(good)]), input: Order(id: "o", amount: 1))
+        _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
+        await runner.close()
+        let spans = try await runner.store.spans(runID: result.runID)
+        #expect(spans.count == 5)
+        let root = try #require(spans.first { $0.parentSpanID == nil })
+        #expect(root.runID == result.runID && root.name == "pipeline_run" && !root.isBackground)
+        let launch = try #require(spans.first { $0.name == "receipt" && $0.parentSpanID == root.spanID })
+        #expect(launch.isBackground && launch.attributes["flujo.is_background"] == "true")
+        let backgroundRun = try #require(spans.first { $0.parentSpanID == launch.spanID })
+        #expect(backgroundRun.isBackground && backgroundRun.name == "pipeline_run")
+        #expect(spans.filter(\.isBackground).count == 3)
+        #expect(spans.allSatisfy { $0.traceID == root.traceID && $0.startUnixNano <= $0.endUnixNano })
+    }
+}
