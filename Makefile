@@ -9,7 +9,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 SWIFT ?= swift
 VENV := .build/venv
 PYTHON_PACKAGES := opentelemetry-proto==1.45.2 prometheus-client==0.26.0
-DEB_PACKAGES := pkg-config libsqlite3-dev libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev prometheus
+DEB_PACKAGES := pkg-config curl libsqlite3-dev libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev prometheus
 PKG_CONFIG_MODULES := sqlite3 libcurl libprotobuf-c zlib
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -20,7 +20,7 @@ all: build
 ## System packages: installed only when pkg-config (or the tool) cannot find them.
 deps:
 	@if command -v pkg-config >/dev/null && pkg-config --exists $(PKG_CONFIG_MODULES) \
-	    && command -v protoc-c >/dev/null && command -v promtool >/dev/null; then \
+	    && command -v protoc-c >/dev/null && command -v promtool >/dev/null && command -v curl >/dev/null; then \
 	  echo "system packages: present"; \
 	else \
 	  echo "system packages: installing $(DEB_PACKAGES)"; \

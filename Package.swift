@@ -9,10 +9,12 @@ let package = Package(
         .library(name: "FlujoSQLite", targets: ["FlujoSQLite"]),
         .library(name: "FlujoOTLP", targets: ["FlujoOTLP"]),
         .library(name: "FlujoTesting", targets: ["FlujoTesting"]),
+        .library(name: "FlujoPrometheus", targets: ["FlujoPrometheus"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // C bridges: system libraries from Debian's -dev packages.
@@ -38,6 +40,13 @@ let package = Package(
         ]),
         .target(name: "FlujoSQLite", dependencies: ["Flujo", "CSQLite"]),
         .target(name: "FlujoTesting", dependencies: ["Flujo"]),
+        .target(name: "FlujoPrometheus", dependencies: [
+            "Flujo",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "FlujoOTLP", dependencies: ["Flujo", "COTLP", "CProtobufC", "CCurlShim", "CZlib"]),
         .executableTarget(
             name: "FlujoTestHelper",
@@ -48,6 +57,7 @@ let package = Package(
         .target(name: "FlujoTestSupport", path: "Tests/FlujoTestSupport"),
         .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoTestSupport", "FlujoTestHelper"]),
+        .testTarget(name: "FlujoPrometheusTests", dependencies: ["Flujo", "FlujoPrometheus", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
         .testTarget(name: "FlujoOTLPTests", dependencies: ["Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
     ]
 )

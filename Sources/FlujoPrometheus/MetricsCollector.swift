@@ -1,0 +1,66 @@
+import Flujo
+
+/// Gathers every Flujo metric family for one scrape.
+///
+/// State-derived gauges (runs and background tasks by status, totals) come
+/// from the store's maintained counters, so a scrape costs the same at any
+/// table size, and are always exported whatever the background policy.
+public final class MetricsCollector: Sendable {
+    private let store: any StateStore
+    private let events: EventMetrics?
+    private let hooks: HookBus?
+    private let counterSources: [any CounterSource]
+
+    /// Creates a collector.
+    /// - Parameters:
+    ///   - store: where state gauges come from.
+    ///   - events: event-derived metrics, when registered on the bus.
+    ///   - hooks: the bus whose sink errors and drops are exported.
+    ///   - counterSources: other components' counters (the OTLP exporter's).
+    public init(store: any StateStore, events: EventMetrics? = nil, hooks: HookBus? = nil, counterSources: [any CounterSource] = []) {
+        self.store = store
+        self.events = events
+        self.hooks = hooks
+        self.counterSources = counterSources
+    }
+
+    /// Every family, for rendering.
+    public func collect() async throws -> [MetricFamily] {
+        let counters = try await store.statusCounters()
+        var families: [MetricFamily] = [
+            MetricFamily(name: "flujo_runs_by_status", help: "Foreground runs in the state store, by status.", kind: .gauge,
+                         samples: RunStatus.allCases.map { .init(name: "flujo_runs_by_status", labels: [("status", $0.rawValue)], value: Double(counters.runs[$0] ?? 0)) }),
+            MetricFamily(name: "flujo_background_tasks_by_status", help: "Background tasks in the state store, by status.", kind: .gauge,
+                         samples: RunStatus.allCases.map { .init(name: "flujo_background_tasks_by_status", labels: [("status", $0.rawValue)], value: Double(counters.backgroundTasks[$0] ?? 0)) }),
+            MetricFamily(name: "flujo_runs_total", help: "Runs ever persisted, background tasks included.", kind: .counter,
+                         samples: [.init(name: "flujo_runs_total", value: Double(counters.totalRuns))]),
+            MetricFamily(name: "flujo_average_run_duration_seconds", help: "Mean duration of runs in the state store that recorded one, in seconds.", kind: .gauge,
+                         samples: [.init(name: "flujo_average_run_duration_seconds", value: counters.durationCount > 0 ? counters.durationSumMs / Double(counters.durationCount) / 1000 : 0)]),
+        ]
+        if let events { families += events.families() }
+        if let hooks {
+            let errors = hooks.errorCounts
+            families.append(MetricFamily(
+                name: "flujo_hook_errors_total", help: "Errors thrown by hook sinks, by sink and event.", kind: .counter,
+                samples: errors.keys.sorted { ($0.sink, $0.event.rawValue) < ($1.sink, $1.event.rawValue) }.map {
+                    .init(name: "flujo_hook_errors_total", labels: [("sink", $0.sink), ("event", $0.event.rawValue)], value: Double(errors[$0]!))
+                }))
+            let drops = hooks.droppedCounts
+            families.append(MetricFamily(
+                name: "flujo_hook_events_dropped_total", help: "Events dropped from full sink queues, by sink.", kind: .counter,
+                samples: drops.keys.sorted().map { .init(name: "flujo_hook_events_dropped_total", labels: [("sink", $0)], value: Double(drops[$0]!)) }))
+        }
+        var byName: [String: MetricFamily] = [:]
+        for sample in counterSources.flatMap({ $0.counterSamples() }) {
+            byName[sample.name, default: MetricFamily(name: sample.name, help: sample.help, kind: .counter, samples: [])]
+                .samples.append(.init(name: sample.name, labels: sample.labels.keys.sorted().map { ($0, sample.labels[$0]!) }, value: sample.value))
+        }
+        families += byName.values
+        return families
+    }
+
+    /// The text exposition of every family.
+    public func render() async throws -> String {
+        PrometheusText.render(try await collect())
+    }
+}

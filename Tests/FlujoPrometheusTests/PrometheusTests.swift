@@ -1,0 +1,147 @@
+import Flujo
+import FlujoPrometheus
+import FlujoSQLite
+import FlujoTestSupport
+import FlujoTesting
+import Foundation
+import Testing
+
+struct Order: Codable, Sendable { var id: String }
+
+/// Scrapes a running server with the reference parser and checks the text with promtool.
+func scrape(_ server: MetricsServer) async throws -> [String: Any] {
+    let python = try #require(TestSupport.python, "no Python with prometheus-client: run `make test`")
+    let file = TestSupport.temporaryDirectory("flujo-prom").appendingPathComponent("metrics.txt")
+    let output = try await TestSupport.run(python, [TestSupport.supportScript("prom_check.py").path, "http://127.0.0.1:\(server.port)", file.path])
+    #expect(output.status == 0, "\(output.stderr)")
+    let promtool = try await TestSupport.run(URL(fileURLWithPath: "/usr/bin/promtool"), ["check", "metrics"], input: try Data(contentsOf: file))
+    #expect(promtool.status == 0, "promtool: \(promtool.stdout) \(promtool.stderr)")
+    #expect(promtool.stdout.isEmpty && promtool.stderr.isEmpty, "promtool reported: \(promtool.stdout) \(promtool.stderr)")
+    return try #require(try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any])
+}
+
+func samples(_ result: [String: Any], _ family: String) -> [[Any]] {
+    ((result["families"] as? [String: Any])?[family] as? [String: Any])?["samples"] as? [[Any]] ?? []
+}
+
+func value(_ result: [String: Any], _ family: String, _ sample: String? = nil, _ labels: [String: String] = [:]) -> Double? {
+    samples(result, family).first { ($0[0] as? String) == (sample ?? family) && ($0[1] as? [String: String] ?? [:]) == labels }?[2] as? Double
+}
+
+@Suite("Prometheus endpoint")
+struct PrometheusTests {
+    @Test("a scrape over TCP passes promtool and reads back with prometheus-client: state gauges, events, hook errors")
+    func scrapeRealRuns() async throws {
+        let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory().appendingPathComponent("s.db").path)
+        let hooks = HookBus()
+        let events = EventMetrics(background: .skip)
+        hooks.register(events)
+        struct Broken: HookSink { let name = "bro\"ken\\sink\nx"; func handle(_ event: HookEvent) async throws { throw CancellationError() } }
+        hooks.register(Broken(), delivery: .inline)
+        let runner = Runner(store: store, hooks: hooks)
+        let ok = Step<Order, Order>("validate \"quoted\" \\ back\nslash") { order, _ in order }
+        let bad = Step<Order, Order>("charge") { _, _ in throw URLError(.timedOut) }
+        let background = Step<Order, String>("receipt") { _, _ in "r" }
+        _ = try await runner.run(Pipeline(name: "p", steps: [.run(ok), .background(background)]), input: Order(id: "1"))
+        _ = try await runner.run(Pipeline(name: "p", steps: [.run(ok), .run(bad)]), input: Order(id: "2"))
+        await runner.close()
+
+        let collector = MetricsCollector(store: store, events: events, hooks: hooks)
+        let server = try await MetricsServer.start(host: "127.0.0.1", port: 0, collector: collector)
+        #expect(server.port > 0)
+        let result = try await scrape(server)
+        await server.stop()
+
+        #expect(result["content_type"] as? String == "text/plain; version=0.0.4; charset=utf-8")
+        #expect(result["other_path"] as? Int == 404)
+        #expect(result["post"] as? Int == 405)
+        #expect(value(result, "flujo_runs_by_status", nil, ["status": "completed"]) == 1)
+        #expect(value(result, "flujo_runs_by_status", nil, ["status": "failed"]) == 1)
+        #expect(value(result, "flujo_runs_by_status", nil, ["status": "paused"]) == 0)
+        #expect(value(result, "flujo_background_tasks_by_status", nil, ["status": "completed"]) == 1)
+        #expect(value(result, "flujo_runs", "flujo_runs_total") == 3)
+        // Event-derived with background skipped: the launch step is flagged background, so only
+        // the two foreground validations completed and one charge failed.
+        #expect(value(result, "flujo_steps", "flujo_steps_total", ["status": "completed"]) == 2)
+        #expect(value(result, "flujo_steps", "flujo_steps_total", ["status": "failed"]) == 1)
+        #expect(value(result, "flujo_run_duration_seconds", "flujo_run_duration_seconds_count") == 2)
+        #expect(value(result, "flujo_run_duration_seconds", "flujo_run_duration_seconds_bucket", ["le": "+Inf"]) == 2)
+        // Label values with quotes, backslashes and newlines read back exactly.
+        #expect(value(result, "flujo_step_duration_seconds", "flujo_step_duration_seconds_count", ["step": "validate \"quoted\" \\ back\nslash"]) == 2)
+        #expect((value(result, "flujo_hook_errors", "flujo_hook_errors_total", ["sink": "bro\"ken\\sink\nx", "event": "post_run"]) ?? 0) >= 2)
+    }
+
+    @Test("histograms are cumulative and +Inf equals _count")
+    func histogramShape() async throws {
+        let store = InMemoryStateStore()
+        let events = EventMetrics()
+        for latency in [0.0001, 0.003, 0.003, 0.2, 100] {
+            try await events.handle(HookEvent(runID: "r", parentRunID: nil, taskID: nil, pipelineName: "p", pipelineVersion: "1", isBackground: false, unixNano: 0,
+                payload: .postStep(.init(stepName: "s", stepIndex: 0, mode: .sync, success: true, attempts: 1, latencySeconds: latency, usage: Usage(), retries: []))))
+        }
+        let families = try await MetricsCollector(store: store, events: events).collect()
+        let step = try #require(families.first { $0.name == "flujo_step_duration_seconds" })
+        let buckets = step.samples.filter { $0.name.hasSuffix("_bucket") }.map(\.value)
+        #expect(buckets == buckets.sorted(), "cumulative")
+        #expect(buckets.last == 5)
+        #expect(step.samples.first { $0.name.hasSuffix("_count") }?.value == 5)
+        #expect(step.samples.first { $0.labels.contains { $0 == ("le", "0.005") } }?.value == 3)
+    }
+
+    @Test("event metrics follow the background policy; state gauges do not")
+    func backgroundPolicy() async throws {
+        let backgroundEvent = HookEvent(runID: "r_bg_x", parentRunID: "r", taskID: "x", pipelineName: "p", pipelineVersion: "1", isBackground: true, unixNano: 0,
+            payload: .postStep(.init(stepName: "bg", stepIndex: 0, mode: .sync, success: true, attempts: 1, latencySeconds: 0.1, usage: Usage(), retries: [])))
+        let skip = EventMetrics(background: .skip)
+        let include = EventMetrics(background: .include)
+        try await skip.handle(backgroundEvent)
+        try await include.handle(backgroundEvent)
+        let store = InMemoryStateStore()
+        try await store.save(WorkflowState(runID: "r_bg_x", pipelineName: "p", status: .failed, isBackgroundTask: true, parentRunID: "r", taskID: "x"))
+        let skipped = PrometheusText.render(try await MetricsCollector(store: store, events: skip).collect())
+        let included = PrometheusText.render(try await MetricsCollector(store: store, events: include).collect())
+        #expect(!skipped.contains("step=\"bg\""))
+        #expect(included.contains("flujo_step_duration_seconds_count{step=\"bg\"} 1"))
+        #expect(skipped.contains("flujo_background_tasks_by_status{status=\"failed\"} 1"))
+        #expect(included.contains("flujo_background_tasks_by_status{status=\"failed\"} 1"))
+    }
+
+    @Test("families are sorted and contiguous with HELP and TYPE; HELP and label values escaped")
+    func textFormat() {
+        let text = PrometheusText.render([
+            MetricFamily(name: "b_total", help: "two\nlines \\ here", kind: .counter, samples: [.init(name: "b_total", labels: [("l", "a\"b\\c\nd")], value: 1.5)]),
+            MetricFamily(name: "a", help: "first", kind: .gauge, samples: [.init(name: "a", value: 2), .init(name: "a", labels: [("x", "y")], value: .infinity)]),
+        ])
+        #expect(text == """
+            # HELP a first
+            # TYPE a gauge
+            a 2
+            a{x="y"} +Inf
+            # HELP b_total two\\nlines \\\\ here
+            # TYPE b_total counter
+            b_total{l="a\\"b\\\\c\\nd"} 1.5
+
+            """)
+    }
+
+    @Test("a taken port is a clear error; concurrent scrapes all succeed")
+    func portTakenAndConcurrency() async throws {
+        let store = InMemoryStateStore()
+        let collector = MetricsCollector(store: store)
+        let first = try await MetricsServer.start(port: 0, collector: collector)
+        await #expect(throws: MetricsServerError.addressInUse(host: "127.0.0.1", port: first.port)) {
+            _ = try await MetricsServer.start(port: first.port, collector: collector)
+        }
+        #expect(MetricsServerError.addressInUse(host: "127.0.0.1", port: 1).description.contains("already in use"))
+        let statuses = try await withThrowingTaskGroup(of: Int32.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    try await TestSupport.run(URL(fileURLWithPath: "/usr/bin/env"), ["curl", "-sf", "-o", "/dev/null", "http://127.0.0.1:\(first.port)/metrics"]).status
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(statuses == Array(repeating: 0, count: 8))
+        await first.stop()
+    }
+}
