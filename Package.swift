@@ -10,11 +10,14 @@ let package = Package(
         .library(name: "FlujoOTLP", targets: ["FlujoOTLP"]),
         .library(name: "FlujoTesting", targets: ["FlujoTesting"]),
         .library(name: "FlujoPrometheus", targets: ["FlujoPrometheus"]),
+        .library(name: "FlujoCLI", targets: ["FlujoCLI"]),
+        .executable(name: "flujo", targets: ["flujo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
         // C bridges: system libraries from Debian's -dev packages.
@@ -48,6 +51,15 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FlujoOTLP", dependencies: ["Flujo", "COTLP", "CProtobufC", "CCurlShim", "CZlib"]),
+        .target(name: "FlujoCLI", dependencies: [
+            "Flujo", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "flujo", dependencies: [
+            "Flujo", "FlujoCLI", "FlujoPrometheus",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .executableTarget(
             name: "FlujoTestHelper",
             dependencies: ["Flujo", "FlujoSQLite", "CSQLite"],
@@ -58,6 +70,7 @@ let package = Package(
         .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoPrometheusTests", dependencies: ["Flujo", "FlujoPrometheus", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
+        .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "FlujoTestSupport", "flujo"]),
         .testTarget(name: "FlujoOTLPTests", dependencies: ["Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
     ]
 )

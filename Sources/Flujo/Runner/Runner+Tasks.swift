@@ -125,7 +125,8 @@ extension Runner {
         try await store.workflowStats(now: .now)
     }
 
-    func suggestions(for taskID: String) async throws -> [String] {
+    /// Task ids close to `taskID` (sharing its longest known prefix), for "did you mean".
+    public func suggestions(for taskID: String) async throws -> [String] {
         var prefix = taskID
         while prefix.count > 3 {
             let found = try await store.taskIDs(withPrefix: prefix, limit: 3)

@@ -124,7 +124,7 @@ public final class ConsoleTracer: HookSink {
     }
 
     /// A duration for people: µs, ms or s.
-    static func duration(_ seconds: Double) -> String {
+    public static func duration(_ seconds: Double) -> String {
         if seconds < 0.001 { return String(format: "%.0f µs", seconds * 1e6) }
         if seconds < 1 { return String(format: "%.1f ms", seconds * 1e3) }
         return String(format: "%.2f s", seconds)

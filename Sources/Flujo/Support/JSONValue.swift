@@ -57,18 +57,22 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible {
 
     /// Parses JSON text; the error names the position of the first problem.
     public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
+        let data = Data(text.utf8)
         do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
-        } catch let DecodingError.dataCorrupted(context) {
-            throw JSONParseError(text: text, detail: Self.describe(context))
+            // JSONSerialization reports where the text went wrong; the decoder does not.
+            _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+        } catch {
+            var detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
+            if detail.contains("end of file") || detail.contains("end of data") {
+                detail = "unexpected end of input at character \(text.count)"
+            }
+            throw JSONParseError(text: text, detail: detail)
+        }
+        do {
+            return try JSONDecoder().decode(JSONValue.self, from: data)
         } catch {
             throw JSONParseError(text: text, detail: "\(error)")
         }
-    }
-
-    private static func describe(_ context: DecodingError.Context) -> String {
-        let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-        return underlying ?? context.debugDescription
     }
 
     /// The value for `key` when this is an object.

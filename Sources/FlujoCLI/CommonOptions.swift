@@ -1,0 +1,90 @@
+import ArgumentParser
+import Flujo
+import FlujoSQLite
+import Foundation
+
+/// `--config` and `--db`, shared by every command.
+public struct CommonOptions: ParsableArguments {
+    /// `--config PATH`.
+    @Option(name: .long, help: "Configuration file (default: ./flujo.toml when present).")
+    public var config: String?
+
+    /// `--db PATH`.
+    @Option(name: .long, help: "State database file (default: [state] uri, .flujo/state.db).")
+    public var db: String?
+
+    public init() {}
+
+    /// Settings from the file, the environment and `--db`.
+    public func loadSettings() throws -> LoadedSettings {
+        let file = config ?? (FileManager.default.fileExists(atPath: "flujo.toml") ? "flujo.toml" : nil)
+        do {
+            return try SettingsLoader.load(file: file, required: config != nil) { settings in
+                if let db { settings.state.uri = db }
+            }
+        } catch {
+            throw CLIError("bad configuration: \(error)")
+        }
+    }
+
+    /// Opens the state database; read-only commands never create one.
+    public func openStore(_ settings: FlujoSettings, readOnly: Bool) throws -> SQLiteStateStore {
+        let options = SQLiteStateStore.Options(
+            synchronous: SQLiteStateStore.Options.Synchronous(rawValue: settings.state.synchronous.uppercased()) ?? .normal,
+            busyTimeoutMs: settings.state.busyTimeoutMs, readOnly: false, createIfMissing: !readOnly)
+        do {
+            return try SQLiteStateStore(path: settings.state.path, options: options)
+        } catch {
+            throw CLIError("\(error)")
+        }
+    }
+}
+
+/// `--json`.
+struct JSONOption: ParsableArguments {
+    @Flag(name: .long, help: "Print JSON for scripts instead of a table.")
+    var json = false
+}
+
+/// Renders rows as an aligned table.
+func table(_ header: [String], _ rows: [[String]]) -> String {
+    var widths = header.map(\.count)
+    for row in rows {
+        for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
+    }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { index, cell in
+            index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+        }.joined(separator: "  ")
+    }
+    return ([line(header)] + rows.map(line)).joined(separator: "\n")
+}
+
+/// Stable JSON text of a value made of dictionaries, arrays, strings, numbers, booleans and NSNull.
+func jsonText(_ value: Any) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])) ?? Data("null".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// The stable JSON object of a task.
+func taskJSON(_ task: BackgroundTask) -> [String: Any] {
+    [
+        "task_id": task.taskID,
+        "run_id": task.runID,
+        "parent_run_id": task.parentRunID ?? NSNull(),
+        "step_name": task.stepName ?? NSNull(),
+        "status": task.status.rawValue,
+        "error": task.error ?? NSNull(),
+        "error_category": task.errorCategory?.rawValue ?? NSNull(),
+        "attempts": task.attempts,
+        "created_at": task.createdAt.iso8601,
+        "updated_at": task.updatedAt.iso8601,
+    ]
+}
+
+/// One line, cut to `limit` characters.
+func cut(_ text: String?, _ limit: Int = 60) -> String {
+    guard let text else { return "-" }
+    let flat = text.replacingOccurrences(of: "\n", with: " ")
+    return flat.count <= limit ? flat : String(flat.prefix(limit - 1)) + "…"
+}

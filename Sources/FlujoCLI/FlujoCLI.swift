@@ -1,0 +1,50 @@
+import ArgumentParser
+import Flujo
+import Foundation
+import Logging
+
+/// Runs a command tree built from the operator commands (and the
+/// application's own), mapping outcomes to exit statuses: 0 success, 1 the
+/// operation failed, 2 the command line was wrong. Errors are one line on
+/// standard error.
+public enum FlujoCLI {
+    /// The operator commands, for an application's own root command.
+    public static let operatorCommands: [any ParsableCommand.Type] = [
+        TasksCommand.self, StatsCommand.self, MetricsCommand.self, TraceCommand.self, ConfigCommand.self,
+    ]
+
+    /// Parses and runs `arguments` with `root`; returns the exit status.
+    public static func main(root: any ParsableCommand.Type, arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Int32 {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["FLUJO_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+            return handler
+        }
+        do {
+            var command = try root.parseAsRoot(arguments)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            return 0
+        } catch let error as CLIError {
+            Output.error("error: \(error.description)")
+            return error.exitCode
+        } catch let error as ExitCode {
+            return error.rawValue
+        } catch {
+            let code = root.exitCode(for: error)
+            if code == .success {
+                Output.line(root.fullMessage(for: error))
+                return 0
+            }
+            if code == .validationFailure {
+                Output.error(root.fullMessage(for: error))
+                return 2
+            }
+            Output.error("error: \(error)")
+            return 1
+        }
+    }
+}

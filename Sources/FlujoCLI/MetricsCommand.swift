@@ -1,0 +1,81 @@
+import ArgumentParser
+import Flujo
+import FlujoPrometheus
+import Foundation
+
+/// `flujo metrics`: the Prometheus exposition once, or a /metrics server.
+public struct MetricsCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(commandName: "metrics", abstract: "Print the Prometheus metrics once, or serve /metrics.")
+    @OptionGroup var common: CommonOptions
+    @Flag(help: "Serve GET /metrics until interrupted.") var serve = false
+    @Option(help: "Address to bind (default: [telemetry.prometheus] host).") var host: String?
+    @Option(help: "Port to bind; 0 picks a free one (default: [telemetry.prometheus] port).") var port: Int?
+
+    public init() {}
+
+    public func validate() throws {
+        if let port, !(0...65_535).contains(port) { throw ValidationError("--port must be from 0 to 65535") }
+    }
+
+    public func run() async throws {
+        let loaded = try common.loadSettings()
+        let store = try common.openStore(loaded.settings, readOnly: true)
+        let collector = MetricsCollector(store: store)
+        guard serve else {
+            FileHandle.standardOutput.write(Data(try await collector.render().utf8))
+            return
+        }
+        let prometheus = loaded.settings.telemetry.prometheus
+        let server: MetricsServer
+        do {
+            server = try await MetricsServer.start(host: host ?? prometheus.host, port: port ?? prometheus.port, collector: collector)
+        } catch let error as MetricsServerError {
+            throw CLIError(error.description)
+        }
+        Output.line("serving metrics on http://\(server.host):\(server.port)/metrics (Ctrl-C to stop)")
+        await Interrupt.wait()
+        await server.stop()
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+public enum Interrupt {
+    /// Returns when the process is interrupted.
+    public static func wait() async {
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let once = OnceFlag()
+            for number in [SIGINT, SIGTERM] {
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler {
+                    if once.take() { continuation.resume() }
+                }
+                source.resume()
+                Interrupt.keep(source)
+            }
+        }
+    }
+
+    private static let sources = NSLock()
+    nonisolated(unsafe) private static var kept: [any DispatchSourceSignal] = []
+
+    private static func keep(_ source: any DispatchSourceSignal) {
+        sources.withLock { kept.append(source) }
+    }
+}
+
+/// True exactly once.
+final class OnceFlag: @unchecked Sendable {
+    // @unchecked: `taken` is only read and written under `lock`.
+    private let lock = NSLock()
+    private var taken = false
+
+    func take() -> Bool {
+        lock.withLock {
+            if taken { return false }
+            taken = true
+            return true
+        }
+    }
+}

@@ -1,0 +1,210 @@
+import ArgumentParser
+import Flujo
+import Foundation
+
+/// `flujo tasks ...`: list, inspect, resume, retry and clean up background tasks.
+public struct TasksCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "tasks",
+        abstract: "List, inspect, resume, retry and clean up background tasks.",
+        subcommands: [List.self, Failed.self, Show.self, Resume.self, Retry.self, Cleanup.self])
+
+    public init() {}
+
+    /// A runner over the configured store, with the application's steps.
+    static func runner(_ common: CommonOptions, readOnly: Bool) throws -> (Runner, LoadedSettings) {
+        let loaded = try common.loadSettings()
+        let store = try common.openStore(loaded.settings, readOnly: readOnly)
+        return (Runner(store: store, settings: loaded.settings, registry: CLIContext.registry, persistSpans: !readOnly), loaded)
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List background tasks, newest first.")
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var output: JSONOption
+        @Option(help: "Only tasks in this state: running, paused, completed, failed or cancelled.") var status: RunStatus?
+        @Option(help: "Only tasks launched by this run.") var parent: String?
+        @Option(help: "At most this many tasks.") var limit = 50
+
+        func validate() throws {
+            guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
+        }
+
+        func run() async throws {
+            let (runner, _) = try TasksCommand.runner(common, readOnly: true)
+            let tasks = try await runner.listBackgroundTasks(BackgroundTaskQuery(parentRunID: parent, statuses: status.map { [$0] }, limit: limit))
+            printTasks(tasks, json: output.json)
+        }
+    }
+
+    struct Failed: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List failed background tasks of the last hours.")
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var output: JSONOption
+        @Option(help: "Only tasks launched by this run.") var parent: String?
+        @Option(help: "How far back, in hours.") var hours = 24.0
+
+        func validate() throws {
+            guard hours > 0 else { throw ValidationError("--hours must be positive") }
+        }
+
+        func run() async throws {
+            let (runner, _) = try TasksCommand.runner(common, readOnly: true)
+            printTasks(try await runner.failedBackgroundTasks(parentRunID: parent, hoursBack: hours), json: output.json)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one background task in full.")
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var output: JSONOption
+        @Argument(help: "The task id (bg_...).") var taskID: String
+
+        func run() async throws {
+            let (runner, _) = try TasksCommand.runner(common, readOnly: true)
+            guard let state = try await runner.store.loadTask(taskID: taskID) else {
+                throw CLIError(RunnerError.unknownTask(taskID, suggestions: try await runner.suggestions(for: taskID)).description)
+            }
+            let task = BackgroundTask(state)
+            let steps = try await runner.store.steps(runID: state.runID)
+            if output.json {
+                var object = taskJSON(task)
+                object["input"] = task.inputJSON ?? NSNull()
+                object["output"] = state.lastStepOutputJSON ?? NSNull()
+                object["cost_usd"] = task.costUSD
+                object["tokens"] = task.tokens
+                object["pipeline_name"] = task.pipelineName
+                object["resumed_from"] = state.resumedFrom ?? NSNull()
+                Output.line(jsonText(object))
+                return
+            }
+            let fields: [(String, String)] = [
+                ("task_id", task.taskID), ("run_id", task.runID), ("parent_run_id", task.parentRunID ?? "-"),
+                ("pipeline", task.pipelineName), ("step_name", task.stepName ?? "-"), ("status", task.status.rawValue),
+                ("attempts", String(task.attempts)), ("error_category", task.errorCategory?.rawValue ?? "-"),
+                ("error", task.error ?? "-"), ("input", task.inputJSON ?? "-"), ("output", state.lastStepOutputJSON ?? "-"),
+                ("cost_usd", String(format: "%.4f", task.costUSD)), ("tokens", String(task.tokens)),
+                ("created_at", task.createdAt.iso8601), ("updated_at", task.updatedAt.iso8601),
+                ("resumed_from", state.resumedFrom ?? "-"),
+            ]
+            let width = fields.map(\.0.count).max() ?? 0
+            for (name, value) in fields { Output.line(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }
+            if !steps.isEmpty {
+                Output.line()
+                Output.line(table(["#", "step", "ok", "attempts", "latency", "finished_at", "feedback"], steps.enumerated().map { index, step in
+                    [String(index + 1), step.stepName, step.success ? "yes" : "no", String(step.attempts),
+                     String(format: "%.1f ms", step.latencySeconds * 1000), step.finishedAt.iso8601, cut(step.feedback)]
+                }))
+            }
+        }
+    }
+
+    struct Resume: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run a failed, paused or cancelled task again, now, in the foreground.")
+        @OptionGroup var common: CommonOptions
+        @Argument(help: "The task id (bg_...).") var taskID: String
+        @Option(help: "New input as JSON, instead of the persisted one.") var data: String?
+
+        func run() async throws {
+            var newData: JSONValue?
+            if let data {
+                do {
+                    newData = try JSONValue.parse(data)
+                } catch {
+                    throw CLIError("--data is not valid JSON: \(error.detail)", exitCode: 2)
+                }
+            }
+            let (runner, _) = try TasksCommand.runner(common, readOnly: false)
+            let outcome: TaskOutcome
+            do {
+                outcome = try await runner.resumeBackgroundTask(taskID: taskID, newData: newData)
+            } catch let error as RunnerError {
+                await runner.close()
+                throw CLIError(error.description)
+            }
+            await runner.close()
+            switch outcome.status {
+            case .completed:
+                Output.line("\(taskID) completed (attempt \(outcome.attempts))" + (outcome.outputJSON.map { ": \(cut($0, 200))" } ?? ""))
+            case .paused:
+                Output.line("\(taskID) paused again (attempt \(outcome.attempts)): \(outcome.errorMessage ?? "")")
+            default:
+                throw CLIError("\(taskID) \(outcome.status.rawValue) again (attempt \(outcome.attempts)): \(outcome.errorCategory.map { "\($0.rawValue): " } ?? "")\(outcome.errorMessage ?? "")")
+            }
+        }
+    }
+
+    struct Retry: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Retry failed tasks with backoff; report each.")
+        @OptionGroup var common: CommonOptions
+        @Option(help: "Only tasks launched by this run.") var parent: String?
+        @Option(name: .customLong("max-retries"), help: "Tries per task (default: [background_tasks] max_retries).") var maxRetries: Int?
+
+        func validate() throws {
+            if let maxRetries, maxRetries < 1 { throw ValidationError("--max-retries must be at least 1") }
+        }
+
+        func run() async throws {
+            let (runner, _) = try TasksCommand.runner(common, readOnly: false)
+            let showProgress = Output.stderrIsTerminal
+            let report: RetryReport
+            do {
+                report = try await runner.retryFailedBackgroundTasks(parentRunID: parent, maxRetries: maxRetries) { done, total, entry in
+                    if showProgress {
+                        FileHandle.standardError.write(Data("\r\u{1B}[2K[\(done)/\(total)] \(entry.taskID) \(entry.status.rawValue)".utf8))
+                    }
+                }
+            } catch let error as RunnerError {
+                await runner.close()
+                throw CLIError(error.description)
+            }
+            await runner.close()
+            if showProgress && !report.entries.isEmpty { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)) }
+            if report.entries.isEmpty {
+                Output.line("no failed tasks to retry")
+                return
+            }
+            Output.line(table(["task_id", "status", "retries", "error"], report.entries.map {
+                [$0.taskID, $0.status.rawValue, String($0.retries), $0.status == .completed ? "-" : cut($0.error)]
+            }))
+            Output.line("\(report.succeeded) of \(report.entries.count) task(s) completed")
+            if report.failed > 0 { throw ExitCode(1) }
+        }
+    }
+
+    struct Cleanup: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Fail running tasks whose heartbeat stopped long ago.")
+        @OptionGroup var common: CommonOptions
+        @Option(name: .customLong("stale-hours"), help: "Heartbeat age that counts as dead, in hours (fractions allowed; default: [background_tasks] stale_task_timeout_hours).") var staleHours: Double?
+
+        func validate() throws {
+            if let staleHours, !(staleHours > 0) { throw ValidationError("--stale-hours must be a positive number of hours, such as 24 or 0.01") }
+        }
+
+        func run() async throws {
+            let loaded = try common.loadSettings()
+            let store = try common.openStore(loaded.settings, readOnly: false)
+            let runner = Runner(store: store, settings: loaded.settings, registry: CLIContext.registry, persistSpans: false)
+            let count = try await runner.cleanupStaleBackgroundTasks(staleHours: staleHours)
+            let hours = staleHours ?? loaded.settings.backgroundTasks.staleTaskTimeoutHours
+            Output.line("marked \(count) stale task(s) failed (no heartbeat for more than \(hours) h)")
+        }
+    }
+}
+
+extension RunStatus: ExpressibleByArgument {}
+
+func printTasks(_ tasks: [BackgroundTask], json: Bool) {
+    if json {
+        Output.line(jsonText(tasks.map(taskJSON)))
+        return
+    }
+    if tasks.isEmpty {
+        Output.line("no background tasks")
+        return
+    }
+    Output.line(table(["task_id", "step", "status", "attempts", "updated_at", "error"], tasks.map { task in
+        [task.taskID, task.stepName ?? "-", task.status.rawValue, String(task.attempts), task.updatedAt.iso8601,
+         task.error.map { (task.errorCategory.map { "\($0.rawValue): " } ?? "") + cut($0, 50) } ?? "-"]
+    }))
+}

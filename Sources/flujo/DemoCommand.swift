@@ -1,0 +1,111 @@
+import ArgumentParser
+import Flujo
+import FlujoCLI
+import FlujoPrometheus
+import Foundation
+
+/// `flujo demo`: an order pipeline with background tasks, some failing or
+/// pausing on purpose, against the local state file.
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Run a sample order pipeline: validate, charge, then background tasks (receipt, analytics, fraud review, partners).")
+
+    @OptionGroup var common: CommonOptions
+    @Option(help: "Extra background tasks (sync_partner_1 ... N), at most \(DemoSteps.maxExtraTasks).") var background = 2
+    @Option(help: "How many background tasks fail on their first attempt with a transient network error.") var fail = 1
+    @Option(help: "How many background tasks pause for approval (resume with --data '{\"approved\": true}').") var pause = 1
+    @Option(name: .customLong("task-ms"), help: "How long each background task works, in milliseconds.") var taskMs = 0
+    @Option(help: "Seed for a repeatable choice of failing and pausing tasks.") var seed: UInt64?
+    @Option(name: .customLong("metrics-port"), help: "Serve /metrics on this port until Ctrl-C (0 picks a free port).") var metricsPort: Int?
+
+    func validate() throws {
+        guard (0...DemoSteps.maxExtraTasks).contains(background) else { throw ValidationError("--background must be from 0 to \(DemoSteps.maxExtraTasks)") }
+        guard fail >= 0, pause >= 0 else { throw ValidationError("--fail and --pause cannot be negative") }
+        guard fail + pause <= background + 3 else {
+            throw ValidationError("--fail \(fail) and --pause \(pause) need \(fail + pause) background tasks, but the demo has \(background + 3) (3 + --background)")
+        }
+        guard taskMs >= 0 else { throw ValidationError("--task-ms cannot be negative") }
+        if let metricsPort, !(0...65_535).contains(metricsPort) { throw ValidationError("--metrics-port must be from 0 to 65535") }
+    }
+
+    func run() async throws {
+        let loaded = try common.loadSettings()
+        var settings = loaded.settings
+        // The demo shows background work unless the configuration says otherwise.
+        if loaded.sources["telemetry.console.background"] == nil && loaded.sources["telemetry.background"] == nil {
+            settings.telemetry.console.background = .include
+        }
+        let store = try common.openStore(settings, readOnly: false)
+        let telemetry = TelemetrySetup(settings: settings, console: ConsoleTracer(settings: settings))
+        let runner = Runner(store: store, settings: settings, registry: CLIContext.registry, hooks: telemetry.hooks, spanProcessors: telemetry.spanProcessors)
+
+        var random = SeededGenerator(state: seed ?? UInt64.random(in: 0...UInt64.max))
+        let taskNames = ["send_receipt", "update_analytics", "fraud_review"] + (0..<background).map { "sync_partner_\($0 + 1)" }
+        // Fraud review is the first to wait for approval; the rest are drawn.
+        var candidates = taskNames.filter { $0 != "fraud_review" }.shuffled(using: &random)
+        if taskNames.contains("fraud_review") { candidates.insert("fraud_review", at: 0) }
+        let paused = Array(candidates.prefix(pause))
+        let failing = Array(candidates.dropFirst(pause).shuffled(using: &random).prefix(fail))
+
+        let steps: [PipelineStep] = [.run(DemoSteps.validate), .run(DemoSteps.charge)]
+            + [.background(DemoSteps.sendReceipt), .background(DemoSteps.updateAnalytics), .background(DemoSteps.fraudReview)]
+            + (0..<background).map { .background(DemoSteps.syncPartner($0 + 1)) }
+        let order = DemoOrder(orderID: "order-\(1000 + random.next() % 9000)", customer: "ada@example.com", amountUSD: 42.5)
+        let context = RunContext([
+            "demo.fail": .array(failing.map(JSONValue.string)),
+            "demo.pause": .array(paused.map(JSONValue.string)),
+            "demo.work_ms": .number(Double(taskMs)),
+            "demo.order_id": .string(order.orderID),
+        ])
+
+        var server: MetricsServer?
+        if let metricsPort {
+            do {
+                server = try await MetricsServer.start(host: settings.telemetry.prometheus.host, port: metricsPort, collector: telemetry.collector(store: store))
+            } catch {
+                throw CLIError("\(error)")
+            }
+        }
+
+        let result = try await runner.run(Pipeline(name: "order_processing", version: "1", steps: steps), input: order, context: context)
+        if taskMs >= 1000 {
+            Output.line("waiting for \(result.backgroundTaskIDs.count) background task(s) of \(taskMs) ms each (Ctrl-C or kill to leave them for stale cleanup)...")
+        }
+        await runner.close(timeout: .milliseconds(taskMs + 10_000))
+        telemetry.shutdown()
+
+        let tasks = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: result.runID, limit: 10_000))
+        printSummary(result, tasks: tasks, databasePath: settings.state.path)
+        if let server {
+            Output.line("serving metrics on http://\(server.host):\(server.port)/metrics (Ctrl-C to stop)")
+            await Interrupt.wait()
+            await server.stop()
+        }
+        if result.status != .completed { throw ExitCode(1) }
+    }
+
+    private func printSummary(_ result: PipelineResult, tasks: [WorkflowState], databasePath: String) {
+        var counts: [RunStatus: Int] = [:]
+        for task in tasks { counts[task.status, default: 0] += 1 }
+        let byStatus = RunStatus.allCases.compactMap { status in counts[status].map { "\($0) \(status.rawValue)" } }.joined(separator: ", ")
+        let db = common.db.map { " --db \($0)" } ?? (common.config.map { " --config \($0)" } ?? "")
+        Output.line()
+        Output.line("run        \(result.runID) \(result.status.rawValue) in \(String(format: "%.1f", result.durationSeconds * 1000)) ms")
+        Output.line("steps      \(result.steps.map(\.name).joined(separator: ", "))")
+        Output.line("background \(tasks.count) task(s): \(byStatus.isEmpty ? "none" : byStatus)")
+        Output.line("state      \(databasePath)")
+        Output.line()
+        Output.line("Try next:")
+        Output.line("  flujo tasks list --parent \(result.runID)\(db)")
+        if let pausedTask = tasks.first(where: { $0.status == .paused }), let id = pausedTask.taskID {
+            Output.line("  flujo tasks resume \(id) --data '{\"approved\": true}'\(db)")
+        }
+        if counts[.failed, default: 0] > 0 {
+            Output.line("  flujo tasks retry --parent \(result.runID)\(db)")
+        }
+        Output.line("  flujo trace \(result.runID)\(db)")
+        Output.line("  flujo stats\(db)")
+        Output.line("  flujo metrics\(db)")
+    }
+}
