@@ -417,3 +417,29 @@ extension Array {
         return result
     }
 }
+
+@Suite("Run context")
+struct RunContextTests {
+    @Test("the context round-trips through the JSON text the store keeps")
+    func roundTrip() throws {
+        let context = RunContext(["a": .array([.string("x"), .number(2)]), "b": .object(["c": .bool(true)]), "n": .null])
+        let decoded = try JSONDecoder().decode(RunContext.self, from: Data(context.jsonText.utf8))
+        #expect(decoded == context)
+    }
+
+    @Test("a resumed task sees the context it was launched with")
+    func resumeSeesContext() async throws {
+        let (runner, _, _) = try makeRunner()
+        let seen = Counter()
+        let check = Step<Order, String>("check_context") { _, context in
+            if context.context["plan"] == .string("keep me") { seen.increment() }
+            if context.isBackground { throw FlakyNetworkError() }
+            return "ok"
+        }
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(check)]), input: Order(id: "o", amount: 1), context: RunContext(["plan": .string("keep me")]))
+        _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
+        #expect(try await runner.resumeBackgroundTask(taskID: result.backgroundTaskIDs[0]).status == .completed)
+        #expect(seen.count == 2)
+        await runner.close()
+    }
+}

@@ -19,4 +19,15 @@ public struct RunContext: Sendable, Hashable, Codable {
 
     /// The context as compact JSON text.
     public var jsonText: String { JSONValue.object(values).jsonText }
+
+    /// Decodes a plain JSON object, as `jsonText` writes it.
+    public init(from decoder: any Decoder) throws {
+        values = try decoder.singleValueContainer().decode([String: JSONValue].self)
+    }
+
+    /// Encodes a plain JSON object.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(values)
+    }
 }
