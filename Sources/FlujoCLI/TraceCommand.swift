@@ -36,7 +36,7 @@ public struct TraceCommand: AsyncParsableCommand {
         func walk(_ span: SpanRecord, prefix: String, isLast: Bool, isRoot: Bool) {
             let branch = isRoot ? "" : (isLast ? "└─ " : "├─ ")
             let duration = Double(span.endUnixNano &- span.startUnixNano) / 1e9
-            var text = "\(prefix)\(branch)\(span.name)\(span.isBackground ? " [bg]" : "")  \(ConsoleTracer.duration(duration))  \(span.status)"
+            var text = "\(prefix)\(branch)\(span.name)\(span.isBackground ? " [bg]" : "")  \(ConsoleTracer.duration(duration))  \(span.attributes["flujo.status"] == "paused" ? "paused" : span.status)"
             if span.name == "pipeline_run" { text += "  \(span.runID)" }
             if let task = span.attributes["flujo.task_id"], span.name != "pipeline_run" { text += "  \(task)" }
             if let message = span.statusMessage, span.status == "error" { text += "  — \(cut(message, 80))" }

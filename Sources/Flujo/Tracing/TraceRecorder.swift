@@ -131,6 +131,7 @@ public final class TraceRecorder: HookSink {
                 ])
             }
             if case .onPause = event.payload {
+                step.attributes.append(("flujo.status", .string("paused")))
                 events.append(TraceSpan.Event(unixNano: event.unixNano, name: "flujo.paused", attributes: [("message", .string(end.feedback ?? ""))]))
                 status = .unset
             } else if !end.success {
