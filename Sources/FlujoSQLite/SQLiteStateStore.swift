@@ -158,36 +158,50 @@ public final class SQLiteStateStore: StateStore {
     public func saveNow(_ state: WorkflowState, step: StepRecord?) throws(StateStoreError) {
         try withConnection { (connection) throws(StateStoreError) in
             try connection.transaction { () throws(StateStoreError) in
-                let upsert = try connection.statement(Self.upsertState)
-                Self.bind(state, to: upsert)
-                try upsert.run()
-                let run = try connection.statement(Self.upsertRun)
-                run.bind(1, state.runID)
-                run.bind(2, state.pipelineName)
-                run.bind(3, state.pipelineVersion)
-                run.bind(4, state.status.rawValue)
-                run.bind(5, state.createdAt)
-                run.bind(6, state.status == .running ? nil : state.updatedAt)
-                run.bind(7, state.costUSD)
-                run.bind(8, state.tokens)
-                try run.run()
-                if let step {
-                    let insert = try connection.statement(Self.insertStep)
-                    insert.bind(1, step.runID)
-                    insert.bind(2, step.stepIndex)
-                    insert.bind(3, step.stepName)
-                    insert.bind(4, step.success)
-                    insert.bind(5, step.outputJSON)
-                    insert.bind(6, step.attempts)
-                    insert.bind(7, step.latencySeconds)
-                    insert.bind(8, step.costUSD)
-                    insert.bind(9, step.tokens)
-                    insert.bind(10, step.feedback)
-                    insert.bind(11, step.finishedAt)
-                    try insert.run()
-                }
+                try Self.write(state, step: step, on: connection)
             }
         }
+    }
+
+    /// Saves many states in one transaction (imports, tests, benchmarks):
+    /// the same upsert as `save`, committed once.
+    public func saveAll(_ states: [WorkflowState]) throws(StateStoreError) {
+        try withConnection { (connection) throws(StateStoreError) in
+            try connection.transaction { () throws(StateStoreError) in
+                for state in states { try Self.write(state, step: nil, on: connection) }
+            }
+        }
+    }
+
+    /// Upserts the state and its run totals and appends the step, inside the caller's transaction.
+    private static func write(_ state: WorkflowState, step: StepRecord?, on connection: SQLiteConnection) throws(StateStoreError) {
+        let upsert = try connection.statement(upsertState)
+        bind(state, to: upsert)
+        try upsert.run()
+        let run = try connection.statement(upsertRun)
+        run.bind(1, state.runID)
+        run.bind(2, state.pipelineName)
+        run.bind(3, state.pipelineVersion)
+        run.bind(4, state.status.rawValue)
+        run.bind(5, state.createdAt)
+        run.bind(6, state.status == .running ? nil : state.updatedAt)
+        run.bind(7, state.costUSD)
+        run.bind(8, state.tokens)
+        try run.run()
+        guard let step else { return }
+        let insert = try connection.statement(insertStep)
+        insert.bind(1, step.runID)
+        insert.bind(2, step.stepIndex)
+        insert.bind(3, step.stepName)
+        insert.bind(4, step.success)
+        insert.bind(5, step.outputJSON)
+        insert.bind(6, step.attempts)
+        insert.bind(7, step.latencySeconds)
+        insert.bind(8, step.costUSD)
+        insert.bind(9, step.tokens)
+        insert.bind(10, step.feedback)
+        insert.bind(11, step.finishedAt)
+        try insert.run()
     }
 
     private static func bind(_ state: WorkflowState, to statement: Statement) {

@@ -26,6 +26,13 @@ public struct TraceSpan: Sendable, Hashable {
         /// Its attributes, in order.
         public var attributes: [(key: String, value: SpanAttributeValue)]
 
+        /// Creates an event.
+        public init(unixNano: UInt64, name: String, attributes: [(key: String, value: SpanAttributeValue)]) {
+            self.unixNano = unixNano
+            self.name = name
+            self.attributes = attributes
+        }
+
         public static func == (lhs: Event, rhs: Event) -> Bool {
             lhs.unixNano == rhs.unixNano && lhs.name == rhs.name && lhs.attributes.elementsEqual(rhs.attributes) { $0.key == $1.key && $0.value == $1.value }
         }
@@ -65,6 +72,26 @@ public struct TraceSpan: Sendable, Hashable {
     public var statusMessage: String?
     /// Whether the span belongs to a background execution or its launch.
     public var isBackground: Bool
+
+    /// Creates a span.
+    public init(
+        traceID: [UInt8], spanID: [UInt8], parentSpanID: [UInt8]?, runID: String, name: String, startUnixNano: UInt64,
+        endUnixNano: UInt64, attributes: [(key: String, value: SpanAttributeValue)], events: [Event], status: Status,
+        statusMessage: String?, isBackground: Bool
+    ) {
+        self.traceID = traceID
+        self.spanID = spanID
+        self.parentSpanID = parentSpanID
+        self.runID = runID
+        self.name = name
+        self.startUnixNano = startUnixNano
+        self.endUnixNano = endUnixNano
+        self.attributes = attributes
+        self.events = events
+        self.status = status
+        self.statusMessage = statusMessage
+        self.isBackground = isBackground
+    }
 
     /// The value of an attribute.
     public func attribute(_ key: String) -> SpanAttributeValue? {

@@ -1,0 +1,27 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "flujo-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "flujo", path: ".."),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        .executableTarget(
+            name: "flujo-bench",
+            dependencies: [
+                .product(name: "Flujo", package: "flujo"),
+                .product(name: "FlujoSQLite", package: "flujo"),
+                .product(name: "FlujoOTLP", package: "flujo"),
+                .product(name: "FlujoPrometheus", package: "flujo"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,324 @@
+import Flujo
+import FlujoOTLP
+import FlujoPrometheus
+import FlujoSQLite
+import Foundation
+import Synchronization
+
+/// What one workload measured.
+struct WorkloadResult {
+    var workload: String
+    var n: Int
+    /// Seconds per repetition (or per item, as the workload says in `unit`).
+    var samples: [Double]
+    var verified: Bool
+    var unit: String
+    var extra: [String: Double] = [:]
+
+    var sorted: [Double] { samples.sorted() }
+    var median: Double { sorted.isEmpty ? 0 : sorted[sorted.count / 2] }
+    var min: Double { sorted.first ?? 0 }
+    var max: Double { sorted.last ?? 0 }
+
+    var json: String {
+        var object: [String: Any] = [
+            "workload": workload, "n": n, "median_s": median, "min_s": min, "max_s": max, "verified": verified,
+            "unit": unit, "repetitions": samples.count,
+        ]
+        for (key, value) in extra { object[key] = value }
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// Counts taskFinished events and wakes a waiter when a number is reached.
+final class FinishCounter: HookSink {
+    let name = "bench-finish-counter"
+    var interests: Set<HookEventKind> { [.taskFinished] }
+    private let state = Mutex<(count: Int, target: Int, waiter: CheckedContinuation<Void, Never>?)>((0, .max, nil))
+
+    func handle(_ event: HookEvent) async throws {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.count += 1
+            guard state.count >= state.target, let waiter = state.waiter else { return nil }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
+    func wait(for target: Int) async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { state -> Bool in
+                if state.count >= target { return true }
+                state.target = target
+                state.waiter = continuation
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+}
+
+/// A no-op sink, for measuring the bus.
+struct NoopSink: HookSink {
+    let name: String
+    func handle(_ event: HookEvent) async throws {}
+}
+
+enum Workloads {
+    static func folder() -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("flujo-bench-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    static func settings() -> FlujoSettings {
+        var settings = FlujoSettings()
+        settings.backgroundTasks.heartbeatIntervalSeconds = 3600
+        settings.backgroundTasks.staleCheckIntervalSeconds = 0
+        return settings
+    }
+
+    static func elapsed(since start: ContinuousClock.Instant) -> Double {
+        let parts = (ContinuousClock.now - start).components
+        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+    }
+
+    /// Peak resident memory of this process so far, in MiB (VmHWM).
+    static func peakRSSMB() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { return 0 }
+        return kb / 1024
+    }
+
+    // MARK: W1
+
+    static let first = Step<Int, Int>("first") { value, _ in value }
+    static let tiny = Step<Int, Int>("tiny") { value, context in
+        try context.reportUsage(costUSD: 0.001, tokens: 10)
+        return value
+    }
+
+    /// One foreground step, then 200 background steps; time until all 200 are persisted completed.
+    static func w1(repetitions: Int) async throws -> WorkloadResult {
+        var samples: [Double] = []
+        var verified = true
+        for _ in 0..<repetitions {
+            let store = try SQLiteStateStore(path: folder().appendingPathComponent("w1.db").path)
+            let counter = FinishCounter()
+            let hooks = HookBus()
+            hooks.register(counter)
+            let runner = Runner(store: store, settings: settings(), hooks: hooks, persistSpans: false)
+            let pipeline = Pipeline(name: "w1", steps: [.run(first)] + Array(repeating: .background(tiny), count: 200))
+            let start = ContinuousClock.now
+            let result = try await runner.run(pipeline, input: 1)
+            await counter.wait(for: 200)
+            samples.append(elapsed(since: start))
+            let completed = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: result.runID, statuses: [.completed], limit: 1000))
+            let totals = try await store.runTotals(runID: result.runID)
+            verified = verified && completed.count == 200 && totals?.backgroundTokens == 2000
+            await runner.close()
+        }
+        return WorkloadResult(workload: "W1", n: 200, samples: samples, verified: verified, unit: "seconds for 200 tasks",
+                              extra: ["peak_rss_mb": peakRSSMB()])
+    }
+
+    // MARK: W2
+
+    static let picky = Step<JSONValue, String>("picky") { input, _ in
+        guard input["ok"] == .bool(true) else { throw PickyError() }
+        return "ok"
+    }
+
+    struct PickyError: Error, CategorizedError {
+        var category: ErrorCategory { .externalService }
+    }
+
+    /// 100 failed background tasks: list them, resume each with data that makes it succeed. Seconds per resume.
+    static func w2(repetitions: Int, otherFailed: Int) async throws -> WorkloadResult {
+        var samples: [Double] = []
+        var verified = true
+        for _ in 0..<repetitions {
+            let store = try SQLiteStateStore(path: folder().appendingPathComponent("w2.db").path)
+            if otherFailed > 0 {
+                let now = Timestamp.now
+                try store.saveAll((0..<otherFailed).map { index in
+                    WorkflowState(runID: "other_bg_bg_\(index)", pipelineName: "other", status: .failed, createdAt: now,
+                                  errorMessage: "boom", metadataJSON: "{}", isBackgroundTask: true, parentRunID: "other",
+                                  taskID: "bg_other_\(index)", errorCategory: .network, attempts: 1, stepName: "picky")
+                })
+            }
+            let counter = FinishCounter()
+            let hooks = HookBus()
+            hooks.register(counter)
+            let runner = Runner(store: store, settings: settings(), hooks: hooks, persistSpans: false)
+            let result = try await runner.run(Pipeline(name: "w2", steps: Array(repeating: .background(picky), count: 100)), input: JSONValue.object(["ok": .bool(false)]))
+            await counter.wait(for: 100)
+            let start = ContinuousClock.now
+            let failed = try await runner.failedBackgroundTasks(parentRunID: result.runID)
+            var completed = 0
+            for task in failed {
+                if try await runner.resumeBackgroundTask(taskID: task.taskID, newData: .object(["ok": .bool(true)])).status == .completed { completed += 1 }
+            }
+            samples.append(elapsed(since: start) / Double(max(1, failed.count)))
+            verified = verified && failed.count == 100 && completed == 100
+            await runner.close()
+        }
+        return WorkloadResult(workload: otherFailed > 0 ? "W2+10k" : "W2", n: 100, samples: samples, verified: verified,
+                              unit: "seconds per resume (list included)", extra: ["other_failed_tasks": Double(otherFailed)])
+    }
+
+    // MARK: W3
+
+    /// 10,000 running tasks with 48 h old heartbeats; one cleanup with a 24 h threshold.
+    static func w3(repetitions: Int) async throws -> WorkloadResult {
+        var samples: [Double] = []
+        var verified = true
+        for _ in 0..<repetitions {
+            let store = try SQLiteStateStore(path: folder().appendingPathComponent("w3.db").path)
+            let old = Timestamp.now.adding(seconds: -48 * 3600)
+            try store.saveAll((0..<10_000).map { index in
+                WorkflowState(runID: "p_bg_bg_\(index)", pipelineName: "w3", status: .running, createdAt: old,
+                              isBackgroundTask: true, parentRunID: "p", taskID: "bg_\(index)", attempts: 1, stepName: "s")
+            })
+            let runner = Runner(store: store, settings: settings(), persistSpans: false)
+            let start = ContinuousClock.now
+            let count = try await runner.cleanupStaleBackgroundTasks(staleHours: 24)
+            samples.append(elapsed(since: start))
+            let counters = try await store.statusCounters()
+            verified = verified && count == 10_000 && counters.backgroundTasks[.failed] == 10_000 && (counters.backgroundTasks[.running] ?? 0) == 0
+            await runner.close()
+        }
+        return WorkloadResult(workload: "W3", n: 10_000, samples: samples, verified: verified, unit: "seconds per cleanup call")
+    }
+
+    // MARK: W4
+
+    /// A full /metrics render over a database of `tasks` background tasks and 1,000 runs.
+    static func w4(tasks: Int, renders: Int) async throws -> WorkloadResult {
+        let store = try SQLiteStateStore(path: folder().appendingPathComponent("w4.db").path)
+        let statuses = RunStatus.allCases
+        let now = Timestamp.now
+        var expected: [RunStatus: Int] = [:]
+        var batch: [WorkflowState] = []
+        for index in 0..<tasks {
+            let status = statuses[index % statuses.count]
+            expected[status, default: 0] += 1
+            batch.append(WorkflowState(runID: "r\(index % 1000)_bg_bg_\(index)", pipelineName: "w4", status: status, createdAt: now,
+                                       executionTimeMs: 5, isBackgroundTask: true, parentRunID: "r\(index % 1000)", taskID: "bg_\(index)", stepName: "s"))
+            if batch.count == 50_000 { try store.saveAll(batch); batch.removeAll(keepingCapacity: true) }
+        }
+        batch += (0..<1000).map { WorkflowState(runID: "r\($0)", pipelineName: "w4", status: .completed, createdAt: now, executionTimeMs: 10) }
+        try store.saveAll(batch)
+        let events = EventMetrics()
+        let hooks = HookBus()
+        let collector = MetricsCollector(store: store, events: events, hooks: hooks)
+        var samples: [Double] = []
+        var text = ""
+        for _ in 0..<renders {
+            let start = ContinuousClock.now
+            text = try await collector.render()
+            samples.append(elapsed(since: start))
+        }
+        let verified = statuses.allSatisfy { text.contains("flujo_background_tasks_by_status{status=\"\($0.rawValue)\"} \(expected[$0] ?? 0)\n") }
+            && text.contains("flujo_runs_by_status{status=\"completed\"} 1000\n")
+            && text.contains("flujo_runs_total \(tasks + 1000)\n")
+        return WorkloadResult(workload: tasks >= 1_000_000 ? "W4-1M" : "W4", n: tasks, samples: samples, verified: verified,
+                              unit: "seconds per full render", extra: ["bytes": Double(text.utf8.count)])
+    }
+
+    // MARK: W5
+
+    static let trivial = Step<Int, Int>("trivial") { value, _ in value }
+
+    /// 200 trivial foreground steps, persisted, with no sink and with 3 no-op sinks.
+    static func w5(repetitions: Int) async throws -> WorkloadResult {
+        let pipeline = Pipeline(name: "w5", steps: Array(repeating: .run(trivial), count: 200))
+        func measure(sinks: Int) async throws -> (perStep: [Double], verified: Bool) {
+            var samples: [Double] = []
+            var verified = true
+            let store = try SQLiteStateStore(path: folder().appendingPathComponent("w5.db").path)
+            let hooks = HookBus()
+            for index in 0..<sinks { hooks.register(NoopSink(name: "noop\(index)")) }
+            let runner = Runner(store: store, settings: settings(), hooks: hooks, persistSpans: false)
+            _ = try await runner.run(pipeline, input: 0)   // warm up: statements prepared, caches filled
+            for _ in 0..<repetitions {
+                let start = ContinuousClock.now
+                let result = try await runner.run(pipeline, input: 0)
+                samples.append(elapsed(since: start) / 200)
+                let steps = try await store.steps(runID: result.runID)
+                verified = verified && result.status == .completed && steps.count == 200
+            }
+            await runner.close()
+            return (samples, verified)
+        }
+        let bare = try await measure(sinks: 0)
+        let withSinks = try await measure(sinks: 3)
+        let eventsPerRun = 2.0 + 200 * 2
+        let medianBare = bare.perStep.sorted()[bare.perStep.count / 2]
+        let medianSinks = withSinks.perStep.sorted()[withSinks.perStep.count / 2]
+        let perSinkCall = Swift.max(0, (medianSinks - medianBare) * 200 / (eventsPerRun * 3))
+        return WorkloadResult(workload: "W5", n: 200, samples: bare.perStep, verified: bare.verified && withSinks.verified,
+                              unit: "seconds per persisted foreground step, no sink",
+                              extra: ["median_s_with_3_sinks": medianSinks, "ns_per_sink_call": perSinkCall * 1e9, "events_per_run": eventsPerRun])
+    }
+
+    // MARK: W6
+
+    /// A span with the attributes a step span carries.
+    static func span(_ index: Int, traceID: [UInt8]) -> TraceSpan {
+        var spanID = [UInt8](repeating: 0, count: 8)
+        withUnsafeBytes(of: UInt64(index + 1).bigEndian) { spanID = Array($0) }
+        let start = UInt64(1_764_000_000_000_000_000) + UInt64(index) * 1000
+        return TraceSpan(
+            traceID: traceID, spanID: spanID, parentSpanID: [0, 0, 0, 0, 0, 0, 0, 1], runID: "run_0123456789abcdef0123456789abcdef",
+            name: "charge_card", startUnixNano: start, endUnixNano: start + 250_000,
+            attributes: [
+                ("flujo.step.type", .string("sync")), ("flujo.attempt_number", .int(1)),
+                ("flujo.run_id", .string("run_0123456789abcdef0123456789abcdef")),
+                ("flujo.budget.quota_before_usd", .double(0.75)), ("flujo.budget.quota_before_tokens", .int(9000)),
+                ("success", .bool(true)), ("latency_s", .double(0.00025)),
+                ("flujo.budget.actual_cost_usd", .double(0.001)), ("flujo.budget.actual_tokens", .int(10)),
+            ],
+            events: [], status: .ok, statusMessage: nil, isBackground: false)
+    }
+
+    /// Spans per second encoded and sent in 512-span batches to a local receiver that discards them.
+    static func w6(gzip: Bool, batches: Int, repetitions: Int) async throws -> WorkloadResult {
+        let server = try await DiscardServer()
+        let count = batches * 512
+        let spans = (0..<count).map { span($0, traceID: Array(1...16)) }
+        var samples: [Double] = []
+        var verified = true
+        var bytes = 0
+        for _ in 0..<repetitions {
+            var otlp = OTLPSettings()
+            otlp.endpoint = "http://127.0.0.1:\(server.port)"
+            otlp.maxQueueSize = count
+            otlp.maxExportBatchSize = 512
+            otlp.scheduleDelayMs = 60_000
+            otlp.compression = gzip ? "gzip" : "none"
+            let exporter = OTLPExporter(settings: otlp, background: .include, serviceName: "bench")
+            let requestsBefore = server.counters.requests.load(ordering: .relaxed)
+            let bytesBefore = server.counters.bodyBytes.load(ordering: .relaxed)
+            let start = ContinuousClock.now
+            for span in spans { exporter.onEnd(span) }
+            exporter.forceFlush(timeout: .seconds(120))
+            let seconds = elapsed(since: start)
+            samples.append(seconds)
+            let stats = exporter.statistics
+            exporter.shutdown()
+            let requests = server.counters.requests.load(ordering: .relaxed) - requestsBefore
+            bytes = server.counters.bodyBytes.load(ordering: .relaxed) - bytesBefore
+            verified = verified && stats.exported == count && requests == batches && stats.droppedQueueFull == 0
+        }
+        await server.stop()
+        let median = samples.sorted()[samples.count / 2]
+        return WorkloadResult(workload: gzip ? "W6-gzip" : "W6", n: count, samples: samples, verified: verified,
+                              unit: "seconds to encode and send n spans",
+                              extra: ["spans_per_second": Double(count) / median, "bytes_per_span": Double(bytes) / Double(count), "peak_rss_mb": peakRSSMB()])
+    }
+}
