@@ -4,6 +4,16 @@ import Flujo
 /// SQLite's "transient" destructor: the engine copies bound text before returning.
 private let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
+/// A statement's SQL text, declared once (`static let`), so the connection can
+/// find its prepared form by identity instead of hashing the text each call.
+final class SQL: Sendable {
+    let text: String
+
+    init(_ text: String) {
+        self.text = text
+    }
+}
+
 /// One libsqlite3 connection with a cache of prepared statements.
 ///
 /// Not thread-safe by itself. `@unchecked Sendable` is safe because the only
@@ -14,6 +24,7 @@ final class SQLiteConnection: @unchecked Sendable {
     let busyTimeoutMs: Int
     private var handle: OpaquePointer?
     private var cache: [String: OpaquePointer] = [:]
+    private var cacheByIdentity: [ObjectIdentifier: OpaquePointer] = [:]
     /// Statements handed out since the last `resetActive`: a statement left
     /// mid-result keeps a read transaction (an old snapshot) open.
     private var active: [OpaquePointer] = []
@@ -40,7 +51,9 @@ final class SQLiteConnection: @unchecked Sendable {
 
     func close() {
         for statement in cache.values { sqlite3_finalize(statement) }
+        for statement in cacheByIdentity.values { sqlite3_finalize(statement) }
         cache.removeAll()
+        cacheByIdentity.removeAll()
         if let handle { sqlite3_close_v2(handle) }
         handle = nil
     }
@@ -66,31 +79,53 @@ final class SQLiteConnection: @unchecked Sendable {
         }
     }
 
-    /// A cached prepared statement, reset and with its bindings cleared.
-    func statement(_ sql: String) throws(StateStoreError) -> Statement {
-        if let cached = cache[sql] {
-            sqlite3_reset(cached)
-            sqlite3_clear_bindings(cached)
-            active.append(cached)
-            return Statement(handle: cached, connection: self)
-        }
+    /// The prepared form of a declared statement, reset and with its bindings cleared.
+    func statement(_ sql: SQL) throws(StateStoreError) -> Statement {
+        let key = ObjectIdentifier(sql)
+        if let cached = cacheByIdentity[key] { return reuse(cached) }
+        let prepared = try prepare(sql.text)
+        cacheByIdentity[key] = prepared
+        return reuse(prepared)
+    }
+
+    /// A prepared statement for SQL text (schema work), cached by its text.
+    func statement(_ text: String) throws(StateStoreError) -> Statement {
+        if let cached = cache[text] { return reuse(cached) }
+        let prepared = try prepare(text)
+        cache[text] = prepared
+        return reuse(prepared)
+    }
+
+    private func prepare(_ text: String) throws(StateStoreError) -> OpaquePointer {
         var prepared: OpaquePointer?
-        let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &prepared, nil)
+        let code = sqlite3_prepare_v3(handle, text, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &prepared, nil)
         guard code == SQLITE_OK, let prepared else { throw error(code, lastMessage) }
-        cache[sql] = prepared
+        return prepared
+    }
+
+    private func reuse(_ prepared: OpaquePointer) -> Statement {
+        sqlite3_reset(prepared)
+        sqlite3_clear_bindings(prepared)
         active.append(prepared)
         return Statement(handle: prepared, connection: self)
     }
 
+    private static let begin = SQL("BEGIN IMMEDIATE")
+    private static let commit = SQL("COMMIT")
+    private static let rollback = SQL("ROLLBACK")
+
     /// Runs `body` inside `BEGIN IMMEDIATE ... COMMIT`, rolling back on any error.
+    /// The three statements are prepared once, like every other.
     func transaction<T>(_ body: () throws(StateStoreError) -> T) throws(StateStoreError) -> T {
-        try execute("BEGIN IMMEDIATE")
+        try statement(Self.begin).run()
         do {
             let value = try body()
-            try execute("COMMIT")
+            resetActive()
+            try statement(Self.commit).run()
             return value
         } catch {
-            try? execute("ROLLBACK")
+            resetActive()
+            _ = try? statement(Self.rollback).run()
             throw error
         }
     }

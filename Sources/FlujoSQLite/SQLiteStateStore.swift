@@ -120,7 +120,46 @@ public final class SQLiteStateStore: StateStore {
         step_name, cost_usd, tokens
         """
 
-    private static let upsertState = """
+    private static let loadRun = SQL("SELECT \(stateColumns) FROM workflow_state WHERE run_id = ?1")
+    private static let loadTaskSQL = SQL("SELECT \(stateColumns) FROM workflow_state WHERE task_id = ?1")
+    private static let taskIDPrefix = SQL("SELECT task_id FROM workflow_state WHERE task_id >= ?1 AND task_id < ?1 || x'ff' ORDER BY task_id LIMIT ?2")
+    private static let claim = SQL("""
+        UPDATE workflow_state
+        SET status = 'running', lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4, attempts = attempts + 1
+        WHERE task_id = ?1 AND status IN ('failed', 'paused', 'cancelled')
+        RETURNING \(stateColumns)
+        """)
+    private static let taskStatus = SQL("SELECT status, lease_owner FROM workflow_state WHERE task_id = ?1")
+    private static let heartbeatSQL = SQL("UPDATE workflow_state SET updated_at = ?2 WHERE run_id = ?1 AND status = 'running'")
+    private static let failStale = SQL("""
+        UPDATE workflow_state
+        SET status = 'failed', updated_at = ?2, error_message = ?3, background_error = ?3,
+            error_category = 'timeout', lease_owner = NULL, lease_expires_at = NULL
+        WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1
+        """)
+    private static let addUsageSQL = SQL("UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
+    private static let runTotalsSQL = SQL("SELECT cost_usd, tokens, background_cost_usd, background_tokens FROM runs WHERE run_id = ?1")
+    private static let stepsSQL = SQL("""
+        SELECT run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at
+        FROM steps WHERE run_id = ?1 ORDER BY id
+        """)
+    private static let countsSQL = SQL("SELECT is_background, status, count FROM status_counts")
+    private static let totalsSQL = SQL("SELECT name, value FROM stat_totals")
+    private static let hoursSQL = SQL("SELECT COALESCE(sum(count), 0) FROM created_per_hour WHERE hour >= ?1")
+    private static let edgeSQL = SQL("SELECT count(*) FROM workflow_state WHERE created_at >= ?1 AND created_at < ?2")
+    private static let saveSpanSQL = SQL("""
+        INSERT OR REPLACE INTO spans (span_id, trace_id, parent_span_id, run_id, name, start_unix_nano,
+            end_unix_nano, status, status_message, attributes, is_background)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+        """)
+    private static let spansSQL = SQL("""
+        SELECT span_id, trace_id, parent_span_id, run_id, name, start_unix_nano, end_unix_nano, status,
+            status_message, attributes, is_background
+        FROM spans WHERE trace_id IN (SELECT trace_id FROM spans WHERE run_id = ?1)
+        ORDER BY start_unix_nano, span_id
+        """)
+
+    private static let upsertState = SQL("""
         INSERT INTO workflow_state (\(stateColumns))
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
         ON CONFLICT (run_id) DO UPDATE SET
@@ -136,29 +175,34 @@ public final class SQLiteStateStore: StateStore {
             attempts = excluded.attempts, lease_owner = excluded.lease_owner,
             lease_expires_at = excluded.lease_expires_at, resumed_from = excluded.resumed_from,
             step_name = excluded.step_name, cost_usd = excluded.cost_usd, tokens = excluded.tokens
-        """
+        """)
 
-    private static let upsertRun = """
+    private static let upsertRun = SQL("""
         INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, started_at, ended_at, cost_usd, tokens)
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
         ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
             cost_usd = excluded.cost_usd, tokens = excluded.tokens
-        """
+        WHERE runs.status IS NOT excluded.status OR runs.ended_at IS NOT excluded.ended_at
+            OR runs.cost_usd IS NOT excluded.cost_usd OR runs.tokens IS NOT excluded.tokens
+        """)
 
-    private static let insertStep = """
+    private static let insertStep = SQL("""
         INSERT INTO steps (run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at)
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-        """
+        """)
 
-    public func save(_ state: WorkflowState, step: StepRecord?) async throws {
-        try saveNow(state, step: step)
+    public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
+        try saveNow(state, step: step, parentUsage: parentUsage)
     }
 
     /// The synchronous body of `save`, for callers already off the cooperative pool.
-    public func saveNow(_ state: WorkflowState, step: StepRecord?) throws(StateStoreError) {
+    public func saveNow(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage? = nil) throws(StateStoreError) {
         try withConnection { (connection) throws(StateStoreError) in
             try connection.transaction { () throws(StateStoreError) in
                 try Self.write(state, step: step, on: connection)
+                if let parentUsage, let parent = state.parentRunID, parentUsage.costUSD != 0 || parentUsage.tokens != 0 {
+                    try Self.addUsage(parentUsage, to: parent, on: connection)
+                }
             }
         }
     }
@@ -271,7 +315,7 @@ public final class SQLiteStateStore: StateStore {
 
     public func load(runID: String) async throws -> WorkflowState? {
         try withConnection { (connection) throws(StateStoreError) in
-            let statement = try connection.statement("SELECT \(Self.stateColumns) FROM workflow_state WHERE run_id = ?1")
+            let statement = try connection.statement(Self.loadRun)
             statement.bind(1, runID)
             return try statement.step() ? Self.readState(statement) : nil
         }
@@ -279,33 +323,52 @@ public final class SQLiteStateStore: StateStore {
 
     public func loadTask(taskID: String) async throws -> WorkflowState? {
         try withConnection { (connection) throws(StateStoreError) in
-            let statement = try connection.statement("SELECT \(Self.stateColumns) FROM workflow_state WHERE task_id = ?1")
+            let statement = try connection.statement(Self.loadTaskSQL)
             statement.bind(1, taskID)
             return try statement.step() ? Self.readState(statement) : nil
         }
     }
 
-    public func listBackgroundTasks(_ query: BackgroundTaskQuery) async throws -> [WorkflowState] {
-        // One fixed statement: absent filters are bound as NULL and switch themselves off.
-        let sql = """
-            SELECT \(Self.stateColumns) FROM workflow_state
-            WHERE is_background_task = 1
-              AND (?1 IS NULL OR parent_run_id = ?1)
-              AND (?2 IS NULL OR updated_at >= ?2)
-              AND (?3 IS NULL OR status IN (SELECT value FROM json_each(?3)))
-            ORDER BY updated_at DESC, run_id
-            LIMIT ?4 OFFSET ?5
-            """
-        let statuses = query.statuses.map { set in
-            "[" + set.map { "\"\($0.rawValue)\"" }.sorted().joined(separator: ",") + "]"
+    /// One statement per combination of filters, so each can use its index:
+    /// (parent_run_id, updated_at) with a parent, (status, updated_at) otherwise.
+    private static let listQueries: [Int: SQL] = {
+        var queries: [Int: SQL] = [:]
+        for parent in [false, true] {
+            for since in [false, true] {
+                for statusCount in 0...RunStatus.allCases.count {
+                    var conditions = ["is_background_task = 1"]
+                    if parent { conditions.append("parent_run_id = ?1") }
+                    if since { conditions.append("updated_at >= ?2") }
+                    if statusCount > 0 {
+                        conditions.append("status IN (" + (0..<statusCount).map { "?\($0 + 5)" }.joined(separator: ", ") + ")")
+                    }
+                    queries[listKey(parent: parent, since: since, statusCount: statusCount)] = SQL("""
+                        SELECT \(stateColumns) FROM workflow_state
+                        WHERE \(conditions.joined(separator: " AND "))
+                        ORDER BY updated_at DESC, run_id
+                        LIMIT ?3 OFFSET ?4
+                        """)
+                }
+            }
         }
+        return queries
+    }()
+
+    private static func listKey(parent: Bool, since: Bool, statusCount: Int) -> Int {
+        (parent ? 100 : 0) + (since ? 10 : 0) + statusCount
+    }
+
+    public func listBackgroundTasks(_ query: BackgroundTaskQuery) async throws -> [WorkflowState] {
+        let statuses = (query.statuses ?? []).map(\.rawValue).sorted()
+        if let wanted = query.statuses, wanted.isEmpty { return [] }
+        let sql = Self.listQueries[Self.listKey(parent: query.parentRunID != nil, since: query.updatedSince != nil, statusCount: statuses.count)]!
         return try withConnection { (connection) throws(StateStoreError) in
             let statement = try connection.statement(sql)
-            statement.bind(1, query.parentRunID)
-            statement.bind(2, query.updatedSince)
-            statement.bind(3, statuses)
-            statement.bind(4, max(0, query.limit))
-            statement.bind(5, max(0, query.offset))
+            if let parent = query.parentRunID { statement.bind(1, parent) }
+            if let since = query.updatedSince { statement.bind(2, since) }
+            statement.bind(3, max(0, query.limit))
+            statement.bind(4, max(0, query.offset))
+            for (index, status) in statuses.enumerated() { statement.bind(Int32(index + 5), status) }
             var rows: [WorkflowState] = []
             while try statement.step() { rows.append(Self.readState(statement)) }
             return rows
@@ -314,8 +377,7 @@ public final class SQLiteStateStore: StateStore {
 
     public func taskIDs(withPrefix prefix: String, limit: Int) async throws -> [String] {
         try withConnection { (connection) throws(StateStoreError) in
-            let statement = try connection.statement(
-                "SELECT task_id FROM workflow_state WHERE task_id >= ?1 AND task_id < ?1 || x'ff' ORDER BY task_id LIMIT ?2")
+            let statement = try connection.statement(Self.taskIDPrefix)
             statement.bind(1, prefix)
             statement.bind(2, limit)
             var ids: [String] = []
@@ -329,13 +391,7 @@ public final class SQLiteStateStore: StateStore {
             try connection.transaction { () throws(StateStoreError) -> ClaimResult in
                 // A single UPDATE guarded by the status: of concurrent claimers, only
                 // the first to take the write lock finds the task resumable.
-                let claim = try connection.statement("""
-                    UPDATE workflow_state
-                    SET status = 'running', lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4,
-                        attempts = attempts + 1
-                    WHERE task_id = ?1 AND status IN ('failed', 'paused', 'cancelled')
-                    RETURNING \(Self.stateColumns)
-                    """)
+                let claim = try connection.statement(Self.claim)
                 claim.bind(1, taskID)
                 claim.bind(2, owner)
                 claim.bind(3, leaseUntil)
@@ -345,7 +401,7 @@ public final class SQLiteStateStore: StateStore {
                     try claim.run()
                     return .claimed(state)
                 }
-                let current = try connection.statement("SELECT status, lease_owner FROM workflow_state WHERE task_id = ?1")
+                let current = try connection.statement(Self.taskStatus)
                 current.bind(1, taskID)
                 guard try current.step() else { return .notFound }
                 return .notClaimable(status: RunStatus(rawValue: current.string(0) ?? "") ?? .running, owner: current.string(1))
@@ -357,8 +413,7 @@ public final class SQLiteStateStore: StateStore {
         guard !runIDs.isEmpty else { return }
         try withConnection { (connection) throws(StateStoreError) in
             try connection.transaction { () throws(StateStoreError) in
-                let statement = try connection.statement(
-                    "UPDATE workflow_state SET updated_at = ?2 WHERE run_id = ?1 AND status = 'running'")
+                let statement = try connection.statement(Self.heartbeatSQL)
                 for runID in runIDs {
                     statement.reset()
                     statement.bind(1, runID)
@@ -369,41 +424,36 @@ public final class SQLiteStateStore: StateStore {
         }
     }
 
-    public func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> [String] {
+    public func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> Int {
         try withConnection { (connection) throws(StateStoreError) in
-            try connection.transaction { () throws(StateStoreError) -> [String] in
-                let statement = try connection.statement("""
-                    UPDATE workflow_state
-                    SET status = 'failed', updated_at = ?2, error_message = ?3, background_error = ?3,
-                        error_category = 'timeout', lease_owner = NULL, lease_expires_at = NULL
-                    WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1
-                    RETURNING run_id
-                    """)
+            try connection.transaction { () throws(StateStoreError) -> Int in
+                let statement = try connection.statement(Self.failStale)
                 statement.bind(1, heartbeatBefore)
                 statement.bind(2, now)
                 statement.bind(3, message)
-                var ids: [String] = []
-                while try statement.step() { if let id = statement.string(0) { ids.append(id) } }
-                return ids
+                try statement.run()
+                return connection.changes
             }
         }
     }
 
     public func addBackgroundUsage(parentRunID: String, costUSD: Double, tokens: Int) async throws {
         try withConnection { (connection) throws(StateStoreError) in
-            let statement = try connection.statement(
-                "UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
-            statement.bind(1, parentRunID)
-            statement.bind(2, costUSD)
-            statement.bind(3, tokens)
-            try statement.run()
+            try Self.addUsage(Usage(costUSD: costUSD, tokens: tokens), to: parentRunID, on: connection)
         }
+    }
+
+    private static func addUsage(_ usage: Usage, to parentRunID: String, on connection: SQLiteConnection) throws(StateStoreError) {
+        let statement = try connection.statement(Self.addUsageSQL)
+        statement.bind(1, parentRunID)
+        statement.bind(2, usage.costUSD)
+        statement.bind(3, usage.tokens)
+        try statement.run()
     }
 
     public func runTotals(runID: String) async throws -> RunTotals? {
         try withConnection { (connection) throws(StateStoreError) in
-            let statement = try connection.statement(
-                "SELECT cost_usd, tokens, background_cost_usd, background_tokens FROM runs WHERE run_id = ?1")
+            let statement = try connection.statement(Self.runTotalsSQL)
             statement.bind(1, runID)
             guard try statement.step() else { return nil }
             return RunTotals(costUSD: statement.double(0), tokens: statement.int(1), backgroundCostUSD: statement.double(2), backgroundTokens: statement.int(3))
@@ -412,10 +462,7 @@ public final class SQLiteStateStore: StateStore {
 
     public func steps(runID: String) async throws -> [StepRecord] {
         try withConnection { (connection) throws(StateStoreError) in
-            let statement = try connection.statement("""
-                SELECT run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at
-                FROM steps WHERE run_id = ?1 ORDER BY id
-                """)
+            let statement = try connection.statement(Self.stepsSQL)
             statement.bind(1, runID)
             var records: [StepRecord] = []
             while try statement.step() {
@@ -438,13 +485,13 @@ public final class SQLiteStateStore: StateStore {
     private static func readCounters(_ connection: SQLiteConnection) throws(StateStoreError) -> StatusCounters {
         var runs: [RunStatus: Int] = [:]
         var background: [RunStatus: Int] = [:]
-        let counts = try connection.statement("SELECT is_background, status, count FROM status_counts")
+        let counts = try connection.statement(Self.countsSQL)
         while try counts.step() {
             guard let status = RunStatus(rawValue: counts.string(1) ?? "") else { continue }
             if counts.int(0) != 0 { background[status, default: 0] += counts.int(2) } else { runs[status, default: 0] += counts.int(2) }
         }
         var totals: [String: Double] = [:]
-        let totalRows = try connection.statement("SELECT name, value FROM stat_totals")
+        let totalRows = try connection.statement(Self.totalsSQL)
         while try totalRows.step() { totals[totalRows.string(0) ?? ""] = totalRows.double(1) }
         return StatusCounters(
             runs: runs, backgroundTasks: background, totalRuns: Int(totals["total_runs"] ?? 0),
@@ -458,10 +505,10 @@ public final class SQLiteStateStore: StateStore {
             // of the window is counted exactly through the created_at index.
             let since = now.millisecondsSince1970 - 24 * 3_600_000
             let firstWholeHour = since / 3_600_000 + 1
-            let hours = try connection.statement("SELECT COALESCE(sum(count), 0) FROM created_per_hour WHERE hour >= ?1")
+            let hours = try connection.statement(Self.hoursSQL)
             hours.bind(1, firstWholeHour)
             let wholeHours = try hours.step() ? hours.int(0) : 0
-            let edge = try connection.statement("SELECT count(*) FROM workflow_state WHERE created_at >= ?1 AND created_at < ?2")
+            let edge = try connection.statement(Self.edgeSQL)
             edge.bind(1, since)
             edge.bind(2, firstWholeHour * 3_600_000)
             let partial = try edge.step() ? edge.int(0) : 0
@@ -478,11 +525,7 @@ public final class SQLiteStateStore: StateStore {
         guard !spans.isEmpty else { return }
         try withConnection { (connection) throws(StateStoreError) in
             try connection.transaction { () throws(StateStoreError) in
-                let statement = try connection.statement("""
-                    INSERT OR REPLACE INTO spans (span_id, trace_id, parent_span_id, run_id, name, start_unix_nano,
-                        end_unix_nano, status, status_message, attributes, is_background)
-                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                    """)
+                let statement = try connection.statement(Self.saveSpanSQL)
                 for span in spans {
                     statement.reset()
                     statement.bind(1, span.spanID)
@@ -504,12 +547,7 @@ public final class SQLiteStateStore: StateStore {
 
     public func spans(runID: String) async throws -> [SpanRecord] {
         try withConnection { (connection) throws(StateStoreError) in
-            let statement = try connection.statement("""
-                SELECT span_id, trace_id, parent_span_id, run_id, name, start_unix_nano, end_unix_nano, status,
-                    status_message, attributes, is_background
-                FROM spans WHERE trace_id IN (SELECT trace_id FROM spans WHERE run_id = ?1)
-                ORDER BY start_unix_nano, span_id
-                """)
+            let statement = try connection.statement(Self.spansSQL)
             statement.bind(1, runID)
             var records: [SpanRecord] = []
             while try statement.step() {

@@ -89,6 +89,9 @@ enum Schema {
 
     /// Counter tables, triggers that keep them in the same transaction as every
     /// status change, and the indexes behind every query the store makes.
+    /// Background listings and stale cleanup use a partial index, so foreground
+    /// saves never touch it; counts per status come from the counters, so no
+    /// index on status alone is kept.
     static let version2Objects = """
         CREATE TABLE IF NOT EXISTS status_counts (
             is_background INTEGER NOT NULL,
@@ -134,10 +137,9 @@ enum Schema {
             UPDATE created_per_hour SET count = count - 1 WHERE hour = OLD.created_at / 3600000;
         END;
         CREATE UNIQUE INDEX IF NOT EXISTS workflow_state_task_id ON workflow_state (task_id) WHERE task_id IS NOT NULL;
-        CREATE INDEX IF NOT EXISTS workflow_state_background_status ON workflow_state (is_background_task, status, updated_at);
+        CREATE INDEX IF NOT EXISTS workflow_state_background ON workflow_state (status, updated_at) WHERE is_background_task = 1;
         CREATE INDEX IF NOT EXISTS workflow_state_parent ON workflow_state (parent_run_id, updated_at) WHERE parent_run_id IS NOT NULL;
         CREATE INDEX IF NOT EXISTS workflow_state_created_at ON workflow_state (created_at);
-        CREATE INDEX IF NOT EXISTS workflow_state_status ON workflow_state (status);
         CREATE INDEX IF NOT EXISTS steps_run ON steps (run_id, id);
         CREATE INDEX IF NOT EXISTS spans_run ON spans (run_id);
         CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id, start_unix_nano);

@@ -17,12 +17,15 @@ public final class InMemoryStateStore: StateStore {
     /// Creates an empty store.
     public init() {}
 
-    public func save(_ state: WorkflowState, step: StepRecord?) async throws {
+    public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
         storage.withLock { storage in
             var state = state
             if let existing = storage.states[state.runID] { state.createdAt = existing.createdAt }
             storage.states[state.runID] = state
             if let step { storage.steps[step.runID, default: []].append(step) }
+            if let parentUsage, let parent = state.parentRunID, storage.states[parent] != nil {
+                storage.backgroundUsage[parent, default: Usage()] = storage.backgroundUsage[parent, default: Usage()] + parentUsage
+            }
         }
     }
 
@@ -72,7 +75,7 @@ public final class InMemoryStateStore: StateStore {
         }
     }
 
-    public func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> [String] {
+    public func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> Int {
         storage.withLock { storage in
             var changed: [String] = []
             for (id, state) in storage.states where state.isBackgroundTask && state.status == .running && state.updatedAt < heartbeatBefore {
@@ -87,7 +90,7 @@ public final class InMemoryStateStore: StateStore {
                 storage.states[id] = failed
                 changed.append(id)
             }
-            return changed
+            return changed.count
         }
     }
 

@@ -116,7 +116,7 @@ struct SQLiteStateStoreTests {
         foreground.updatedAt = now.adding(seconds: -48 * 3600)
         try await store.save(foreground)
         let changed = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -24 * 3600), now: now, message: "Task timeout: heartbeat stopped")
-        #expect(changed == ["old"])
+        #expect(changed == 1)
         let old = try #require(try await store.load(runID: "old"))
         #expect(old.status == .failed)
         #expect(old.errorCategory == .timeout)

@@ -69,14 +69,15 @@ public struct StepValue: Sendable {
         self.json = json
     }
 
-    /// Encoding options shared by every step value: sorted keys for stable text.
-    static var encoder: JSONEncoder {
+    /// The encoder of every step value: sorted keys for stable text. Shared:
+    /// JSONEncoder is safe to use from many threads once configured.
+    static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
-    }
+    }()
 
-    static var decoder: JSONDecoder { JSONDecoder() }
+    static let decoder = JSONDecoder()
 }
 
 /// Marks a value that exists only as JSON text.

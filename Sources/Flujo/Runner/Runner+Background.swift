@@ -106,11 +106,11 @@ extension Runner {
             outcome = StepOutcome(ending: hookEnding(error), context: context, attempts: 0, latencySeconds: 0, usage: Usage(), retries: [])
         }
         if let budget { parentLedger?.giveBack(reserved: budget, used: outcome.usage) }
-        await finishTask(outcome, state: initial, identity: identity, duration: (ContinuousClock.now - started).seconds)
+        await finishTask(outcome, state: initial, inputJSON: input.json, identity: identity, duration: (ContinuousClock.now - started).seconds)
     }
 
     /// Persists a task's outcome, adds its usage to its parent, and emits its end events.
-    func finishTask(_ outcome: StepOutcome, state initial: WorkflowState, identity: EventIdentity, duration: Double, resumedFrom: RunStatus? = nil) async {
+    func finishTask(_ outcome: StepOutcome, state initial: WorkflowState, inputJSON: String, identity: EventIdentity, duration: Double, resumedFrom: RunStatus? = nil) async {
         var state = initial
         state.status = outcome.status
         state.updatedAt = .now
@@ -127,8 +127,7 @@ extension Runner {
         state.leaseExpiresAt = nil
         if let resumedFrom { state.resumedFrom = resumedFrom.rawValue }
         if let taskID = state.taskID, let parentRunID = state.parentRunID, let stepName = state.stepName {
-            let input = TaskMetadata.inputJSON(from: state.metadataJSON) ?? "null"
-            state.metadataJSON = TaskMetadata.json(taskID: taskID, parentRunID: parentRunID, stepName: stepName, inputJSON: input, errorCategory: outcome.errorCategory)
+            state.metadataJSON = TaskMetadata.json(taskID: taskID, parentRunID: parentRunID, stepName: stepName, inputJSON: inputJSON, errorCategory: outcome.errorCategory)
         }
         let result = StepResult(
             name: state.stepName ?? "", outputJSON: outcome.output?.json, success: outcome.status == .completed,
@@ -139,10 +138,8 @@ extension Runner {
                 try await store.save(state, step: StepRecord(
                     runID: state.runID, stepIndex: 0, stepName: result.name, success: result.success, outputJSON: result.outputJSON,
                     attempts: result.attempts, latencySeconds: result.latencySeconds, costUSD: result.usage.costUSD,
-                    tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt))
-                if let parent = state.parentRunID, outcome.usage.costUSD != 0 || outcome.usage.tokens != 0 {
-                    try await store.addBackgroundUsage(parentRunID: parent, costUSD: outcome.usage.costUSD, tokens: outcome.usage.tokens)
-                }
+                    tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt),
+                    parentUsage: outcome.usage)
             } catch {
                 logger.error("could not persist the outcome of task \(state.taskID ?? state.runID): \(error)")
             }

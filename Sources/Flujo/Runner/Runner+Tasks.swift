@@ -59,7 +59,7 @@ extension Runner {
         } catch {
             outcome = StepOutcome(ending: hookEnding(error), context: context, attempts: 0, latencySeconds: 0, usage: Usage(), retries: [])
         }
-        await finishTask(outcome, state: state, identity: identity, duration: (ContinuousClock.now - started).seconds, resumedFrom: task.status)
+        await finishTask(outcome, state: state, inputJSON: inputJSON, identity: identity, duration: (ContinuousClock.now - started).seconds, resumedFrom: task.status)
         return TaskOutcome(
             taskID: taskID, runID: claimed.runID, status: outcome.status, outputJSON: outcome.output?.json,
             errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, attempts: claimed.attempts)
@@ -116,8 +116,7 @@ extension Runner {
         let hours = staleHours ?? settings.backgroundTasks.staleTaskTimeoutHours
         let now = Timestamp.now
         let message = "Task timeout: no heartbeat for more than \(Self.formatHours(hours)) (process likely crashed)"
-        let changed = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -hours * 3600), now: now, message: message)
-        return changed.count
+        return try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -hours * 3600), now: now, message: message)
     }
 
     /// Totals per status, recent runs and mean duration.

@@ -117,12 +117,12 @@ public final class Runner: Sendable {
             historyJSON.append(result.jsonText)
             state.currentStepIndex = index + 1
             state.lastStepOutputJSON = value.json
-            state.stepHistoryJSON = "[" + historyJSON.joined(separator: ",") + "]"
             state.contextJSON = context.jsonText
             state.updatedAt = .now
             state.costUSD = usage.costUSD
             state.tokens = usage.tokens
             if status != .running {
+                state.stepHistoryJSON = "[" + historyJSON.joined(separator: ",") + "]"
                 state.status = status
                 state.errorMessage = errorMessage
                 state.errorCategory = errorCategory
@@ -138,6 +138,7 @@ public final class Runner: Sendable {
         let duration = (ContinuousClock.now - started).seconds
         if status == .running || state.status == .running {
             if status == .running { status = .completed }
+            state.stepHistoryJSON = "[" + historyJSON.joined(separator: ",") + "]"
             state.status = status
             state.errorMessage = errorMessage
             state.errorCategory = errorCategory

@@ -5,9 +5,10 @@
 /// tasks at once, and an implementation that shares its storage between
 /// processes must keep `claimTask` atomic across them.
 public protocol StateStore: Sendable {
-    /// Inserts or replaces a run's state (and appends `step` to its step log in
-    /// the same transaction). `createdAt` of an existing row is never changed.
-    func save(_ state: WorkflowState, step: StepRecord?) async throws
+    /// Inserts or replaces a run's state, appends `step` to its step log and adds
+    /// `parentUsage` to the totals of its parent run, all in one transaction.
+    /// `createdAt` of an existing row is never changed.
+    func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws
 
     /// The state of a run, or nil when there is none.
     func load(runID: String) async throws -> WorkflowState?
@@ -31,8 +32,8 @@ public protocol StateStore: Sendable {
 
     /// Marks every running background task whose heartbeat (`updatedAt`) is
     /// older than `heartbeatBefore` as failed with `message`, category timeout.
-    /// Returns the run ids it changed.
-    func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> [String]
+    /// Returns how many it changed.
+    func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> Int
 
     /// Adds a background task's usage to its parent run's totals.
     func addBackgroundUsage(parentRunID: String, costUSD: Double, tokens: Int) async throws
@@ -112,6 +113,11 @@ public struct RunTotals: Sendable, Hashable, Codable {
 extension StateStore {
     /// Inserts or replaces a run's state.
     public func save(_ state: WorkflowState) async throws {
-        try await save(state, step: nil)
+        try await save(state, step: nil, parentUsage: nil)
+    }
+
+    /// Inserts or replaces a run's state and appends `step` to its step log.
+    public func save(_ state: WorkflowState, step: StepRecord?) async throws {
+        try await save(state, step: step, parentUsage: nil)
     }
 }

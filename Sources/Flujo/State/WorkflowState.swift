@@ -18,7 +18,9 @@ public struct WorkflowState: Sendable, Hashable, Codable {
     public var contextJSON: String
     /// Output of the last finished step as JSON, if any.
     public var lastStepOutputJSON: String?
-    /// The step history as a JSON array of step results.
+    /// The step history as a JSON array of step results, written when the run
+    /// ends (while it runs, its `steps` log grows one record per step; rewriting
+    /// the whole history at every step would cost time quadratic in its length).
     public var stepHistoryJSON: String
     /// Lifecycle state.
     public var status: RunStatus
