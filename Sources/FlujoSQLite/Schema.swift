@@ -45,8 +45,8 @@ enum Schema {
             tokens INTEGER NOT NULL DEFAULT 0
         );
         CREATE TABLE IF NOT EXISTS steps (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
             run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
             step_index INTEGER NOT NULL,
             step_name TEXT NOT NULL,
             success INTEGER NOT NULL,
@@ -56,8 +56,9 @@ enum Schema {
             cost_usd REAL NOT NULL DEFAULT 0,
             tokens INTEGER NOT NULL DEFAULT 0,
             feedback TEXT,
-            finished_at INTEGER NOT NULL
-        );
+            finished_at INTEGER NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS spans (
             span_id TEXT PRIMARY KEY,
             trace_id TEXT NOT NULL,
@@ -140,7 +141,6 @@ enum Schema {
         CREATE INDEX IF NOT EXISTS workflow_state_background ON workflow_state (status, updated_at) WHERE is_background_task = 1;
         CREATE INDEX IF NOT EXISTS workflow_state_parent ON workflow_state (parent_run_id, updated_at) WHERE parent_run_id IS NOT NULL;
         CREATE INDEX IF NOT EXISTS workflow_state_created_at ON workflow_state (created_at);
-        CREATE INDEX IF NOT EXISTS steps_run ON steps (run_id, id);
         CREATE INDEX IF NOT EXISTS spans_run ON spans (run_id);
         CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id, start_unix_nano);
         """

@@ -12,13 +12,13 @@ final class Receiver: Sendable {
     let port: Int
     private let process: RunningProcess
 
-    init(script: String = "200") async throws {
+    init(script: String = "200", port requested: Int = 0) async throws {
         let python = try #require(TestSupport.python, "no Python with opentelemetry-proto: run `make test`")
         folder = TestSupport.temporaryDirectory("flujo-receiver")
-        process = try RunningProcess(python, [TestSupport.supportScript("otlp_receiver.py").path, folder.path, script])
+        process = try RunningProcess(python, [TestSupport.supportScript("otlp_receiver.py").path, folder.path, script, String(requested)])
         let started = await process.waitForLine { Int($0) != nil }
         try #require(started, "the receiver did not start")
-        port = Int(process.linesSoFar.first { Int($0) != nil }!)!
+        self.port = Int(process.linesSoFar.first { Int($0) != nil }!)!
     }
 
     var endpoint: String { "http://127.0.0.1:\(port)" }
@@ -265,21 +265,89 @@ struct OTLPExporterTests {
         exporter.shutdown()
     }
 
-    @Test("a slow receiver past the export timeout: the export fails and is counted; runs do not wait for it")
+    @Test("a receiver that never answers: the run returns while the export is still in flight")
+    func runsDoNotWait() async throws {
+        let receiver = try await Receiver(script: "slow600000")
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { settings in
+            settings.exportTimeoutMs = 120_000
+            settings.timeoutMs = 120_000
+            settings.scheduleDelayMs = 1
+        }, background: .skip, serviceName: "s")
+        let (result, _) = try await run([.run(validate)], exporter: exporter)
+        #expect(result.status == .completed)
+        // Wait until the request has reached the receiver, then look: nothing exported, nothing failed.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try await receiver.decoded().requests.isEmpty && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let stats = exporter.statistics
+        #expect(stats.exported == 0 && stats.failedExports == 0, "the export is still in flight after the run returned: \(stats)")
+        await receiver.stop()
+    }
+
+    @Test("a slow receiver past the export timeout: the export fails and is counted")
     func slowReceiver() async throws {
         let receiver = try await Receiver(script: "slow1500")
         let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { settings in
             settings.exportTimeoutMs = 300
             settings.timeoutMs = 300
         }, background: .skip, serviceName: "s")
-        let started = ContinuousClock.now
         _ = try await run([.run(validate)], exporter: exporter)
-        let runTime = ContinuousClock.now - started
-        #expect(runTime < .seconds(1.5), "the run took \(runTime)")
         exporter.forceFlush(timeout: .seconds(10))
         await receiver.stop()
         #expect(exporter.statistics.failedExports >= 1)
         #expect(exporter.statistics.exported == 0)
+        #expect(exporter.statistics.droppedExportFailed == 2)
+        exporter.shutdown()
+    }
+
+    @Test("collector down, then back: runs go on, drops are counted and bounded, export resumes")
+    func collectorDownThenBack() async throws {
+        // Reserve a free port, then leave it closed: the collector is down.
+        let probe = try await Receiver()
+        let port = probe.port
+        await probe.stop()
+        let exporter = OTLPExporter(settings: otlpSettings("http://127.0.0.1:\(port)") { settings in
+            settings.maxQueueSize = 8
+            settings.maxExportBatchSize = 4
+            settings.exportTimeoutMs = 200
+        }, background: .skip, serviceName: "s")
+        let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory().appendingPathComponent("s.db").path)
+        let runner = Runner(store: store, persistSpans: false, spanProcessors: [exporter])
+        for _ in 0..<20 {
+            #expect(try await runner.run(Pipeline(name: "p", steps: [.run(validate)]), input: Order(id: "o")).status == .completed)
+            #expect(exporter.statistics.queued <= 8, "memory stays bounded by the queue size")
+        }
+        exporter.forceFlush(timeout: .seconds(30))
+        let down = exporter.statistics
+        #expect(down.exported == 0)
+        #expect(down.droppedQueueFull + down.droppedExportFailed == 40, "every span is accounted for: \(down)")
+        // The collector comes back on the same port.
+        let back = try await Receiver(script: "200", port: port)
+        for _ in 0..<3 {
+            _ = try await runner.run(Pipeline(name: "p", steps: [.run(validate)]), input: Order(id: "o"))
+        }
+        #expect(exporter.forceFlush(timeout: .seconds(30)))
+        #expect(exporter.statistics.exported == 6, "export resumed: \(exporter.statistics)")
+        #expect(try await back.decoded().spans.count == 6)
+        await back.stop()
+        await runner.close()
+        exporter.shutdown()
+    }
+
+    @Test("a storm of 503 and 429 with Retry-After is honoured: delivered once, after the waits")
+    func retryStorm() async throws {
+        let receiver = try await Receiver(script: "503+ra1,429+ra1,503+ra1,200")
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
+        _ = try await run([.run(validate)], exporter: exporter)
+        #expect(exporter.forceFlush(timeout: .seconds(30)))
+        let (requests, _) = try await receiver.decoded()
+        await receiver.stop()
+        #expect(requests.count == 4)
+        let times = requests.map { $0["time"] as! Double }
+        #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 >= 0.95 }, "each Retry-After was waited: \(times)")
+        #expect(exporter.statistics.exported == 2)
+        #expect(exporter.statistics.retries == 3)
         exporter.shutdown()
     }
 }

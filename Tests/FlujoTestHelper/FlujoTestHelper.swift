@@ -3,9 +3,12 @@
 //   FlujoTestHelper write PATH COUNT PREFIX       save COUNT runs, one transaction each, printing "committed N"
 //   FlujoTestHelper hold PATH RUN_ID             begin a transaction, insert RUN_ID, print "in-transaction", wait
 //   FlujoTestHelper claim PATH TASK_ID OWNER     claim a task; print "claimed" or "lost <status>"
-//   FlujoTestHelper resume PATH TASK_ID MARKER   resume a task whose step is "record": it appends a line to
-//                                               MARKER; prints the outcome ("completed"), or "busy" /
+//   FlujoTestHelper resume PATH MARKER TASK_ID... resume tasks whose step is "record": it appends a line to
+//                                               MARKER; prints each outcome ("completed"), or "busy" /
 //                                               "already-completed" when another process won
+//   FlujoTestHelper fanout PATH N TASK_MS        run a pipeline launching N background "sleeper" tasks of
+//                                               TASK_MS each (heartbeat every 50 ms); prints "launched RUN_ID",
+//                                               then waits for them
 import CSQLite
 import Flujo
 import FlujoSQLite
@@ -47,27 +50,45 @@ struct FlujoTestHelper {
                 case let .notClaimable(status, _): say("lost \(status.rawValue)")
                 case .notFound: say("not-found")
                 }
-            case "resume" where arguments.count == 4:
+            case "resume" where arguments.count >= 4:
                 let store = try SQLiteStateStore(path: arguments[1])
                 let runner = Runner(store: store)
-                let marker = arguments[3]
+                let marker = arguments[2]
                 try runner.registry.register(Step<JSONValue, JSONValue>("record") { input, context in
                     try await Task.sleep(for: .milliseconds(150))
                     let handle = FileHandle(forWritingAtPath: marker)!
                     handle.seekToEndOfFile()
-                    handle.write(Data("ran \(context.runID) pid \(getpid())\n".utf8))
+                    handle.write(Data("ran \(context.taskID ?? context.runID) pid \(getpid())\n".utf8))
                     try handle.close()
                     return input
                 })
-                do {
-                    let outcome = try await runner.resumeBackgroundTask(taskID: arguments[2])
-                    say(outcome.status.rawValue)
-                } catch RunnerError.alreadyBeingResumed {
-                    say("busy")
-                } catch RunnerError.notResumable(_, let status) {
-                    say("already-\(status.rawValue)")
+                for taskID in arguments.dropFirst(3) {
+                    do {
+                        let outcome = try await runner.resumeBackgroundTask(taskID: taskID)
+                        say(outcome.status.rawValue)
+                    } catch RunnerError.alreadyBeingResumed {
+                        say("busy")
+                    } catch RunnerError.notResumable(_, let status) {
+                        say("already-\(status.rawValue)")
+                    }
                 }
                 await runner.close()
+            case "fanout" where arguments.count == 4:
+                let store = try SQLiteStateStore(path: arguments[1])
+                var settings = FlujoSettings()
+                settings.backgroundTasks.heartbeatIntervalSeconds = 0.05
+                let runner = Runner(store: store, settings: settings, persistSpans: false)
+                let milliseconds = Int(arguments[3]) ?? 100
+                let sleeper = Step<Int, Int>("sleeper") { value, _ in
+                    // Spread over twenty seconds, so a kill finds some done and most in flight.
+                    try await Task.sleep(for: .milliseconds(milliseconds + Int.random(in: 0..<20_000)))
+                    return value
+                }
+                let count = Int(arguments[2]) ?? 10
+                let pipeline = Pipeline(name: "fanout", steps: (0..<count).map { _ in .background(sleeper) })
+                let result = try await runner.run(pipeline, input: 7)
+                say("launched \(result.runID)")
+                await runner.close(timeout: .seconds(600))
             default:
                 throw HelperError("usage: FlujoTestHelper write|hold|claim ...")
             }

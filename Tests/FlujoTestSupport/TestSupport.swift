@@ -100,13 +100,16 @@ public final class RunningProcess: @unchecked Sendable {
         process.standardOutput = output
         process.standardError = FileHandle.standardError
         try process.run()
-        let handle = output.fileHandleForReading
+        let descriptor = output.fileHandleForReading.fileDescriptor
         Thread.detachNewThread { [self] in
+            // POSIX read with EINTR retried: FileHandle.availableData traps on EINTR.
             var buffer = Data()
+            var chunk = [UInt8](repeating: 0, count: 4096)
             while true {
-                let chunk = handle.availableData
-                if chunk.isEmpty { break }
-                buffer.append(chunk)
+                let count = chunk.withUnsafeMutableBytes { Foundation.read(descriptor, $0.baseAddress, 4096) }
+                if count < 0 && errno == EINTR { continue }
+                if count <= 0 { break }
+                buffer.append(contentsOf: chunk[0..<count])
                 while let newline = buffer.firstIndex(of: 10) {
                     let line = String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self)
                     buffer.removeSubrange(buffer.startIndex...newline)

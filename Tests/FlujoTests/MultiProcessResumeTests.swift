@@ -24,7 +24,7 @@ struct MultiProcessResumeTests {
         let (path, taskID) = try await failedTask()
         let marker = TestSupport.temporaryDirectory().appendingPathComponent("marker")
         FileManager.default.createFile(atPath: marker.path, contents: nil)
-        let output = try await TestSupport.run(helper, ["resume", path, taskID, marker.path])
+        let output = try await TestSupport.run(helper, ["resume", path, marker.path, taskID])
         #expect(output.status == 0, "\(output.stderr)")
         #expect(output.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "completed")
         let (runner, _, _) = try makeRunner(path: path)
@@ -39,7 +39,7 @@ struct MultiProcessResumeTests {
         FileManager.default.createFile(atPath: marker.path, contents: nil)
         let outputs = try await withThrowingTaskGroup(of: TestSupport.ProcessOutput.self) { group in
             for _ in 0..<processes {
-                group.addTask { try await TestSupport.run(helper, ["resume", path, taskID, marker.path]) }
+                group.addTask { try await TestSupport.run(helper, ["resume", path, marker.path, taskID]) }
             }
             return try await group.reduce(into: []) { $0.append($1) }
         }

@@ -1,7 +1,7 @@
 """A local OTLP/HTTP receiver for tests: answers a script of responses and
 keeps every request it got.
 
-  otlp_receiver.py DIR SCRIPT
+  otlp_receiver.py DIR SCRIPT [PORT]
 
 SCRIPT is a comma-separated list of responses, used in order (the last one
 repeats): `200`, `400`, `503`, `503+ra1` (Retry-After: 1), `503+radate`
@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 folder, script = sys.argv[1], sys.argv[2].split(",")
+port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 lock = threading.Lock()
 count = [0]
 
@@ -67,6 +68,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+ThreadingHTTPServer.allow_reuse_address = True
+ThreadingHTTPServer.daemon_threads = True
+server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()

@@ -17,18 +17,25 @@ public struct StepResult: Sendable, Hashable, Codable {
     /// Failure or pause message, or the launch notice.
     public var feedback: String?
 
-    /// The result as a JSON object (hand-written: this runs once per step).
+    /// The result as a JSON object, keys sorted (hand-written: this runs once per step).
     var jsonText: String {
-        JSONText.object(members: [
-            ("attempts", String(attempts)),
-            ("cost_usd", String(usage.costUSD)),
-            ("feedback", feedback.map(JSONText.quote) ?? "null"),
-            ("latency_s", String(latencySeconds)),
-            ("name", JSONText.quote(name)),
-            ("output", outputJSON ?? "null"),
-            ("success", success ? "true" : "false"),
-            ("tokens", String(usage.tokens)),
-        ])
+        var out = "{\"attempts\":"
+        out.reserveCapacity(96 + name.utf8.count + (outputJSON?.utf8.count ?? 4) + (feedback?.utf8.count ?? 4))
+        out += String(attempts)
+        out += ",\"cost_usd\":"
+        out += usage.costUSD == 0 ? "0" : String(usage.costUSD)
+        out += ",\"feedback\":"
+        out += feedback.map(JSONText.quote) ?? "null"
+        out += ",\"latency_s\":"
+        out += String(latencySeconds)
+        out += ",\"name\":"
+        out += JSONText.quote(name)
+        out += ",\"output\":"
+        out += outputJSON ?? "null"
+        out += success ? ",\"success\":true,\"tokens\":" : ",\"success\":false,\"tokens\":"
+        out += String(usage.tokens)
+        out += "}"
+        return out
     }
 }
 

@@ -108,6 +108,9 @@ public enum SettingsLoader {
         } catch {
             throw SettingsError(origin: path, key: "", message: "cannot read the file as UTF-8 text (\(error.localizedDescription))")
         }
+        if let problem = TOMLPrecheck.check(text) {
+            throw SettingsError(origin: path, line: problem.line, key: "", message: "not valid TOML: \(problem.message)")
+        }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)

@@ -7,6 +7,10 @@ import Foundation
 public enum JSONText {
     /// `value` as a JSON string literal, quotes included, escaped per RFC 8259.
     public static func quote(_ value: String) -> String {
+        // Most names and messages need no escaping: copy them in one go.
+        if !value.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+            return "\"" + value + "\""
+        }
         var out = "\""
         out.reserveCapacity(value.utf8.count + 2)
         for scalar in value.unicodeScalars {

@@ -1,0 +1,154 @@
+import Flujo
+import FlujoSQLite
+import FlujoTestSupport
+import FlujoTesting
+import Foundation
+import Testing
+
+@Suite("Fault tolerance")
+struct FaultToleranceTests {
+    let helper = TestSupport.executable("FlujoTestHelper")
+
+    @Test("SIGKILL amid 1,000 background tasks: nothing committed is lost, stale detection finds the in-flight ones, resume completes them")
+    func killedFanOut() async throws {
+        let path = TestSupport.temporaryDirectory("flujo-fanout").appendingPathComponent("state.db").path
+        let process = try RunningProcess(helper, ["fanout", path, "1000", "400"])
+        #expect(await process.waitForLine(timeout: 60) { $0.hasPrefix("launched ") })
+        let runID = String(try #require(process.linesSoFar.first { $0.hasPrefix("launched ") }).dropFirst("launched ".count))
+        let store = try SQLiteStateStore(path: path)
+        // Let some tasks finish, then kill the process while the rest are in flight.
+        var completedBeforeKill = 0
+        let deadline = ContinuousClock.now + .seconds(30)
+        while completedBeforeKill == 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            completedBeforeKill = try await store.statusCounters().backgroundTasks[.completed] ?? 0
+        }
+        await process.kill()
+        let counters = try await store.statusCounters()
+        let tasks = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: runID, limit: 10_000))
+        #expect(tasks.count == 1000, "every launched task is persisted")
+        let completed = tasks.filter { $0.status == .completed }.count
+        let running = tasks.filter { $0.status == .running }.count
+        #expect(completed >= completedBeforeKill, "no committed completion was lost")
+        #expect(completed + running == 1000)
+        #expect(running > 0, "the kill left tasks in flight")
+        #expect((counters.backgroundTasks[.completed] ?? 0) == completed)
+
+        // A fresh heartbeat-based cleanup misses nothing once the heartbeats have lapsed.
+        try await Task.sleep(for: .milliseconds(700))
+        var settings = FlujoSettings()
+        settings.backgroundTasks.staleTaskTimeoutHours = 0.5 / 3600
+        let runner = Runner(store: store, settings: settings, persistSpans: false)
+        try runner.registry.register(Step<Int, Int>("sleeper") { value, _ in value })
+        let failedNow = try await runner.failedBackgroundTasks(parentRunID: runID, limit: 10_000)
+        #expect(failedNow.count == running, "the runner's start-up cleanup found every in-flight task")
+        #expect(failedNow.allSatisfy { $0.errorCategory == .timeout })
+        for task in failedNow {
+            #expect(try await runner.resumeBackgroundTask(taskID: task.taskID).status == .completed)
+        }
+        let final = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: runID, statuses: [.completed], limit: 10_000))
+        #expect(final.count == 1000)
+        await runner.close()
+    }
+
+    @Test("two and eight processes resuming the same five tasks: each task runs exactly once", arguments: [2, 8])
+    func manyResumers(processes: Int) async throws {
+        let (runner, _, path) = try makeRunner()
+        let record = Step<JSONValue, JSONValue>("record") { _, _ in throw FlakyNetworkError() }
+        let result = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(record), count: 5)), input: JSONValue.null)
+        for id in result.backgroundTaskIDs { _ = try await waitForTask(runner, id) }
+        await runner.close()
+        let marker = TestSupport.temporaryDirectory().appendingPathComponent("marker")
+        FileManager.default.createFile(atPath: marker.path, contents: nil)
+        let outputs = try await withThrowingTaskGroup(of: TestSupport.ProcessOutput.self) { group in
+            for index in 0..<processes {
+                // Each process takes the tasks in its own order.
+                let order = index % 2 == 0 ? result.backgroundTaskIDs : result.backgroundTaskIDs.reversed()
+                group.addTask { try await TestSupport.run(helper, ["resume", path, marker.path] + order) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(outputs.allSatisfy { $0.status == 0 }, "\(outputs.map(\.stderr))")
+        let ran = try String(contentsOf: marker, encoding: .utf8).split(separator: "\n").map { String($0.split(separator: " ")[1]) }
+        #expect(ran.count == 5, "\(ran)")
+        #expect(Set(ran) == Set(result.backgroundTaskIDs))
+        let lines: [Substring] = outputs.flatMap { $0.stdout.split(separator: "\n") }
+        let completedLines = lines.filter { $0 == "completed" }.count
+        #expect(completedLines == 5)
+    }
+
+    @Test("fuzzed flujo.toml files: a SettingsError or valid settings, never a crash")
+    func fuzzedSettings() throws {
+        let valid = """
+            [state]
+            uri = "sqlite:///tmp/x.db"
+            busy_timeout_ms = 100
+            [background_tasks]
+            max_cost_per_task = 0.5
+            enable_quota = true
+            [telemetry.otlp]
+            headers = { a = "b" }
+            compression = "gzip"
+            """
+        let alphabet = Array("[]{}=\"'.,#\n \\tabcxyz0123456789-+_éü✓\u{0}")
+        var random = SplitMix(seed: UInt64(ProcessInfo.processInfo.environment["FLUJO_FUZZ_SEED"] ?? "") ?? 0xF10)
+        let folder = TestSupport.temporaryDirectory("flujo-fuzz")
+        var errors = 0, loaded = 0
+        let rounds = Int(ProcessInfo.processInfo.environment["FLUJO_FUZZ_ROUNDS"] ?? "") ?? 1500
+        for round in 0..<rounds {
+            var characters = Array(valid)
+            for _ in 0..<(1 + Int(random.next() % 6)) {
+                let position = Int(random.next() % UInt64(characters.count))
+                switch random.next() % 3 {
+                case 0: characters[position] = alphabet[Int(random.next() % UInt64(alphabet.count))]
+                case 1: characters.remove(at: position)
+                default: characters.insert(alphabet[Int(random.next() % UInt64(alphabet.count))], at: position)
+                }
+            }
+            let file = folder.appendingPathComponent("f\(round % 16).toml")
+            try Data(String(characters).utf8).write(to: file)
+            do {
+                _ = try SettingsLoader.load(file: file.path, environment: [:])
+                loaded += 1
+            } catch {
+                errors += 1
+                #expect(error.origin == file.path)
+                #expect(!error.description.isEmpty)
+            }
+        }
+        #expect(errors > 100 && loaded > 10, "the fuzzer exercised both outcomes: \(errors) errors, \(loaded) loaded")
+    }
+
+    @Test("fuzzed --data values: parsed, or an error naming where; never a crash")
+    func fuzzedJSON() {
+        let alphabet = Array("{}[]:,\"\\ntrufalse0123456789.eE+- \u{1}é")
+        var random = SplitMix(seed: 0xDA7A)
+        var failures = 0
+        for _ in 0..<3000 {
+            let length = Int(random.next() % 24)
+            let text = String((0..<length).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] })
+            do {
+                let value = try JSONValue.parse(text)
+                // What parses must survive a round trip through its own text.
+                #expect(try JSONValue.parse(value.jsonText) == value)
+            } catch {
+                failures += 1
+                #expect(!error.detail.isEmpty)
+            }
+        }
+        #expect(failures > 1000)
+    }
+}
+
+/// A small seeded generator for repeatable fuzzing.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
