@@ -119,9 +119,9 @@ enum Schema {
         END;
         CREATE TRIGGER IF NOT EXISTS workflow_state_counted_status AFTER UPDATE OF status, is_background_task ON workflow_state
             WHEN OLD.status IS NOT NEW.status OR OLD.is_background_task IS NOT NEW.is_background_task BEGIN
+            -- Every (kind, status) row exists (see rebuildCounters): two point updates move the count.
             UPDATE status_counts SET count = count - 1 WHERE is_background = OLD.is_background_task AND status = OLD.status;
-            INSERT INTO status_counts (is_background, status, count) VALUES (NEW.is_background_task, NEW.status, 1)
-                ON CONFLICT (is_background, status) DO UPDATE SET count = count + 1;
+            UPDATE status_counts SET count = count + 1 WHERE is_background = NEW.is_background_task AND status = NEW.status;
         END;
         CREATE TRIGGER IF NOT EXISTS workflow_state_counted_duration AFTER UPDATE OF execution_time_ms ON workflow_state
             WHEN OLD.execution_time_ms IS NOT NEW.execution_time_ms BEGIN
@@ -139,7 +139,7 @@ enum Schema {
         END;
         CREATE UNIQUE INDEX IF NOT EXISTS workflow_state_task_id ON workflow_state (task_id) WHERE task_id IS NOT NULL;
         CREATE INDEX IF NOT EXISTS workflow_state_background ON workflow_state (status, updated_at) WHERE is_background_task = 1;
-        CREATE INDEX IF NOT EXISTS workflow_state_parent ON workflow_state (parent_run_id, updated_at) WHERE parent_run_id IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS workflow_state_parent ON workflow_state (parent_run_id) WHERE parent_run_id IS NOT NULL;
         CREATE INDEX IF NOT EXISTS workflow_state_created_at ON workflow_state (created_at);
         CREATE INDEX IF NOT EXISTS spans_run ON spans (run_id);
         CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id, start_unix_nano);
@@ -149,7 +149,13 @@ enum Schema {
     static let rebuildCounters = """
         DELETE FROM status_counts;
         INSERT INTO status_counts (is_background, status, count)
-            SELECT is_background_task, status, count(*) FROM workflow_state GROUP BY is_background_task, status;
+            SELECT kind.value, state.value, 0
+            FROM (SELECT 0 AS value UNION ALL SELECT 1) AS kind,
+                 (SELECT 'running' AS value UNION ALL SELECT 'paused' UNION ALL SELECT 'completed'
+                  UNION ALL SELECT 'failed' UNION ALL SELECT 'cancelled') AS state;
+        INSERT INTO status_counts (is_background, status, count)
+            SELECT is_background_task, status, count(*) FROM workflow_state GROUP BY is_background_task, status
+            ON CONFLICT (is_background, status) DO UPDATE SET count = excluded.count;
         DELETE FROM stat_totals;
         INSERT INTO stat_totals (name, value) VALUES
             ('total_runs', (SELECT count(*) FROM workflow_state)),

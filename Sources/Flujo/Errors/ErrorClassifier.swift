@@ -102,7 +102,6 @@ public struct DefaultErrorClassifier: ErrorClassifier {
     }
 
     static func message(of error: any Error) -> String {
-        if let described = error as? any CustomStringConvertible { return described.description }
-        return String(describing: error)
+        String(describing: error)
     }
 }
