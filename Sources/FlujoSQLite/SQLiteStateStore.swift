@@ -308,6 +308,12 @@ public final class SQLiteStateStore: StateStore {
         }
     }
 
+    public func save(_ writes: [StateWrite]) async throws {
+        try await write { (connection) throws(StateStoreError) in
+            for item in writes { try Self.write(item.state, step: item.step, parentUsage: item.parentUsage, on: connection) }
+        }
+    }
+
     /// The synchronous body of `save`, for callers already off the cooperative pool.
     public func saveNow(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage? = nil) throws(StateStoreError) {
         try withConnection { (connection) throws(StateStoreError) in

@@ -29,6 +29,10 @@ public final class InMemoryStateStore: StateStore {
         }
     }
 
+    public func save(_ writes: [StateWrite]) async throws {
+        for write in writes { try await save(write.state, step: write.step, parentUsage: write.parentUsage) }
+    }
+
     public func load(runID: String) async throws -> WorkflowState? {
         storage.withLock { $0.states[runID] }
     }

@@ -8,7 +8,7 @@ struct FlujoBench: AsyncParsableCommand {
         commandName: "flujo-bench",
         abstract: "Flujo's end-to-end workloads: W1 fan-out, W2 resume, W3 stale cleanup, W4 scrape, W5 hook overhead, W6 OTLP.")
 
-    @Option(help: "One workload: W1, W2, W2+10k, W3, W4, W4-1M, W5, W6 or W6-gzip. Without it, every workload runs, each in its own process.")
+    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6 or W6-gzip. Without it, every workload runs, each in its own process.")
     var workload: String?
 
     @Flag(help: "Print one JSON object as the last line.")
@@ -17,13 +17,14 @@ struct FlujoBench: AsyncParsableCommand {
     @Option(help: "Repetitions (renders for W4).")
     var repetitions: Int?
 
-    static let all = ["W1", "W2", "W2+10k", "W3", "W4", "W4-1M", "W5", "W6", "W6-gzip"]
+    static let all = ["W1", "W1-memory", "W2", "W2+10k", "W3", "W4", "W4-1M", "W5", "W6", "W6-gzip"]
 
     func run() async throws {
         guard let workload else { return try await runAll() }
         let result: WorkloadResult
         switch workload {
         case "W1": result = try await Workloads.w1(repetitions: repetitions ?? 7)
+        case "W1-memory": result = try await Workloads.w1(repetitions: repetitions ?? 7, inMemory: true)
         case "W2": result = try await Workloads.w2(repetitions: repetitions ?? 5, otherFailed: 0)
         case "W2+10k": result = try await Workloads.w2(repetitions: repetitions ?? 5, otherFailed: 10_000)
         case "W3": result = try await Workloads.w3(repetitions: repetitions ?? 5)

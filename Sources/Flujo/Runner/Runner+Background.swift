@@ -5,10 +5,15 @@ extension Runner {
         let taskID: String
         let result: StepResult
         let hookFailure: (any Error)?
+        /// The task's `running` row, saved with the parent's step in one transaction.
+        let taskState: WorkflowState?
+        /// Starts the task and emits `taskLaunched` and the launch step's end; call after saving.
+        let begin: @Sendable () async -> (any Error)?
     }
 
-    /// Launches a background step: reserves its budget, persists it `running`,
-    /// starts it, and returns at once with the launch step's result.
+    /// Prepares a background launch: reserves its budget and builds the task's
+    /// `running` row. The caller saves that row together with its own step,
+    /// then calls `begin`, which starts the task and returns at once.
     func launchBackground(
         _ item: PipelineStep, input: StepValue, parent: EventIdentity, stepIndex: Int, context: RunContext, parentLedger: QuotaLedger?
     ) async throws -> Launch {
@@ -26,17 +31,17 @@ extension Runner {
         }
 
         let background = settings.backgroundTasks
-        var budget: Quota?
-        var quotaRefused = false
+        var reserved: Quota?
         if background.enableQuota {
             let limit = Quota(costUSD: background.maxCostPerTask, tokens: background.maxTokensPerTask)
             if let parentLedger {
-                budget = parentLedger.reserve(upTo: limit)
+                reserved = parentLedger.reserve(upTo: limit)
             } else {
-                budget = limit.isExhausted ? nil : limit
+                reserved = limit.isExhausted ? nil : limit
             }
-            quotaRefused = budget == nil
         }
+        let budget = reserved
+        let quotaRefused = background.enableQuota && budget == nil
 
         let now = Timestamp.now
         var state = WorkflowState(
@@ -46,49 +51,52 @@ extension Runner {
             isBackgroundTask: true, parentRunID: parent.runID, taskID: taskID, attempts: 1, leaseOwner: owner, stepName: item.step.name)
         let identity = EventIdentity(runID: taskRunID, parentRunID: parent.runID, taskID: taskID, pipelineName: parent.pipelineName, pipelineVersion: parent.pipelineVersion, isBackground: true)
 
-        if quotaRefused {
-            state.status = .failed
-            state.errorMessage = "Background quota exhausted"
-            state.backgroundError = state.errorMessage
-            state.errorCategory = .resourceExhaustion
-            state.metadataJSON = TaskMetadata.json(taskID: taskID, parentRunID: parent.runID, stepName: item.step.name, inputJSON: input.json, errorCategory: .resourceExhaustion)
-            if background.enableStateTracking { try await store.save(state) }
-            try? await emit(launchIdentity, .taskLaunched, .taskLaunched(HookEvent.TaskLaunch(taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, budget: nil)))
-            try? await emit(identity, .taskFinished, .taskFinished(HookEvent.TaskEnd(
-                taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, status: .failed, errorMessage: state.errorMessage,
-                errorCategory: .resourceExhaustion, usage: Usage(), durationSeconds: 0)))
-        } else {
-            if background.enableStateTracking { try await store.save(state) }
-            let ledger = budget.map(QuotaLedger.init)
-            let runner = self
-            let initial = state
-            let budget = budget
-            let task = Task { @Sendable in
-                await runner.executeBackground(item, input: input, state: initial, identity: identity, context: context, ledger: ledger, budget: budget, parentLedger: parentLedger)
-            }
-            tracker.add(BackgroundTracker.Entry(runID: taskRunID, taskID: taskID, task: task))
-            ensureMaintenance()
-            do {
-                try await emit(launchIdentity, .taskLaunched, .taskLaunched(HookEvent.TaskLaunch(taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, budget: budget)))
-            } catch {
-                hookFailure = hookFailure ?? error
-            }
-        }
-
         let notice = quotaRefused
             ? "Not launched: background quota exhausted (task_id=\(taskID))"
             : "Launched in background (task_id=\(taskID))"
         let result = StepResult(
             name: item.step.name, outputJSON: input.json, success: true, attempts: 1,
             latencySeconds: (ContinuousClock.now - started).seconds, usage: Usage(), feedback: notice)
-        do {
-            try await emit(launchIdentity, .postStep, .postStep(HookEvent.StepEnd(
-                stepName: item.step.name, stepIndex: stepIndex, mode: .background, success: true, outputSummary: summary(input.json),
-                attempts: 1, latencySeconds: result.latencySeconds, usage: Usage(), feedback: notice, errorCategory: nil, retries: [])))
-        } catch {
-            hookFailure = hookFailure ?? error
+        if quotaRefused {
+            state.status = .failed
+            state.errorMessage = "Background quota exhausted"
+            state.backgroundError = state.errorMessage
+            state.errorCategory = .resourceExhaustion
+            state.metadataJSON = TaskMetadata.json(taskID: taskID, parentRunID: parent.runID, stepName: item.step.name, inputJSON: input.json, errorCategory: .resourceExhaustion)
         }
-        return Launch(taskID: taskID, result: result, hookFailure: hookFailure)
+        let initial = state
+        let runner = self
+        let begin: @Sendable () async -> (any Error)? = {
+            var failure: (any Error)?
+            if quotaRefused {
+                try? await runner.emit(launchIdentity, .taskLaunched, .taskLaunched(HookEvent.TaskLaunch(taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, budget: nil)))
+                try? await runner.emit(identity, .taskFinished, .taskFinished(HookEvent.TaskEnd(
+                    taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, status: .failed, errorMessage: initial.errorMessage,
+                    errorCategory: .resourceExhaustion, usage: Usage(), durationSeconds: 0)))
+            } else {
+                let ledger = budget.map(QuotaLedger.init)
+                let task = Task { @Sendable in
+                    await runner.executeBackground(item, input: input, state: initial, identity: identity, context: context, ledger: ledger, budget: budget, parentLedger: parentLedger)
+                }
+                runner.tracker.add(BackgroundTracker.Entry(runID: taskRunID, taskID: taskID, task: task))
+                runner.ensureMaintenance()
+                do {
+                    try await runner.emit(launchIdentity, .taskLaunched, .taskLaunched(HookEvent.TaskLaunch(taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, budget: budget)))
+                } catch {
+                    failure = error
+                }
+            }
+            do {
+                try await runner.emit(launchIdentity, .postStep, .postStep(HookEvent.StepEnd(
+                    stepName: item.step.name, stepIndex: stepIndex, mode: .background, success: true, outputSummary: summary(input.json),
+                    attempts: 1, latencySeconds: result.latencySeconds, usage: Usage(), feedback: notice, errorCategory: nil, retries: [])))
+            } catch {
+                failure = failure ?? error
+            }
+            return failure
+        }
+        return Launch(taskID: taskID, result: result, hookFailure: hookFailure,
+                      taskState: background.enableStateTracking ? state : nil, begin: begin)
     }
 
     /// The body of a background task: runs its step with its own events and persists the outcome.

@@ -89,6 +89,7 @@ public final class Runner: Sendable {
         while status == .running && index < pipeline.steps.count {
             let item = pipeline.steps[index]
             let result: StepResult
+            var launch: Launch?
             switch item.mode {
             case .sync:
                 let ran = await executeStep(item.step, retry: item.retry, input: value, identity: identity, stepIndex: index, context: context, ledger: ledger, budget: quota)
@@ -106,10 +107,11 @@ public final class Runner: Sendable {
                     (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
                 }
             case .background:
-                let launch = try await launchBackground(item, input: value, parent: identity, stepIndex: index, context: context, parentLedger: ledger)
-                taskIDs.append(launch.taskID)
-                result = launch.result
-                if let failure = launch.hookFailure {
+                let prepared = try await launchBackground(item, input: value, parent: identity, stepIndex: index, context: context, parentLedger: ledger)
+                launch = prepared
+                taskIDs.append(prepared.taskID)
+                result = prepared.result
+                if let failure = prepared.hookFailure {
                     (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
                 }
             }
@@ -128,10 +130,19 @@ public final class Runner: Sendable {
                 state.errorCategory = errorCategory
                 state.executionTimeMs = (ContinuousClock.now - started).seconds * 1000
             }
-            try await store.save(state, step: StepRecord(
+            let record = StepRecord(
                 runID: runID, stepIndex: index, stepName: result.name, success: result.success, outputJSON: result.outputJSON,
                 attempts: result.attempts, latencySeconds: result.latencySeconds, costUSD: result.usage.costUSD,
-                tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt))
+                tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt)
+            if let taskState = launch?.taskState {
+                // The task's `running` row and the parent's step commit together, before the task starts.
+                try await store.save([StateWrite(taskState), StateWrite(state, step: record)])
+            } else {
+                try await store.save(state, step: record)
+            }
+            if let launch, let failure = await launch.begin(), status == .running {
+                (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
+            }
             index += 1
         }
 

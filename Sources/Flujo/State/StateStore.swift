@@ -10,6 +10,9 @@ public protocol StateStore: Sendable {
     /// `createdAt` of an existing row is never changed.
     func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws
 
+    /// Saves several states in one transaction (a launch and its parent's step).
+    func save(_ writes: [StateWrite]) async throws
+
     /// The state of a run, or nil when there is none.
     func load(runID: String) async throws -> WorkflowState?
 
@@ -55,6 +58,23 @@ public protocol StateStore: Sendable {
 
     /// Every span of the trace that contains the run's spans, ordered by start.
     func spans(runID: String) async throws -> [SpanRecord]
+}
+
+/// One state to save, with the step to append and the usage to add to its parent.
+public struct StateWrite: Sendable, Hashable {
+    /// The state.
+    public var state: WorkflowState
+    /// A step to append to its log.
+    public var step: StepRecord?
+    /// Usage to add to the parent run's totals.
+    public var parentUsage: Usage?
+
+    /// Creates a write.
+    public init(_ state: WorkflowState, step: StepRecord? = nil, parentUsage: Usage? = nil) {
+        self.state = state
+        self.step = step
+        self.parentUsage = parentUsage
+    }
 }
 
 /// Filters for listing background tasks.
