@@ -63,6 +63,35 @@ func run(_ steps: [PipelineStep], exporter: OTLPExporter, quota: Quota? = nil) a
 
 func attributes(_ span: [String: Any]) -> [String: Any] { span["attributes"] as? [String: Any] ?? [:] }
 
+/// What one export round produced.
+struct ExportRound {
+    var requests: [[String: Any]]
+    var spans: [[String: Any]]
+    var exporter: OTLPExporter
+    var flushed: Bool
+}
+
+/// Runs `steps` with an exporter pointed at a receiver answering `script`,
+/// flushes, decodes what arrived, and stops both.
+func exportRound(
+    script: String = "200", background: BackgroundPolicy = .skip, steps: [PipelineStep] = [.run(validate)],
+    flushTimeout: Duration = .seconds(30), _ change: (inout OTLPSettings) -> Void = { _ in }
+) async throws -> ExportRound {
+    let receiver = try await Receiver(script: script)
+    let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint, change), background: background, serviceName: "s")
+    _ = try await run(steps, exporter: exporter)
+    let flushed = exporter.forceFlush(timeout: flushTimeout)
+    let (requests, spans) = try await receiver.decoded()
+    await receiver.stop()
+    exporter.shutdown()
+    return ExportRound(requests: requests, spans: spans, exporter: exporter, flushed: flushed)
+}
+
+/// Seconds between two received requests.
+func gap(_ requests: [[String: Any]], _ first: Int, _ second: Int) -> Double {
+    (requests[second]["time"] as! Double) - (requests[first]["time"] as! Double)
+}
+
 @Suite("OTLP exporter against a real receiver")
 struct OTLPExporterTests {
     @Test("spans arrive as one trace: root pipeline_run, a child per step, background under its launch step, tagged")
@@ -132,112 +161,70 @@ struct OTLPExporterTests {
 
     @Test("with the skip policy no background span is exported, and the skips are counted")
     func skipPolicy() async throws {
-        let receiver = try await Receiver()
-        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
-        _ = try await run([.run(validate), .background(receipt)], exporter: exporter)
-        exporter.forceFlush(timeout: .seconds(10))
-        let (_, spans) = try await receiver.decoded()
-        await receiver.stop()
-        #expect(spans.map { $0["name"] as! String }.sorted() == ["pipeline_run", "validate"])
-        #expect(spans.allSatisfy { attributes($0)["flujo.is_background"] == nil })
-        #expect(exporter.statistics.skippedBackground == 3)
-        exporter.shutdown()
+        let round = try await exportRound(steps: [.run(validate), .background(receipt)])
+        #expect(round.spans.map { $0["name"] as! String }.sorted() == ["pipeline_run", "validate"])
+        #expect(round.spans.allSatisfy { attributes($0)["flujo.is_background"] == nil })
+        #expect(round.exporter.statistics.skippedBackground == 3)
     }
 
     @Test("a failed step is status ERROR with its message and category; a retry is an event")
     func failureAndRetryEvents() async throws {
-        let receiver = try await Receiver()
-        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
-        _ = try await run([.run(failing, retry: RetryPolicy(maxAttempts: 2, baseDelay: .milliseconds(1)))], exporter: exporter)
-        exporter.forceFlush(timeout: .seconds(10))
-        let (_, spans) = try await receiver.decoded()
-        await receiver.stop()
-        let step = try #require(spans.first { $0["name"] as? String == "charge" })
+        let round = try await exportRound(steps: [.run(failing, retry: RetryPolicy(maxAttempts: 2, baseDelay: .milliseconds(1)))])
+        let step = try #require(round.spans.first { $0["name"] as? String == "charge" })
         #expect(step["status_code"] as? Int == 2)
         #expect((step["status_message"] as? String)?.isEmpty == false)
         #expect(attributes(step)["flujo.error.category"] as? String == "network")
         #expect(step["events"] as? [String] == ["flujo.retry"])
-        let root = try #require(spans.first { $0["name"] as? String == "pipeline_run" })
+        let root = try #require(round.spans.first { $0["name"] as? String == "pipeline_run" })
         #expect(root["status_code"] as? Int == 2)
-        exporter.shutdown()
     }
 
     @Test("gzip: the body is gzip-compressed with Content-Encoding: gzip and decodes")
     func gzip() async throws {
-        let receiver = try await Receiver()
-        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { $0.compression = "gzip" }, background: .skip, serviceName: "s")
-        _ = try await run([.run(validate)], exporter: exporter)
-        exporter.forceFlush(timeout: .seconds(10))
-        let (requests, spans) = try await receiver.decoded()
-        await receiver.stop()
-        #expect(requests.first?["gzipped"] as? Bool == true)
-        #expect((requests.first?["headers"] as? [String: String])?["Content-Encoding"] == "gzip")
-        #expect(spans.count == 2)
-        exporter.shutdown()
+        let round = try await exportRound { $0.compression = "gzip" }
+        #expect(round.requests.first?["gzipped"] as? Bool == true)
+        #expect((round.requests.first?["headers"] as? [String: String])?["Content-Encoding"] == "gzip")
+        #expect(round.spans.count == 2)
     }
 
     @Test("503 with Retry-After: 1, then 200: delivered once, after the wait, with the same body")
     func retryAfterSeconds() async throws {
-        let receiver = try await Receiver(script: "503+ra1,200")
-        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
-        _ = try await run([.run(validate)], exporter: exporter)
-        #expect(exporter.forceFlush(timeout: .seconds(20)))
-        let (requests, spans) = try await receiver.decoded()
-        await receiver.stop()
-        #expect(requests.count == 2)
-        let gap = (requests[1]["time"] as! Double) - (requests[0]["time"] as! Double)
-        #expect(gap >= 0.95, "waited \(gap) s")
-        #expect(spans.count == 4, "the same two spans in both requests")
-        let stats = exporter.statistics
+        let round = try await exportRound(script: "503+ra1,200")
+        #expect(round.flushed)
+        #expect(round.requests.count == 2)
+        #expect(gap(round.requests, 0, 1) >= 0.95, "waited \(gap(round.requests, 0, 1)) s")
+        #expect(round.spans.count == 4, "the same two spans in both requests")
+        let stats = round.exporter.statistics
         #expect(stats.exported == 2)
         #expect(stats.retries == 1)
         #expect(stats.failedExports == 0)
-        exporter.shutdown()
     }
 
     @Test("Retry-After as an HTTP date is honoured")
     func retryAfterDate() async throws {
-        let receiver = try await Receiver(script: "429+radate,200")
-        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
-        _ = try await run([.run(validate)], exporter: exporter)
-        #expect(exporter.forceFlush(timeout: .seconds(20)))
-        let (requests, _) = try await receiver.decoded()
-        await receiver.stop()
-        #expect(requests.count == 2)
-        let gap = (requests[1]["time"] as! Double) - (requests[0]["time"] as! Double)
-        #expect(gap >= 0.9, "waited \(gap) s")
-        exporter.shutdown()
+        let round = try await exportRound(script: "429+radate,200")
+        #expect(round.flushed)
+        #expect(round.requests.count == 2)
+        #expect(gap(round.requests, 0, 1) >= 0.9, "waited \(gap(round.requests, 0, 1)) s")
     }
 
     @Test("400 is not retried: one request, the batch counted as failed")
     func badRequest() async throws {
-        let receiver = try await Receiver(script: "400")
-        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
-        _ = try await run([.run(validate)], exporter: exporter)
-        exporter.forceFlush(timeout: .seconds(10))
-        let (requests, _) = try await receiver.decoded()
-        await receiver.stop()
-        #expect(requests.count == 1)
-        let stats = exporter.statistics
+        let round = try await exportRound(script: "400")
+        #expect(round.requests.count == 1)
+        let stats = round.exporter.statistics
         #expect(stats.failedExports == 1)
         #expect(stats.droppedExportFailed == 2)
         #expect(stats.retries == 0)
-        exporter.shutdown()
     }
 
     @Test("a partial success is counted and not retried")
     func partialSuccess() async throws {
-        let receiver = try await Receiver(script: "200+partial")
-        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
-        _ = try await run([.run(validate)], exporter: exporter)
-        exporter.forceFlush(timeout: .seconds(10))
-        let (requests, _) = try await receiver.decoded()
-        await receiver.stop()
-        #expect(requests.count == 1)
-        #expect(exporter.statistics.rejected == 1)
-        #expect(exporter.statistics.exported == 1)
-        #expect(exporter.counterSamples().contains { $0.name == "flujo_otlp_spans_dropped_total" && $0.labels["reason"] == "rejected" && $0.value == 1 })
-        exporter.shutdown()
+        let round = try await exportRound(script: "200+partial")
+        #expect(round.requests.count == 1)
+        #expect(round.exporter.statistics.rejected == 1)
+        #expect(round.exporter.statistics.exported == 1)
+        #expect(round.exporter.counterSamples().contains { $0.name == "flujo_otlp_spans_dropped_total" && $0.labels["reason"] == "rejected" && $0.value == 1 })
     }
 
     @Test("receiver down: runs finish, the queue stays bounded, every dropped span is counted")
@@ -287,18 +274,13 @@ struct OTLPExporterTests {
 
     @Test("a slow receiver past the export timeout: the export fails and is counted")
     func slowReceiver() async throws {
-        let receiver = try await Receiver(script: "slow1500")
-        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { settings in
+        let round = try await exportRound(script: "slow1500", flushTimeout: .seconds(10)) { settings in
             settings.exportTimeoutMs = 300
             settings.timeoutMs = 300
-        }, background: .skip, serviceName: "s")
-        _ = try await run([.run(validate)], exporter: exporter)
-        exporter.forceFlush(timeout: .seconds(10))
-        await receiver.stop()
-        #expect(exporter.statistics.failedExports >= 1)
-        #expect(exporter.statistics.exported == 0)
-        #expect(exporter.statistics.droppedExportFailed == 2)
-        exporter.shutdown()
+        }
+        #expect(round.exporter.statistics.failedExports >= 1)
+        #expect(round.exporter.statistics.exported == 0)
+        #expect(round.exporter.statistics.droppedExportFailed == 2)
     }
 
     @Test("collector down, then back: runs go on, drops are counted and bounded, export resumes")
@@ -337,17 +319,11 @@ struct OTLPExporterTests {
 
     @Test("a storm of 503 and 429 with Retry-After is honoured: delivered once, after the waits")
     func retryStorm() async throws {
-        let receiver = try await Receiver(script: "503+ra1,429+ra1,503+ra1,200")
-        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .skip, serviceName: "s")
-        _ = try await run([.run(validate)], exporter: exporter)
-        #expect(exporter.forceFlush(timeout: .seconds(30)))
-        let (requests, _) = try await receiver.decoded()
-        await receiver.stop()
-        #expect(requests.count == 4)
-        let times = requests.map { $0["time"] as! Double }
-        #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 >= 0.95 }, "each Retry-After was waited: \(times)")
-        #expect(exporter.statistics.exported == 2)
-        #expect(exporter.statistics.retries == 3)
-        exporter.shutdown()
+        let round = try await exportRound(script: "503+ra1,429+ra1,503+ra1,200")
+        #expect(round.flushed)
+        #expect(round.requests.count == 4)
+        #expect((0..<3).allSatisfy { gap(round.requests, $0, $0 + 1) >= 0.95 }, "each Retry-After was waited")
+        #expect(round.exporter.statistics.exported == 2)
+        #expect(round.exporter.statistics.retries == 3)
     }
 }
