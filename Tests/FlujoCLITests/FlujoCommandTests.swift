@@ -173,3 +173,21 @@ struct FlujoCommandTests {
         #expect(!FileManager.default.fileExists(atPath: cli.folder.appendingPathComponent("missing.db").path), "reading never creates a database")
     }
 }
+
+@Suite("flujo metrics --serve")
+struct MetricsServeTests {
+    @Test("serves /metrics on the port it reports until Ctrl-C")
+    func serve() async throws {
+        let cli = CLI()
+        _ = try await cli.demo()
+        let process = try RunningProcess(TestSupport.executable("flujo"), ["metrics", "--serve", "--port", "0", "--db", cli.db])
+        #expect(await process.waitForLine { $0.hasPrefix("serving metrics on http://127.0.0.1:") })
+        let line = try #require(process.linesSoFar.first { $0.hasPrefix("serving metrics") })
+        let url = try #require(line.split(separator: " ").first { $0.hasPrefix("http://") }).description
+        let scrape = try await TestSupport.run(URL(fileURLWithPath: "/usr/bin/env"), ["curl", "-sf", url])
+        #expect(scrape.status == 0)
+        #expect(scrape.stdout.contains("flujo_background_tasks_by_status{status=\"completed\"} 3"))
+        await process.interrupt()
+        #expect(process.terminationStatus == 0)
+    }
+}

@@ -39,7 +39,8 @@ struct OTLPEncodingTests {
         let child = OTLPSpan(
             traceID: traceID, spanID: childID, parentSpanID: rootID, name: "charge \"card\"\n",
             startTimeUnixNano: 1_764_000_000_100_000_000, endTimeUnixNano: 1_764_000_000_200_000_000,
-            attributes: [OTLPAttribute("flujo.attempt_number", .int(2)), OTLPAttribute("unicode", .string("ünïcødé ✓"))],
+            attributes: [OTLPAttribute("flujo.attempt_number", .int(2)), OTLPAttribute("unicode", .string("ünïcødé ✓")),
+                         OTLPAttribute("from bad bytes", .string(String(decoding: [0x61, 0xFF, 0x22, 0x5C, 0x0A], as: UTF8.self)))],
             events: [OTLPEvent(timeUnixNano: 1_764_000_000_150_000_000, name: "flujo.retry", attributes: [OTLPAttribute("attempt", .int(1))])],
             links: [OTLPLink(traceID: Array(repeating: 9, count: 16), spanID: Array(repeating: 8, count: 8), attributes: [OTLPAttribute("why", .string("resumed"))])],
             status: OTLPStatus(code: .error, message: "card declined"))
@@ -100,6 +101,8 @@ struct OTLPEncodingTests {
         let links = try #require(child["links"] as? [[String: Any]])
         #expect(links[0]["spanId"] as? String == Data(Array(repeating: 8, count: 8)).base64EncodedString())
         #expect(((child["attributes"] as? [[String: Any]])?[1]["value"] as? [String: Any])?["stringValue"] as? String == "ünïcødé ✓")
+        // Invalid UTF-8 never reaches the wire: Swift repaired it to U+FFFD, and quotes, backslashes and newlines pass as they are.
+        #expect(((child["attributes"] as? [[String: Any]])?[2]["value"] as? [String: Any])?["stringValue"] as? String == "a\u{FFFD}\"\\\n")
     }
 
     @Test("a response written by opentelemetry-proto decodes: partial success read, empty body is none")

@@ -145,3 +145,41 @@ struct PrometheusTests {
         await first.stop()
     }
 }
+
+/// Counters a component exports, as the OTLP exporter does.
+struct FixedCounters: CounterSource {
+    func counterSamples() -> [CounterSample] {
+        [
+            CounterSample(name: "flujo_otlp_spans_dropped_total", help: "Spans not exported, by reason.", labels: ["reason": "queue_full"], value: 3),
+            CounterSample(name: "flujo_otlp_spans_dropped_total", help: "Spans not exported, by reason.", labels: ["reason": "export_failed"], value: 4),
+            CounterSample(name: "flujo_otlp_spans_exported_total", help: "Spans the OTLP receiver accepted.", value: 10),
+        ]
+    }
+}
+
+@Suite("Prometheus: other sources and odd text")
+struct PrometheusSourcesTests {
+    @Test("the exporter's counters appear as one family per name, with their labels")
+    func counterSources() async throws {
+        let families = try await MetricsCollector(store: InMemoryStateStore(), counterSources: [FixedCounters()]).collect()
+        let dropped = try #require(families.first { $0.name == "flujo_otlp_spans_dropped_total" })
+        #expect(dropped.kind == .counter)
+        #expect(dropped.samples.count == 2)
+        let text = PrometheusText.render(families)
+        #expect(text.contains("flujo_otlp_spans_dropped_total{reason=\"export_failed\"} 4\n"))
+        #expect(text.contains("flujo_otlp_spans_exported_total 10\n"))
+    }
+
+    @Test("a label value from invalid UTF-8 bytes is rendered as valid text that the reference parser reads")
+    func invalidUTF8() async throws {
+        let name = String(decoding: [0x66, 0xFF, 0xFE, 0x22, 0x5C, 0x0A, 0x78], as: UTF8.self)
+        let events = EventMetrics()
+        try await events.handle(HookEvent(runID: "r", parentRunID: nil, taskID: nil, pipelineName: "p", pipelineVersion: "1", isBackground: false, unixNano: 0,
+            payload: .postStep(.init(stepName: name, stepIndex: 0, mode: .sync, success: true, attempts: 1, latencySeconds: 0.01, usage: Usage(), retries: []))))
+        let server = try await MetricsServer.start(port: 0, collector: MetricsCollector(store: InMemoryStateStore(), events: events))
+        let result = try await scrape(server)
+        await server.stop()
+        #expect(value(result, "flujo_step_duration_seconds", "flujo_step_duration_seconds_count", ["step": name]) == 1)
+        #expect(name.contains("\u{FFFD}"))
+    }
+}

@@ -132,6 +132,12 @@ public final class RunningProcess: @unchecked Sendable {
         return false
     }
 
+    /// Sends SIGINT (Ctrl-C) and waits for the process to end.
+    public func interrupt() async {
+        Foundation.kill(process.processIdentifier, SIGINT)
+        await waitForExit()
+    }
+
     /// Sends SIGKILL and waits for the process to end.
     public func kill() async {
         Foundation.kill(process.processIdentifier, SIGKILL)
