@@ -4,23 +4,38 @@ import Foundation
 ///
 /// protobuf-c messages are plain structs joined by raw pointers; building a tree
 /// in an arena and packing it before the arena dies keeps every pointer valid
-/// for exactly as long as it is read.
+/// for exactly as long as it is read. Memory comes from 64 KiB blocks handed out
+/// by bumping an offset, so a span costs no `malloc` of its own.
 final class CArena {
+    private static let blockSize = 64 * 1024
     private var blocks: [UnsafeMutableRawPointer] = []
+    private var current: UnsafeMutableRawPointer?
+    private var used = 0
+    private var capacity = 0
 
-    init() {
-        blocks.reserveCapacity(256)
-    }
+    init() {}
 
     deinit {
         for block in blocks { free(block) }
     }
 
-    /// Zeroed storage for `count` values of `T`.
+    /// Zeroed, 16-byte aligned storage for `count` values of `T`.
     func allocate<T>(_ type: T.Type, count: Int = 1) -> UnsafeMutablePointer<T> {
-        let raw = calloc(max(count, 1), MemoryLayout<T>.stride)!
-        blocks.append(raw)
-        return raw.bindMemory(to: T.self, capacity: max(count, 1))
+        let size = max(count, 1) * MemoryLayout<T>.stride
+        let aligned = (used + 15) & ~15
+        if current == nil || aligned + size > capacity {
+            let blockSize = max(Self.blockSize, size)
+            let block = calloc(1, blockSize)!
+            blocks.append(block)
+            current = block
+            capacity = blockSize
+            used = size
+            return block.bindMemory(to: T.self, capacity: max(count, 1))
+        }
+        let pointer = current! + aligned
+        used = aligned + size
+        // Blocks come zeroed from calloc and are never reused, so the bytes are zero.
+        return pointer.bindMemory(to: T.self, capacity: max(count, 1))
     }
 
     /// A NUL-terminated copy of `text`.
