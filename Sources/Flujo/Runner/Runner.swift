@@ -66,7 +66,6 @@ public final class Runner: Sendable {
         var value = try StepValue(input)
         var context = context
         var history: [StepResult] = []
-        var historyJSON: [String] = []
         var usage = Usage()
         var taskIDs: [String] = []
         var status = RunStatus.running
@@ -116,7 +115,6 @@ public final class Runner: Sendable {
                 }
             }
             history.append(result)
-            historyJSON.append(result.jsonText)
             state.currentStepIndex = index + 1
             state.lastStepOutputJSON = value.json
             state.contextJSON = context.jsonText
@@ -124,7 +122,7 @@ public final class Runner: Sendable {
             state.costUSD = usage.costUSD
             state.tokens = usage.tokens
             if status != .running {
-                state.stepHistoryJSON = "[" + historyJSON.joined(separator: ",") + "]"
+                state.stepHistoryJSON = Self.historyJSON(history)
                 state.status = status
                 state.errorMessage = errorMessage
                 state.errorCategory = errorCategory
@@ -149,7 +147,7 @@ public final class Runner: Sendable {
         let duration = (ContinuousClock.now - started).seconds
         if status == .running || state.status == .running {
             if status == .running { status = .completed }
-            state.stepHistoryJSON = "[" + historyJSON.joined(separator: ",") + "]"
+            state.stepHistoryJSON = Self.historyJSON(history)
             state.status = status
             state.errorMessage = errorMessage
             state.errorCategory = errorCategory
@@ -165,6 +163,11 @@ public final class Runner: Sendable {
             status: status, durationSeconds: duration, usage: usage, stepsRun: history.count,
             errorMessage: errorMessage, errorCategory: errorCategory)))
         return result
+    }
+
+    /// The step history as the JSON array kept in `step_history`.
+    static func historyJSON(_ history: [StepResult]) -> String {
+        "[" + history.map(\.jsonText).joined(separator: ",") + "]"
     }
 
     /// The run status, message and category a stop by a hook or step leads to.
