@@ -78,7 +78,11 @@ func exportRound(
     flushTimeout: Duration = .seconds(30), _ change: (inout OTLPSettings) -> Void = { _ in }
 ) async throws -> ExportRound {
     let receiver = try await Receiver(script: script)
-    let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint, change), background: background, serviceName: "s")
+    // Only the flush exports, so every span of the run travels in one request.
+    let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { settings in
+        settings.scheduleDelayMs = 600_000
+        change(&settings)
+    }, background: background, serviceName: "s")
     _ = try await run(steps, exporter: exporter)
     let flushed = exporter.forceFlush(timeout: flushTimeout)
     let (requests, spans) = try await receiver.decoded()

@@ -78,7 +78,7 @@ struct FaultToleranceTests {
     }
 
     @Test("fuzzed flujo.toml files: a SettingsError or valid settings, never a crash")
-    func fuzzedSettings() throws {
+    func fuzzedSettings() async throws {
         let valid = """
             [state]
             uri = "sqlite:///tmp/x.db"
@@ -96,6 +96,8 @@ struct FaultToleranceTests {
         var errors = 0, loaded = 0
         let rounds = Int(ProcessInfo.processInfo.environment["FLUJO_FUZZ_ROUNDS"] ?? "") ?? 1500
         for round in 0..<rounds {
+            // CPU-bound: let the other tests' tasks run on the two cooperative threads too.
+            if round % 50 == 0 { await Task.yield() }
             var characters = Array(valid)
             for _ in 0..<(1 + Int(random.next() % 6)) {
                 let position = Int(random.next() % UInt64(characters.count))
@@ -120,11 +122,12 @@ struct FaultToleranceTests {
     }
 
     @Test("fuzzed --data values: parsed, or an error naming where; never a crash")
-    func fuzzedJSON() {
+    func fuzzedJSON() async {
         let alphabet = Array("{}[]:,\"\\ntrufalse0123456789.eE+- \u{1}é")
         var random = SplitMix(seed: 0xDA7A)
         var failures = 0
-        for _ in 0..<3000 {
+        for round in 0..<3000 {
+            if round % 100 == 0 { await Task.yield() }
             let length = Int(random.next() % 24)
             let text = String((0..<length).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] })
             do {

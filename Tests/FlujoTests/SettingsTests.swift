@@ -217,7 +217,7 @@ struct BackgroundSettingsEffectTests {
         var state = WorkflowState(runID: "p_bg_bg_y", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "p", taskID: "bg_y")
         state.updatedAt = Timestamp.now.adding(seconds: -2 * 3600)
         try await runner.store.save(state)
-        let deadline = ContinuousClock.now + .seconds(5)
+        let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline, try await runner.store.loadTask(taskID: "bg_y")?.status == .running {
             try await Task.sleep(for: .milliseconds(5))
         }
