@@ -40,7 +40,7 @@ struct DemoCommand: AsyncParsableCommand {
         let telemetry = TelemetrySetup(settings: settings, console: ConsoleTracer(settings: settings))
         let runner = Runner(store: store, settings: settings, registry: CLIContext.registry, hooks: telemetry.hooks, spanProcessors: telemetry.spanProcessors)
 
-        var random = SeededGenerator(state: seed ?? UInt64.random(in: 0...UInt64.max))
+        var random = SeededRandomNumberGenerator(seed: seed ?? UInt64.random(in: 0...UInt64.max))
         let taskNames = ["send_receipt", "update_analytics", "fraud_review"] + (0..<background).map { "sync_partner_\($0 + 1)" }
         // Fraud review is the first to wait for approval; the rest are drawn.
         var candidates = taskNames.filter { $0 != "fraud_review" }.shuffled(using: &random)

@@ -91,7 +91,7 @@ struct FaultToleranceTests {
             compression = "gzip"
             """
         let alphabet = Array("[]{}=\"'.,#\n \\tabcxyz0123456789-+_éü✓\u{0}")
-        var random = SplitMix(seed: UInt64(ProcessInfo.processInfo.environment["FLUJO_FUZZ_SEED"] ?? "") ?? 0xF10)
+        var random = SeededRandomNumberGenerator(seed: UInt64(ProcessInfo.processInfo.environment["FLUJO_FUZZ_SEED"] ?? "") ?? 0xF10)
         let folder = TestSupport.temporaryDirectory("flujo-fuzz")
         var errors = 0, loaded = 0
         let rounds = Int(ProcessInfo.processInfo.environment["FLUJO_FUZZ_ROUNDS"] ?? "") ?? 1500
@@ -124,7 +124,7 @@ struct FaultToleranceTests {
     @Test("fuzzed --data values: parsed, or an error naming where; never a crash")
     func fuzzedJSON() async {
         let alphabet = Array("{}[]:,\"\\ntrufalse0123456789.eE+- \u{1}é")
-        var random = SplitMix(seed: 0xDA7A)
+        var random = SeededRandomNumberGenerator(seed: 0xDA7A)
         var failures = 0
         for round in 0..<3000 {
             if round % 100 == 0 { await Task.yield() }
@@ -140,18 +140,5 @@ struct FaultToleranceTests {
             }
         }
         #expect(failures > 1000)
-    }
-}
-
-/// A small seeded generator for repeatable fuzzing.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
