@@ -59,7 +59,7 @@ struct FaultToleranceTests {
         for id in result.backgroundTaskIDs { _ = try await waitForTask(runner, id) }
         await runner.close()
         let marker = TestSupport.temporaryDirectory().appendingPathComponent("marker")
-        FileManager.default.createFile(atPath: marker.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: marker.path, contents: nil)
         let outputs = try await withThrowingTaskGroup(of: TestSupport.ProcessOutput.self) { group in
             for index in 0..<processes {
                 // Each process takes the tasks in its own order.

@@ -23,7 +23,7 @@ struct MultiProcessResumeTests {
     func resumeFromSecondProcess() async throws {
         let (path, taskID) = try await failedTask()
         let marker = TestSupport.temporaryDirectory().appendingPathComponent("marker")
-        FileManager.default.createFile(atPath: marker.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: marker.path, contents: nil)
         let output = try await TestSupport.run(helper, ["resume", path, marker.path, taskID])
         #expect(output.status == 0, "\(output.stderr)")
         #expect(output.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "completed")
@@ -36,7 +36,7 @@ struct MultiProcessResumeTests {
     func race(processes: Int) async throws {
         let (path, taskID) = try await failedTask()
         let marker = TestSupport.temporaryDirectory().appendingPathComponent("marker")
-        FileManager.default.createFile(atPath: marker.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: marker.path, contents: nil)
         let outputs = try await withThrowingTaskGroup(of: TestSupport.ProcessOutput.self) { group in
             for _ in 0..<processes {
                 group.addTask { try await TestSupport.run(helper, ["resume", path, marker.path, taskID]) }
