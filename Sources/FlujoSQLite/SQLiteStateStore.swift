@@ -249,7 +249,10 @@ public final class SQLiteStateStore: StateStore {
         WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1
         """)
     private static let addUsageSQL = SQL("UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
-    private static let runTotalsSQL = SQL("SELECT cost_usd, tokens, background_cost_usd, background_tokens FROM runs WHERE run_id = ?1")
+    private static let runTotalsSQL = SQL("""
+        SELECT COALESCE(w.cost_usd, r.cost_usd), COALESCE(w.tokens, r.tokens), r.background_cost_usd, r.background_tokens
+        FROM runs AS r LEFT JOIN workflow_state AS w ON w.run_id = r.run_id WHERE r.run_id = ?1
+        """)
     private static let stepsSQL = SQL("""
         SELECT run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at
         FROM steps WHERE run_id = ?1 ORDER BY seq
@@ -333,25 +336,50 @@ public final class SQLiteStateStore: StateStore {
         }
     }
 
+    /// What a step of a running run changes: a narrower write than the full upsert.
+    private static let progressState = SQL("""
+        UPDATE workflow_state
+        SET current_step_index = ?2, pipeline_context = ?3, last_step_output = ?4, updated_at = ?5, cost_usd = ?6, tokens = ?7
+        WHERE run_id = ?1 AND status = 'running'
+        """)
+
     /// Upserts the state and its run totals, appends the step and adds the usage
     /// to the parent's totals, inside the caller's transaction.
     private static func write(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?, on connection: SQLiteConnection) throws(StateStoreError) {
         if let parentUsage, let parent = state.parentRunID, parentUsage.costUSD != 0 || parentUsage.tokens != 0 {
             try addUsage(parentUsage, to: parent, on: connection)
         }
-        let upsert = try connection.statement(upsertState)
-        bind(state, to: upsert)
-        try upsert.run()
-        let run = try connection.statement(upsertRun)
-        run.bind(1, state.runID)
-        run.bind(2, state.pipelineName)
-        run.bind(3, state.pipelineVersion)
-        run.bind(4, state.status.rawValue)
-        run.bind(5, state.createdAt)
-        run.bind(6, state.status == .running ? nil : state.updatedAt)
-        run.bind(7, state.costUSD)
-        run.bind(8, state.tokens)
-        try run.run()
+        // A step of a running run changes only its progress columns; the row exists.
+        var written = false
+        if step != nil && state.status == .running {
+            let progress = try connection.statement(progressState)
+            progress.bind(1, state.runID)
+            progress.bind(2, state.currentStepIndex)
+            progress.bind(3, state.contextJSON)
+            progress.bind(4, state.lastStepOutputJSON)
+            progress.bind(5, state.updatedAt)
+            progress.bind(6, state.costUSD)
+            progress.bind(7, state.tokens)
+            try progress.run()
+            written = connection.changes == 1
+        }
+        if !written {
+            let upsert = try connection.statement(upsertState)
+            bind(state, to: upsert)
+            try upsert.run()
+            // The run's row in `runs` changes with its status; its own usage is read from
+            // workflow_state (see runTotals), so progress writes leave `runs` alone.
+            let run = try connection.statement(upsertRun)
+            run.bind(1, state.runID)
+            run.bind(2, state.pipelineName)
+            run.bind(3, state.pipelineVersion)
+            run.bind(4, state.status.rawValue)
+            run.bind(5, state.createdAt)
+            run.bind(6, state.status == .running ? nil : state.updatedAt)
+            run.bind(7, state.costUSD)
+            run.bind(8, state.tokens)
+            try run.run()
+        }
         guard let step else { return }
         let insert = try connection.statement(insertStep)
         insert.bind(1, step.runID)

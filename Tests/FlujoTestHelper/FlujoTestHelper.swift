@@ -56,10 +56,11 @@ struct FlujoTestHelper {
                 let marker = arguments[2]
                 try runner.registry.register(Step<JSONValue, JSONValue>("record") { input, context in
                     try await Task.sleep(for: .milliseconds(150))
-                    let handle = FileHandle(forWritingAtPath: marker)!
-                    handle.seekToEndOfFile()
-                    handle.write(Data("ran \(context.taskID ?? context.runID) pid \(getpid())\n".utf8))
-                    try handle.close()
+                    // O_APPEND: several processes append to the marker at once without overwriting each other.
+                    let descriptor = open(marker, O_WRONLY | O_APPEND)
+                    let line = Array("ran \(context.taskID ?? context.runID) pid \(getpid())\n".utf8)
+                    _ = line.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+                    close(descriptor)
                     return input
                 })
                 for taskID in arguments.dropFirst(3) {
