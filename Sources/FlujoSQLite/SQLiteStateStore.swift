@@ -250,8 +250,8 @@ public final class SQLiteStateStore: StateStore {
         """)
     private static let addUsageSQL = SQL("UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
     private static let runTotalsSQL = SQL("""
-        SELECT COALESCE(w.cost_usd, r.cost_usd), COALESCE(w.tokens, r.tokens), r.background_cost_usd, r.background_tokens
-        FROM runs AS r LEFT JOIN workflow_state AS w ON w.run_id = r.run_id WHERE r.run_id = ?1
+        SELECT w.cost_usd, w.tokens, COALESCE(r.background_cost_usd, 0), COALESCE(r.background_tokens, 0)
+        FROM workflow_state AS w LEFT JOIN runs AS r ON r.run_id = w.run_id WHERE w.run_id = ?1
         """)
     private static let stepsSQL = SQL("""
         SELECT run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at
@@ -368,7 +368,9 @@ public final class SQLiteStateStore: StateStore {
             bind(state, to: upsert)
             try upsert.run()
             // The run's row in `runs` changes with its status; its own usage is read from
-            // workflow_state (see runTotals), so progress writes leave `runs` alone.
+            // workflow_state (see runTotals), so progress writes leave `runs` alone, and
+            // background tasks, which launch nothing, need no row there.
+            if state.isBackgroundTask { return try appendStep(step, on: connection) }
             let run = try connection.statement(upsertRun)
             run.bind(1, state.runID)
             run.bind(2, state.pipelineName)
@@ -380,6 +382,10 @@ public final class SQLiteStateStore: StateStore {
             run.bind(8, state.tokens)
             try run.run()
         }
+        try appendStep(step, on: connection)
+    }
+
+    private static func appendStep(_ step: StepRecord?, on connection: SQLiteConnection) throws(StateStoreError) {
         guard let step else { return }
         let insert = try connection.statement(insertStep)
         insert.bind(1, step.runID)
