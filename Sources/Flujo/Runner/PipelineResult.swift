@@ -69,7 +69,7 @@ public struct PipelineResult: Sendable {
 }
 
 /// A background task as the runner APIs and the `flujo` command show it.
-public struct BackgroundTask: Sendable, Hashable, Codable {
+public struct BackgroundTask: Sendable, Hashable {
     /// `bg_` + 32 hex digits.
     public var taskID: String
     /// `<parent_run_id>_bg_<task_id>`.
@@ -90,8 +90,11 @@ public struct BackgroundTask: Sendable, Hashable, Codable {
     public var createdAt: Timestamp
     /// Its last write or heartbeat.
     public var updatedAt: Timestamp
+    /// The task's metadata JSON; the input is read from it only when asked for.
+    private var metadataJSON: String
+
     /// The input it runs with, as JSON.
-    public var inputJSON: String?
+    public var inputJSON: String? { TaskMetadata.inputJSON(from: metadataJSON) }
     /// Cost it reported, USD.
     public var costUSD: Double
     /// Tokens it reported.
@@ -111,7 +114,7 @@ public struct BackgroundTask: Sendable, Hashable, Codable {
         attempts = state.attempts
         createdAt = state.createdAt
         updatedAt = state.updatedAt
-        inputJSON = TaskMetadata.inputJSON(from: state.metadataJSON)
+        metadataJSON = state.metadataJSON
         costUSD = state.costUSD
         tokens = state.tokens
         pipelineName = state.pipelineName
