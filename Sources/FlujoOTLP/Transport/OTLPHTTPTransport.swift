@@ -63,37 +63,23 @@ final class OTLPHTTPTransport {
         while true {
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else { return .failed(reason: "export deadline passed after \(attempt) attempt(s)") }
-            let response = perform(body, timeout: min(remaining, .milliseconds(settings.timeoutMs)))
-            let retryable: Bool
-            let reason: String
-            switch response {
-            case let .transportError(message):
-                retryable = true
-                reason = message
-            case let .status(code, retryAfter, responseBody):
-                if (200..<300).contains(code) {
-                    let partial = try? OTLPTraceEncoder.decodeExportResponse(responseBody)
-                    return .delivered(partial: partial ?? nil)
-                }
-                reason = "HTTP \(code)"
-                retryable = [429, 502, 503, 504].contains(code)
-                if retryable {
-                    attempt += 1
-                    let wait = retryAfter > 0 ? Duration.seconds(retryAfter) : backoff(attempt)
-                    if ContinuousClock.now + wait >= deadline {
-                        return .failed(reason: "\(reason); retry after \(wait) would pass the export deadline")
-                    }
-                    retries += 1
-                    logger.debug("OTLP export got \(reason); retrying in \(wait)")
-                    Thread.sleep(forTimeInterval: wait.seconds)
-                    continue
-                }
-                return .failed(reason: "\(reason) (not retryable)")
-            }
             attempt += 1
-            let wait = backoff(attempt)
-            if !retryable || ContinuousClock.now + wait >= deadline {
-                return .failed(reason: reason)
+            let reason: String
+            var retryAfterSeconds: Int64 = 0
+            switch perform(body, timeout: min(remaining, .milliseconds(settings.timeoutMs))) {
+            case let .transportError(message):
+                reason = message
+            case let .status(code, _, responseBody) where (200..<300).contains(code):
+                return .delivered(partial: (try? OTLPTraceEncoder.decodeExportResponse(responseBody)) ?? nil)
+            case let .status(code, retryAfter, _) where [429, 502, 503, 504].contains(code):
+                reason = "HTTP \(code)"
+                retryAfterSeconds = retryAfter
+            case let .status(code, _, _):
+                return .failed(reason: "HTTP \(code) (not retryable)")
+            }
+            let wait = retryAfterSeconds > 0 ? Duration.seconds(retryAfterSeconds) : backoff(attempt)
+            if ContinuousClock.now + wait >= deadline {
+                return .failed(reason: "\(reason); a retry in \(wait) would pass the export deadline")
             }
             retries += 1
             logger.debug("OTLP export failed (\(reason)); retrying in \(wait)")
