@@ -594,12 +594,6 @@ public final class SQLiteStateStore: StateStore {
         }
     }
 
-    public func addBackgroundUsage(parentRunID: String, costUSD: Double, tokens: Int) async throws {
-        try await write { (connection) throws(StateStoreError) in
-            try Self.addUsage(Usage(costUSD: costUSD, tokens: tokens), to: parentRunID, on: connection)
-        }
-    }
-
     private static func addUsage(_ usage: Usage, to parentRunID: String, on connection: SQLiteConnection) throws(StateStoreError) {
         let statement = try connection.statement(Self.addUsageSQL)
         statement.bind(1, parentRunID)

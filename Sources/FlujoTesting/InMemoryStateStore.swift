@@ -98,13 +98,6 @@ public final class InMemoryStateStore: StateStore {
         }
     }
 
-    public func addBackgroundUsage(parentRunID: String, costUSD: Double, tokens: Int) async throws {
-        storage.withLock { storage in
-            guard storage.states[parentRunID] != nil else { return }
-            storage.backgroundUsage[parentRunID, default: Usage()] = storage.backgroundUsage[parentRunID, default: Usage()] + Usage(costUSD: costUSD, tokens: tokens)
-        }
-    }
-
     public func runTotals(runID: String) async throws -> RunTotals? {
         storage.withLock { storage in
             guard let state = storage.states[runID] else { return nil }

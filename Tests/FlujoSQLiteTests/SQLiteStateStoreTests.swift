@@ -156,8 +156,10 @@ struct SQLiteStateStoreTests {
     func usage() async throws {
         let (store, _) = try makeStore()
         try await store.save(WorkflowState(runID: "parent", pipelineName: "p", costUSD: 1, tokens: 10))
-        try await store.addBackgroundUsage(parentRunID: "parent", costUSD: 0.25, tokens: 5)
-        try await store.addBackgroundUsage(parentRunID: "parent", costUSD: 0.25, tokens: 5)
+        for index in 0..<2 {
+            let task = WorkflowState(runID: "parent_bg_t\(index)", pipelineName: "p", status: .completed, isBackgroundTask: true, parentRunID: "parent", taskID: "t\(index)")
+            try await store.save(task, step: nil, parentUsage: Usage(costUSD: 0.25, tokens: 5))
+        }
         #expect(try await store.runTotals(runID: "parent") == RunTotals(costUSD: 1, tokens: 10, backgroundCostUSD: 0.5, backgroundTokens: 10))
     }
 

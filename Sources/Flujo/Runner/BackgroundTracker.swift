@@ -36,6 +36,8 @@ final class BackgroundTracker: Sendable {
         _ = state.withLock { $0.running.removeValue(forKey: runID) }
     }
 
+    var isEmpty: Bool { state.withLock { $0.running.isEmpty } }
+
     var runningRunIDs: [String] { state.withLock { Array($0.running.keys) } }
 
     var entries: [Entry] { state.withLock { Array($0.running.values) } }

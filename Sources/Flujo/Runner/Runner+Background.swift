@@ -208,14 +208,14 @@ extension Runner {
     public func close(timeout: Duration? = nil) async {
         let limit = timeout ?? .seconds(settings.backgroundTasks.shutdownTimeoutSeconds)
         let deadline = ContinuousClock.now + limit
-        while !tracker.entries.isEmpty && ContinuousClock.now < deadline {
+        while !tracker.isEmpty && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(2))
         }
         let stragglers = tracker.entries
         for entry in stragglers { entry.task.cancel() }
         // Give cancelled tasks a moment to persist themselves; force the rest.
         let grace = ContinuousClock.now + .milliseconds(500)
-        while !tracker.entries.isEmpty && ContinuousClock.now < grace {
+        while !tracker.isEmpty && ContinuousClock.now < grace {
             try? await Task.sleep(for: .milliseconds(2))
         }
         for entry in tracker.entries {

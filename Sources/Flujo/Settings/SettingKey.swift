@@ -1,3 +1,5 @@
+import Foundation
+
 /// A value as read from a file or the environment, before it is checked.
 enum RawSetting: Sendable {
     case bool(Bool)
@@ -182,4 +184,3 @@ extension Double {
     }
 }
 
-import Foundation

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// A human-readable trace of runs on a terminal or into any text stream.
 ///
@@ -14,7 +13,6 @@ public final class ConsoleTracer: HookSink {
     private let verbose: Bool
     private let colors: Bool
     private let write: @Sendable (String) -> Void
-    private let runStarts = Mutex<[String: UInt64]>([:])
 
     /// Creates a tracer.
     /// - Parameters:
@@ -58,13 +56,11 @@ public final class ConsoleTracer: HookSink {
         let indent = String(repeating: "  ", count: runDepth)
         switch event.payload {
         case let .preRun(start):
-            runStarts.withLock { $0[event.runID] = event.unixNano }
             var line = "\(indent)\(tag)\(paint("▶", .blue)) run \(event.runID) (\(event.pipelineName) v\(event.pipelineVersion), \(start.totalSteps) step\(start.totalSteps == 1 ? "" : "s"))"
             if let task = event.taskID, !event.isBackground { line += " resuming \(task)" }
             if verbose { line += " input=\(start.inputSummary)" }
             return line
         case let .postRun(end):
-            runStarts.withLock { _ = $0.removeValue(forKey: event.runID) }
             let symbol = symbol(for: end.status)
             var line = "\(indent)\(tag)\(symbol) run \(event.runID) \(end.status.rawValue) in \(Self.duration(end.durationSeconds))\(usage(end.usage))"
             if let message = end.errorMessage, end.status != .completed {

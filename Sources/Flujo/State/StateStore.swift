@@ -38,8 +38,6 @@ public protocol StateStore: Sendable {
     /// Returns how many it changed.
     func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> Int
 
-    /// Adds a background task's usage to its parent run's totals.
-    func addBackgroundUsage(parentRunID: String, costUSD: Double, tokens: Int) async throws
 
     /// A run's usage totals, its own and its background tasks'.
     func runTotals(runID: String) async throws -> RunTotals?
