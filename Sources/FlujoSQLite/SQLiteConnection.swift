@@ -29,7 +29,12 @@ final class SQLiteConnection: @unchecked Sendable {
     /// mid-result keeps a read transaction (an old snapshot) open.
     private var active: [OpaquePointer] = []
 
+    /// Process-wide settings made once, before the first connection opens:
+    /// no memory statistics (they serialize every allocation on one mutex).
+    private static let configured: Bool = flujo_sqlite3_disable_memstatus() == SQLITE_OK
+
     init(path: String, readOnly: Bool, create: Bool, busyTimeoutMs: Int) throws(StateStoreError) {
+        _ = Self.configured
         self.path = path
         self.busyTimeoutMs = busyTimeoutMs
         var flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI

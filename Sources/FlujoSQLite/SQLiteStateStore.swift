@@ -99,6 +99,9 @@ public final class SQLiteStateStore: StateStore {
             // Checkpoint every 4,000 pages (16 MiB) rather than 1,000: each
             // checkpoint syncs the log and the file, and per-step commits are small.
             try connection.execute("PRAGMA wal_autocheckpoint = 4000")
+            // Statement journals (pages a statement may have to undo) stay in memory
+            // rather than spilling to a temporary file once past 64 KiB.
+            try connection.execute("PRAGMA temp_store = MEMORY")
             try Schema.migrate(connection)
         }
         self.connection = Mutex(connection)
@@ -148,6 +151,25 @@ public final class SQLiteStateStore: StateStore {
     /// suspended instead of blocking a thread on the connection's lock. Each
     /// caller returns only after its write is committed.
     private func write<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws(StateStoreError) -> T) async throws(StateStoreError) -> T {
+        // Nobody writing: commit on this thread without suspending, then serve
+        // whoever queued meanwhile.
+        let alone = pendingWrites.withLock { state -> Bool in
+            guard !state.leading && state.jobs.isEmpty else { return false }
+            state.leading = true
+            return true
+        }
+        if alone {
+            let outcome: Result<T, StateStoreError>
+            do {
+                outcome = .success(try withConnection { (connection) throws(StateStoreError) -> T in
+                    try connection.transaction { () throws(StateStoreError) -> T in try body(connection) }
+                })
+            } catch {
+                outcome = .failure(error)
+            }
+            drainWrites()
+            return try outcome.get()
+        }
         let box = ResultBox<T>()
         let failure: StateStoreError? = await withCheckedContinuation { continuation in
             let job = WriteJob(work: { connection -> StateStoreError? in
@@ -283,9 +305,7 @@ public final class SQLiteStateStore: StateStore {
             step_history = excluded.step_history, status = excluded.status, updated_at = excluded.updated_at,
             total_steps = excluded.total_steps, error_message = excluded.error_message,
             execution_time_ms = excluded.execution_time_ms, memory_usage_mb = excluded.memory_usage_mb,
-            metadata = excluded.metadata, is_background_task = excluded.is_background_task,
-            parent_run_id = excluded.parent_run_id, task_id = excluded.task_id,
-            background_error = excluded.background_error, error_category = excluded.error_category,
+            metadata = excluded.metadata, background_error = excluded.background_error, error_category = excluded.error_category,
             attempts = excluded.attempts, lease_owner = excluded.lease_owner,
             lease_expires_at = excluded.lease_expires_at, resumed_from = excluded.resumed_from,
             step_name = excluded.step_name, cost_usd = excluded.cost_usd, tokens = excluded.tokens

@@ -20,7 +20,12 @@ public final class InMemoryStateStore: StateStore {
     public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
         storage.withLock { storage in
             var state = state
-            if let existing = storage.states[state.runID] { state.createdAt = existing.createdAt }
+            if let existing = storage.states[state.runID] {
+                state.createdAt = existing.createdAt
+                state.isBackgroundTask = existing.isBackgroundTask
+                state.parentRunID = existing.parentRunID
+                state.taskID = existing.taskID
+            }
             storage.states[state.runID] = state
             if let step { storage.steps[step.runID, default: []].append(step) }
             if let parentUsage, let parent = state.parentRunID, storage.states[parent] != nil {

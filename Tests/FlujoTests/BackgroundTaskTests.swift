@@ -3,6 +3,7 @@ import FlujoSQLite
 import FlujoTestSupport
 import FlujoTesting
 import Foundation
+import Synchronization
 import Testing
 
 /// The scenarios of the original's integration tests, and more.
@@ -78,6 +79,51 @@ struct BackgroundTaskTests {
         #expect(task.errorCategory == nil)
         #expect(task.resumedFrom == "failed")
         #expect(task.leaseOwner == nil)
+        await runner.close()
+    }
+
+    @Test("consecutive background steps launch as one group: every row is committed before any task starts")
+    func launchGroup() async throws {
+        let (runner, sink, _) = try makeRunner()
+        let seen = Mutex<[Int]>([])
+        let store = runner.store
+        // Each task looks for all three task rows the moment it starts.
+        let probe = Step<Order, Int>("probe") { _, context in
+            let rows = try await store.listBackgroundTasks(BackgroundTaskQuery(limit: 10))
+            seen.withLock { $0.append(rows.count) }
+            return rows.count
+        }
+        let result = try await runner.run(
+            Pipeline(name: "p", steps: [.run(validate), .background(probe), .background(probe), .background(probe), .run(charge)]),
+            input: Order(id: "o", amount: 1))
+        #expect(result.status == .completed)
+        #expect(result.backgroundTaskIDs.count == 3)
+        for taskID in result.backgroundTaskIDs { _ = try await waitForTask(runner, taskID) }
+        #expect(seen.withLock { $0 } == [3, 3, 3])
+        // The parent's step log has every launch, in order.
+        #expect(try await store.steps(runID: result.runID).map(\.stepName) == ["validate", "probe", "probe", "probe", "charge"])
+        // Starts of the group first, then each launch's end; every start has its end.
+        let kinds = sink.events(runID: result.runID).map(\.kind)
+        #expect(kinds == [.preRun, .preStep, .postStep, .preStep, .preStep, .preStep, .taskLaunched, .postStep,
+                          .taskLaunched, .postStep, .taskLaunched, .postStep, .preStep, .postStep, .postRun])
+        await runner.close()
+    }
+
+    @Test("a hook that stops the run on a launch ends its group there; the launches before it still start")
+    func launchGroupStopped() async throws {
+        let (runner, _, _) = try makeRunner()
+        runner.hooks.register(AbortOnSecondLaunch())
+        let service = FlakyService()
+        service.healthy.withLock { $0 = true }
+        let result = try await runner.run(
+            Pipeline(name: "p", steps: [.background(service.step), .background(service.step), .background(service.step)]),
+            input: Order(id: "o", amount: 1))
+        #expect(result.status == .failed)
+        #expect(result.backgroundTaskIDs.count == 2)
+        for taskID in result.backgroundTaskIDs {
+            #expect(try await waitForTask(runner, taskID)?.status == .completed)
+        }
+        #expect(try await runner.store.steps(runID: result.runID).count == 2)
         await runner.close()
     }
 
@@ -441,5 +487,16 @@ struct RunContextTests {
         #expect(try await runner.resumeBackgroundTask(taskID: result.backgroundTaskIDs[0]).status == .completed)
         #expect(seen.count == 2)
         await runner.close()
+    }
+}
+
+/// Stops the run at the start of its second launch.
+final class AbortOnSecondLaunch: HookSink {
+    let name = "abort-on-second-launch"
+    var interests: Set<HookEventKind> { [.preStep] }
+    private let count = Mutex(0)
+    func handle(_ event: HookEvent) async throws {
+        guard event.isBackground, event.taskID == nil else { return }
+        if count.withLock({ $0 += 1; return $0 }) == 2 { throw PipelineAbortSignal("second launch refused") }
     }
 }

@@ -84,38 +84,10 @@ public final class Runner: Sendable {
             (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(error))
         }
 
-        var index = 0
-        while status == .running && index < pipeline.steps.count {
-            let item = pipeline.steps[index]
-            let result: StepResult
-            var launch: Launch?
-            switch item.mode {
-            case .sync:
-                let ran = await executeStep(item.step, retry: item.retry, input: value, identity: identity, stepIndex: index, context: context, ledger: ledger, budget: quota)
-                result = StepResult(
-                    name: item.step.name, outputJSON: ran.output?.json, success: ran.status == .completed,
-                    attempts: ran.attempts, latencySeconds: ran.latencySeconds, usage: ran.usage, feedback: ran.errorMessage)
-                usage = usage + ran.usage
-                context = ran.context
-                if let output = ran.output { value = output }
-                if ran.status != .completed {
-                    status = ran.status == .paused ? .paused : .failed
-                    errorMessage = ran.errorMessage
-                    errorCategory = ran.errorCategory
-                } else if let failure = ran.hookFailure {
-                    (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
-                }
-            case .background:
-                let prepared = try await launchBackground(item, input: value, parent: identity, stepIndex: index, context: context, parentLedger: ledger)
-                launch = prepared
-                taskIDs.append(prepared.taskID)
-                result = prepared.result
-                if let failure = prepared.hookFailure {
-                    (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
-                }
-            }
+        /// Records a finished step in the run's state and returns its log entry.
+        func advance(past result: StepResult, at stepIndex: Int) -> StepRecord {
             history.append(result)
-            state.currentStepIndex = index + 1
+            state.currentStepIndex = stepIndex + 1
             state.lastStepOutputJSON = value.json
             state.contextJSON = context.jsonText
             state.updatedAt = .now
@@ -128,20 +100,62 @@ public final class Runner: Sendable {
                 state.errorCategory = errorCategory
                 state.executionTimeMs = (ContinuousClock.now - started).seconds * 1000
             }
-            let record = StepRecord(
-                runID: runID, stepIndex: index, stepName: result.name, success: result.success, outputJSON: result.outputJSON,
+            return StepRecord(
+                runID: runID, stepIndex: stepIndex, stepName: result.name, success: result.success, outputJSON: result.outputJSON,
                 attempts: result.attempts, latencySeconds: result.latencySeconds, costUSD: result.usage.costUSD,
                 tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt)
-            if let taskState = launch?.taskState {
-                // The task's `running` row and the parent's step commit together, before the task starts.
-                try await store.save([StateWrite(taskState), StateWrite(state, step: record)])
-            } else {
+        }
+
+        var index = 0
+        while status == .running && index < pipeline.steps.count {
+            let item = pipeline.steps[index]
+            switch item.mode {
+            case .sync:
+                let ran = await executeStep(item.step, retry: item.retry, input: value, identity: identity, stepIndex: index, context: context, ledger: ledger, budget: quota)
+                let result = StepResult(
+                    name: item.step.name, outputJSON: ran.output?.json, success: ran.status == .completed,
+                    attempts: ran.attempts, latencySeconds: ran.latencySeconds, usage: ran.usage, feedback: ran.errorMessage)
+                usage = usage + ran.usage
+                context = ran.context
+                if let output = ran.output { value = output }
+                if ran.status != .completed {
+                    status = ran.status == .paused ? .paused : .failed
+                    errorMessage = ran.errorMessage
+                    errorCategory = ran.errorCategory
+                } else if let failure = ran.hookFailure {
+                    (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
+                }
+                let record = advance(past: result, at: index)
                 try await store.save(state, step: record)
+                index += 1
+            case .background:
+                // Consecutive background steps launch as a group: every task's `running`
+                // row and the parent's step records commit in one transaction, before
+                // any of the tasks starts. A hook that stops the run ends the group.
+                var launches: [Launch] = []
+                var writes: [StateWrite] = []
+                while index < pipeline.steps.count && pipeline.steps[index].mode == .background && launches.count < Self.launchGroupLimit {
+                    let launch = try await launchBackground(pipeline.steps[index], input: value, parent: identity, stepIndex: index, context: context, parentLedger: ledger)
+                    launches.append(launch)
+                    taskIDs.append(launch.taskID)
+                    if let failure = launch.hookFailure {
+                        (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
+                    }
+                    if let taskState = launch.taskState { writes.append(StateWrite(taskState)) }
+                    let record = advance(past: launch.result, at: index)
+                    writes.append(StateWrite(state, step: record))
+                    index += 1
+                    if status != .running { break }
+                }
+                try await store.save(writes)
+                // Every launch of the group is persisted, so each one starts even when
+                // a hook stops the run on an earlier one.
+                for launch in launches {
+                    if let failure = await launch.begin(), status == .running {
+                        (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
+                    }
+                }
             }
-            if let launch, let failure = await launch.begin(), status == .running {
-                (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
-            }
-            index += 1
         }
 
         let duration = (ContinuousClock.now - started).seconds
@@ -164,6 +178,9 @@ public final class Runner: Sendable {
             errorMessage: errorMessage, errorCategory: errorCategory)))
         return result
     }
+
+    /// The most background steps launched by one transaction.
+    static let launchGroupLimit = 256
 
     /// The step history as the JSON array kept in `step_history`.
     static func historyJSON(_ history: [StepResult]) -> String {

@@ -7,7 +7,8 @@
 public protocol StateStore: Sendable {
     /// Inserts or replaces a run's state, appends `step` to its step log and adds
     /// `parentUsage` to the totals of its parent run, all in one transaction.
-    /// `createdAt` of an existing row is never changed.
+    /// What identifies an existing row never changes: its `createdAt`,
+    /// `isBackgroundTask`, `parentRunID` and `taskID` stay as first saved.
     func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws
 
     /// Saves several states in one transaction (a launch and its parent's step).
