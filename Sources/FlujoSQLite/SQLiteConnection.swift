@@ -119,16 +119,27 @@ final class SQLiteConnection: @unchecked Sendable {
     private static let commit = SQL("COMMIT")
     private static let rollback = SQL("ROLLBACK")
 
+    /// Counter changes of the open transaction, added to the counters when it commits.
+    var counterChanges = CounterChanges()
+
     /// Runs `body` inside `BEGIN IMMEDIATE ... COMMIT`, rolling back on any error.
+    /// The counter changes `body` noted are written just before the commit.
     /// The three statements are prepared once, like every other.
     func transaction<T>(_ body: () throws(StateStoreError) -> T) throws(StateStoreError) -> T {
         try statement(Self.begin).run()
+        counterChanges = CounterChanges()
         do {
             let value = try body()
             resetActive()
+            if !counterChanges.isEmpty {
+                try counterChanges.apply(on: self)
+                counterChanges = CounterChanges()
+                resetActive()
+            }
             try statement(Self.commit).run()
             return value
         } catch {
+            counterChanges = CounterChanges()
             resetActive()
             _ = try? statement(Self.rollback).run()
             throw error

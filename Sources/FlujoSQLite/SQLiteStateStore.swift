@@ -138,16 +138,11 @@ public final class SQLiteStateStore: StateStore {
         var value: T?
     }
 
-    private static let savepoint = SQL("SAVEPOINT flujo_write")
-    private static let release = SQL("RELEASE flujo_write")
-    private static let rollbackToSavepoint = SQL("ROLLBACK TO flujo_write")
-
     /// Runs `body` in a write transaction, committed together with the writes
     /// other tasks of this process make at the same moment (group commit).
     ///
     /// The first writer to arrive leads: it runs every queued write in one
-    /// transaction (each in its own savepoint, so one failure does not undo
-    /// the others), commits once, and resumes the writers. The others wait
+    /// transaction (see `commit`), commits once, and resumes the writers. The others wait
     /// suspended instead of blocking a thread on the connection's lock. Each
     /// caller returns only after its write is committed.
     private func write<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws(StateStoreError) -> T) async throws(StateStoreError) -> T {
@@ -211,28 +206,31 @@ public final class SQLiteStateStore: StateStore {
         Task { self.drainWrites() }
     }
 
+    /// Commits a batch in one transaction. If one write fails, nothing of the
+    /// batch is kept and each write runs again in its own transaction, so one
+    /// failure does not undo the others (a write's body may run twice).
     private func commit(_ batch: [WriteJob]) -> [StateStoreError?] {
-        do {
-            return try withConnection { (connection) throws(StateStoreError) -> [StateStoreError?] in
-                try connection.transaction { () throws(StateStoreError) -> [StateStoreError?] in
-                    if batch.count == 1 {
-                        if let error = batch[0].work(connection) { throw error }
-                        return [nil]
+        if batch.count > 1 {
+            do {
+                try withConnection { (connection) throws(StateStoreError) in
+                    try connection.transaction { () throws(StateStoreError) in
+                        for job in batch { if let error = job.work(connection) { throw error } }
                     }
-                    var results: [StateStoreError?] = []
-                    results.reserveCapacity(batch.count)
-                    for job in batch {
-                        try connection.statement(Self.savepoint).run()
-                        let error = job.work(connection)
-                        if error != nil { try connection.statement(Self.rollbackToSavepoint).run() }
-                        try connection.statement(Self.release).run()
-                        results.append(error)
-                    }
-                    return results
                 }
+                return Array(repeating: nil, count: batch.count)
+            } catch {}
+        }
+        return batch.map { job -> StateStoreError? in
+            do throws(StateStoreError) {
+                try withConnection { (connection) throws(StateStoreError) in
+                    try connection.transaction { () throws(StateStoreError) in
+                        if let error = job.work(connection) { throw error }
+                    }
+                }
+                return nil
+            } catch {
+                return error
             }
-        } catch {
-            return Array(repeating: error, count: batch.count)
         }
     }
 
@@ -262,7 +260,7 @@ public final class SQLiteStateStore: StateStore {
         WHERE task_id = ?1 AND status IN ('failed', 'paused', 'cancelled')
         RETURNING \(stateColumns)
         """)
-    private static let taskStatus = SQL("SELECT status, lease_owner FROM workflow_state WHERE task_id = ?1")
+    private static let taskStatus = SQL("SELECT status, lease_owner, is_background_task FROM workflow_state WHERE task_id = ?1")
     private static let heartbeatSQL = SQL("UPDATE workflow_state SET updated_at = ?2 WHERE run_id = ?1 AND status = 'running'")
     private static let failStale = SQL("""
         UPDATE workflow_state
@@ -295,21 +293,26 @@ public final class SQLiteStateStore: StateStore {
         ORDER BY start_unix_nano, span_id
         """)
 
-    private static let upsertState = SQL("""
+    private static let insertState = SQL("""
         INSERT INTO workflow_state (\(stateColumns))
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
-        ON CONFLICT (run_id) DO UPDATE SET
-            pipeline_id = excluded.pipeline_id, pipeline_name = excluded.pipeline_name,
-            pipeline_version = excluded.pipeline_version, current_step_index = excluded.current_step_index,
-            pipeline_context = excluded.pipeline_context, last_step_output = excluded.last_step_output,
-            step_history = excluded.step_history, status = excluded.status, updated_at = excluded.updated_at,
-            total_steps = excluded.total_steps, error_message = excluded.error_message,
-            execution_time_ms = excluded.execution_time_ms, memory_usage_mb = excluded.memory_usage_mb,
-            metadata = excluded.metadata, background_error = excluded.background_error, error_category = excluded.error_category,
-            attempts = excluded.attempts, lease_owner = excluded.lease_owner,
-            lease_expires_at = excluded.lease_expires_at, resumed_from = excluded.resumed_from,
-            step_name = excluded.step_name, cost_usd = excluded.cost_usd, tokens = excluded.tokens
         """)
+
+    /// Every column but the row's identity (run id, creation time, background
+    /// flag, parent, task id), bound by the same numbers as `insertState`
+    /// (numbers it does not use are bound and ignored).
+    private static let updateState = SQL("""
+        UPDATE workflow_state SET
+            pipeline_id = ?2, pipeline_name = ?3, pipeline_version = ?4, current_step_index = ?5,
+            pipeline_context = ?6, last_step_output = ?7, step_history = ?8, status = ?9, updated_at = ?11,
+            total_steps = ?12, error_message = ?13, execution_time_ms = ?14, memory_usage_mb = ?15,
+            metadata = ?16, background_error = ?20, error_category = ?21, attempts = ?22, lease_owner = ?23,
+            lease_expires_at = ?24, resumed_from = ?25, step_name = ?26, cost_usd = ?27, tokens = ?28
+        WHERE run_id = ?1
+        """)
+
+    /// What the counters need of a row about to be rewritten.
+    private static let existingRow = SQL("SELECT status, execution_time_ms, is_background_task FROM workflow_state WHERE run_id = ?1")
 
     private static let upsertRun = SQL("""
         INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, started_at, ended_at, cost_usd, tokens)
@@ -384,9 +387,26 @@ public final class SQLiteStateStore: StateStore {
             written = connection.changes == 1
         }
         if !written {
-            let upsert = try connection.statement(upsertState)
-            bind(state, to: upsert)
-            try upsert.run()
+            let existing = try connection.statement(existingRow)
+            existing.bind(1, state.runID)
+            if try existing.step() {
+                let oldStatus = existing.string(0) ?? ""
+                let oldDuration = existing.optionalDouble(1)
+                let isBackground = existing.int(2) != 0
+                existing.reset()
+                let update = try connection.statement(updateState)
+                bind(state, to: update)
+                try update.run()
+                connection.counterChanges.moved(isBackground: isBackground, from: oldStatus, to: state.status.rawValue)
+                connection.counterChanges.duration(from: oldDuration, to: state.executionTimeMs)
+            } else {
+                let insert = try connection.statement(insertState)
+                bind(state, to: insert)
+                try insert.run()
+                connection.counterChanges.inserted(
+                    isBackground: state.isBackgroundTask, status: state.status.rawValue,
+                    createdAtMs: state.createdAt.millisecondsSince1970, executionTimeMs: state.executionTimeMs)
+            }
             // The run's row in `runs` changes with its status; its own usage is read from
             // workflow_state (see runTotals), so progress writes leave `runs` alone, and
             // background tasks, which launch nothing, need no row there.
@@ -566,22 +586,27 @@ public final class SQLiteStateStore: StateStore {
     public func claimTask(taskID: String, owner: String, leaseUntil: Timestamp, now: Timestamp) async throws -> ClaimResult {
         try await write { (connection) throws(StateStoreError) -> ClaimResult in
             do {
-                // A single UPDATE guarded by the status: of concurrent claimers, only
-                // the first to take the write lock finds the task resumable.
+                // Inside the write lock: of concurrent claimers (in any process), only
+                // the first to take it finds the task resumable.
+                let current = try connection.statement(Self.taskStatus)
+                current.bind(1, taskID)
+                guard try current.step() else { return .notFound }
+                let status = RunStatus(rawValue: current.string(0) ?? "") ?? .running
+                let isBackground = current.int(2) != 0
+                guard [.failed, .paused, .cancelled].contains(status) else {
+                    return .notClaimable(status: status, owner: current.string(1))
+                }
+                current.reset()
                 let claim = try connection.statement(Self.claim)
                 claim.bind(1, taskID)
                 claim.bind(2, owner)
                 claim.bind(3, leaseUntil)
                 claim.bind(4, now)
-                if try claim.step() {
-                    let state = Self.readState(claim)
-                    try claim.run()
-                    return .claimed(state)
-                }
-                let current = try connection.statement(Self.taskStatus)
-                current.bind(1, taskID)
-                guard try current.step() else { return .notFound }
-                return .notClaimable(status: RunStatus(rawValue: current.string(0) ?? "") ?? .running, owner: current.string(1))
+                guard try claim.step() else { return .notClaimable(status: status, owner: nil) }
+                let state = Self.readState(claim)
+                try claim.run()
+                connection.counterChanges.moved(isBackground: isBackground, from: status.rawValue, to: RunStatus.running.rawValue)
+                return .claimed(state)
             }
         }
     }
@@ -609,7 +634,9 @@ public final class SQLiteStateStore: StateStore {
                 statement.bind(2, now)
                 statement.bind(3, message)
                 try statement.run()
-                return connection.changes
+                let count = connection.changes
+                connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: RunStatus.failed.rawValue, count: count)
+                return count
             }
         }
     }

@@ -4,11 +4,13 @@ import Flujo
 ///
 /// Version 1 is the base layout (the columns of the original `workflow_state`
 /// plus `runs`, `steps` and `spans`). Version 2 adds what resumability needs and
-/// the maintained counters. A database is migrated and repaired by the same
+/// the maintained counters, kept by triggers. Version 3 drops the triggers: the
+/// store adds each transaction's changes to the counters in that transaction
+/// (see `CounterChanges`), a few statements per commit instead of several per row. A database is migrated and repaired by the same
 /// path: every column of `addedColumns` that is missing is added, after its
 /// name and definition passed `validateColumnAddition`.
 enum Schema {
-    static let currentVersion = 2
+    static let currentVersion = 3
 
     /// Tables of version 1. `CREATE ... IF NOT EXISTS`, so they also repair a missing table.
     static let baseTables = """
@@ -88,8 +90,8 @@ enum Schema {
         ("runs", "background_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ]
 
-    /// Counter tables, triggers that keep them in the same transaction as every
-    /// status change, and the indexes behind every query the store makes.
+    /// Counter tables and the indexes behind every query the store makes. The
+    /// counters change in the same transaction as the rows they count.
     /// Background listings and stale cleanup use a partial index, so foreground
     /// saves never touch it; counts per status come from the counters, so no
     /// index on status alone is kept.
@@ -108,35 +110,6 @@ enum Schema {
             hour INTEGER PRIMARY KEY,
             count INTEGER NOT NULL DEFAULT 0
         );
-        CREATE TRIGGER IF NOT EXISTS workflow_state_counted_insert AFTER INSERT ON workflow_state BEGIN
-            INSERT INTO status_counts (is_background, status, count) VALUES (NEW.is_background_task, NEW.status, 1)
-                ON CONFLICT (is_background, status) DO UPDATE SET count = count + 1;
-            UPDATE stat_totals SET value = value + 1 WHERE name = 'total_runs';
-            UPDATE stat_totals SET value = value + NEW.execution_time_ms WHERE name = 'duration_sum_ms' AND NEW.execution_time_ms IS NOT NULL;
-            UPDATE stat_totals SET value = value + 1 WHERE name = 'duration_count' AND NEW.execution_time_ms IS NOT NULL;
-            INSERT INTO created_per_hour (hour, count) VALUES (NEW.created_at / 3600000, 1)
-                ON CONFLICT (hour) DO UPDATE SET count = count + 1;
-        END;
-        CREATE TRIGGER IF NOT EXISTS workflow_state_counted_status AFTER UPDATE OF status, is_background_task ON workflow_state
-            WHEN OLD.status IS NOT NEW.status OR OLD.is_background_task IS NOT NEW.is_background_task BEGIN
-            -- Every (kind, status) row exists (see rebuildCounters): two point updates move the count.
-            UPDATE status_counts SET count = count - 1 WHERE is_background = OLD.is_background_task AND status = OLD.status;
-            UPDATE status_counts SET count = count + 1 WHERE is_background = NEW.is_background_task AND status = NEW.status;
-        END;
-        CREATE TRIGGER IF NOT EXISTS workflow_state_counted_duration AFTER UPDATE OF execution_time_ms ON workflow_state
-            WHEN OLD.execution_time_ms IS NOT NEW.execution_time_ms BEGIN
-            UPDATE stat_totals SET value = value + COALESCE(NEW.execution_time_ms, 0) - COALESCE(OLD.execution_time_ms, 0)
-                WHERE name = 'duration_sum_ms';
-            UPDATE stat_totals SET value = value + (NEW.execution_time_ms IS NOT NULL) - (OLD.execution_time_ms IS NOT NULL)
-                WHERE name = 'duration_count';
-        END;
-        CREATE TRIGGER IF NOT EXISTS workflow_state_counted_delete AFTER DELETE ON workflow_state BEGIN
-            UPDATE status_counts SET count = count - 1 WHERE is_background = OLD.is_background_task AND status = OLD.status;
-            UPDATE stat_totals SET value = value - 1 WHERE name = 'total_runs';
-            UPDATE stat_totals SET value = value - OLD.execution_time_ms WHERE name = 'duration_sum_ms' AND OLD.execution_time_ms IS NOT NULL;
-            UPDATE stat_totals SET value = value - 1 WHERE name = 'duration_count' AND OLD.execution_time_ms IS NOT NULL;
-            UPDATE created_per_hour SET count = count - 1 WHERE hour = OLD.created_at / 3600000;
-        END;
         CREATE UNIQUE INDEX IF NOT EXISTS workflow_state_task_id ON workflow_state (task_id) WHERE task_id IS NOT NULL;
         CREATE INDEX IF NOT EXISTS workflow_state_background ON workflow_state (status, updated_at) WHERE is_background_task = 1;
         CREATE INDEX IF NOT EXISTS workflow_state_parent ON workflow_state (parent_run_id) WHERE parent_run_id IS NOT NULL;
@@ -206,6 +179,7 @@ enum Schema {
                 try connection.execute("ALTER TABLE \(column.table) ADD COLUMN \(column.name) \(column.definition)")
             }
             let countersExisted = try counterTablesExist(connection)
+            try connection.execute(droppedTriggers)
             try connection.execute(version2Objects)
             if !countersExisted || again < currentVersion {
                 try connection.execute(rebuildCounters)
@@ -234,10 +208,18 @@ enum Schema {
         return addedColumns.filter { !(present[$0.table]?.contains($0.name) ?? false) }
     }
 
+    /// The counter triggers of version 2; the store keeps the counters itself since version 3.
+    static let droppedTriggers = """
+        DROP TRIGGER IF EXISTS workflow_state_counted_insert;
+        DROP TRIGGER IF EXISTS workflow_state_counted_status;
+        DROP TRIGGER IF EXISTS workflow_state_counted_duration;
+        DROP TRIGGER IF EXISTS workflow_state_counted_delete;
+        """
+
     static func counterTablesExist(_ connection: SQLiteConnection) throws(StateStoreError) -> Bool {
         let statement = try connection.statement(
-            "SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'trigger') AND name IN ('status_counts', 'stat_totals', 'created_per_hour', 'workflow_state_counted_insert', 'workflow_state_counted_status', 'workflow_state_counted_duration', 'workflow_state_counted_delete')")
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('status_counts', 'stat_totals', 'created_per_hour')")
         defer { connection.resetActive() }
-        return try statement.step() && statement.int(0) == 7
+        return try statement.step() && statement.int(0) == 3
     }
 }
