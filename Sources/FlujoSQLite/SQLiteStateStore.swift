@@ -107,6 +107,20 @@ public final class SQLiteStateStore: StateStore {
         self.connection = Mutex(connection)
     }
 
+    /// Copies the write-ahead log into the database file and starts the log over
+    /// from its beginning, keeping its file (`PRAGMA wal_checkpoint(RESTART)`):
+    /// for example before copying the database file. Waits up to the busy
+    /// timeout for readers of other connections.
+    public func checkpoint() throws(StateStoreError) {
+        try withConnection { (connection) throws(StateStoreError) in
+            let statement = try connection.statement(Self.checkpointSQL)
+            guard try statement.step() else { return }
+            if statement.int(0) != 0 { throw .locked(path: path, timeoutMs: connection.busyTimeoutMs) }
+        }
+    }
+
+    private static let checkpointSQL = SQL("PRAGMA wal_checkpoint(RESTART)")
+
     /// Closes the connection; later calls fail.
     public func close() {
         connection.withLock { $0.close() }
@@ -141,51 +155,56 @@ public final class SQLiteStateStore: StateStore {
     /// Runs `body` in a write transaction, committed together with the writes
     /// other tasks of this process make at the same moment (group commit).
     ///
-    /// The first writer to arrive leads: it runs every queued write in one
-    /// transaction (see `commit`), commits once, and resumes the writers. The others wait
-    /// suspended instead of blocking a thread on the connection's lock. Each
-    /// caller returns only after its write is committed.
+    /// The first writer to arrive leads: it commits its own write with every
+    /// write queued meanwhile in one transaction (see `commit`) and resumes
+    /// their writers, which wait suspended instead of blocking a thread on the
+    /// connection's lock. While writes have been arriving together (the last
+    /// batch held more than one), a leader first yields once, so concurrent
+    /// writers can queue behind it; a lone writer never waits. Each caller
+    /// returns only after its write is committed.
     private func write<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws(StateStoreError) -> T) async throws(StateStoreError) -> T {
-        // Nobody writing: commit on this thread without suspending, then serve
-        // whoever queued meanwhile.
-        let alone = pendingWrites.withLock { state -> Bool in
+        let box = ResultBox<T>()
+        let work: @Sendable (SQLiteConnection) -> StateStoreError? = { connection in
+            do throws(StateStoreError) {
+                box.value = try body(connection)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        let leads = pendingWrites.withLock { state -> Bool in
             guard !state.leading && state.jobs.isEmpty else { return false }
             state.leading = true
             return true
         }
-        if alone {
-            let outcome: Result<T, StateStoreError>
-            do {
-                outcome = .success(try withConnection { (connection) throws(StateStoreError) -> T in
-                    try connection.transaction { () throws(StateStoreError) -> T in try body(connection) }
-                })
-            } catch {
-                outcome = .failure(error)
+        if leads {
+            if writesArriveTogether.load(ordering: .relaxed) { await Task.yield() }
+            let queued = pendingWrites.withLock { state -> [WriteJob] in
+                defer { state.jobs.removeAll(keepingCapacity: true) }
+                return state.jobs
             }
+            let results = commit([work] + queued.map(\.work))
+            for (job, result) in zip(queued, results.dropFirst()) { job.done.resume(returning: result) }
             drainWrites()
-            return try outcome.get()
+            if let failure = results[0] { throw failure }
+            return box.value!
         }
-        let box = ResultBox<T>()
         let failure: StateStoreError? = await withCheckedContinuation { continuation in
-            let job = WriteJob(work: { connection -> StateStoreError? in
-                do throws(StateStoreError) {
-                    box.value = try body(connection)
-                    return nil
-                } catch {
-                    return error
-                }
-            }, done: continuation)
-            let leads = pendingWrites.withLock { state -> Bool in
+            let job = WriteJob(work: work, done: continuation)
+            let leadsNow = pendingWrites.withLock { state -> Bool in
                 state.jobs.append(job)
                 if state.leading { return false }
                 state.leading = true
                 return true
             }
-            if leads { drainWrites() }
+            if leadsNow { drainWrites() }
         }
         if let failure { throw failure }
         return box.value!
     }
+
+    /// Whether the last committed batch held more than one write.
+    private let writesArriveTogether = Atomic<Bool>(false)
 
     /// Commits queued writes batch by batch; after a few batches hands the rest
     /// to a new task, so no single writer serves others for long.
@@ -200,7 +219,7 @@ public final class SQLiteStateStore: StateStore {
                 return state.jobs
             }
             if batch.isEmpty { return }
-            let results = commit(batch)
+            let results = commit(batch.map(\.work))
             for (job, result) in zip(batch, results) { job.done.resume(returning: result) }
         }
         Task { self.drainWrites() }
@@ -209,22 +228,23 @@ public final class SQLiteStateStore: StateStore {
     /// Commits a batch in one transaction. If one write fails, nothing of the
     /// batch is kept and each write runs again in its own transaction, so one
     /// failure does not undo the others (a write's body may run twice).
-    private func commit(_ batch: [WriteJob]) -> [StateStoreError?] {
+    private func commit(_ batch: [@Sendable (SQLiteConnection) -> StateStoreError?]) -> [StateStoreError?] {
+        writesArriveTogether.store(batch.count > 1, ordering: .relaxed)
         if batch.count > 1 {
             do {
                 try withConnection { (connection) throws(StateStoreError) in
                     try connection.transaction { () throws(StateStoreError) in
-                        for job in batch { if let error = job.work(connection) { throw error } }
+                        for work in batch { if let error = work(connection) { throw error } }
                     }
                 }
                 return Array(repeating: nil, count: batch.count)
             } catch {}
         }
-        return batch.map { job -> StateStoreError? in
+        return batch.map { work -> StateStoreError? in
             do throws(StateStoreError) {
                 try withConnection { (connection) throws(StateStoreError) in
                     try connection.transaction { () throws(StateStoreError) in
-                        if let error = job.work(connection) { throw error }
+                        if let error = work(connection) { throw error }
                     }
                 }
                 return nil
@@ -262,8 +282,11 @@ public final class SQLiteStateStore: StateStore {
         """)
     private static let taskStatus = SQL("SELECT status, lease_owner, is_background_task FROM workflow_state WHERE task_id = ?1")
     private static let heartbeatSQL = SQL("UPDATE workflow_state SET updated_at = ?2 WHERE run_id = ?1 AND status = 'running'")
+    /// `OR FAIL`: a failure keeps the rows already changed instead of undoing them,
+    /// so SQLite keeps no statement journal (a copy of every page the update
+    /// touches); the enclosing transaction still rolls back as a whole on any error.
     private static let failStale = SQL("""
-        UPDATE workflow_state
+        UPDATE OR FAIL workflow_state
         SET status = 'failed', updated_at = ?2, error_message = ?3, background_error = ?3,
             error_category = 'timeout', lease_owner = NULL, lease_expires_at = NULL
         WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1

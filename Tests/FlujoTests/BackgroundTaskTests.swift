@@ -1,4 +1,4 @@
-import Flujo
+@testable import Flujo
 import FlujoSQLite
 import FlujoTestSupport
 import FlujoTesting
@@ -106,6 +106,25 @@ struct BackgroundTaskTests {
         let kinds = sink.events(runID: result.runID).map(\.kind)
         #expect(kinds == [.preRun, .preStep, .postStep, .preStep, .preStep, .preStep, .taskLaunched, .postStep,
                           .taskLaunched, .postStep, .taskLaunched, .postStep, .preStep, .postStep, .postRun])
+        await runner.close()
+    }
+
+    @Test("a task that finishes before its launcher records it is not left behind as in flight")
+    func trackerRace() async throws {
+        var settings = FlujoSettings()
+        settings.backgroundTasks.shutdownTimeoutSeconds = 2
+        let (runner, _, _) = try makeRunner(settings: settings)
+        let quick = Step<Int, Int>("quick") { value, _ in value }
+        for _ in 0..<20 {
+            let result = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(quick), count: 200)), input: 1)
+            for taskID in result.backgroundTaskIDs {
+                #expect(try await waitForTask(runner, taskID)?.status == .completed)
+            }
+        }
+        // Every task has ended, so none may still count as in flight (close would wait for it).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !runner.tracker.isEmpty && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(runner.tracker.isEmpty)
         await runner.close()
     }
 

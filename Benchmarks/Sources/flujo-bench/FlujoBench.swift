@@ -23,8 +23,8 @@ struct FlujoBench: AsyncParsableCommand {
         guard let workload else { return try await runAll() }
         let result: WorkloadResult
         switch workload {
-        case "W1": result = try await Workloads.w1(repetitions: repetitions ?? 7)
-        case "W1-memory": result = try await Workloads.w1(repetitions: repetitions ?? 7, inMemory: true)
+        case "W1": result = try await Workloads.w1(repetitions: repetitions ?? 15)
+        case "W1-memory": result = try await Workloads.w1(repetitions: repetitions ?? 15, inMemory: true)
         case "W2": result = try await Workloads.w2(repetitions: repetitions ?? 5, otherFailed: 0)
         case "W2+10k": result = try await Workloads.w2(repetitions: repetitions ?? 5, otherFailed: 10_000)
         case "W3": result = try await Workloads.w3(repetitions: repetitions ?? 5)

@@ -60,7 +60,20 @@ public struct StepValue: Sendable {
     /// Encodes a value.
     public init<T: Encodable & Sendable>(_ value: T) throws {
         self.value = value
-        self.json = String(decoding: try StepValue.encoder.encode(value), as: UTF8.self)
+        self.json = try StepValue.plainJSON(value) ?? String(decoding: StepValue.encoder.encode(value), as: UTF8.self)
+    }
+
+    /// The JSON text of an integer, a boolean or a string that needs no escaping,
+    /// written directly; exactly what `encoder` writes for them. Nil for anything else.
+    static func plainJSON<T>(_ value: T) -> String? {
+        switch value {
+        case let integer as Int: return String(integer)
+        case let flag as Bool: return flag ? "true" : "false"
+        case let text as String:
+            guard !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) else { return nil }
+            return "\"" + text + "\""
+        default: return nil
+        }
     }
 
     /// A value known only as JSON (for example an input read back from the database).

@@ -10,6 +10,9 @@ final class BackgroundTracker: Sendable {
 
     private struct State {
         var running: [String: Entry] = [:]
+        /// Tasks that finished before their entry was added (a task may end on
+        /// another thread before `add` runs); their entry is never added.
+        var finishedEarly: Set<String> = []
         var started = false
         var closed = false
         var maintenance: Task<Void, Never>?
@@ -28,12 +31,19 @@ final class BackgroundTracker: Sendable {
 
     var isClosed: Bool { state.withLock { $0.closed } }
 
+    /// Adds a started task, unless it has already finished.
     func add(_ entry: Entry) {
-        state.withLock { $0.running[entry.runID] = entry }
+        state.withLock { state in
+            if state.finishedEarly.remove(entry.runID) != nil { return }
+            state.running[entry.runID] = entry
+        }
     }
 
+    /// Removes a finished task (called by the task itself, possibly before `add`).
     func remove(runID: String) {
-        _ = state.withLock { $0.running.removeValue(forKey: runID) }
+        state.withLock { state in
+            if state.running.removeValue(forKey: runID) == nil { state.finishedEarly.insert(runID) }
+        }
     }
 
     var isEmpty: Bool { state.withLock { $0.running.isEmpty } }

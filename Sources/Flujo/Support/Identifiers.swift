@@ -2,26 +2,24 @@ import Foundation
 
 /// Random identifiers and wall-clock nanoseconds.
 public enum Identifiers {
-    /// `count` random bytes as lowercase hex (2 × count digits).
+    /// `count` random bytes as lowercase hex (2 × count digits), from the
+    /// system's generator (`arc4random_buf`: getrandom on Linux) in one call.
     public static func randomHex(bytes count: Int) -> String {
-        var generator = SystemRandomNumberGenerator()
-        var text = ""
-        text.reserveCapacity(count * 2)
-        var remaining = count
-        while remaining > 0 {
-            var word = generator.next() as UInt64
-            for _ in 0..<min(8, remaining) {
-                let byte = UInt8(truncatingIfNeeded: word)
-                text.append(hexDigits[Int(byte >> 4)])
-                text.append(hexDigits[Int(byte & 0x0f)])
-                word >>= 8
-            }
-            remaining -= 8
+        precondition(count >= 0)
+        var random = [UInt8](repeating: 0, count: count)
+        random.withUnsafeMutableBytes { buffer in
+            if let base = buffer.baseAddress { arc4random_buf(base, count) }
         }
-        return text
+        return String(unsafeUninitializedCapacity: count * 2) { text in
+            for (index, byte) in random.enumerated() {
+                text[2 * index] = hexDigits[Int(byte >> 4)]
+                text[2 * index + 1] = hexDigits[Int(byte & 0x0f)]
+            }
+            return count * 2
+        }
     }
 
-    private static let hexDigits: [Character] = Array("0123456789abcdef")
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
     /// A new run id: `run_` + 32 hex digits.
     public static func newRunID() -> String { "run_" + randomHex(bytes: 16) }
