@@ -61,6 +61,9 @@ struct FlujoBench: AsyncParsableCommand {
             var note = ""
             if let rate = object["spans_per_second"] as? Double { note += String(format: "%.0f spans/s, %.0f B/span", rate, number("bytes_per_span")) }
             if let perSink = object["ns_per_sink_call"] as? Double { note += String(format: "%.0f ns per sink call", perSink) }
+            if let fresh = object["median_s_fresh_file"] as? Double, fresh > 0 {
+                note += (note.isEmpty ? "" : ", ") + "fresh file " + format(fresh)
+            }
             if let peak = object["peak_rss_mb"] as? Double { note += (note.isEmpty ? "" : ", ") + String(format: "peak %.0f MiB", peak) }
             rows.append([name, String(object["n"] as? Int ?? 0), format(number("median_s")), format(number("min_s")), format(number("max_s")),
                          String(object["verified"] as? Bool ?? false), (object["unit"] as? String ?? ""), note])
