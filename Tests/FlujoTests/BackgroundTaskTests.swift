@@ -102,11 +102,31 @@ struct BackgroundTaskTests {
         #expect(seen.withLock { $0 } == [3, 3, 3])
         // The parent's step log has every launch, in order.
         #expect(try await store.steps(runID: result.runID).map(\.stepName) == ["validate", "probe", "probe", "probe", "charge"])
-        // Starts of the group first, then each launch's end; every start has its end.
+        // Each launch's start, launch and end in turn, after the group is committed.
         let kinds = sink.events(runID: result.runID).map(\.kind)
-        #expect(kinds == [.preRun, .preStep, .postStep, .preStep, .preStep, .preStep, .taskLaunched, .postStep,
-                          .taskLaunched, .postStep, .taskLaunched, .postStep, .preStep, .postStep, .postRun])
+        #expect(kinds == [.preRun, .preStep, .postStep, .preStep, .taskLaunched, .postStep, .preStep, .taskLaunched, .postStep,
+                          .preStep, .taskLaunched, .postStep, .preStep, .postStep, .postRun])
         await runner.close()
+    }
+
+    @Test("the spans of a launch group: one per launch step, each the parent of its own task's run")
+    func launchGroupSpans() async throws {
+        let path = TestSupport.temporaryDirectory("flujo-runner").appendingPathComponent("state.db").path
+        let runner = Runner(store: try SQLiteStateStore(path: path))
+        let quick = Step<Int, Int>("quick") { value, _ in value }
+        let other = Step<Int, Int>("other") { value, _ in value }
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(quick), .background(other), .background(quick)]), input: 1)
+        for taskID in result.backgroundTaskIDs { _ = try await waitForTask(runner, taskID) }
+        await runner.close()
+        let spans = try await runner.store.spans(runID: result.runID)
+        let root = try #require(spans.first { $0.parentSpanID == nil })
+        let launches = spans.filter { $0.parentSpanID == root.spanID }
+        #expect(launches.map(\.name) == ["quick", "other", "quick"])
+        for (launch, taskID) in zip(launches, result.backgroundTaskIDs) {
+            #expect(launch.attributes["flujo.task_id"] == taskID)
+            let taskRun = try #require(spans.first { $0.runID == Identifiers.taskRunID(parentRunID: result.runID, taskID: taskID) && $0.parentSpanID == launch.spanID })
+            #expect(taskRun.isBackground)
+        }
     }
 
     @Test("a task that finishes before its launcher records it is not left behind as in flight")
@@ -128,7 +148,7 @@ struct BackgroundTaskTests {
         await runner.close()
     }
 
-    @Test("a hook that stops the run on a launch ends its group there; the launches before it still start")
+    @Test("a hook that stops the run on a launch stops it after its group; every launch of the group starts")
     func launchGroupStopped() async throws {
         let (runner, _, _) = try makeRunner()
         runner.hooks.register(AbortOnSecondLaunch())
@@ -138,11 +158,13 @@ struct BackgroundTaskTests {
             Pipeline(name: "p", steps: [.background(service.step), .background(service.step), .background(service.step)]),
             input: Order(id: "o", amount: 1))
         #expect(result.status == .failed)
-        #expect(result.backgroundTaskIDs.count == 2)
+        #expect(result.errorMessage?.contains("second launch refused") == true)
+        #expect(result.backgroundTaskIDs.count == 3)
         for taskID in result.backgroundTaskIDs {
             #expect(try await waitForTask(runner, taskID)?.status == .completed)
         }
-        #expect(try await runner.store.steps(runID: result.runID).count == 2)
+        #expect(try await runner.store.steps(runID: result.runID).count == 3)
+        #expect(try await runner.store.load(runID: result.runID)?.status == .failed)
         await runner.close()
     }
 

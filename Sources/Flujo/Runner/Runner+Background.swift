@@ -4,16 +4,17 @@ extension Runner {
     struct Launch {
         let taskID: String
         let result: StepResult
-        let hookFailure: (any Error)?
         /// The task's `running` row, saved with the parent's step in one transaction.
         let taskState: WorkflowState?
-        /// Starts the task and emits `taskLaunched` and the launch step's end; call after saving.
+        /// Emits the launch step's start, starts the task, and emits `taskLaunched`
+        /// and the step's end; call after saving. Returns a hook's failure.
         let begin: @Sendable () async -> (any Error)?
     }
 
     /// Prepares a background launch: reserves its budget and builds the task's
     /// `running` row. The caller saves that row together with its own step,
-    /// then calls `begin`, which starts the task and returns at once.
+    /// then calls `begin`, which emits the launch step's events, starts the
+    /// task and returns at once. No event is emitted before the row is saved.
     func launchBackground(
         _ item: PipelineStep, input: StepValue, parent: EventIdentity, stepIndex: Int, context: RunContext, parentLedger: QuotaLedger?
     ) async throws -> Launch {
@@ -21,14 +22,7 @@ extension Runner {
         let taskID = Identifiers.newTaskID()
         let taskRunID = Identifiers.taskRunID(parentRunID: parent.runID, taskID: taskID)
         let launchIdentity = parent.with(isBackground: true)
-        var hookFailure: (any Error)?
-        do {
-            try await emit(launchIdentity, .preStep, .preStep(HookEvent.StepStart(
-                stepName: item.step.name, stepIndex: stepIndex, mode: .background, inputSummary: summary(input.json) ?? "",
-                attemptNumber: 1, quotaBefore: parentLedger?.current)))
-        } catch {
-            hookFailure = error
-        }
+        let quotaBefore = parentLedger?.current
 
         let background = settings.backgroundTasks
         var reserved: Quota?
@@ -68,6 +62,13 @@ extension Runner {
         let runner = self
         let begin: @Sendable () async -> (any Error)? = {
             var failure: (any Error)?
+            do {
+                try await runner.emit(launchIdentity, .preStep, .preStep(HookEvent.StepStart(
+                    stepName: item.step.name, stepIndex: stepIndex, mode: .background, inputSummary: summary(input.json) ?? "",
+                    attemptNumber: 1, quotaBefore: quotaBefore)))
+            } catch {
+                failure = error
+            }
             if quotaRefused {
                 try? await runner.emit(launchIdentity, .taskLaunched, .taskLaunched(HookEvent.TaskLaunch(taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, budget: nil)))
                 try? await runner.emit(identity, .taskFinished, .taskFinished(HookEvent.TaskEnd(
@@ -83,7 +84,7 @@ extension Runner {
                 do {
                     try await runner.emit(launchIdentity, .taskLaunched, .taskLaunched(HookEvent.TaskLaunch(taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, budget: budget)))
                 } catch {
-                    failure = error
+                    failure = failure ?? error
                 }
             }
             do {
@@ -95,8 +96,7 @@ extension Runner {
             }
             return failure
         }
-        return Launch(taskID: taskID, result: result, hookFailure: hookFailure,
-                      taskState: background.enableStateTracking ? state : nil, begin: begin)
+        return Launch(taskID: taskID, result: result, taskState: background.enableStateTracking ? state : nil, begin: begin)
     }
 
     /// The body of a background task: runs its step with its own events and persists the outcome.

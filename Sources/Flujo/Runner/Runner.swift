@@ -131,30 +131,27 @@ public final class Runner: Sendable {
             case .background:
                 // Consecutive background steps launch as a group: every task's `running`
                 // row and the parent's step records commit in one transaction, before
-                // any of the tasks starts. A hook that stops the run ends the group.
+                // any of the tasks starts and before any of their events.
                 var launches: [Launch] = []
                 var writes: [StateWrite] = []
                 while index < pipeline.steps.count && pipeline.steps[index].mode == .background && launches.count < Self.launchGroupLimit {
                     let launch = try await launchBackground(pipeline.steps[index], input: value, parent: identity, stepIndex: index, context: context, parentLedger: ledger)
                     launches.append(launch)
                     taskIDs.append(launch.taskID)
-                    if let failure = launch.hookFailure {
-                        (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
-                    }
                     if let taskState = launch.taskState { writes.append(StateWrite(taskState)) }
                     let record = advance(past: launch.result, at: index)
                     writes.append(StateWrite(state, step: record))
                     index += 1
-                    if status != .running { break }
                 }
                 try await store.save(writes)
-                // Every launch of the group is persisted, so each one starts even when
-                // a hook stops the run on an earlier one.
+                // Each launch's events in turn; every launch of the group is persisted,
+                // so each one starts even when a hook stops the run on an earlier one.
+                var stop: (any Error)?
                 for launch in launches {
-                    if let failure = await launch.begin(), status == .running {
-                        (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
-                    }
+                    if let failure = await launch.begin(), stop == nil { stop = failure }
                 }
+                // The run's row is still `running`; the end of the run records the stop.
+                if let stop { (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(stop)) }
             }
         }
 
