@@ -119,7 +119,8 @@ final class SQLiteConnection: @unchecked Sendable {
     private static let commit = SQL("COMMIT")
     private static let rollback = SQL("ROLLBACK")
 
-    /// Counter changes of the open transaction, added to the counters when it commits.
+    /// Counter changes of the open transaction (cleared when one begins),
+    /// added to the counters when it commits.
     var counterChanges = CounterChanges()
 
     /// Runs `body` inside `BEGIN IMMEDIATE ... COMMIT`, rolling back on any error.
@@ -133,13 +134,11 @@ final class SQLiteConnection: @unchecked Sendable {
             resetActive()
             if !counterChanges.isEmpty {
                 try counterChanges.apply(on: self)
-                counterChanges = CounterChanges()
                 resetActive()
             }
             try statement(Self.commit).run()
             return value
         } catch {
-            counterChanges = CounterChanges()
             resetActive()
             _ = try? statement(Self.rollback).run()
             throw error

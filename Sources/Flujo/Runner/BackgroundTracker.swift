@@ -10,9 +10,6 @@ final class BackgroundTracker: Sendable {
 
     private struct State {
         var running: [String: Entry] = [:]
-        /// Tasks that finished before their entry was added (a task may end on
-        /// another thread before `add` runs); their entry is never added.
-        var finishedEarly: Set<String> = []
         var started = false
         var closed = false
         var maintenance: Task<Void, Never>?
@@ -31,19 +28,17 @@ final class BackgroundTracker: Sendable {
 
     var isClosed: Bool { state.withLock { $0.closed } }
 
-    /// Adds a started task, unless it has already finished.
-    func add(_ entry: Entry) {
+    /// Starts a task and records it, both under the lock: the task cannot
+    /// remove itself (it may finish at once on another thread) before it is recorded.
+    func start(runID: String, taskID: String, _ operation: @escaping @Sendable () async -> Void) {
         state.withLock { state in
-            if state.finishedEarly.remove(entry.runID) != nil { return }
-            state.running[entry.runID] = entry
+            state.running[runID] = Entry(runID: runID, taskID: taskID, task: Task(operation: operation))
         }
     }
 
-    /// Removes a finished task (called by the task itself, possibly before `add`).
+    /// Removes a finished task.
     func remove(runID: String) {
-        state.withLock { state in
-            if state.running.removeValue(forKey: runID) == nil { state.finishedEarly.insert(runID) }
-        }
+        _ = state.withLock { $0.running.removeValue(forKey: runID) }
     }
 
     var isEmpty: Bool { state.withLock { $0.running.isEmpty } }

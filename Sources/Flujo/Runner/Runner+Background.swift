@@ -76,10 +76,9 @@ extension Runner {
                     errorCategory: .resourceExhaustion, usage: Usage(), durationSeconds: 0)))
             } else {
                 let ledger = budget.map(QuotaLedger.init)
-                let task = Task { @Sendable in
+                runner.tracker.start(runID: taskRunID, taskID: taskID) {
                     await runner.executeBackground(item, input: input, state: initial, identity: identity, context: context, ledger: ledger, budget: budget, parentLedger: parentLedger)
                 }
-                runner.tracker.add(BackgroundTracker.Entry(runID: taskRunID, taskID: taskID, task: task))
                 runner.ensureMaintenance()
                 do {
                     try await runner.emit(launchIdentity, .taskLaunched, .taskLaunched(HookEvent.TaskLaunch(taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, budget: budget)))
