@@ -30,7 +30,8 @@ struct BackgroundTaskTests {
         let finished = try #require(try await waitForTask(runner, taskID))
         #expect(finished.status == .completed)
         #expect(finished.lastStepOutputJSON == "\"sent o\"")
-        #expect(sink.events.contains { $0.kind == .taskFinished && $0.taskID == taskID })
+        // The outcome is saved before taskFinished is emitted: wait for the event.
+        #expect(await sink.waitUntil { $0.contains { $0.kind == .taskFinished && $0.taskID == taskID } })
         await runner.close()
     }
 
