@@ -31,6 +31,11 @@ let package = Package(
             linkerSettings: [.linkedLibrary("curl")]
         ),
         .target(
+            name: "CSQLiteVFS",
+            dependencies: ["CSQLite"],
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
+        .target(
             name: "COTLP",
             dependencies: ["CProtobufC"],
             linkerSettings: [.linkedLibrary("protobuf-c")]
@@ -41,7 +46,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
-        .target(name: "FlujoSQLite", dependencies: ["Flujo", "CSQLite"]),
+        .target(name: "FlujoSQLite", dependencies: ["Flujo", "CSQLite", "CSQLiteVFS"]),
         .target(name: "FlujoTesting", dependencies: ["Flujo"]),
         .target(name: "FlujoPrometheus", dependencies: [
             "Flujo",
@@ -67,7 +72,7 @@ let package = Package(
         ),
 
         .target(name: "FlujoTestSupport", path: "Tests/FlujoTestSupport"),
-        .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "FlujoTestHelper"]),
+        .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "CSQLiteVFS", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoPrometheusTests", dependencies: ["Flujo", "FlujoPrometheus", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
         .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "flujo"]),

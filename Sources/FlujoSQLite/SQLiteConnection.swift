@@ -1,4 +1,5 @@
 import CSQLite
+import CSQLiteVFS
 import Flujo
 
 /// SQLite's "transient" destructor: the engine copies bound text before returning.
@@ -31,7 +32,9 @@ final class SQLiteConnection: @unchecked Sendable {
 
     /// Process-wide settings made once, before the first connection opens:
     /// no memory statistics (they serialize every allocation on one mutex).
+    /// The batched-log VFS is registered here too (see `Sources/CSQLiteVFS/vfs.c`).
     private static let configured: Bool = flujo_sqlite3_disable_memstatus() == SQLITE_OK
+    private static let batchedVFS: Int32 = flujo_sqlite3_register_batched_vfs()
 
     init(path: String, readOnly: Bool, create: Bool, busyTimeoutMs: Int) throws(StateStoreError) {
         _ = Self.configured
@@ -41,7 +44,8 @@ final class SQLiteConnection: @unchecked Sendable {
         flags |= readOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE
         if create && !readOnly { flags |= SQLITE_OPEN_CREATE }
         var db: OpaquePointer?
-        let code = sqlite3_open_v2(path, &db, flags, nil)
+        // Opened through the batched-log VFS when it registered; the default VFS otherwise.
+        let code = sqlite3_open_v2(path, &db, flags, Self.batchedVFS == SQLITE_OK ? FLUJO_BATCHED_VFS_NAME : nil)
         if code != SQLITE_OK {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close_v2(db)
@@ -61,6 +65,14 @@ final class SQLiteConnection: @unchecked Sendable {
         cacheByIdentity.removeAll()
         if let handle { sqlite3_close_v2(handle) }
         handle = nil
+    }
+
+    /// What the batched-log VFS did for this connection's log: writes SQLite
+    /// asked for and writes made to the file. Nil when the VFS is not in use.
+    var logWriteStats: (requested: Int, file: Int)? {
+        var stats = FlujoWALStats()
+        guard let handle, sqlite3_file_control(handle, "main", FLUJO_FCNTL_WAL_STATS, &stats) == SQLITE_OK else { return nil }
+        return (Int(stats.requestedWrites), Int(stats.fileWrites))
     }
 
     /// Whether the engine opened the main database read-only (for example a write-protected file).

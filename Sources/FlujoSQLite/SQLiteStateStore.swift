@@ -126,6 +126,11 @@ public final class SQLiteStateStore: StateStore {
         connection.withLock { $0.close() }
     }
 
+    /// The batched-log VFS's counts for this store's connection (for tests).
+    var logWriteStats: (requested: Int, file: Int)? {
+        try? withConnection { (connection) throws(StateStoreError) in connection.logWriteStats }
+    }
+
     private func withConnection<T>(_ body: (SQLiteConnection) throws(StateStoreError) -> T) throws(StateStoreError) -> T {
         do {
             return try connection.withLock { connection in

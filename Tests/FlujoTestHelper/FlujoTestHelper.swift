@@ -9,6 +9,10 @@
 //   FlujoTestHelper fanout PATH N TASK_MS        run a pipeline launching N background "sleeper" tasks of
 //                                               TASK_MS each (heartbeat every 50 ms); prints "launched RUN_ID",
 //                                               then waits for them
+//   FlujoTestHelper filelimit PATH               save run "before"; under a file-size limit (RLIMIT_FSIZE) that the
+//                                               next commit's log writes cross, try to save run "big" and print
+//                                               "refused <error>" (or "committed-big"); lift the limit, save run
+//                                               "after" and print "recovered"
 import CSQLite
 import Flujo
 import FlujoSQLite
@@ -90,8 +94,31 @@ struct FlujoTestHelper {
                 let result = try await runner.run(pipeline, input: 7)
                 say("launched \(result.runID)")
                 await runner.close(timeout: .seconds(600))
+            case "filelimit" where arguments.count == 2:
+                let path = arguments[1]
+                let store = try SQLiteStateStore(path: path)
+                try store.saveNow(WorkflowState(runID: "before", pipelineName: "helper", status: .completed), step: nil)
+                func size(_ file: String) -> Int {
+                    ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int) ?? 0
+                }
+                // Writes past the limit fail with EFBIG instead of raising SIGXFSZ.
+                signal(SIGXFSZ, SIG_IGN)
+                let limit = rlim_t(max(size(path), size(path + "-wal")) + 64 * 1024)
+                var capped = rlimit(rlim_cur: limit, rlim_max: rlim_t.max)
+                guard setrlimit(Int32(RLIMIT_FSIZE.rawValue), &capped) == 0 else { throw HelperError("cannot set RLIMIT_FSIZE") }
+                let big = "{\"blob\": \"" + String(repeating: "x", count: 1_000_000) + "\"}"
+                do {
+                    try store.saveNow(WorkflowState(runID: "big", pipelineName: "helper", contextJSON: big, status: .completed), step: nil)
+                    say("committed-big")
+                } catch {
+                    say("refused \(error)")
+                }
+                var lifted = rlimit(rlim_cur: rlim_t.max, rlim_max: rlim_t.max)
+                guard setrlimit(Int32(RLIMIT_FSIZE.rawValue), &lifted) == 0 else { throw HelperError("cannot lift RLIMIT_FSIZE") }
+                try store.saveNow(WorkflowState(runID: "after", pipelineName: "helper", status: .completed), step: nil)
+                say("recovered")
             default:
-                throw HelperError("usage: FlujoTestHelper write|hold|claim ...")
+                throw HelperError("usage: FlujoTestHelper write|hold|claim|resume|fanout|filelimit ...")
             }
         } catch {
             FileHandle.standardError.write(Data("helper: \(error)\n".utf8))

@@ -3,12 +3,24 @@ import Foundation
 /// Helpers shared by the test targets: temporary folders, sibling executables,
 /// the reference Python, and running processes.
 public enum TestSupport {
-    /// A new, empty, UUID-named folder under the system's temporary folder.
+    /// A new, empty, UUID-named folder inside this process's `testRoot`.
     public static func temporaryDirectory(_ label: String = "flujo-test") -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString)")
+        let url = testRoot.appendingPathComponent("\(label)-\(UUID().uuidString)")
         try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }
+
+    /// One folder under the system's temporary folder for everything this test
+    /// process writes; removed when the process exits, unless
+    /// `FLUJO_KEEP_TEST_FILES=1` asks to keep it for a look after a failure.
+    public static let testRoot: URL = {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("flujo-tests-\(getpid())-\(UUID().uuidString.prefix(8))")
+        try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        if ProcessInfo.processInfo.environment["FLUJO_KEEP_TEST_FILES"] != "1" {
+            atexit { try? FileManager.default.removeItem(at: TestSupport.testRoot) }
+        }
+        return url
+    }()
 
     /// The package root, found from this source file's location.
     public static let packageRoot: URL = URL(fileURLWithPath: #filePath)
