@@ -1,3 +1,5 @@
+import Foundation
+
 /// The user context of a run: named JSON values that steps read and change.
 ///
 /// A value type: a background task gets its own copy at launch, so nothing it
@@ -15,6 +17,15 @@ public struct RunContext: Sendable, Hashable, Codable {
     public subscript(key: String) -> JSONValue? {
         get { values[key] }
         set { values[key] = newValue }
+    }
+
+    /// Reads a context back from its JSON text; empty when the text is not a JSON object.
+    init(json: String) {
+        if case let .object(values)? = JSONReader.read(json) {
+            self.init(values)
+        } else {
+            self = (try? JSONDecoder().decode(RunContext.self, from: Data(json.utf8))) ?? RunContext()
+        }
     }
 
     /// The context as compact JSON text.

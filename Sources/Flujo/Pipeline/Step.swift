@@ -23,6 +23,8 @@ public struct Step<Input: Codable & Sendable, Output: Codable & Sendable>: Senda
             let typed: Input
             if let value = input.value as? Input {
                 typed = value
+            } else if Input.self == JSONValue.self, let value = JSONReader.read(input.json) as? Input {
+                typed = value
             } else {
                 do {
                     typed = try StepValue.decoder.decode(Input.self, from: Data(input.json.utf8))

@@ -48,7 +48,7 @@ extension Runner {
             state.metadataJSON = TaskMetadata.json(taskID: taskID, parentRunID: parent, stepName: stepName, inputJSON: newData.jsonText, errorCategory: claimed.errorCategory)
         }
         let identity = EventIdentity(runID: claimed.runID, parentRunID: claimed.parentRunID, taskID: taskID, pipelineName: claimed.pipelineName, pipelineVersion: claimed.pipelineVersion, isBackground: false)
-        let context = (try? JSONDecoder().decode(RunContext.self, from: Data(claimed.contextJSON.utf8))) ?? RunContext()
+        let context = RunContext(json: claimed.contextJSON)
         let budget = settings.backgroundTasks.enableQuota
             ? Quota(costUSD: settings.backgroundTasks.maxCostPerTask, tokens: settings.backgroundTasks.maxTokensPerTask) : nil
         let started = ContinuousClock.now

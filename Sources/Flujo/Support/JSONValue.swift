@@ -57,6 +57,7 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible {
 
     /// Parses JSON text; the error names the position of the first problem.
     public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
+        if let value = JSONReader.read(text) { return value }
         let data = Data(text.utf8)
         do {
             // JSONSerialization reports where the text went wrong; the decoder does not.
