@@ -75,6 +75,12 @@ final class SQLiteConnection: @unchecked Sendable {
         return (Int(stats.requestedWrites), Int(stats.fileWrites))
     }
 
+    /// The main database's file name as SQLite resolved it; empty when in memory.
+    var filename: String {
+        guard let handle, let name = sqlite3_db_filename(handle, "main") else { return "" }
+        return String(cString: name)
+    }
+
     /// Whether the engine opened the main database read-only (for example a write-protected file).
     var isReadOnly: Bool { handle.map { sqlite3_db_readonly($0, "main") == 1 } ?? true }
 

@@ -60,6 +60,14 @@ public final class SQLiteStateStore: StateStore {
     public let path: String
     private let connection: Mutex<SQLiteConnection>
     private let pendingWrites = Mutex<(leading: Bool, jobs: [WriteJob])>((false, []))
+    /// The database file as SQLite resolved it, and what its claims are kept under.
+    private let filename: String
+    private let claimKey: TaskClaims.Key
+    /// Stands for an in-memory database in `TaskClaims`.
+    private final class Token: Sendable {}
+    private let token = Token()
+    /// The claims this store holds, released at the latest when it goes away.
+    private let heldClaims = Mutex<Set<String>>([])
 
     /// Opens (and, unless read-only, creates or migrates) the database at `path`.
     public init(path: String, options: Options = Options()) throws(StateStoreError) {
@@ -104,7 +112,13 @@ public final class SQLiteStateStore: StateStore {
             try connection.execute("PRAGMA temp_store = MEMORY")
             try Schema.migrate(connection)
         }
+        self.filename = connection.filename
+        self.claimKey = TaskClaims.key(filename: connection.filename, token: token)
         self.connection = Mutex(connection)
+    }
+
+    deinit {
+        for taskID in heldClaims.withLock({ $0 }) { TaskClaims.shared.release(taskID, key: claimKey) }
     }
 
     /// Copies the write-ahead log into the database file and starts the log over
@@ -279,13 +293,6 @@ public final class SQLiteStateStore: StateStore {
     private static let loadRun = SQL("SELECT \(stateColumns) FROM workflow_state WHERE run_id = ?1")
     private static let loadTaskSQL = SQL("SELECT \(stateColumns) FROM workflow_state WHERE task_id = ?1")
     private static let taskIDPrefix = SQL("SELECT task_id FROM workflow_state WHERE task_id >= ?1 AND task_id < ?1 || x'ff' ORDER BY task_id LIMIT ?2")
-    private static let claim = SQL("""
-        UPDATE workflow_state
-        SET status = 'running', lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4, attempts = attempts + 1
-        WHERE task_id = ?1 AND status IN ('failed', 'paused', 'cancelled')
-        RETURNING \(stateColumns)
-        """)
-    private static let taskStatus = SQL("SELECT status, lease_owner, is_background_task FROM workflow_state WHERE task_id = ?1")
     private static let heartbeatSQL = SQL("UPDATE workflow_state SET updated_at = ?2 WHERE run_id = ?1 AND status = 'running'")
     /// `OR FAIL`: a failure keeps the rows already changed instead of undoing them,
     /// so SQLite keeps no statement journal (a copy of every page the update
@@ -611,32 +618,40 @@ public final class SQLiteStateStore: StateStore {
         }
     }
 
-    public func claimTask(taskID: String, owner: String, leaseUntil: Timestamp, now: Timestamp) async throws -> ClaimResult {
-        try await write { (connection) throws(StateStoreError) -> ClaimResult in
-            do {
-                // Inside the write lock: of concurrent claimers (in any process), only
-                // the first to take it finds the task resumable.
-                let current = try connection.statement(Self.taskStatus)
-                current.bind(1, taskID)
-                guard try current.step() else { return .notFound }
-                let status = RunStatus(rawValue: current.string(0) ?? "") ?? .running
-                let isBackground = current.int(2) != 0
-                guard [.failed, .paused, .cancelled].contains(status) else {
-                    return .notClaimable(status: status, owner: current.string(1))
-                }
-                current.reset()
-                let claim = try connection.statement(Self.claim)
-                claim.bind(1, taskID)
-                claim.bind(2, owner)
-                claim.bind(3, leaseUntil)
-                claim.bind(4, now)
-                guard try claim.step() else { return .notClaimable(status: status, owner: nil) }
-                let state = Self.readState(claim)
-                try claim.run()
-                connection.counterChanges.moved(isBackground: isBackground, from: status.rawValue, to: RunStatus.running.rawValue)
-                return .claimed(state)
-            }
+    /// Takes the task's claim (see `TaskClaims`), then reads the task: reading
+    /// after taking it sees everything the previous holder committed.
+    public func claimTask(taskID: String, owner: String) async throws -> ClaimResult {
+        switch try TaskClaims.shared.take(taskID, owner: owner, key: claimKey, filename: filename) {
+        case let .heldHere(holder): return .notClaimable(status: .running, owner: holder)
+        case .heldElsewhere: return .notClaimable(status: .running, owner: nil)
+        case .taken: break
         }
+        let state: WorkflowState?
+        do {
+            state = try withConnection { (connection) throws(StateStoreError) in
+                let statement = try connection.statement(Self.loadTaskSQL)
+                statement.bind(1, taskID)
+                return try statement.step() ? Self.readState(statement) : nil
+            }
+        } catch {
+            TaskClaims.shared.release(taskID, key: claimKey)
+            throw error
+        }
+        guard let state else {
+            TaskClaims.shared.release(taskID, key: claimKey)
+            return .notFound
+        }
+        guard state.status.isResumable else {
+            TaskClaims.shared.release(taskID, key: claimKey)
+            return .notClaimable(status: state.status, owner: nil)
+        }
+        heldClaims.withLock { _ = $0.insert(taskID) }
+        return .claimed(state)
+    }
+
+    public func releaseClaim(taskID: String) {
+        guard heldClaims.withLock({ $0.remove(taskID) }) != nil else { return }
+        TaskClaims.shared.release(taskID, key: claimKey)
     }
 
     public func heartbeat(runIDs: [String], at time: Timestamp) async throws {

@@ -2,7 +2,8 @@ import Flujo
 import Synchronization
 
 /// A `StateStore` in memory, with the same semantics as the SQLite store
-/// (created-at written once, atomic claims, heartbeat-based stale cleanup),
+/// (created-at written once, exclusive claims held until released,
+/// heartbeat-based stale cleanup),
 /// for fast unit tests of code that uses a runner.
 public final class InMemoryStateStore: StateStore {
     private struct Storage {
@@ -10,6 +11,8 @@ public final class InMemoryStateStore: StateStore {
         var steps: [String: [StepRecord]] = [:]
         var backgroundUsage: [String: Usage] = [:]
         var spans: [SpanRecord] = []
+        /// Claimed task ids and their owners.
+        var claims: [String: String] = [:]
     }
 
     private let storage = Mutex(Storage())
@@ -62,18 +65,18 @@ public final class InMemoryStateStore: StateStore {
         return Array(ids.filter { $0.hasPrefix(prefix) }.sorted().prefix(limit))
     }
 
-    public func claimTask(taskID: String, owner: String, leaseUntil: Timestamp, now: Timestamp) async throws -> ClaimResult {
+    public func claimTask(taskID: String, owner: String) async throws -> ClaimResult {
         storage.withLock { storage in
-            guard var state = storage.states.values.first(where: { $0.taskID == taskID }) else { return .notFound }
-            guard state.status.isResumable else { return .notClaimable(status: state.status, owner: state.leaseOwner) }
-            state.status = .running
-            state.leaseOwner = owner
-            state.leaseExpiresAt = leaseUntil
-            state.updatedAt = now
-            state.attempts += 1
-            storage.states[state.runID] = state
+            guard let state = storage.states.values.first(where: { $0.taskID == taskID }) else { return .notFound }
+            if let holder = storage.claims[taskID] { return .notClaimable(status: .running, owner: holder) }
+            guard state.status.isResumable else { return .notClaimable(status: state.status, owner: nil) }
+            storage.claims[taskID] = owner
             return .claimed(state)
         }
+    }
+
+    public func releaseClaim(taskID: String) {
+        storage.withLock { _ = $0.claims.removeValue(forKey: taskID) }
     }
 
     public func heartbeat(runIDs: [String], at time: Timestamp) async throws {

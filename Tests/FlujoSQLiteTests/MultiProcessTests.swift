@@ -69,13 +69,14 @@ struct MultiProcessTests {
         #expect(try await store.steps(runID: "k-\(last)").count == 1)
     }
 
-    @Test("eight processes claim one task: exactly one wins")
+    @Test("eight processes claim one task: exactly one wins, and the row is not touched")
     func claimRace() async throws {
         let (store, path) = try makeStore()
         try await store.save(fullTask(status: .failed))
         let outputs = try await withThrowingTaskGroup(of: TestSupport.ProcessOutput.self) { group in
             for index in 0..<8 {
-                group.addTask { try await TestSupport.run(helper, ["claim", path, "bg_0123", "owner-\(index)"]) }
+                // The winner holds its claim for three seconds, past every other attempt.
+                group.addTask { try await TestSupport.run(helper, ["claim", path, "bg_0123", "owner-\(index)", "3000"]) }
             }
             return try await group.reduce(into: []) { $0.append($1) }
         }
@@ -83,26 +84,57 @@ struct MultiProcessTests {
         #expect(outputs.allSatisfy { $0.status == 0 }, "\(outputs.map(\.stderr))")
         #expect(lines.filter { $0 == "claimed" }.count == 1, "\(lines)")
         #expect(lines.filter { $0 == "lost running" }.count == 7, "\(lines)")
-        #expect(try await store.loadTask(taskID: "bg_0123")?.attempts == 3)
+        let stored = try await store.loadTask(taskID: "bg_0123")
+        #expect(stored?.status == .failed)
+        #expect(stored?.attempts == 2)
+        // The winner has exited: the claim went with it.
+        guard case .claimed = try await store.claimTask(taskID: "bg_0123", owner: "after") else {
+            Issue.record("the claim should end with the process that held it")
+            return
+        }
     }
 
-    @Test("eight tasks of one process claim one task: exactly one wins")
+    @Test("eight stores of one process claim one task: exactly one wins; releasing or dropping the store ends the claim")
     func claimRaceInProcess() async throws {
         let (_, path) = try makeStore()
         let seed = try SQLiteStateStore(path: path)
         try await seed.save(fullTask(status: .paused))
-        let winners = try await withThrowingTaskGroup(of: Bool.self) { group in
+        // Each claimer has its own store and connection, as separate runners would;
+        // all are kept until every claim has been tried.
+        let results = try await withThrowingTaskGroup(of: (Bool, SQLiteStateStore).self) { group in
             for index in 0..<8 {
                 group.addTask {
-                    // Each claimer has its own connection, as separate runners would.
                     let store = try SQLiteStateStore(path: path)
-                    let now = Timestamp.now
-                    if case .claimed = try await store.claimTask(taskID: "bg_0123", owner: "t\(index)", leaseUntil: now, now: now) { return true }
-                    return false
+                    if case .claimed = try await store.claimTask(taskID: "bg_0123", owner: "t\(index)") { return (true, store) }
+                    return (false, store)
                 }
             }
-            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            return try await group.reduce(into: []) { $0.append($1) }
         }
-        #expect(winners == 1)
+        #expect(results.filter(\.0).count == 1)
+        let winner = try #require(results.first(where: \.0)?.1)
+        guard case let .notClaimable(status, owner) = try await seed.claimTask(taskID: "bg_0123", owner: "seed") else {
+            Issue.record("the task should still be held")
+            return
+        }
+        #expect(status == .running)
+        #expect(owner?.hasPrefix("t") == true)
+        winner.releaseClaim(taskID: "bg_0123")
+        guard case .claimed = try await seed.claimTask(taskID: "bg_0123", owner: "seed") else {
+            Issue.record("a released claim can be taken again")
+            return
+        }
+        // A store that goes away without releasing gives its claims up.
+        seed.releaseClaim(taskID: "bg_0123")
+        var holder: SQLiteStateStore? = try SQLiteStateStore(path: path)
+        if case .claimed = try await holder?.claimTask(taskID: "bg_0123", owner: "dropped") {} else {
+            Issue.record("should be claimable")
+        }
+        #expect(try await seed.claimTask(taskID: "bg_0123", owner: "seed") == .notClaimable(status: .running, owner: "dropped"))
+        holder = nil
+        #expect(holder == nil)
+        if case .claimed = try await seed.claimTask(taskID: "bg_0123", owner: "later") {} else {
+            Issue.record("a dropped store's claim should be gone")
+        }
     }
 }

@@ -89,20 +89,34 @@ struct SQLiteStateStoreTests {
         #expect(try await store.taskIDs(withPrefix: "t", limit: 3) == ["t0", "t1", "t2"])
     }
 
-    @Test("a claim takes a resumable task once; running and unknown tasks are refused")
+    @Test("a claim takes a resumable task once, leaves its row as stored, and ends when released; running, completed and unknown tasks are refused")
     func claim() async throws {
         let (store, _) = try makeStore()
         try await store.save(fullTask(status: .paused))
-        let now = Timestamp.now
-        guard case let .claimed(state) = try await store.claimTask(taskID: "bg_0123", owner: "a", leaseUntil: now.adding(seconds: 30), now: now) else {
+        guard case let .claimed(state) = try await store.claimTask(taskID: "bg_0123", owner: "a") else {
             Issue.record("first claim should win")
             return
         }
-        #expect(state.status == .running)
-        #expect(state.leaseOwner == "a")
-        #expect(state.attempts == 3)
-        #expect(try await store.claimTask(taskID: "bg_0123", owner: "b", leaseUntil: now, now: now) == .notClaimable(status: .running, owner: "a"))
-        #expect(try await store.claimTask(taskID: "nope", owner: "b", leaseUntil: now, now: now) == .notFound)
+        #expect(state == fullTask(status: .paused))
+        #expect(try await store.loadTask(taskID: "bg_0123") == fullTask(status: .paused))
+        #expect(try await store.claimTask(taskID: "bg_0123", owner: "b") == .notClaimable(status: .running, owner: "a"))
+        store.releaseClaim(taskID: "bg_0123")
+        store.releaseClaim(taskID: "bg_0123")
+        guard case .claimed = try await store.claimTask(taskID: "bg_0123", owner: "b") else {
+            Issue.record("a released claim can be taken again")
+            return
+        }
+        try await store.save(fullTask(runID: "r2", taskID: "running", status: .running))
+        try await store.save(fullTask(runID: "r3", taskID: "done", status: .completed))
+        #expect(try await store.claimTask(taskID: "running", owner: "b") == .notClaimable(status: .running, owner: nil))
+        #expect(try await store.claimTask(taskID: "done", owner: "b") == .notClaimable(status: .completed, owner: nil))
+        #expect(try await store.claimTask(taskID: "nope", owner: "b") == .notFound)
+        // Refused claims are not held: the completed task's claim byte is free for its next use.
+        try await store.save(fullTask(runID: "r3", taskID: "done", status: .failed))
+        guard case .claimed = try await store.claimTask(taskID: "done", owner: "b") else {
+            Issue.record("a refused claim must not stay held")
+            return
+        }
     }
 
     @Test("stale cleanup fails only running background tasks whose heartbeat is older than the threshold")

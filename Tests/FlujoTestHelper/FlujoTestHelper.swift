@@ -2,8 +2,10 @@
 //
 //   FlujoTestHelper write PATH COUNT PREFIX       save COUNT runs, one transaction each, printing "committed N"
 //   FlujoTestHelper hold PATH RUN_ID             begin a transaction, insert RUN_ID, print "in-transaction", wait
-//   FlujoTestHelper claim PATH TASK_ID OWNER     claim a task; print "claimed" or "lost <status>"
-//   FlujoTestHelper resume PATH MARKER TASK_ID... resume tasks whose step is "record": it appends a line to
+//   FlujoTestHelper claim PATH TASK_ID OWNER [HOLD_MS]  claim a task; print "claimed" (and hold the claim
+//                                               HOLD_MS before exiting) or "lost <status>"
+//   FlujoTestHelper resume PATH MARKER TASK_ID... resume tasks whose step is "record": it prints "running TASK_ID",
+//                                               waits FLUJO_HELPER_STEP_MS (150), appends a line to
 //                                               MARKER; prints each outcome ("completed"), or "busy" /
 //                                               "already-completed" when another process won
 //   FlujoTestHelper fanout PATH N TASK_MS        run a pipeline launching N background "sleeper" tasks of
@@ -46,11 +48,12 @@ struct FlujoTestHelper {
                 guard sqlite3_exec(db, insert, nil, nil, nil) == SQLITE_OK else { throw HelperError("cannot insert") }
                 say("in-transaction")
                 while true { sleep(60) }
-            case "claim" where arguments.count == 4:
+            case "claim" where arguments.count == 4 || arguments.count == 5:
                 let store = try SQLiteStateStore(path: arguments[1])
-                let now = Timestamp.now
-                switch try await store.claimTask(taskID: arguments[2], owner: arguments[3], leaseUntil: now.adding(seconds: 60), now: now) {
-                case .claimed: say("claimed")
+                switch try await store.claimTask(taskID: arguments[2], owner: arguments[3]) {
+                case .claimed:
+                    say("claimed")
+                    try await Task.sleep(for: .milliseconds(Int(arguments.count == 5 ? arguments[4] : "0") ?? 0))
                 case let .notClaimable(status, _): say("lost \(status.rawValue)")
                 case .notFound: say("not-found")
                 }
@@ -58,8 +61,10 @@ struct FlujoTestHelper {
                 let store = try SQLiteStateStore(path: arguments[1])
                 let runner = Runner(store: store)
                 let marker = arguments[2]
+                let stepMilliseconds = Int(ProcessInfo.processInfo.environment["FLUJO_HELPER_STEP_MS"] ?? "") ?? 150
                 try runner.registry.register(Step<JSONValue, JSONValue>("record") { input, context in
-                    try await Task.sleep(for: .milliseconds(150))
+                    say("running \(context.taskID ?? context.runID)")
+                    try await Task.sleep(for: .milliseconds(stepMilliseconds))
                     // O_APPEND: several processes append to the marker at once without overwriting each other.
                     let descriptor = open(marker, O_WRONLY | O_APPEND)
                     let line = Array("ran \(context.taskID ?? context.runID) pid \(getpid())\n".utf8)

@@ -26,7 +26,7 @@ struct MultiProcessResumeTests {
         _ = FileManager.default.createFile(atPath: marker.path, contents: nil)
         let output = try await TestSupport.run(helper, ["resume", path, marker.path, taskID])
         #expect(output.status == 0, "\(output.stderr)")
-        #expect(output.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "completed")
+        #expect(output.stdout.split(separator: "\n") == ["running \(taskID)", "completed"])
         let (runner, _, _) = try makeRunner(path: path)
         #expect(try await runner.store.loadTask(taskID: taskID)?.status == .completed)
         await runner.close()
@@ -43,11 +43,35 @@ struct MultiProcessResumeTests {
             }
             return try await group.reduce(into: []) { $0.append($1) }
         }
-        let lines = outputs.map { $0.stdout.trimmingCharacters(in: .whitespacesAndNewlines) }
+        let lines = outputs.map { $0.stdout.split(separator: "\n").last.map(String.init) ?? "" }
         #expect(outputs.allSatisfy { $0.status == 0 }, "\(outputs.map(\.stderr))")
         #expect(lines.filter { $0 == "completed" }.count == 1, "\(lines)")
         #expect(lines.filter { $0 == "busy" || $0 == "already-completed" }.count == processes - 1, "\(lines)")
         let runs = try String(contentsOf: marker, encoding: .utf8).split(separator: "\n")
         #expect(runs.count == 1, "the step ran \(runs.count) times")
+    }
+
+    @Test("a resumer killed mid-step leaves the task as it was and resumable at once")
+    func killedResumer() async throws {
+        let (path, taskID) = try await failedTask()
+        let marker = TestSupport.temporaryDirectory().appendingPathComponent("marker")
+        _ = FileManager.default.createFile(atPath: marker.path, contents: nil)
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLUJO_HELPER_STEP_MS"] = "60000"
+        let resumer = try RunningProcess(helper, ["resume", path, marker.path, taskID], environment: environment)
+        #expect(await resumer.waitForLine { $0 == "running \(taskID)" })
+        let (runner, _, _) = try makeRunner(path: path)
+        try runner.registry.register(Step<JSONValue, JSONValue>("record") { input, _ in input })
+        // While the other process holds the claim, this one is refused.
+        await #expect(throws: RunnerError.self) { _ = try await runner.resumeBackgroundTask(taskID: taskID) }
+        await resumer.kill()
+        let before = try #require(try await runner.store.loadTask(taskID: taskID))
+        #expect(before.status == .failed)
+        #expect(before.attempts == 1)
+        let outcome = try await runner.resumeBackgroundTask(taskID: taskID)
+        #expect(outcome.status == .completed)
+        #expect(outcome.attempts == 2)
+        #expect(try await runner.store.loadTask(taskID: taskID)?.status == .completed)
+        await runner.close()
     }
 }

@@ -248,27 +248,10 @@ struct BackgroundSettingsEffectTests {
         await runner.close()
     }
 
-    @Test("resume_lease_seconds sets the claim's lease")
-    func lease() async throws {
+    @Test("resume_lease_seconds, which claims no longer use, still loads")
+    func leaseStillAccepted() throws {
         let configured = try settings("[background_tasks]\nresume_lease_seconds = 120\n")
-        let (runner, _, _) = try makeRunner(settings: configured)
-        let seen = Counter()
-        let result = try await runner.run(Pipeline(name: "p", steps: [.background(service.step)]), input: Order(id: "o", amount: 1))
-        _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
-        let store = runner.store
-        let taskID = result.backgroundTaskIDs[0]
-        let checking = Step<Order, String>("send_receipt") { _, _ in
-            let state = try await store.loadTask(taskID: taskID)
-            let lease = (state?.leaseExpiresAt?.millisecondsSince1970 ?? 0) - Timestamp.now.millisecondsSince1970
-            if lease > 110_000 && lease <= 120_000 { seen.increment() }
-            return "ok"
-        }
-        let (other, _, _) = try makeRunner(settings: configured, path: (runner.store as! SQLiteStateStore).path)
-        try other.registry.register(checking)
-        _ = try await other.resumeBackgroundTask(taskID: taskID)
-        #expect(seen.count == 1)
-        await runner.close()
-        await other.close()
+        #expect(configured.backgroundTasks.resumeLeaseSeconds == 120)
     }
 }
 

@@ -19,28 +19,29 @@ extension Runner {
     /// with `newData` as its input or the persisted one, and persists the outcome.
     ///
     /// The task is claimed first: of concurrent resumers (in any process) only
-    /// one runs it; the others get `RunnerError.alreadyBeingResumed`. The task
-    /// keeps its id; attempts go up by one; the error text and category are
-    /// replaced by the new outcome's.
+    /// one runs it; the others get `RunnerError.alreadyBeingResumed`. The claim
+    /// is held until the outcome is saved (or, if this process dies, until it
+    /// ends); the stored status changes only with the outcome. The task keeps
+    /// its id; attempts go up by one; the error text and category are replaced
+    /// by the new outcome's.
     public func resumeBackgroundTask(taskID: String, newData: JSONValue? = nil) async throws -> TaskOutcome {
         try await startIfNeeded()
         guard settings.backgroundTasks.enableResumability else { throw RunnerError.resumabilityDisabled }
-        guard let task = try await store.loadTask(taskID: taskID) else {
-            throw RunnerError.unknownTask(taskID, suggestions: try await suggestions(for: taskID))
-        }
-        if task.status == .completed { throw RunnerError.notResumable(taskID: taskID, status: .completed) }
-        guard let stepName = task.stepName, let step = registry.step(named: stepName) else {
-            throw RunnerError.stepNotRegistered(taskID: taskID, stepName: task.stepName ?? "(none)", registered: registry.names)
-        }
-        let now = Timestamp.now
-        let claimed: WorkflowState
-        switch try await store.claimTask(taskID: taskID, owner: owner, leaseUntil: now.adding(seconds: settings.backgroundTasks.resumeLeaseSeconds), now: now) {
-        case let .claimed(state): claimed = state
-        case .notFound: throw RunnerError.unknownTask(taskID, suggestions: [])
+        let task: WorkflowState
+        switch try await store.claimTask(taskID: taskID, owner: owner) {
+        case let .claimed(state): task = state
+        case .notFound: throw RunnerError.unknownTask(taskID, suggestions: try await suggestions(for: taskID))
         case let .notClaimable(status, owner):
             if status == .completed { throw RunnerError.notResumable(taskID: taskID, status: status) }
             throw RunnerError.alreadyBeingResumed(taskID: taskID, owner: owner)
         }
+        // Held from here until the outcome is saved, whatever happens.
+        defer { store.releaseClaim(taskID: taskID) }
+        guard let stepName = task.stepName, let step = registry.step(named: stepName) else {
+            throw RunnerError.stepNotRegistered(taskID: taskID, stepName: task.stepName ?? "(none)", registered: registry.names)
+        }
+        var claimed = task
+        claimed.attempts += 1
 
         let inputJSON = newData?.jsonText ?? TaskMetadata.inputJSON(from: claimed.metadataJSON) ?? "null"
         var state = claimed

@@ -3,7 +3,7 @@
 /// The core speaks only this protocol; `FlujoSQLite` implements it on a SQLite
 /// file and `FlujoTesting` in memory. Every method may be called from many
 /// tasks at once, and an implementation that shares its storage between
-/// processes must keep `claimTask` atomic across them.
+/// processes must make `claimTask` exclusive across them.
 public protocol StateStore: Sendable {
     /// Inserts or replaces a run's state, appends `step` to its step log and adds
     /// `parentUsage` to the totals of its parent run, all in one transaction.
@@ -26,10 +26,19 @@ public protocol StateStore: Sendable {
     /// Task ids that start with `prefix` (for suggestions), at most `limit`.
     func taskIDs(withPrefix prefix: String, limit: Int) async throws -> [String]
 
-    /// Atomically takes a resumable (failed, paused or cancelled) task for one
-    /// owner: it becomes `running` with the lease set and attempts counted.
-    /// Of several concurrent callers, exactly one gets `.claimed`.
-    func claimTask(taskID: String, owner: String, leaseUntil: Timestamp, now: Timestamp) async throws -> ClaimResult
+    /// Takes a resumable (failed, paused or cancelled) task for one owner, to
+    /// run it again. Of several concurrent callers, in any process, exactly one
+    /// gets `.claimed`, and no one else gets it until that claim is released
+    /// with `releaseClaim(taskID:)` or the claiming process ends. The claim is
+    /// not written to the task's row: the row keeps its status until the
+    /// resumer saves the outcome, and a resumer that dies leaves the task
+    /// resumable at once. `.claimed` carries the task as stored, read after the
+    /// claim was taken (so it reflects whatever the previous holder saved).
+    func claimTask(taskID: String, owner: String) async throws -> ClaimResult
+
+    /// Ends a claim taken with `claimTask`, after the resume saved its outcome
+    /// (or gave up). Does nothing when this store does not hold it.
+    func releaseClaim(taskID: String)
 
     /// Records that running tasks are alive: sets `updatedAt` (the heartbeat).
     func heartbeat(runIDs: [String], at time: Timestamp) async throws
@@ -101,11 +110,13 @@ public struct BackgroundTaskQuery: Sendable, Hashable {
 
 /// The outcome of `StateStore.claimTask`.
 public enum ClaimResult: Sendable, Hashable {
-    /// This caller holds the task; the state is as written by the claim.
+    /// This caller holds the task; the state is the task as stored.
     case claimed(WorkflowState)
     /// No task has that id.
     case notFound
-    /// The task exists but is not resumable now (running, or already claimed).
+    /// The task exists but is not resumable now: its stored status, or
+    /// `running` when another claim holds it (with the owner when that claim
+    /// is in this process).
     case notClaimable(status: RunStatus, owner: String?)
 }
 
