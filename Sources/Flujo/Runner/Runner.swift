@@ -19,7 +19,7 @@ public final class Runner: Sendable {
     public let hooks: HookBus
     /// Maps step errors to categories.
     public let classifier: any ErrorClassifier
-    /// This runner's identity as a lease owner.
+    /// This runner's identity as the owner of its resume claims.
     public let owner: String
     let logger: Logger
     let tracker = BackgroundTracker()

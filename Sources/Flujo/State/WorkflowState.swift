@@ -50,11 +50,12 @@ public struct WorkflowState: Sendable, Hashable, Codable {
     public var errorCategory: ErrorCategory?
     /// How many times this run or task has been executed.
     public var attempts: Int
-    /// The process or resumer that holds the task now.
+    /// Kept from older files, where a resumer recorded itself here; the
+    /// built-in stores no longer write it (a claim is a lock, see `StateStore.claimTask`).
     public var leaseOwner: String?
-    /// When the current lease ends.
+    /// Kept from older files: when such a recorded claim ended.
     public var leaseExpiresAt: Timestamp?
-    /// The run id of the execution this one was resumed from, if any.
+    /// The status the task had when it was last resumed (failed, paused or cancelled), if it was.
     public var resumedFrom: String?
     /// The registered step name a background task runs.
     public var stepName: String?

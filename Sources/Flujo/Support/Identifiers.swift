@@ -37,7 +37,7 @@ public enum Identifiers {
         return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
     }
 
-    /// This process, as the owner of leases: host, pid and a random suffix.
+    /// This process, as the owner of resume claims: host, pid and a random suffix.
     public static let processOwner: String = {
         let host = ProcessInfo.processInfo.hostName
         return "\(host):\(getpid()):\(randomHex(bytes: 4))"
