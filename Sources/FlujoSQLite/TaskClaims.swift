@@ -14,9 +14,11 @@ import Synchronization
 /// claims use offsets from 2^40 up). The lock, not a row, is the claim: it
 /// lasts while the claiming store holds it and the kernel drops it when the
 /// process ends, however it ends, so a crashed resumer leaves nothing to clean
-/// up. On Linux the locks are open-file-description locks; elsewhere POSIX
-/// locks, which SQLite's own descriptors cannot release while the claiming
-/// store's connection is open.
+/// up. On Linux the locks are open-file-description locks, which belong to
+/// the descriptor they were taken on, so SQLite closing its own descriptors
+/// cannot drop them. Other systems have only POSIX locks, which any close of
+/// the file by the process drops: there they are taken on a file of their
+/// own next to the database (`<database>-claims`), which SQLite never opens.
 ///
 /// Every store of the process on one file shares one descriptor (opened once,
 /// never closed, so closing it cannot drop SQLite's locks) and one table of
@@ -80,7 +82,11 @@ final class TaskClaims: Sendable {
             if let existing = files[key] {
                 file = existing
             } else if case .file = key {
+                #if os(Linux)
                 let descriptor = open(filename, O_RDWR | O_CLOEXEC)
+                #else
+                let descriptor = open(filename + "-claims", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+                #endif
                 if descriptor < 0 {
                     let code = errno
                     if code == EACCES || code == EROFS || code == EPERM { return .failure(.readOnly(path: filename)) }
