@@ -74,6 +74,7 @@ func taskJSON(_ task: BackgroundTask) -> [String: Any] {
         "parent_run_id": task.parentRunID ?? NSNull(),
         "step_name": task.stepName ?? NSNull(),
         "status": task.status.rawValue,
+        "being_resumed": task.isBeingResumed,
         "error": task.error ?? NSNull(),
         "error_category": task.errorCategory?.rawValue ?? NSNull(),
         "attempts": task.attempts,

@@ -65,7 +65,8 @@ public struct TasksCommand: AsyncParsableCommand {
             guard let state = try await runner.store.loadTask(taskID: taskID) else {
                 throw CLIError(RunnerError.unknownTask(taskID, suggestions: try await runner.suggestions(for: taskID)).description)
             }
-            let task = BackgroundTask(state)
+            var task = BackgroundTask(state)
+            task.isBeingResumed = try await runner.store.claimedTaskIDs(among: [taskID]).contains(taskID)
             let steps = try await runner.store.steps(runID: state.runID)
             if output.json {
                 var object = taskJSON(task)
@@ -80,7 +81,8 @@ public struct TasksCommand: AsyncParsableCommand {
             }
             let fields: [(String, String)] = [
                 ("task_id", task.taskID), ("run_id", task.runID), ("parent_run_id", task.parentRunID ?? "-"),
-                ("pipeline", task.pipelineName), ("step_name", task.stepName ?? "-"), ("status", task.status.rawValue),
+                ("pipeline", task.pipelineName), ("step_name", task.stepName ?? "-"),
+                ("status", task.status.rawValue + (task.isBeingResumed ? " (being resumed now)" : "")),
                 ("attempts", String(task.attempts)), ("error_category", task.errorCategory?.rawValue ?? "-"),
                 ("error", task.error ?? "-"), ("input", task.inputJSON ?? "-"), ("output", state.lastStepOutputJSON ?? "-"),
                 ("cost_usd", String(format: "%.4f", task.costUSD)), ("tokens", String(task.tokens)),
@@ -204,7 +206,7 @@ func printTasks(_ tasks: [BackgroundTask], json: Bool) {
         return
     }
     Output.line(table(["task_id", "step", "status", "attempts", "updated_at", "error"], tasks.map { task in
-        [task.taskID, task.stepName ?? "-", task.status.rawValue, String(task.attempts), task.updatedAt.iso8601,
+        [task.taskID, task.stepName ?? "-", task.status.rawValue + (task.isBeingResumed ? " (resuming)" : ""), String(task.attempts), task.updatedAt.iso8601,
          task.error.map { (task.errorCategory.map { "\($0.rawValue): " } ?? "") + cut($0, 50) } ?? "-"]
     }))
 }

@@ -649,6 +649,10 @@ public final class SQLiteStateStore: StateStore {
         return .claimed(state)
     }
 
+    public func claimedTaskIDs(among taskIDs: [String]) async throws -> Set<String> {
+        TaskClaims.shared.held(among: taskIDs, key: claimKey, filename: filename)
+    }
+
     public func releaseClaim(taskID: String) {
         guard heldClaims.withLock({ $0.remove(taskID) }) != nil else { return }
         TaskClaims.shared.release(taskID, key: claimKey)

@@ -43,17 +43,43 @@ final class TaskClaims: Sendable {
 
     private struct File {
         var descriptor: Int32
+        /// Whether `descriptor` was opened for writing (write locks need it).
+        var writable: Bool
         /// Held claims by lock offset: the task and its owner.
         var held: [Int64: (taskID: String, owner: String)]
+        /// Read-only descriptors replaced by a writable one: kept open, since
+        /// closing a descriptor of the database can drop SQLite's POSIX locks.
+        var retired: [Int32] = []
     }
 
     private let files = Mutex<[Key: File]>([:])
 
     #if os(Linux)
     private static let setLock: Int32 = 37  // F_OFD_SETLK
+    private static let getLock: Int32 = 36  // F_OFD_GETLK
     #else
     private static let setLock: Int32 = F_SETLK
+    private static let getLock: Int32 = F_GETLK
     #endif
+
+    /// Opens the file the locks are taken on: the database itself on Linux,
+    /// `<database>-claims` elsewhere (created only when a claim is taken).
+    private static func openLockFile(_ filename: String, writable: Bool) -> Int32 {
+        #if os(Linux)
+        return open(filename, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)
+        #else
+        return open(filename + "-claims", writable ? (O_RDWR | O_CREAT | O_CLOEXEC) : (O_RDONLY | O_CLOEXEC), 0o644)
+        #endif
+    }
+
+    private static func lock(_ type: Int32, at offset: Int64) -> flock {
+        var lock = flock()
+        lock.l_type = Int16(type)
+        lock.l_whence = Int16(SEEK_SET)
+        lock.l_start = off_t(offset)
+        lock.l_len = 1
+        return lock
+    }
 
     /// The key of the database at `filename` (as SQLite names it; empty for an
     /// in-memory database, which `token` then stands for).
@@ -78,23 +104,17 @@ final class TaskClaims: Sendable {
     func take(_ taskID: String, owner: String, key: Key, filename: String) throws(StateStoreError) -> Outcome {
         let offset = Self.offset(of: taskID)
         let result = files.withLock { files -> Result<Outcome, StateStoreError> in
-            var file: File
-            if let existing = files[key] {
-                file = existing
-            } else if case .file = key {
-                #if os(Linux)
-                let descriptor = open(filename, O_RDWR | O_CLOEXEC)
-                #else
-                let descriptor = open(filename + "-claims", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-                #endif
+            var file = files[key] ?? File(descriptor: -1, writable: false, held: [:])
+            if case .file = key, !file.writable {
+                let descriptor = Self.openLockFile(filename, writable: true)
                 if descriptor < 0 {
                     let code = errno
                     if code == EACCES || code == EROFS || code == EPERM { return .failure(.readOnly(path: filename)) }
                     return .failure(.storage(path: filename, code: code, message: "cannot open the database file to lock a claim: \(String(cString: strerror(code)))"))
                 }
-                file = File(descriptor: descriptor, held: [:])
-            } else {
-                file = File(descriptor: -1, held: [:])
+                if file.descriptor >= 0 { file.retired.append(file.descriptor) }
+                file.descriptor = descriptor
+                file.writable = true
             }
             if let holder = file.held[offset] {
                 files[key] = file
@@ -102,11 +122,7 @@ final class TaskClaims: Sendable {
                 return .success(holder.taskID == taskID ? .heldHere(owner: holder.owner) : .heldElsewhere)
             }
             if file.descriptor >= 0 {
-                var lock = flock()
-                lock.l_type = Int16(F_WRLCK)
-                lock.l_whence = Int16(SEEK_SET)
-                lock.l_start = off_t(offset)
-                lock.l_len = 1
+                var lock = Self.lock(F_WRLCK, at: offset)
                 if fcntl(file.descriptor, Self.setLock, &lock) != 0 {
                     let code = errno
                     files[key] = file
@@ -128,11 +144,7 @@ final class TaskClaims: Sendable {
             guard var file = files[key], file.held[offset]?.taskID == taskID else { return }
             file.held[offset] = nil
             if file.descriptor >= 0 {
-                var lock = flock()
-                lock.l_type = Int16(F_UNLCK)
-                lock.l_whence = Int16(SEEK_SET)
-                lock.l_start = off_t(offset)
-                lock.l_len = 1
+                var lock = Self.lock(F_UNLCK, at: offset)
                 _ = fcntl(file.descriptor, Self.setLock, &lock)
             }
             if case .memory = key, file.held.isEmpty {
@@ -140,6 +152,32 @@ final class TaskClaims: Sendable {
             } else {
                 files[key] = file
             }
+        }
+    }
+
+    /// Which of `taskIDs` are claimed now, in this process or another. Opens
+    /// the lock file read-only if no claim was taken here yet; a file that
+    /// cannot be opened holds no claims.
+    func held(among taskIDs: [String], key: Key, filename: String) -> Set<String> {
+        guard !taskIDs.isEmpty else { return [] }
+        return files.withLock { files in
+            var file = files[key] ?? File(descriptor: -1, writable: false, held: [:])
+            if case .file = key, file.descriptor < 0 {
+                file.descriptor = Self.openLockFile(filename, writable: false)
+                if file.descriptor >= 0 { files[key] = file }
+            }
+            var claimed = Set<String>()
+            for taskID in taskIDs {
+                let offset = Self.offset(of: taskID)
+                if let holder = file.held[offset] {
+                    if holder.taskID == taskID { claimed.insert(taskID) }
+                    continue
+                }
+                guard file.descriptor >= 0 else { continue }
+                var lock = Self.lock(F_WRLCK, at: offset)
+                if fcntl(file.descriptor, Self.getLock, &lock) == 0 && lock.l_type != Int16(F_UNLCK) { claimed.insert(taskID) }
+            }
+            return claimed
         }
     }
 }

@@ -75,6 +75,10 @@ public final class InMemoryStateStore: StateStore {
         }
     }
 
+    public func claimedTaskIDs(among taskIDs: [String]) async throws -> Set<String> {
+        storage.withLock { storage in Set(taskIDs.filter { storage.claims[$0] != nil }) }
+    }
+
     public func releaseClaim(taskID: String) {
         storage.withLock { _ = $0.claims.removeValue(forKey: taskID) }
     }

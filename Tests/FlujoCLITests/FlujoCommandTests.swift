@@ -47,7 +47,8 @@ struct FlujoCommandTests {
         #expect(output.stdout.contains("flujo tasks retry --parent run_"))
         let tasks = try #require(try await cli.json(["tasks", "list", "--db", cli.db, "--json"]) as? [[String: Any]])
         #expect(tasks.count == 6)
-        #expect(Set(tasks[0].keys) == ["task_id", "run_id", "parent_run_id", "step_name", "status", "error", "error_category", "attempts", "created_at", "updated_at"])
+        #expect(Set(tasks[0].keys) == ["task_id", "run_id", "parent_run_id", "step_name", "status", "being_resumed", "error", "error_category", "attempts", "created_at", "updated_at"])
+        #expect(tasks.allSatisfy { $0["being_resumed"] as? Bool == false })
         #expect(tasks.filter { $0["status"] as? String == "failed" }.allSatisfy { $0["error_category"] as? String == "network" })
     }
 

@@ -119,6 +119,8 @@ struct MultiProcessTests {
         }
         #expect(status == .running)
         #expect(owner?.hasPrefix("t") == true)
+        // Every store of the process sees the claim, and only that one.
+        #expect(try await seed.claimedTaskIDs(among: ["bg_0123", "bg_other"]) == ["bg_0123"])
         winner.releaseClaim(taskID: "bg_0123")
         guard case .claimed = try await seed.claimTask(taskID: "bg_0123", owner: "seed") else {
             Issue.record("a released claim can be taken again")

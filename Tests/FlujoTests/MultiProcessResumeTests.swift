@@ -62,9 +62,13 @@ struct MultiProcessResumeTests {
         #expect(await resumer.waitForLine { $0 == "running \(taskID)" })
         let (runner, _, _) = try makeRunner(path: path)
         try runner.registry.register(Step<JSONValue, JSONValue>("record") { input, _ in input })
-        // While the other process holds the claim, this one is refused.
+        // While the other process holds the claim, this one is refused, and listings say so.
         await #expect(throws: RunnerError.self) { _ = try await runner.resumeBackgroundTask(taskID: taskID) }
+        let listed = try await runner.failedBackgroundTasks()
+        #expect(listed.map(\.taskID) == [taskID])
+        #expect(listed.first?.isBeingResumed == true)
         await resumer.kill()
+        #expect(try await runner.listBackgroundTasks().first?.isBeingResumed == false)
         let before = try #require(try await runner.store.loadTask(taskID: taskID))
         #expect(before.status == .failed)
         #expect(before.attempts == 1)

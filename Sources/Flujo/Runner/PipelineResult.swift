@@ -101,6 +101,10 @@ public struct BackgroundTask: Sendable, Hashable {
     public var tokens: Int
     /// The pipeline it belongs to.
     public var pipelineName: String
+    /// Whether a resume of it is running now (in any process): its status is
+    /// then still the stored one until the resume saves its outcome. Set by
+    /// the runner's listings; false in a view made from a row alone.
+    public var isBeingResumed = false
 
     /// The view of a persisted background task row.
     public init(_ state: WorkflowState) {

@@ -5,14 +5,23 @@ extension Runner {
     public func failedBackgroundTasks(parentRunID: String? = nil, hoursBack: Double = 24, limit: Int = 1000) async throws -> [BackgroundTask] {
         try await startIfNeeded()
         let since = Timestamp.now.adding(seconds: -hoursBack * 3600)
-        return try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: parentRunID, statuses: [.failed], updatedSince: since, limit: limit))
-            .map(BackgroundTask.init)
+        return try await markResumes(try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: parentRunID, statuses: [.failed], updatedSince: since, limit: limit)))
     }
 
     /// Background tasks matching a query, newest first.
     public func listBackgroundTasks(_ query: BackgroundTaskQuery = BackgroundTaskQuery()) async throws -> [BackgroundTask] {
         try await startIfNeeded()
-        return try await store.listBackgroundTasks(query).map(BackgroundTask.init)
+        return try await markResumes(try await store.listBackgroundTasks(query))
+    }
+
+    /// The views of `states`, each marked when a resume of it is running.
+    private func markResumes(_ states: [WorkflowState]) async throws -> [BackgroundTask] {
+        var tasks = states.map(BackgroundTask.init)
+        let claimed = try await store.claimedTaskIDs(among: tasks.map(\.taskID))
+        if !claimed.isEmpty {
+            for index in tasks.indices where claimed.contains(tasks[index].taskID) { tasks[index].isBeingResumed = true }
+        }
+        return tasks
     }
 
     /// Runs a failed, paused or cancelled task's step again in the foreground,

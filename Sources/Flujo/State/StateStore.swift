@@ -40,6 +40,10 @@ public protocol StateStore: Sendable {
     /// (or gave up). Does nothing when this store does not hold it.
     func releaseClaim(taskID: String)
 
+    /// Which of these tasks are claimed now, by any store in any process:
+    /// the tasks being resumed, whose rows still show their old status.
+    func claimedTaskIDs(among taskIDs: [String]) async throws -> Set<String>
+
     /// Records that running tasks are alive: sets `updatedAt` (the heartbeat).
     func heartbeat(runIDs: [String], at time: Timestamp) async throws
 
