@@ -241,7 +241,8 @@ struct BackgroundTaskTests {
         let old = try #require(try await runner.store.loadTask(taskID: "bg_old"))
         #expect(old.status == .failed)
         #expect(old.errorCategory == .timeout)
-        #expect(old.errorMessage?.hasPrefix("Task timeout") == true)
+        #expect(old.errorMessage == "no heartbeat for over 24 h; process likely crashed")
+        #expect(old.backgroundError == old.errorMessage)
         #expect(try await runner.store.loadTask(taskID: "bg_fresh")?.status == .running)
         await runner.close()
     }

@@ -125,7 +125,9 @@ extension Runner {
     public func cleanupStaleBackgroundTasks(staleHours: Double? = nil) async throws -> Int {
         let hours = staleHours ?? settings.backgroundTasks.staleTaskTimeoutHours
         let now = Timestamp.now
-        let message = "Task timeout: no heartbeat for more than \(Self.formatHours(hours)) (process likely crashed)"
+        // The category says "timeout"; the message says why, briefly (it is
+        // stored in every row the cleanup fails, twice).
+        let message = "no heartbeat for over \(Self.formatHours(hours)); process likely crashed"
         return try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -hours * 3600), now: now, message: message)
     }
 
