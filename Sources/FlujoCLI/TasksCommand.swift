@@ -82,7 +82,7 @@ public struct TasksCommand: AsyncParsableCommand {
             let fields: [(String, String)] = [
                 ("task_id", task.taskID), ("run_id", task.runID), ("parent_run_id", task.parentRunID ?? "-"),
                 ("pipeline", task.pipelineName), ("step_name", task.stepName ?? "-"),
-                ("status", task.status.rawValue + (task.isBeingResumed ? " (being resumed now)" : "")),
+                ("status", statusText(task)),
                 ("attempts", String(task.attempts)), ("error_category", task.errorCategory?.rawValue ?? "-"),
                 ("error", task.error ?? "-"), ("input", task.inputJSON ?? "-"), ("output", state.lastStepOutputJSON ?? "-"),
                 ("cost_usd", String(format: "%.4f", task.costUSD)), ("tokens", String(task.tokens)),
@@ -196,6 +196,11 @@ public struct TasksCommand: AsyncParsableCommand {
 
 extension RunStatus: ExpressibleByArgument {}
 
+/// A task's stored status, marked when a resume of it is running now.
+func statusText(_ task: BackgroundTask) -> String {
+    task.status.rawValue + (task.isBeingResumed ? " (resuming)" : "")
+}
+
 func printTasks(_ tasks: [BackgroundTask], json: Bool) {
     if json {
         Output.line(jsonText(tasks.map(taskJSON)))
@@ -206,7 +211,7 @@ func printTasks(_ tasks: [BackgroundTask], json: Bool) {
         return
     }
     Output.line(table(["task_id", "step", "status", "attempts", "updated_at", "error"], tasks.map { task in
-        [task.taskID, task.stepName ?? "-", task.status.rawValue + (task.isBeingResumed ? " (resuming)" : ""), String(task.attempts), task.updatedAt.iso8601,
+        [task.taskID, task.stepName ?? "-", statusText(task), String(task.attempts), task.updatedAt.iso8601,
          task.error.map { (task.errorCategory.map { "\($0.rawValue): " } ?? "") + cut($0, 50) } ?? "-"]
     }))
 }

@@ -626,25 +626,11 @@ public final class SQLiteStateStore: StateStore {
         case .heldElsewhere: return .notClaimable(status: .running, owner: nil)
         case .taken: break
         }
-        let state: WorkflowState?
-        do {
-            state = try withConnection { (connection) throws(StateStoreError) in
-                let statement = try connection.statement(Self.loadTaskSQL)
-                statement.bind(1, taskID)
-                return try statement.step() ? Self.readState(statement) : nil
-            }
-        } catch {
-            TaskClaims.shared.release(taskID, key: claimKey)
-            throw error
-        }
-        guard let state else {
-            TaskClaims.shared.release(taskID, key: claimKey)
-            return .notFound
-        }
-        guard state.status.isResumable else {
-            TaskClaims.shared.release(taskID, key: claimKey)
-            return .notClaimable(status: state.status, owner: nil)
-        }
+        var keep = false
+        defer { if !keep { TaskClaims.shared.release(taskID, key: claimKey) } }
+        guard let state = try await loadTask(taskID: taskID) else { return .notFound }
+        guard state.status.isResumable else { return .notClaimable(status: state.status, owner: nil) }
+        keep = true
         heldClaims.withLock { _ = $0.insert(taskID) }
         return .claimed(state)
     }

@@ -105,6 +105,7 @@ final class TaskClaims: Sendable {
         let offset = Self.offset(of: taskID)
         let result = files.withLock { files -> Result<Outcome, StateStoreError> in
             var file = files[key] ?? File(descriptor: -1, writable: false, held: [:])
+            defer { files[key] = file }
             if case .file = key, !file.writable {
                 let descriptor = Self.openLockFile(filename, writable: true)
                 if descriptor < 0 {
@@ -117,7 +118,6 @@ final class TaskClaims: Sendable {
                 file.writable = true
             }
             if let holder = file.held[offset] {
-                files[key] = file
                 // Another task with the same lock byte (a hash collision) counts as held elsewhere.
                 return .success(holder.taskID == taskID ? .heldHere(owner: holder.owner) : .heldElsewhere)
             }
@@ -125,13 +125,11 @@ final class TaskClaims: Sendable {
                 var lock = Self.lock(F_WRLCK, at: offset)
                 if fcntl(file.descriptor, Self.setLock, &lock) != 0 {
                     let code = errno
-                    files[key] = file
                     if code == EAGAIN || code == EACCES { return .success(.heldElsewhere) }
                     return .failure(.storage(path: filename, code: code, message: "cannot lock a claim: \(String(cString: strerror(code)))"))
                 }
             }
             file.held[offset] = (taskID, owner)
-            files[key] = file
             return .success(.taken)
         }
         return try result.get()
