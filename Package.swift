@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "FlujoOTLP", targets: ["FlujoOTLP"]),
         .library(name: "FlujoTesting", targets: ["FlujoTesting"]),
         .library(name: "FlujoPrometheus", targets: ["FlujoPrometheus"]),
+        .library(name: "FlujoTelemetry", targets: ["FlujoTelemetry"]),
         .library(name: "FlujoCLI", targets: ["FlujoCLI"]),
         .executable(name: "flujo", targets: ["flujo"]),
     ],
@@ -56,13 +57,17 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "FlujoOTLP", dependencies: ["Flujo", "COTLP", "CProtobufC", "CCurlShim", "CZlib"]),
+        .target(name: "FlujoTelemetry", dependencies: [
+            "Flujo", "FlujoOTLP", "FlujoPrometheus",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "FlujoCLI", dependencies: [
-            "Flujo", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus",
+            "Flujo", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus", "FlujoTelemetry",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "flujo", dependencies: [
-            "Flujo", "FlujoCLI", "FlujoPrometheus",
+            "Flujo", "FlujoCLI", "FlujoPrometheus", "FlujoTelemetry",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(
@@ -73,8 +78,9 @@ let package = Package(
 
         .target(name: "FlujoTestSupport", path: "Tests/FlujoTestSupport"),
         .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "CSQLiteVFS", "FlujoTestSupport", "FlujoTestHelper"]),
-        .testTarget(name: "FlujoTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus", "FlujoTestSupport", "FlujoTestHelper"]),
+        .testTarget(name: "FlujoTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus", "FlujoTelemetry", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoPrometheusTests", dependencies: ["Flujo", "FlujoPrometheus", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
+        .testTarget(name: "FlujoStoreConformanceTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoTestSupport"]),
         .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "flujo"]),
         .testTarget(name: "FlujoOTLPTests", dependencies: ["Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
     ]

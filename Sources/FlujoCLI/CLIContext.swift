@@ -1,21 +1,13 @@
 import Flujo
-import FlujoOTLP
-import FlujoPrometheus
-import FlujoSQLite
 import Foundation
 import Synchronization
 
 /// What the operator commands need from the application that embeds them:
-/// the steps it can resume, and where output goes.
+/// the steps it can resume. `FlujoCLI.main(root:registry:)` sets it for the
+/// commands it runs; it is a task-local value, not process-wide state.
 public enum CLIContext {
-    private static let shared = Mutex<StepRegistry>(StepRegistry())
-
-    /// The steps `flujo tasks resume` and `retry` can run. Register the
-    /// application's steps here before calling `FlujoCLI.main`.
-    public static var registry: StepRegistry {
-        get { shared.withLock { $0 } }
-        set { shared.withLock { $0 = newValue } }
-    }
+    /// The steps `flujo tasks resume` and `retry` can run, while a command runs.
+    @TaskLocal public static var registry = StepRegistry()
 }
 
 /// An error the commands report in one line, with its exit status.
@@ -48,35 +40,4 @@ public enum Output {
     public static var isTerminal: Bool { isatty(STDOUT_FILENO) == 1 }
     /// Whether standard error is a terminal.
     public static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
-}
-
-/// Telemetry wired from settings: console tracer, OTLP exporter (when
-/// enabled), event metrics, all on one hook bus.
-public struct TelemetrySetup: Sendable {
-    /// The bus to give the runner.
-    public let hooks = HookBus()
-    /// The OTLP exporter, when `[telemetry.otlp]` (or OTEL_*) enables it.
-    public let otlp: OTLPExporter?
-    /// Event-derived Prometheus metrics.
-    public let events: EventMetrics
-    /// Span processors to give the runner.
-    public var spanProcessors: [any SpanProcessor] { otlp.map { [$0] } ?? [] }
-
-    /// Wires telemetry for `settings`, with a console tracer when given.
-    public init(settings: FlujoSettings, console: ConsoleTracer?) {
-        if let console { hooks.register(console) }
-        events = EventMetrics(background: settings.prometheusBackground)
-        hooks.register(events)
-        otlp = settings.telemetry.otlp.enabled ? OTLPExporter(settings: settings) : nil
-    }
-
-    /// A collector of every metric for this setup.
-    public func collector(store: any StateStore) -> MetricsCollector {
-        MetricsCollector(store: store, events: events, hooks: hooks, counterSources: otlp.map { [$0] } ?? [])
-    }
-
-    /// Flushes and stops the exporter.
-    public func shutdown() {
-        otlp?.shutdown(timeout: .seconds(10))
-    }
 }

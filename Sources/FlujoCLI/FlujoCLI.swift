@@ -13,8 +13,18 @@ public enum FlujoCLI {
         TasksCommand.self, StatsCommand.self, MetricsCommand.self, TraceCommand.self, ConfigCommand.self,
     ]
 
-    /// Parses and runs `arguments` with `root`; returns the exit status.
-    public static func main(root: any ParsableCommand.Type, arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Int32 {
+    /// Parses and runs `arguments` with `root`, the commands resuming steps of
+    /// `registry`; returns the exit status.
+    public static func main(
+        root: any ParsableCommand.Type, registry: StepRegistry = StepRegistry(),
+        arguments: [String] = Array(CommandLine.arguments.dropFirst())
+    ) async -> Int32 {
+        await CLIContext.$registry.withValue(registry) {
+            await run(root: root, arguments: arguments)
+        }
+    }
+
+    private static func run(root: any ParsableCommand.Type, arguments: [String]) async -> Int32 {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = ProcessInfo.processInfo.environment["FLUJO_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Flujo
+import FlujoTelemetry
 import Foundation
 
 /// `flujo tasks ...`: list, inspect, resume, retry and clean up background tasks.
@@ -11,11 +12,20 @@ public struct TasksCommand: AsyncParsableCommand {
 
     public init() {}
 
-    /// A runner over the configured store, with the application's steps.
-    static func runner(_ common: CommonOptions, readOnly: Bool) throws -> (Runner, LoadedSettings) {
+    /// The task operations over the configured store, with the application's
+    /// steps; read-only for the commands that only read.
+    static func operations(_ common: CommonOptions, readOnly: Bool) throws -> TaskOperations {
         let loaded = try common.loadSettings()
         let store = try common.openStore(loaded.settings, readOnly: readOnly)
-        return (Runner(store: store, settings: loaded.settings, registry: CLIContext.registry, persistSpans: !readOnly), loaded)
+        return TaskOperations(store: store, settings: loaded.settings, registry: CLIContext.registry)
+    }
+
+    /// The task operations of a command that resumes, with its spans kept in the store.
+    static func resumer(_ common: CommonOptions) throws -> (TaskOperations, Telemetry) {
+        let loaded = try common.loadSettings()
+        let store = try common.openStore(loaded.settings, readOnly: false)
+        let telemetry = Telemetry(settings: loaded.settings, store: store)
+        return (TaskOperations(store: store, settings: loaded.settings, registry: CLIContext.registry, hooks: telemetry.hooks), telemetry)
     }
 
     struct List: AsyncParsableCommand {
@@ -31,8 +41,8 @@ public struct TasksCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let (runner, _) = try TasksCommand.runner(common, readOnly: true)
-            let tasks = try await runner.listBackgroundTasks(BackgroundTaskQuery(parentRunID: parent, statuses: status.map { [$0] }, limit: limit))
+            let operations = try TasksCommand.operations(common, readOnly: true)
+            let tasks = try await operations.list(BackgroundTaskQuery(parentRunID: parent, statuses: status.map { [$0] }, limit: limit))
             printTasks(tasks, json: output.json)
         }
     }
@@ -49,8 +59,8 @@ public struct TasksCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let (runner, _) = try TasksCommand.runner(common, readOnly: true)
-            printTasks(try await runner.failedBackgroundTasks(parentRunID: parent, hoursBack: hours), json: output.json)
+            let operations = try TasksCommand.operations(common, readOnly: true)
+            printTasks(try await operations.failed(parentRunID: parent, hoursBack: hours), json: output.json)
         }
     }
 
@@ -61,13 +71,18 @@ public struct TasksCommand: AsyncParsableCommand {
         @Argument(help: "The task id (bg_...).") var taskID: String
 
         func run() async throws {
-            let (runner, _) = try TasksCommand.runner(common, readOnly: true)
-            guard let state = try await runner.store.loadTask(taskID: taskID) else {
-                throw CLIError(RunnerError.unknownTask(taskID, suggestions: try await runner.suggestions(for: taskID)).description)
+            let operations = try TasksCommand.operations(common, readOnly: true)
+            let task: BackgroundTask
+            let state: WorkflowState
+            do {
+                guard let found = try await operations.task(id: taskID), let row = try await operations.store.loadTask(taskID: taskID) else {
+                    throw RunnerError.unknownTask(taskID, suggestions: try await operations.suggestions(for: taskID))
+                }
+                (task, state) = (found, row)
+            } catch let error as RunnerError {
+                throw CLIError(error.description)
             }
-            var task = BackgroundTask(state)
-            task.isBeingResumed = try await runner.store.claimedTaskIDs(among: [taskID]).contains(taskID)
-            let steps = try await runner.store.steps(runID: state.runID)
+            let steps = try await operations.store.steps(runID: state.runID)
             if output.json {
                 var object = taskJSON(task)
                 object["input"] = task.inputJSON ?? NSNull()
@@ -116,15 +131,15 @@ public struct TasksCommand: AsyncParsableCommand {
                     throw CLIError("--data is not valid JSON: \(error.detail)", exitCode: 2)
                 }
             }
-            let (runner, _) = try TasksCommand.runner(common, readOnly: false)
+            let (operations, telemetry) = try TasksCommand.resumer(common)
             let outcome: TaskOutcome
             do {
-                outcome = try await runner.resumeBackgroundTask(taskID: taskID, newData: newData)
+                outcome = try await operations.resume(taskID: taskID, newData: newData)
             } catch let error as RunnerError {
-                await runner.close()
+                await telemetry.shutdown()
                 throw CLIError(error.description)
             }
-            await runner.close()
+            await telemetry.shutdown()
             switch outcome.status {
             case .completed:
                 Output.line("\(taskID) completed (attempt \(outcome.attempts))" + (outcome.outputJSON.map { ": \(cut($0, 200))" } ?? ""))
@@ -147,20 +162,20 @@ public struct TasksCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let (runner, _) = try TasksCommand.runner(common, readOnly: false)
+            let (operations, telemetry) = try TasksCommand.resumer(common)
             let showProgress = Output.stderrIsTerminal
             let report: RetryReport
             do {
-                report = try await runner.retryFailedBackgroundTasks(parentRunID: parent, maxRetries: maxRetries) { done, total, entry in
+                report = try await operations.retryFailed(parentRunID: parent, maxRetries: maxRetries) { done, total, entry in
                     if showProgress {
                         FileHandle.standardError.write(Data("\r\u{1B}[2K[\(done)/\(total)] \(entry.taskID) \(entry.status.rawValue)".utf8))
                     }
                 }
             } catch let error as RunnerError {
-                await runner.close()
+                await telemetry.shutdown()
                 throw CLIError(error.description)
             }
-            await runner.close()
+            await telemetry.shutdown()
             if showProgress && !report.entries.isEmpty { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)) }
             if report.entries.isEmpty {
                 Output.line("no failed tasks to retry")
@@ -184,11 +199,9 @@ public struct TasksCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let loaded = try common.loadSettings()
-            let store = try common.openStore(loaded.settings, readOnly: false)
-            let runner = Runner(store: store, settings: loaded.settings, registry: CLIContext.registry, persistSpans: false)
-            let count = try await runner.cleanupStaleBackgroundTasks(staleHours: staleHours)
-            let hours = staleHours ?? loaded.settings.backgroundTasks.staleTaskTimeoutHours
+            let operations = try TasksCommand.operations(common, readOnly: false)
+            let count = try await operations.cleanupStaleTasks(staleHours: staleHours)
+            let hours = staleHours ?? operations.settings.backgroundTasks.staleTaskTimeoutHours
             Output.line("marked \(count) stale task(s) failed (no heartbeat for more than \(hours) h)")
         }
     }

@@ -9,7 +9,8 @@ import Logging
 /// queued or `scheduledDelayMillis` passed", with a bounded queue
 /// (`maxQueueSize`; when full, new spans are dropped and counted) and one
 /// export at a time on the exporter's own thread, so `onEnd` never blocks
-/// the runner. Background spans follow the exporter's background policy.
+/// the runner. Which spans reach it (background ones or not) is decided where
+/// it is registered: `SpanPipeline` applies the background policy.
 public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendable {
     // @unchecked: every mutable field below is read and written only while
     // holding `condition`; the transport is used only by the worker thread.
@@ -21,13 +22,11 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
     private var exportedCount = 0
     private var droppedQueueFull = 0
     private var droppedExportFailed = 0
-    private var droppedBackground = 0
     private var failedExports = 0
     private var rejectedByReceiver = 0
     private var retryCount = 0
 
     private let settings: OTLPSettings
-    private let policy: BackgroundPolicy
     private let origin: OTLPOrigin
     private let logger: Logger
     private var worker: Thread?
@@ -36,9 +35,8 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
     /// - Parameters:
     ///   - serviceName: `service.name` of the resource.
     ///   - serviceVersion: `service.version`, when known.
-    public init(settings: OTLPSettings, background: BackgroundPolicy, serviceName: String, serviceVersion: String? = nil, logger: Logger = Logger(label: "flujo.otlp")) {
+    public init(settings: OTLPSettings, serviceName: String, serviceVersion: String? = nil, logger: Logger = Logger(label: "flujo.otlp")) {
         self.settings = settings
-        self.policy = background
         self.logger = logger
         var resource: [String: String] = settings.resourceAttributes
         resource["service.name"] = serviceName
@@ -56,18 +54,14 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
         thread.start()
     }
 
-    /// Creates an exporter from loaded settings (service name, policy and `[telemetry.otlp]`).
+    /// Creates an exporter from loaded settings (service name and `[telemetry.otlp]`).
     public convenience init(settings: FlujoSettings, serviceVersion: String? = nil) {
-        self.init(settings: settings.telemetry.otlp, background: settings.otlpBackground, serviceName: settings.telemetry.serviceName, serviceVersion: serviceVersion)
+        self.init(settings: settings.telemetry.otlp, serviceName: settings.telemetry.serviceName, serviceVersion: serviceVersion)
     }
 
     public func onEnd(_ span: TraceSpan) {
         condition.lock()
         defer { condition.unlock() }
-        if span.isBackground && policy == .skip {
-            droppedBackground += 1
-            return
-        }
         guard !stopped, queue.count < settings.maxQueueSize else {
             droppedQueueFull += 1
             return
@@ -116,10 +110,10 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
     }
 
     /// A snapshot of the counters, for tests and reports.
-    public var statistics: (exported: Int, droppedQueueFull: Int, droppedExportFailed: Int, skippedBackground: Int, failedExports: Int, retries: Int, rejected: Int, queued: Int) {
+    public var statistics: (exported: Int, droppedQueueFull: Int, droppedExportFailed: Int, failedExports: Int, retries: Int, rejected: Int, queued: Int) {
         condition.lock()
         defer { condition.unlock() }
-        return (exportedCount, droppedQueueFull, droppedExportFailed, droppedBackground, failedExports, retryCount, rejectedByReceiver, queue.count)
+        return (exportedCount, droppedQueueFull, droppedExportFailed, failedExports, retryCount, rejectedByReceiver, queue.count)
     }
 
     private func run() {

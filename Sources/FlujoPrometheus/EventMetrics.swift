@@ -2,23 +2,20 @@ import Flujo
 import Synchronization
 
 /// Metrics derived from hook events: run and step durations, step outcomes.
-/// Background events count only when the policy is `include`.
+/// Which events reach it (background ones or not) is decided where it is
+/// registered (`HookBus.register(_:delivery:strict:background:)`).
 public final class EventMetrics: HookSink {
     public let name = "prometheus"
     public var interests: Set<HookEventKind> { [.postRun, .postStep, .onStepFailure, .onPause] }
 
-    private let policy: BackgroundPolicy
     private let runDurations = Histogram()
     private let stepDurations = Mutex<[String: Histogram]>([:])
     private let stepOutcomes = Mutex<[String: UInt64]>([:])
 
-    /// Creates the sink with a background policy.
-    public init(background: BackgroundPolicy = .skip) {
-        policy = background
-    }
+    /// Creates the sink.
+    public init() {}
 
     public func handle(_ event: HookEvent) async throws {
-        if event.isBackground && policy == .skip { return }
         switch event.payload {
         case let .postRun(end):
             runDurations.observe(end.durationSeconds)

@@ -6,18 +6,18 @@ import Flujo
 /// from the store's maintained counters, so a scrape costs the same at any
 /// table size, and are always exported whatever the background policy.
 public final class MetricsCollector: Sendable {
-    private let store: any StateStore
+    private let store: (any StateStore)?
     private let events: EventMetrics?
     private let hooks: HookBus?
     private let counterSources: [any CounterSource]
 
     /// Creates a collector.
     /// - Parameters:
-    ///   - store: where state gauges come from.
+    ///   - store: where state gauges come from; nil serves the other families only.
     ///   - events: event-derived metrics, when registered on the bus.
     ///   - hooks: the bus whose sink errors and drops are exported.
     ///   - counterSources: other components' counters (the OTLP exporter's).
-    public init(store: any StateStore, events: EventMetrics? = nil, hooks: HookBus? = nil, counterSources: [any CounterSource] = []) {
+    public init(store: (any StateStore)?, events: EventMetrics? = nil, hooks: HookBus? = nil, counterSources: [any CounterSource] = []) {
         self.store = store
         self.events = events
         self.hooks = hooks
@@ -26,17 +26,10 @@ public final class MetricsCollector: Sendable {
 
     /// Every family, for rendering.
     public func collect() async throws -> [MetricFamily] {
-        let counters = try await store.statusCounters()
-        var families: [MetricFamily] = [
-            MetricFamily(name: "flujo_runs_by_status", help: "Foreground runs in the state store, by status.", kind: .gauge,
-                         samples: RunStatus.allCases.map { .init(name: "flujo_runs_by_status", labels: [("status", $0.rawValue)], value: Double(counters.runs[$0] ?? 0)) }),
-            MetricFamily(name: "flujo_background_tasks_by_status", help: "Background tasks in the state store, by status.", kind: .gauge,
-                         samples: RunStatus.allCases.map { .init(name: "flujo_background_tasks_by_status", labels: [("status", $0.rawValue)], value: Double(counters.backgroundTasks[$0] ?? 0)) }),
-            MetricFamily(name: "flujo_runs_total", help: "Runs ever persisted, background tasks included.", kind: .counter,
-                         samples: [.init(name: "flujo_runs_total", value: Double(counters.totalRuns))]),
-            MetricFamily(name: "flujo_average_run_duration_seconds", help: "Mean duration of runs in the state store that recorded one, in seconds.", kind: .gauge,
-                         samples: [.init(name: "flujo_average_run_duration_seconds", value: counters.durationCount > 0 ? counters.durationSumMs / Double(counters.durationCount) / 1000 : 0)]),
-        ]
+        var families: [MetricFamily] = []
+        if let store {
+            families += Self.stateFamilies(try await store.statusCounters())
+        }
         if let events { families += events.families() }
         if let hooks {
             let errors = hooks.errorCounts
@@ -57,6 +50,20 @@ public final class MetricsCollector: Sendable {
         }
         families += byName.values
         return families
+    }
+
+    /// The gauges read from the store's maintained counters.
+    static func stateFamilies(_ counters: StatusCounters) -> [MetricFamily] {
+        [
+            MetricFamily(name: "flujo_runs_by_status", help: "Foreground runs in the state store, by status.", kind: .gauge,
+                         samples: RunStatus.allCases.map { .init(name: "flujo_runs_by_status", labels: [("status", $0.rawValue)], value: Double(counters.runs[$0] ?? 0)) }),
+            MetricFamily(name: "flujo_background_tasks_by_status", help: "Background tasks in the state store, by status.", kind: .gauge,
+                         samples: RunStatus.allCases.map { .init(name: "flujo_background_tasks_by_status", labels: [("status", $0.rawValue)], value: Double(counters.backgroundTasks[$0] ?? 0)) }),
+            MetricFamily(name: "flujo_runs_total", help: "Runs ever persisted, background tasks included.", kind: .counter,
+                         samples: [.init(name: "flujo_runs_total", value: Double(counters.totalRuns))]),
+            MetricFamily(name: "flujo_average_run_duration_seconds", help: "Mean duration of runs in the state store that recorded one, in seconds.", kind: .gauge,
+                         samples: [.init(name: "flujo_average_run_duration_seconds", value: counters.durationCount > 0 ? counters.durationSumMs / Double(counters.durationCount) / 1000 : 0)]),
+        ]
     }
 
     /// The text exposition of every family.

@@ -196,8 +196,17 @@ struct Statement {
     unowned let connection: SQLiteConnection
 
     func bind(_ index: Int32, _ value: String?) {
-        if let value {
-            sqlite3_bind_text(handle, index, value, -1, transient)
+        if var value {
+            // The byte count, not -1: a text may hold NUL characters, and SQLite keeps them.
+            value.withUTF8 { bytes in
+                bytes.withMemoryRebound(to: CChar.self) { chars in
+                    if let base = chars.baseAddress {
+                        sqlite3_bind_text(handle, index, base, Int32(clamping: chars.count), transient)
+                    } else {
+                        sqlite3_bind_text(handle, index, "", 0, transient)
+                    }
+                }
+            }
         } else {
             sqlite3_bind_null(handle, index)
         }
@@ -245,7 +254,8 @@ struct Statement {
 
     func string(_ column: Int32) -> String? {
         guard let text = sqlite3_column_text(handle, column) else { return nil }
-        return String(cString: text)
+        let count = Int(sqlite3_column_bytes(handle, column))
+        return String(decoding: UnsafeBufferPointer(start: text, count: count), as: UTF8.self)
     }
 
     func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }

@@ -6,11 +6,14 @@ import Flujo
 /// plus `runs`, `steps` and `spans`). Version 2 adds what resumability needs and
 /// the maintained counters, kept by triggers. Version 3 drops the triggers: the
 /// store adds each transaction's changes to the counters in that transaction
-/// (see `CounterChanges`), a few statements per commit instead of several per row. A database is migrated and repaired by the same
+/// (see `CounterChanges`), a few statements per commit instead of several per row.
+/// Version 4 drops the columns nothing wrote or read any more
+/// (`background_error`, which repeated `error_message`, and the lease columns
+/// of the claims that are locks now). A database is migrated and repaired by the same
 /// path: every column of `addedColumns` that is missing is added, after its
 /// name and definition passed `validateColumnAddition`.
 enum Schema {
-    static let currentVersion = 3
+    static let currentVersion = 4
 
     /// Tables of version 1. `CREATE ... IF NOT EXISTS`, so they also repair a missing table.
     static let baseTables = """
@@ -33,8 +36,7 @@ enum Schema {
             metadata TEXT NOT NULL DEFAULT '{}',
             is_background_task INTEGER NOT NULL DEFAULT 0,
             parent_run_id TEXT,
-            task_id TEXT,
-            background_error TEXT
+            task_id TEXT
         );
         CREATE TABLE IF NOT EXISTS runs (
             run_id TEXT PRIMARY KEY,
@@ -80,8 +82,6 @@ enum Schema {
     static let addedColumns: [(table: String, name: String, definition: String)] = [
         ("workflow_state", "error_category", "TEXT"),
         ("workflow_state", "attempts", "INTEGER NOT NULL DEFAULT 0"),
-        ("workflow_state", "lease_owner", "TEXT"),
-        ("workflow_state", "lease_expires_at", "INTEGER"),
         ("workflow_state", "resumed_from", "TEXT"),
         ("workflow_state", "step_name", "TEXT"),
         ("workflow_state", "cost_usd", "REAL NOT NULL DEFAULT 0"),
@@ -139,6 +139,13 @@ enum Schema {
             SELECT created_at / 3600000, count(*) FROM workflow_state GROUP BY created_at / 3600000;
         """
 
+    /// Columns of earlier versions that version 4 drops: the only columns ever dropped.
+    static let droppedColumns: [(table: String, name: String)] = [
+        ("workflow_state", "background_error"),
+        ("workflow_state", "lease_owner"),
+        ("workflow_state", "lease_expires_at"),
+    ]
+
     private static var columnNamePattern: Regex<Substring> { /^[a-z][a-z0-9_]{0,62}$/ }
     private static var columnDefinitionPattern: Regex<AnyRegexOutput> {
         Regex(/^(TEXT|INTEGER|REAL)( NOT NULL)?( DEFAULT (0|-?[1-9][0-9]{0,17}(\.[0-9]{1,9})?))?$/)
@@ -178,6 +185,12 @@ enum Schema {
                 try validateColumnAddition(table: column.table, name: column.name, definition: column.definition)
                 try connection.execute("ALTER TABLE \(column.table) ADD COLUMN \(column.name) \(column.definition)")
             }
+            for column in try presentDroppedColumns(connection) {
+                guard (try? columnNamePattern.wholeMatch(in: column.name)) != nil else {
+                    throw .unsafeSchemaChange("column name \(column.name.debugDescription) is not a plain lowercase identifier")
+                }
+                try connection.execute("ALTER TABLE \(column.table) DROP COLUMN \(column.name)")
+            }
             let countersExisted = try counterTablesExist(connection)
             try connection.execute(droppedTriggers)
             try connection.execute(version2Objects)
@@ -192,6 +205,20 @@ enum Schema {
         defer { connection.resetActive() }
         let statement = try connection.statement("PRAGMA user_version")
         return try statement.step() ? statement.int(0) : 0
+    }
+
+    /// Columns of `droppedColumns` the database still has.
+    static func presentDroppedColumns(_ connection: SQLiteConnection) throws(StateStoreError) -> [(table: String, name: String)] {
+        var found: [(table: String, name: String)] = []
+        for column in droppedColumns {
+            let statement = try connection.statement("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2")
+            statement.bind(1, column.table)
+            statement.bind(2, column.name)
+            if try statement.step(), statement.int(0) > 0 { found.append(column) }
+            statement.reset()
+        }
+        connection.resetActive()
+        return found
     }
 
     /// Whitelisted columns whose table exists but lacks them, or whose table is missing.

@@ -1,10 +1,12 @@
 import Flujo
 import Synchronization
 
-/// A `StateStore` in memory, with the same semantics as the SQLite store
-/// (created-at written once, exclusive claims held until released,
-/// heartbeat-based stale cleanup),
-/// for fast unit tests of code that uses a runner.
+/// A `StateStore` in memory, for fast unit tests of code that uses a runner.
+///
+/// It passes the same conformance suite as the SQLite store (created-at
+/// written once, exclusive claims held until released, counters equal to a
+/// recount). Like every store it persists what `TaskLifecycle` decides and
+/// keeps no rule of its own. Claims are exclusive within this store only.
 public final class InMemoryStateStore: StateStore {
     private struct Storage {
         var states: [String: WorkflowState] = [:]
@@ -57,12 +59,21 @@ public final class InMemoryStateStore: StateStore {
                 && (query.statuses == nil || query.statuses!.contains(state.status))
                 && (query.updatedSince == nil || state.updatedAt >= query.updatedSince!)
         }.sorted { ($0.updatedAt, $1.runID) > ($1.updatedAt, $0.runID) }
-        return Array(matching.dropFirst(query.offset).prefix(query.limit))
+        return Array(matching.dropFirst(max(0, query.offset)).prefix(max(0, query.limit)))
+    }
+
+    public func taskIDNeighbors(of taskID: String) async throws -> [String] {
+        let ids = storage.withLock { $0.states.values.compactMap(\.taskID) }
+        let key = Array(taskID.utf8)
+        let byteOrder: (String, String) -> Bool = { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        let below = ids.filter { !key.lexicographicallyPrecedes(Array($0.utf8)) }.max(by: byteOrder)
+        let above = ids.filter { key.lexicographicallyPrecedes(Array($0.utf8)) }.min(by: byteOrder)
+        return [below, above].compactMap { $0 }
     }
 
     public func taskIDs(withPrefix prefix: String, limit: Int) async throws -> [String] {
         let ids = storage.withLock { $0.states.values.compactMap(\.taskID) }
-        return Array(ids.filter { $0.hasPrefix(prefix) }.sorted().prefix(limit))
+        return Array(ids.filter { $0.utf8.starts(with: prefix.utf8) }.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }.prefix(max(0, limit)))
     }
 
     public func claimTask(taskID: String, owner: String) async throws -> ClaimResult {
@@ -91,22 +102,14 @@ public final class InMemoryStateStore: StateStore {
         }
     }
 
-    public func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> Int {
+    public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
         storage.withLock { storage in
-            var changed: [String] = []
+            var changed = 0
             for (id, state) in storage.states where state.isBackgroundTask && state.status == .running && state.updatedAt < heartbeatBefore {
-                var failed = state
-                failed.status = .failed
-                failed.updatedAt = now
-                failed.errorMessage = message
-                failed.backgroundError = message
-                failed.errorCategory = .timeout
-                failed.leaseOwner = nil
-                failed.leaseExpiresAt = nil
-                storage.states[id] = failed
-                changed.append(id)
+                storage.states[id] = transition.applied(to: state)
+                changed += 1
             }
-            return changed.count
+            return changed
         }
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Flujo
 import FlujoCLI
 import FlujoPrometheus
+import FlujoTelemetry
 import Foundation
 
 /// `flujo demo`: an order pipeline with background tasks, some failing or
@@ -32,13 +33,19 @@ struct DemoCommand: AsyncParsableCommand {
     func run() async throws {
         let loaded = try common.loadSettings()
         var settings = loaded.settings
-        // The demo shows background work unless the configuration says otherwise.
+        // The demo prints its trace, background work included, unless the configuration says otherwise.
+        if loaded.sources["telemetry.console.enabled"] == nil { settings.telemetry.console.enabled = true }
         if loaded.sources["telemetry.console.background"] == nil && loaded.sources["telemetry.background"] == nil {
             settings.telemetry.console.background = .include
         }
+        if let metricsPort {
+            settings.telemetry.prometheus.enabled = true
+            settings.telemetry.prometheus.port = metricsPort
+        }
         let store = try common.openStore(settings, readOnly: false)
-        let telemetry = TelemetrySetup(settings: settings, console: ConsoleTracer(settings: settings))
-        let runner = Runner(store: store, settings: settings, registry: CLIContext.registry, hooks: telemetry.hooks, spanProcessors: telemetry.spanProcessors)
+        let telemetry = Telemetry(settings: settings, store: store)
+        let runner = Runner(store: store, settings: settings, registry: CLIContext.registry, hooks: telemetry.hooks)
+        runner.startMaintenance()
 
         var random = SeededRandomNumberGenerator(seed: seed ?? UInt64.random(in: 0...UInt64.max))
         let taskNames = ["send_receipt", "update_analytics", "fraud_review"] + (0..<background).map { "sync_partner_\($0 + 1)" }
@@ -59,13 +66,11 @@ struct DemoCommand: AsyncParsableCommand {
             "demo.order_id": .string(order.orderID),
         ])
 
-        var server: MetricsServer?
-        if let metricsPort {
-            do {
-                server = try await MetricsServer.start(host: settings.telemetry.prometheus.host, port: metricsPort, collector: telemetry.collector(store: store))
-            } catch {
-                throw CLIError("\(error)")
-            }
+        let server: MetricsServer?
+        do {
+            server = try await telemetry.startMetricsServer()
+        } catch {
+            throw CLIError("\(error)")
         }
 
         let result = try await runner.run(Pipeline(name: "order_processing", version: "1", steps: steps), input: order, context: context)
@@ -73,15 +78,14 @@ struct DemoCommand: AsyncParsableCommand {
             Output.line("waiting for \(result.backgroundTaskIDs.count) background task(s) of \(taskMs) ms each (Ctrl-C or kill to leave them for stale cleanup)...")
         }
         await runner.close(timeout: .milliseconds(taskMs + 10_000))
-        telemetry.shutdown()
 
         let tasks = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: result.runID, limit: 10_000))
         printSummary(result, tasks: tasks, databasePath: settings.state.path)
         if let server {
             Output.line("serving metrics on http://\(server.host):\(server.port)/metrics (Ctrl-C to stop)")
             await Interrupt.wait()
-            await server.stop()
         }
+        await telemetry.shutdown()
         if result.status != .completed { throw ExitCode(1) }
     }
 

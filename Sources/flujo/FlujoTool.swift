@@ -15,7 +15,6 @@ struct FlujoTool: AsyncParsableCommand {
     static func main() async {
         let registry = StepRegistry()
         DemoSteps.register(in: registry)
-        CLIContext.registry = registry
-        Foundation.exit(await FlujoCLI.main(root: FlujoTool.self))
+        Foundation.exit(await FlujoCLI.main(root: FlujoTool.self, registry: registry))
     }
 }

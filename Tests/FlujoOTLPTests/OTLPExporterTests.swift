@@ -53,12 +53,20 @@ let validate = Step<Order, Order>("validate") { order, context in
 let receipt = Step<Order, String>("send_receipt") { order, _ in "receipt \(order.id)" }
 let failing = Step<Order, Order>("charge") { _, _ in throw URLError(.cannotConnectToHost) }
 
-func run(_ steps: [PipelineStep], exporter: OTLPExporter, quota: Quota? = nil) async throws -> (PipelineResult, Runner) {
+func run(_ steps: [PipelineStep], exporter: OTLPExporter, background: BackgroundPolicy = .skip, quota: Quota? = nil) async throws -> (PipelineResult, Runner) {
     let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory().appendingPathComponent("s.db").path)
-    let runner = Runner(store: store, spanProcessors: [exporter])
+    let (runner, spans) = tracedRunner(store: store, exporter: exporter, background: background)
     let result = try await runner.run(Pipeline(name: "orders", version: "7", steps: steps), input: Order(id: "o1"), quota: quota)
     await runner.close()
+    await spans.close()
     return (result, runner)
+}
+
+/// A runner whose spans are kept in `store` and exported as `background` admits.
+func tracedRunner(store: SQLiteStateStore, exporter: OTLPExporter, background: BackgroundPolicy = .skip) -> (Runner, SpanPipeline) {
+    let hooks = HookBus()
+    let spans = SpanPipeline(hooks: hooks, store: store, exporters: [SpanDestination(exporter, background: background)])
+    return (Runner(store: store, hooks: hooks), spans)
 }
 
 func attributes(_ span: [String: Any]) -> [String: Any] { span["attributes"] as? [String: Any] ?? [:] }
@@ -82,8 +90,8 @@ func exportRound(
     let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { settings in
         settings.scheduleDelayMs = 600_000
         change(&settings)
-    }, background: background, serviceName: "s")
-    _ = try await run(steps, exporter: exporter)
+    }, serviceName: "s")
+    _ = try await run(steps, exporter: exporter, background: background)
     let flushed = exporter.forceFlush(timeout: flushTimeout)
     let (requests, spans) = try await receiver.decoded()
     await receiver.stop()
@@ -101,8 +109,8 @@ struct OTLPExporterTests {
     @Test("spans arrive as one trace: root pipeline_run, a child per step, background under its launch step, tagged")
     func spanTree() async throws {
         let receiver = try await Receiver()
-        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), background: .include, serviceName: "orders-service", serviceVersion: "1.2.3")
-        let (result, _) = try await run([.run(validate), .background(receipt)], exporter: exporter, quota: Quota(costUSD: 10, tokens: 1000))
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint), serviceName: "orders-service", serviceVersion: "1.2.3")
+        let (result, _) = try await run([.run(validate), .background(receipt)], exporter: exporter, background: .include, quota: Quota(costUSD: 10, tokens: 1000))
         #expect(exporter.forceFlush(timeout: .seconds(10)))
         let (requests, spans) = try await receiver.decoded()
         await receiver.stop()
@@ -163,12 +171,12 @@ struct OTLPExporterTests {
         #expect(resource["telemetry.sdk.language"] as? String == "swift")
     }
 
-    @Test("with the skip policy no background span is exported, and the skips are counted")
+    @Test("with the skip policy no background span reaches the exporter; the store keeps them all")
     func skipPolicy() async throws {
         let round = try await exportRound(steps: [.run(validate), .background(receipt)])
         #expect(round.spans.map { $0["name"] as! String }.sorted() == ["pipeline_run", "validate"])
         #expect(round.spans.allSatisfy { attributes($0)["flujo.is_background"] == nil })
-        #expect(round.exporter.statistics.skippedBackground == 3)
+        #expect(round.exporter.statistics.exported == 2)
     }
 
     @Test("a failed step is status ERROR with its message and category; a retry is an event")
@@ -238,9 +246,9 @@ struct OTLPExporterTests {
             settings.maxQueueSize = 10
             settings.maxExportBatchSize = 5
             settings.exportTimeoutMs = 300
-        }, background: .skip, serviceName: "s")
+        }, serviceName: "s")
         let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory().appendingPathComponent("s.db").path)
-        let runner = Runner(store: store, persistSpans: false, spanProcessors: [exporter])
+        let (runner, _) = tracedRunner(store: store, exporter: exporter)
         for _ in 0..<50 {
             let result = try await runner.run(Pipeline(name: "p", steps: [.run(validate)]), input: Order(id: "o"))
             #expect(result.status == .completed)
@@ -263,7 +271,7 @@ struct OTLPExporterTests {
             settings.exportTimeoutMs = 120_000
             settings.timeoutMs = 120_000
             settings.scheduleDelayMs = 1
-        }, background: .skip, serviceName: "s")
+        }, serviceName: "s")
         let (result, _) = try await run([.run(validate)], exporter: exporter)
         #expect(result.status == .completed)
         // Wait until the request has reached the receiver, then look: nothing exported, nothing failed.
@@ -297,9 +305,9 @@ struct OTLPExporterTests {
             settings.maxQueueSize = 8
             settings.maxExportBatchSize = 4
             settings.exportTimeoutMs = 200
-        }, background: .skip, serviceName: "s")
+        }, serviceName: "s")
         let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory().appendingPathComponent("s.db").path)
-        let runner = Runner(store: store, persistSpans: false, spanProcessors: [exporter])
+        let (runner, _) = tracedRunner(store: store, exporter: exporter)
         for _ in 0..<20 {
             #expect(try await runner.run(Pipeline(name: "p", steps: [.run(validate)]), input: Order(id: "o")).status == .completed)
             #expect(exporter.statistics.queued <= 8, "memory stays bounded by the queue size")

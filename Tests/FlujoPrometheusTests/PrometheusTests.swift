@@ -34,8 +34,8 @@ struct PrometheusTests {
     func scrapeRealRuns() async throws {
         let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory().appendingPathComponent("s.db").path)
         let hooks = HookBus()
-        let events = EventMetrics(background: .skip)
-        hooks.register(events)
+        let events = EventMetrics()
+        hooks.register(events, background: .skip)
         struct Broken: HookSink { let name = "bro\"ken\\sink\nx"; func handle(_ event: HookEvent) async throws { throw CancellationError() } }
         hooks.register(Broken(), delivery: .inline)
         let runner = Runner(store: store, hooks: hooks)
@@ -88,14 +88,16 @@ struct PrometheusTests {
         #expect(step.samples.first { $0.labels.contains { $0 == ("le", "0.005") } }?.value == 3)
     }
 
-    @Test("event metrics follow the background policy; state gauges do not")
+    @Test("event metrics follow the background policy of their registration; state gauges do not")
     func backgroundPolicy() async throws {
         let backgroundEvent = HookEvent(runID: "r_bg_x", parentRunID: "r", taskID: "x", pipelineName: "p", pipelineVersion: "1", isBackground: true, unixNano: 0,
             payload: .postStep(.init(stepName: "bg", stepIndex: 0, mode: .sync, success: true, attempts: 1, latencySeconds: 0.1, usage: Usage(), retries: [])))
-        let skip = EventMetrics(background: .skip)
-        let include = EventMetrics(background: .include)
-        try await skip.handle(backgroundEvent)
-        try await include.handle(backgroundEvent)
+        let skip = EventMetrics()
+        let include = EventMetrics()
+        let hooks = HookBus()
+        hooks.register(skip, background: .skip)
+        hooks.register(include, background: .include)
+        try await hooks.emit(backgroundEvent)
         let store = InMemoryStateStore()
         try await store.save(WorkflowState(runID: "r_bg_x", pipelineName: "p", status: .failed, isBackgroundTask: true, parentRunID: "r", taskID: "x"))
         let skipped = PrometheusText.render(try await MetricsCollector(store: store, events: skip).collect())

@@ -104,7 +104,7 @@ struct CounterTests {
             Issue.record("bg_1 should be claimable")
             return
         }
-        let failed = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -3600), now: now, message: "stale")
+        let failed = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -3600), applying: TaskLifecycle.stale(thresholdHours: 1, at: now))
         // Rows 32, 34 and 38: untouched, running, created (and last updated) 48 h ago.
         #expect(failed == 3)
         let expected = try recount(path)

@@ -31,6 +31,23 @@ func columns(_ path: String, _ table: String) throws -> Set<String> {
     return names
 }
 
+/// `workflow_state` as version 1 created it (the original's columns).
+let versionOneWorkflowState = """
+    CREATE TABLE workflow_state (
+        run_id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL, pipeline_name TEXT NOT NULL, pipeline_version TEXT NOT NULL,
+        current_step_index INTEGER NOT NULL DEFAULT 0, pipeline_context TEXT NOT NULL DEFAULT '{}', last_step_output TEXT,
+        step_history TEXT NOT NULL DEFAULT '[]', status TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+        total_steps INTEGER NOT NULL DEFAULT 0, error_message TEXT, execution_time_ms REAL, memory_usage_mb REAL,
+        metadata TEXT NOT NULL DEFAULT '{}', is_background_task INTEGER NOT NULL DEFAULT 0, parent_run_id TEXT, task_id TEXT,
+        background_error TEXT
+    );
+    """
+
+/// Every table of version 1: `workflow_state` as it was, the others as they still are.
+var versionOneTables: String {
+    versionOneWorkflowState + Schema.baseTables.replacingOccurrences(of: "CREATE TABLE IF NOT EXISTS workflow_state", with: "CREATE TABLE IF NOT EXISTS unused_v1_placeholder")
+}
+
 func newPath() -> String {
     TestSupport.temporaryDirectory("flujo-migration").appendingPathComponent("state.db").path
 }
@@ -40,15 +57,17 @@ struct MigrationTests {
     @Test("a version-1 database is migrated: columns added, rows kept, counters rebuilt")
     func migratesVersionOne() async throws {
         let path = newPath()
-        try rawSQL(path, Schema.baseTables + """
-            INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at, updated_at, is_background_task, task_id, parent_run_id)
-            VALUES ('p_bg_t1', 'p@1', 'p', '1', 'failed', 1000, 2000, 1, 't1', 'p'),
-                   ('p', 'p@1', 'p', '1', 'completed', 1000, 3000, 0, NULL, NULL);
+        try rawSQL(path, versionOneTables + """
+            INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at, updated_at, is_background_task, task_id, parent_run_id, background_error)
+            VALUES ('p_bg_t1', 'p@1', 'p', '1', 'failed', 1000, 2000, 1, 't1', 'p', 'boom'),
+                   ('p', 'p@1', 'p', '1', 'completed', 1000, 3000, 0, NULL, NULL, NULL);
             PRAGMA user_version = 1;
             """)
-        #expect(!(try columns(path, "workflow_state")).contains("lease_owner"))
+        #expect(try columns(path, "workflow_state").contains("background_error"))
         let store = try SQLiteStateStore(path: path)
-        #expect(try columns(path, "workflow_state").isSuperset(of: ["error_category", "attempts", "lease_owner", "lease_expires_at", "resumed_from", "step_name", "cost_usd", "tokens"]))
+        let migrated = try columns(path, "workflow_state")
+        #expect(migrated.isSuperset(of: ["error_category", "attempts", "resumed_from", "step_name", "cost_usd", "tokens"]))
+        #expect(migrated.isDisjoint(with: ["background_error", "lease_owner", "lease_expires_at"]))
         let task = try #require(try await store.loadTask(taskID: "t1"))
         #expect(task.status == .failed)
         #expect(task.attempts == 0)
@@ -71,14 +90,50 @@ struct MigrationTests {
         // Simulate a damaged layout: rebuild workflow_state without two columns.
         try rawSQL(path, """
             DROP INDEX workflow_state_task_id;
-            ALTER TABLE workflow_state DROP COLUMN lease_owner;
+            ALTER TABLE workflow_state DROP COLUMN step_name;
             ALTER TABLE workflow_state DROP COLUMN resumed_from;
             """)
-        #expect(!(try columns(path, "workflow_state")).contains("lease_owner"))
+        #expect(!(try columns(path, "workflow_state")).contains("step_name"))
         let store = try SQLiteStateStore(path: path)
-        #expect(try columns(path, "workflow_state").isSuperset(of: ["lease_owner", "resumed_from"]))
+        #expect(try columns(path, "workflow_state").isSuperset(of: ["step_name", "resumed_from"]))
         try await store.save(fullTask())
         #expect(try await store.loadTask(taskID: "bg_0123") == fullTask())
+    }
+
+    @Test("a version-3 database (the previous release) migrates: dead columns dropped, rows, counters and claims kept")
+    func migratesVersionThree() async throws {
+        let path = newPath()
+        try rawSQL(path, versionOneTables + """
+            ALTER TABLE workflow_state ADD COLUMN error_category TEXT;
+            ALTER TABLE workflow_state ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE workflow_state ADD COLUMN lease_owner TEXT;
+            ALTER TABLE workflow_state ADD COLUMN lease_expires_at INTEGER;
+            ALTER TABLE workflow_state ADD COLUMN resumed_from TEXT;
+            ALTER TABLE workflow_state ADD COLUMN step_name TEXT;
+            ALTER TABLE workflow_state ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+            ALTER TABLE workflow_state ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE runs ADD COLUMN background_cost_usd REAL NOT NULL DEFAULT 0;
+            ALTER TABLE runs ADD COLUMN background_tokens INTEGER NOT NULL DEFAULT 0;
+            """ + Schema.version2Objects + """
+            INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at, updated_at,
+                is_background_task, task_id, parent_run_id, background_error, error_category, attempts, lease_owner, step_name, execution_time_ms)
+            VALUES ('p_bg_t3', 'p@1', 'p', '1', 'failed', 1000, 2000, 1, 't3', 'p', 'boom', 'network', 2, 'host:1', 's', 5),
+                   ('p_bg_t4', 'p@1', 'p', '1', 'running', 1000, 2000, 1, 't4', 'p', NULL, NULL, 1, NULL, 's', NULL);
+            """ + Schema.rebuildCounters + "PRAGMA user_version = 3;")
+        let store = try SQLiteStateStore(path: path)
+        #expect(try columns(path, "workflow_state").isDisjoint(with: ["background_error", "lease_owner", "lease_expires_at"]))
+        let task = try #require(try await store.loadTask(taskID: "t3"))
+        #expect(task.status == .failed && task.errorCategory == .network && task.attempts == 2 && task.stepName == "s")
+        let counters = try await store.statusCounters()
+        #expect(counters.backgroundTasks[.failed] == 1 && counters.backgroundTasks[.running] == 1 && counters.durationCount == 1)
+        guard case .claimed = try await store.claimTask(taskID: "t3", owner: "me") else {
+            Issue.record("a migrated task is claimable")
+            return
+        }
+        store.releaseClaim(taskID: "t3")
+        // Opening it again finds it current and changes nothing.
+        _ = try SQLiteStateStore(path: path)
+        #expect(try await store.loadTask(taskID: "t3") == task)
     }
 
     @Test("a database with a newer schema is refused, naming both versions")

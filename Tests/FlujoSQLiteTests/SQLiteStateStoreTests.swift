@@ -21,8 +21,7 @@ func fullTask(runID: String = "run-1_bg_bg_0123", taskID: String = "bg_0123", st
         createdAt: Timestamp(millisecondsSince1970: 1_700_000_000_123), updatedAt: updatedAt ?? Timestamp(millisecondsSince1970: 1_700_000_100_456),
         totalSteps: 5, errorMessage: "connection reset", executionTimeMs: 12.5, memoryUsageMB: 42.25,
         metadataJSON: #"{"task_id":"bg_0123"}"#, isBackgroundTask: true, parentRunID: "run-1", taskID: taskID,
-        backgroundError: "connection reset", errorCategory: .network, attempts: 2, leaseOwner: "host:1",
-        leaseExpiresAt: Timestamp(millisecondsSince1970: 1_700_000_200_000), resumedFrom: "run-0", stepName: "send_receipt",
+        errorCategory: .network, attempts: 2, resumedFrom: "run-0", stepName: "send_receipt",
         costUSD: 0.25, tokens: 1234)
 }
 
@@ -129,7 +128,7 @@ struct SQLiteStateStoreTests {
         var foreground = WorkflowState(runID: "fg", pipelineName: "p", status: .running)
         foreground.updatedAt = now.adding(seconds: -48 * 3600)
         try await store.save(foreground)
-        let changed = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -24 * 3600), now: now, message: "Task timeout: heartbeat stopped")
+        let changed = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -24 * 3600), applying: TaskTransition(status: .failed, errorMessage: "Task timeout: heartbeat stopped", errorCategory: .timeout, at: now))
         #expect(changed == 1)
         let old = try #require(try await store.load(runID: "old"))
         #expect(old.status == .failed)

@@ -74,7 +74,7 @@ struct FlujoTestHelper {
                 })
                 for taskID in arguments.dropFirst(3) {
                     do {
-                        let outcome = try await runner.resumeBackgroundTask(taskID: taskID)
+                        let outcome = try await runner.tasks.resume(taskID: taskID)
                         say(outcome.status.rawValue)
                     } catch RunnerError.alreadyBeingResumed {
                         say("busy")
@@ -87,7 +87,8 @@ struct FlujoTestHelper {
                 let store = try SQLiteStateStore(path: arguments[1])
                 var settings = FlujoSettings()
                 settings.backgroundTasks.heartbeatIntervalSeconds = 0.05
-                let runner = Runner(store: store, settings: settings, persistSpans: false)
+                let runner = Runner(store: store, settings: settings)
+                runner.startMaintenance()
                 let milliseconds = Int(arguments[3]) ?? 100
                 let sleeper = Step<Int, Int>("sleeper") { value, _ in
                     // Spread over twenty seconds, so a kill finds some done and most in flight.

@@ -67,19 +67,17 @@ struct BackgroundTaskTests {
         #expect(failed.status == .failed)
         #expect(failed.errorCategory == .network)
         #expect(failed.errorMessage == "connection reset by peer")
-        #expect(failed.backgroundError == "connection reset by peer")
-        #expect(try await runner.failedBackgroundTasks().map(\.taskID) == [taskID])
+        #expect(try await runner.tasks.failed().map(\.taskID) == [taskID])
         service.healthy.withLock { $0 = true }
-        let outcome = try await runner.resumeBackgroundTask(taskID: taskID)
+        let outcome = try await runner.tasks.resume(taskID: taskID)
         #expect(outcome.status == .completed)
         #expect(outcome.attempts == 2)
-        #expect(try await runner.failedBackgroundTasks().isEmpty)
+        #expect(try await runner.tasks.failed().isEmpty)
         let task = try #require(try await runner.store.loadTask(taskID: taskID))
         #expect(task.status == .completed)
         #expect(task.errorMessage == nil)
         #expect(task.errorCategory == nil)
         #expect(task.resumedFrom == "failed")
-        #expect(task.leaseOwner == nil)
         await runner.close()
     }
 
@@ -113,12 +111,17 @@ struct BackgroundTaskTests {
     @Test("the spans of a launch group: one per launch step, each the parent of its own task's run")
     func launchGroupSpans() async throws {
         let path = TestSupport.temporaryDirectory("flujo-runner").appendingPathComponent("state.db").path
-        let runner = Runner(store: try SQLiteStateStore(path: path))
+        let store = try SQLiteStateStore(path: path)
+        let hooks = HookBus()
+        let spanPipeline = SpanPipeline(hooks: hooks, store: store)
+        let runner = Runner(store: store, hooks: hooks)
         let quick = Step<Int, Int>("quick") { value, _ in value }
         let other = Step<Int, Int>("other") { value, _ in value }
         let result = try await runner.run(Pipeline(name: "p", steps: [.background(quick), .background(other), .background(quick)]), input: 1)
         for taskID in result.backgroundTaskIDs { _ = try await waitForTask(runner, taskID) }
         await runner.close()
+        await spanPipeline.close()
+        #expect(spanPipeline.recorder.openCounts == (0, 0))
         let spans = try await runner.store.spans(runID: result.runID)
         let root = try #require(spans.first { $0.parentSpanID == nil })
         let launches = spans.filter { $0.parentSpanID == root.spanID }
@@ -237,12 +240,11 @@ struct BackgroundTaskTests {
             state.updatedAt = now.adding(seconds: -age * 3600)
             try await runner.store.save(state)
         }
-        #expect(try await runner.cleanupStaleBackgroundTasks(staleHours: 24) == 1)
+        #expect(try await runner.tasks.cleanupStaleTasks(staleHours: 24) == 1)
         let old = try #require(try await runner.store.loadTask(taskID: "bg_old"))
         #expect(old.status == .failed)
         #expect(old.errorCategory == .timeout)
         #expect(old.errorMessage == "no heartbeat for over 24 h; process likely crashed")
-        #expect(old.backgroundError == old.errorMessage)
         #expect(try await runner.store.loadTask(taskID: "bg_fresh")?.status == .running)
         await runner.close()
     }
@@ -261,8 +263,8 @@ struct BackgroundTaskTests {
         #expect(paused.errorCategory == .controlFlow)
         #expect(paused.errorMessage == "waiting for approval")
         // Resuming with the same input pauses again; with new data it completes.
-        #expect(try await runner.resumeBackgroundTask(taskID: taskID).status == .paused)
-        let outcome = try await runner.resumeBackgroundTask(taskID: taskID, newData: .object(["approved": .bool(true)]))
+        #expect(try await runner.tasks.resume(taskID: taskID).status == .paused)
+        let outcome = try await runner.tasks.resume(taskID: taskID, newData: .object(["approved": .bool(true)]))
         #expect(outcome.status == .completed)
         #expect(outcome.outputJSON == "\"approved\"")
         let task = try #require(try await runner.store.loadTask(taskID: taskID))
@@ -281,7 +283,7 @@ struct BackgroundTaskTests {
         let states = try await [waitForTask(runner, result.backgroundTaskIDs[0]), waitForTask(runner, result.backgroundTaskIDs[1])]
         #expect(states.map { $0?.status } == [.completed, .failed])
         #expect(states[1]?.errorCategory == .unknown)
-        #expect(try await runner.listBackgroundTasks(BackgroundTaskQuery(parentRunID: result.runID)).count == 2)
+        #expect(try await runner.tasks.list(BackgroundTaskQuery(parentRunID: result.runID)).count == 2)
         let counters = try await runner.store.statusCounters()
         #expect(counters.backgroundTasks[.completed] == 1 && counters.backgroundTasks[.failed] == 1)
         await runner.close()
@@ -301,12 +303,12 @@ struct BackgroundTaskTests {
         }
         let result = try await runner.run(Pipeline(name: "p", steps: [.background(flaky), .background(flaky)]), input: Order(id: "o", amount: 1))
         for id in result.backgroundTaskIDs { _ = try await waitForTask(runner, id) }
-        #expect(try await runner.failedBackgroundTasks(parentRunID: result.runID).count == 2)
-        let report = try await runner.retryFailedBackgroundTasks(parentRunID: result.runID, maxRetries: 3)
+        #expect(try await runner.tasks.failed(parentRunID: result.runID).count == 2)
+        let report = try await runner.tasks.retryFailed(parentRunID: result.runID, maxRetries: 3)
         #expect(report.entries.count == 2)
         #expect(report.succeeded == 2)
         #expect(report.entries.map(\.retries).sorted() == [1, 2])
-        #expect(try await runner.failedBackgroundTasks(parentRunID: result.runID).isEmpty)
+        #expect(try await runner.tasks.failed(parentRunID: result.runID).isEmpty)
         await runner.close()
     }
 
@@ -318,7 +320,7 @@ struct BackgroundTaskTests {
         let service = FlakyService()
         let result = try await runner.run(Pipeline(name: "p", steps: [.background(service.step)]), input: Order(id: "o", amount: 1))
         _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
-        let report = try await runner.retryFailedBackgroundTasks(maxRetries: 2)
+        let report = try await runner.tasks.retryFailed(maxRetries: 2)
         #expect(report.entries.first?.retries == 2)
         #expect(report.entries.first?.status == .failed)
         #expect(report.entries.first?.error == "connection reset by peer")
@@ -334,7 +336,7 @@ struct BackgroundTaskTests {
         let result = try await runner.run(Pipeline(name: "p", steps: [.background(service.step)]), input: Order(id: "persisted-42", amount: 9))
         _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
         service.healthy.withLock { $0 = true }
-        let outcome = try await runner.resumeBackgroundTask(taskID: result.backgroundTaskIDs[0])
+        let outcome = try await runner.tasks.resume(taskID: result.backgroundTaskIDs[0])
         #expect(outcome.outputJSON == "\"receipt for persisted-42\"")
         await runner.close()
     }
@@ -348,9 +350,9 @@ struct BackgroundTaskTests {
             state.updatedAt = now.adding(seconds: -age * 3600)
             try await runner.store.save(state)
         }
-        #expect(try await runner.failedBackgroundTasks(hoursBack: 24).map(\.taskID) == ["bg_recent"])
-        #expect(try await runner.failedBackgroundTasks(hoursBack: 48).count == 2)
-        #expect(try await runner.failedBackgroundTasks(parentRunID: "other", hoursBack: 48).isEmpty)
+        #expect(try await runner.tasks.failed(hoursBack: 24).map(\.taskID) == ["bg_recent"])
+        #expect(try await runner.tasks.failed(hoursBack: 48).count == 2)
+        #expect(try await runner.tasks.failed(parentRunID: "other", hoursBack: 48).isEmpty)
         await runner.close()
     }
 
@@ -364,7 +366,7 @@ struct BackgroundTaskTests {
         let (second, _, _) = try makeRunner(path: path)
         service.healthy.withLock { $0 = true }
         try second.registry.register(service.step)
-        let report = try await second.retryFailedBackgroundTasks()
+        let report = try await second.tasks.retryFailed()
         #expect(report.succeeded == 1)
         await second.close()
     }
@@ -377,17 +379,17 @@ struct BackgroundTaskTests {
         let taskID = result.backgroundTaskIDs[0]
         _ = try await waitForTask(runner, taskID)
         let typo = String(taskID.dropLast(2)) + "zz"
-        await #expect(throws: RunnerError.unknownTask(typo, suggestions: [taskID])) { try await runner.resumeBackgroundTask(taskID: typo) }
-        await #expect(throws: RunnerError.notResumable(taskID: taskID, status: .completed)) { try await runner.resumeBackgroundTask(taskID: taskID) }
+        await #expect(throws: RunnerError.unknownTask(typo, suggestions: [taskID])) { try await runner.tasks.resume(taskID: typo) }
+        await #expect(throws: RunnerError.notResumable(taskID: taskID, status: .completed)) { try await runner.tasks.resume(taskID: taskID) }
         var failed = try #require(try await runner.store.loadTask(taskID: taskID))
         failed.status = .failed
         try await runner.store.save(failed)
         let (fresh, _, _) = try makeRunner(path: path)
-        await #expect(throws: RunnerError.self) { try await fresh.resumeBackgroundTask(taskID: taskID) }
+        await #expect(throws: RunnerError.self) { try await fresh.tasks.resume(taskID: taskID) }
         var off = FlujoSettings()
         off.backgroundTasks.enableResumability = false
         let (disabled, _, _) = try makeRunner(settings: off, path: path)
-        await #expect(throws: RunnerError.resumabilityDisabled) { try await disabled.resumeBackgroundTask(taskID: taskID) }
+        await #expect(throws: RunnerError.resumabilityDisabled) { try await disabled.tasks.resume(taskID: taskID) }
         for r in [runner, fresh, disabled] { await r.close() }
     }
 
@@ -406,7 +408,7 @@ struct BackgroundTaskTests {
         #expect(states[0]?.errorCategory == .cancelled)
         let (next, _, _) = try makeRunner(path: (runner.store as! SQLiteStateStore).path)
         try next.registry.register(Step<Order, String>("forever") { _, _ in "finished later" })
-        #expect(try await next.resumeBackgroundTask(taskID: result.backgroundTaskIDs[0]).status == .completed)
+        #expect(try await next.tasks.resume(taskID: result.backgroundTaskIDs[0]).status == .completed)
         await next.close()
     }
 
@@ -415,6 +417,7 @@ struct BackgroundTaskTests {
         var settings = FlujoSettings()
         settings.backgroundTasks.heartbeatIntervalSeconds = 0.02
         let (runner, _, _) = try makeRunner(settings: settings)
+        runner.startMaintenance()
         let gate = Gate()
         let long = Step<Order, String>("long") { _, _ in await gate.wait(); return "done" }
         let result = try await runner.run(Pipeline(name: "p", steps: [.background(long)]), input: Order(id: "o", amount: 1))
@@ -432,7 +435,7 @@ struct BackgroundTaskTests {
             let sinceBeat = Double(now.millisecondsSince1970 - beat.millisecondsSince1970) / 1000
             if age > 1.0 && sinceBeat < 0.05 {
                 #expect(beat > launched, "the heartbeat moved updated_at")
-                #expect(try await runner.cleanupStaleBackgroundTasks(staleHours: 0.5 / 3600) == 0)
+                #expect(try await runner.tasks.cleanupStaleTasks(staleHours: 0.5 / 3600) == 0)
                 checked = true
             }
         }
@@ -443,7 +446,7 @@ struct BackgroundTaskTests {
         await runner.close()
     }
 
-    @Test("stale cleanup runs by itself when a runner starts (defect 3)")
+    @Test("stale cleanup runs when maintenance starts, never on a read (defect 3)")
     func automaticCleanup() async throws {
         let (seed, _, path) = try makeRunner()
         var dead = WorkflowState(runID: "gone_bg_bg_dead", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "gone", taskID: "bg_dead")
@@ -452,9 +455,17 @@ struct BackgroundTaskTests {
         var settings = FlujoSettings()
         settings.backgroundTasks.staleTaskTimeoutHours = 2
         let (runner, _, _) = try makeRunner(settings: settings, path: path)
-        _ = try await runner.workflowStats()
-        #expect(try await runner.store.loadTask(taskID: "bg_dead")?.status == .running, "stats alone do not start the runner")
-        _ = try await runner.failedBackgroundTasks()
+        _ = try await runner.tasks.stats()
+        _ = try await runner.tasks.failed()
+        _ = try await runner.tasks.list()
+        #expect(try await runner.store.loadTask(taskID: "bg_dead")?.status == .running, "reads write nothing")
+        #expect(!runner.isMaintenanceRunning)
+        runner.startMaintenance()
+        #expect(runner.isMaintenanceRunning)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline, try await runner.store.loadTask(taskID: "bg_dead")?.status == .running {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         #expect(try await runner.store.loadTask(taskID: "bg_dead")?.status == .failed)
         await runner.close()
         await seed.close()
@@ -467,7 +478,7 @@ struct BackgroundTaskTests {
         let state = try #require(try await runner.store.load(runID: "my_bg_run"))
         #expect(!state.isBackgroundTask)
         #expect(sink.events(runID: result.runID).allSatisfy { !$0.isBackground })
-        #expect(try await runner.listBackgroundTasks().isEmpty)
+        #expect(try await runner.tasks.list().isEmpty)
         await runner.close()
     }
 
@@ -479,7 +490,7 @@ struct BackgroundTaskTests {
         let first = try #require(try await waitForTask(runner, result.backgroundTaskIDs[0]))
         try await Task.sleep(for: .milliseconds(5))
         service.healthy.withLock { $0 = true }
-        _ = try await runner.resumeBackgroundTask(taskID: result.backgroundTaskIDs[0])
+        _ = try await runner.tasks.resume(taskID: result.backgroundTaskIDs[0])
         let after = try #require(try await runner.store.loadTask(taskID: result.backgroundTaskIDs[0]))
         #expect(after.createdAt == first.createdAt)
         #expect(after.updatedAt > first.createdAt)
@@ -493,7 +504,7 @@ struct BackgroundTaskTests {
         var dead = WorkflowState(runID: "x_bg_bg_1", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "x", taskID: "bg_1")
         dead.updatedAt = Timestamp.now.adding(seconds: -30 * 3600)
         try await memory.save(dead)
-        #expect(try await runner.cleanupStaleBackgroundTasks(staleHours: 24) == 1)
+        #expect(try await runner.tasks.cleanupStaleTasks(staleHours: 24) == 1)
         #expect(try await memory.loadTask(taskID: "bg_1")?.status == .failed)
         await runner.close()
     }
@@ -527,7 +538,7 @@ struct RunContextTests {
         }
         let result = try await runner.run(Pipeline(name: "p", steps: [.background(check)]), input: Order(id: "o", amount: 1), context: RunContext(["plan": .string("keep me")]))
         _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
-        #expect(try await runner.resumeBackgroundTask(taskID: result.backgroundTaskIDs[0]).status == .completed)
+        #expect(try await runner.tasks.resume(taskID: result.backgroundTaskIDs[0]).status == .completed)
         #expect(seen.count == 2)
         await runner.close()
     }

@@ -14,7 +14,7 @@ struct ConsoleTracerTests {
     func traced(_ steps: [PipelineStep], background: BackgroundPolicy = .skip, verbose: Bool = false, color: String = "never") async throws -> (Lines, PipelineResult) {
         let lines = Lines()
         let (runner, sink, _) = try makeRunner()
-        runner.hooks.register(ConsoleTracer(background: background, verbose: verbose, color: color, write: lines.write))
+        runner.hooks.register(ConsoleTracer(verbose: verbose, color: color, write: lines.write), background: background)
         let result = try await runner.run(Pipeline(name: "orders", version: "2", steps: steps), input: Order(id: "o1", amount: 5))
         for id in result.backgroundTaskIDs { _ = try await waitForTask(runner, id) }
         if !result.backgroundTaskIDs.isEmpty { await sink.waitUntil { $0.filter { $0.kind == .taskFinished }.count == result.backgroundTaskIDs.count } }
@@ -77,10 +77,12 @@ struct PersistedTraceTests {
     @Test("the trace kept in the store includes background spans, tagged, under their launch step")
     func storedTrace() async throws {
         let (runner, _, _) = try makeRunner()
+        let spanPipeline = SpanPipeline(hooks: runner.hooks, store: runner.store)
         let good = Step<Order, String>("receipt") { _, _ in "ok" }
         let result = try await runner.run(Pipeline(name: "p", steps: [.run(validate), .background(good)]), input: Order(id: "o", amount: 1))
         _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
         await runner.close()
+        await spanPipeline.close()
         let spans = try await runner.store.spans(runID: result.runID)
         #expect(spans.count == 5)
         let root = try #require(spans.first { $0.parentSpanID == nil })

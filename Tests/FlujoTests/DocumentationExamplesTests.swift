@@ -5,6 +5,7 @@ import Flujo
 import FlujoOTLP
 import FlujoPrometheus
 import FlujoSQLite
+import FlujoTelemetry
 import FlujoTestSupport
 import FlujoTesting
 import Foundation
@@ -64,11 +65,11 @@ struct DocumentationExamplesTests {
         let result = try await runner.run(pipeline, input: QuickStartOrder(id: "o-1", amount: 42))
         #expect(result.status == .completed)
         #expect(result.backgroundTaskIDs.count == 1)
-        for task in try await runner.failedBackgroundTasks(hoursBack: 24) {
-            _ = try await runner.resumeBackgroundTask(taskID: task.taskID)
+        for task in try await runner.tasks.failed(hoursBack: 24) {
+            _ = try await runner.tasks.resume(taskID: task.taskID)
         }
-        _ = try await runner.retryFailedBackgroundTasks(maxRetries: 3)
-        _ = try await runner.cleanupStaleBackgroundTasks()
+        _ = try await runner.tasks.retryFailed(maxRetries: 3)
+        _ = try await runner.tasks.cleanupStaleTasks()
         await runner.close()
 
         // OTLP and Prometheus, as the README wires them (port 0 here, to run beside other tests).
@@ -76,17 +77,17 @@ struct DocumentationExamplesTests {
         let settings = try SettingsLoader.load(file: folder.appendingPathComponent("flujo.toml").path, environment: [
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_BSP_EXPORT_TIMEOUT": "200", "OTEL_BSP_SCHEDULE_DELAY": "10",
         ]).settings
-        let exporter = OTLPExporter(settings: settings)
-        let events = EventMetrics(background: settings.prometheusBackground)
-        let hooks = HookBus()
-        hooks.register(events)
-        hooks.register(SlackOnFailure(), delivery: .queued(capacity: 1000))
-        hooks.register(ConsoleTracer(settings: settings, write: { _ in }))
-        let observed = Runner(store: store, settings: settings, hooks: hooks, spanProcessors: [exporter])
-        let server = try await MetricsServer.start(host: "127.0.0.1", port: 0,
-            collector: MetricsCollector(store: store, events: events, hooks: hooks, counterSources: [exporter]))
+        var wired = settings
+        wired.telemetry.prometheus.enabled = true
+        wired.telemetry.prometheus.port = 0
+        let telemetry = Telemetry(settings: wired, store: store, consoleWrite: { _ in })
+        telemetry.hooks.register(SlackOnFailure(), delivery: .queued(capacity: 1000))
+        let observed = Runner(store: store, settings: wired, hooks: telemetry.hooks)
+        let server = try #require(try await telemetry.startMetricsServer())
         #expect(try await observed.run(pipeline, input: QuickStartOrder(id: "o-2", amount: 1)).status == .completed)
-        await observed.close(); exporter.shutdown(); await server.stop()
+        #expect(server.port > 0 && telemetry.otlp != nil && telemetry.events != nil)
+        await observed.close()
+        await telemetry.shutdown()
     }
 
     @Test("the guide's FailureCounter counts failures by category")

@@ -38,13 +38,14 @@ struct FaultToleranceTests {
         try await Task.sleep(for: .milliseconds(700))
         var settings = FlujoSettings()
         settings.backgroundTasks.staleTaskTimeoutHours = 0.5 / 3600
-        let runner = Runner(store: store, settings: settings, persistSpans: false)
+        let runner = Runner(store: store, settings: settings)
         try runner.registry.register(Step<Int, Int>("sleeper") { value, _ in value })
-        let failedNow = try await runner.failedBackgroundTasks(parentRunID: runID, limit: 10_000)
-        #expect(failedNow.count == running, "the runner's start-up cleanup found every in-flight task")
+        #expect(try await runner.tasks.cleanupStaleTasks() == running, "the cleanup found every in-flight task")
+        let failedNow = try await runner.tasks.failed(parentRunID: runID, limit: 10_000)
+        #expect(failedNow.count == running)
         #expect(failedNow.allSatisfy { $0.errorCategory == .timeout })
         for task in failedNow {
-            #expect(try await runner.resumeBackgroundTask(taskID: task.taskID).status == .completed)
+            #expect(try await runner.tasks.resume(taskID: task.taskID).status == .completed)
         }
         let final = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: runID, statuses: [.completed], limit: 10_000))
         #expect(final.count == 1000)

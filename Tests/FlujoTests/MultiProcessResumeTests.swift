@@ -63,16 +63,16 @@ struct MultiProcessResumeTests {
         let (runner, _, _) = try makeRunner(path: path)
         try runner.registry.register(Step<JSONValue, JSONValue>("record") { input, _ in input })
         // While the other process holds the claim, this one is refused, and listings say so.
-        await #expect(throws: RunnerError.self) { _ = try await runner.resumeBackgroundTask(taskID: taskID) }
-        let listed = try await runner.failedBackgroundTasks()
+        await #expect(throws: RunnerError.self) { _ = try await runner.tasks.resume(taskID: taskID) }
+        let listed = try await runner.tasks.failed()
         #expect(listed.map(\.taskID) == [taskID])
         #expect(listed.first?.isBeingResumed == true)
         await resumer.kill()
-        #expect(try await runner.listBackgroundTasks().first?.isBeingResumed == false)
+        #expect(try await runner.tasks.list().first?.isBeingResumed == false)
         let before = try #require(try await runner.store.loadTask(taskID: taskID))
         #expect(before.status == .failed)
         #expect(before.attempts == 1)
-        let outcome = try await runner.resumeBackgroundTask(taskID: taskID)
+        let outcome = try await runner.tasks.resume(taskID: taskID)
         #expect(outcome.status == .completed)
         #expect(outcome.attempts == 2)
         #expect(try await runner.store.loadTask(taskID: taskID)?.status == .completed)

@@ -153,7 +153,7 @@ struct BackgroundSettingsEffectTests {
         let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nenable_resumability = false\n"))
         let result = try await runner.run(Pipeline(name: "p", steps: [.background(service.step)]), input: Order(id: "o", amount: 1))
         _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
-        await #expect(throws: RunnerError.resumabilityDisabled) { try await runner.resumeBackgroundTask(taskID: result.backgroundTaskIDs[0]) }
+        await #expect(throws: RunnerError.resumabilityDisabled) { try await runner.tasks.resume(taskID: result.backgroundTaskIDs[0]) }
         await runner.close()
     }
 
@@ -187,13 +187,14 @@ struct BackgroundSettingsEffectTests {
         var state = WorkflowState(runID: "p_bg_bg_x", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "p", taskID: "bg_x")
         state.updatedAt = Timestamp.now.adding(seconds: -2 * 3600)
         try await runner.store.save(state)
-        #expect(try await runner.cleanupStaleBackgroundTasks() == 1)
+        #expect(try await runner.tasks.cleanupStaleTasks() == 1)
         await runner.close()
     }
 
     @Test("heartbeat_interval_seconds sets how often running tasks heartbeat")
     func heartbeat() async throws {
         let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nheartbeat_interval_seconds = 0.02\n"))
+        runner.startMaintenance()
         let gate = Gate()
         let long = Step<Order, String>("long") { _, _ in await gate.wait(); return "done" }
         let result = try await runner.run(Pipeline(name: "p", steps: [.background(long)]), input: Order(id: "o", amount: 1))
@@ -213,7 +214,7 @@ struct BackgroundSettingsEffectTests {
     @Test("stale_check_interval_seconds makes the runner look for stale tasks by itself")
     func staleCheckInterval() async throws {
         let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nheartbeat_interval_seconds = 0.01\nstale_check_interval_seconds = 0.02\nstale_task_timeout_hours = 1\n"))
-        _ = try await runner.failedBackgroundTasks()
+        runner.startMaintenance()
         var state = WorkflowState(runID: "p_bg_bg_y", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "p", taskID: "bg_y")
         state.updatedAt = Timestamp.now.adding(seconds: -2 * 3600)
         try await runner.store.save(state)
@@ -240,7 +241,7 @@ struct BackgroundSettingsEffectTests {
         let result = try await runner.run(Pipeline(name: "p", steps: [.background(service.step)]), input: Order(id: "o", amount: 1))
         _ = try await waitForTask(runner, result.backgroundTaskIDs[0])
         let started = ContinuousClock.now
-        let report = try await runner.retryFailedBackgroundTasks()
+        let report = try await runner.tasks.retryFailed()
         let elapsed = ContinuousClock.now - started
         #expect(report.entries.first?.retries == 2)
         // One delay between the two retries: at least half of 80 ms with jitter 0.5.

@@ -128,7 +128,7 @@ enum Workloads {
             let counter = FinishCounter()
             let hooks = HookBus()
             hooks.register(counter)
-            let runner = Runner(store: store, settings: settings(), hooks: hooks, persistSpans: false)
+            let runner = Runner(store: store, settings: settings(), hooks: hooks)
             let start = ContinuousClock.now
             let result = try await runner.run(pipeline, input: 1)
             let launched = elapsed(since: start)
@@ -212,14 +212,14 @@ enum Workloads {
             let counter = FinishCounter()
             let hooks = HookBus()
             hooks.register(counter)
-            let runner = Runner(store: store, settings: settings(), hooks: hooks, persistSpans: false)
+            let runner = Runner(store: store, settings: settings(), hooks: hooks)
             let result = try await runner.run(Pipeline(name: "w2", steps: Array(repeating: .background(picky), count: 100)), input: JSONValue.object(["ok": .bool(false)]))
             await counter.wait(for: 100)
             let start = ContinuousClock.now
-            let failed = try await runner.failedBackgroundTasks(parentRunID: result.runID)
+            let failed = try await runner.tasks.failed(parentRunID: result.runID)
             var completed = 0
             for task in failed {
-                if try await runner.resumeBackgroundTask(taskID: task.taskID, newData: .object(["ok": .bool(true)])).status == .completed { completed += 1 }
+                if try await runner.tasks.resume(taskID: task.taskID, newData: .object(["ok": .bool(true)])).status == .completed { completed += 1 }
             }
             let seconds = elapsed(since: start) / Double(max(1, failed.count))
             let stillFailed = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: result.runID, statuses: [.failed], limit: 1000))
@@ -254,9 +254,9 @@ enum Workloads {
             })
             // As in a service that has been running: the log's file already allocated.
             try store.checkpoint()
-            let runner = Runner(store: store, settings: settings(), persistSpans: false)
+            let runner = Runner(store: store, settings: settings())
             let start = ContinuousClock.now
-            let count = try await runner.cleanupStaleBackgroundTasks(staleHours: 24)
+            let count = try await runner.tasks.cleanupStaleTasks(staleHours: 24)
             samples.append(elapsed(since: start))
             let counters = try await store.statusCounters()
             verified = verified && count == 10_000 && counters.backgroundTasks[.failed] == 10_000 && (counters.backgroundTasks[.running] ?? 0) == 0
@@ -315,7 +315,7 @@ enum Workloads {
             let store = try SQLiteStateStore(path: path)
             let hooks = HookBus()
             for index in 0..<sinks { hooks.register(NoopSink(name: "noop\(index)")) }
-            let runner = Runner(store: store, settings: settings(), hooks: hooks, persistSpans: false)
+            let runner = Runner(store: store, settings: settings(), hooks: hooks)
             _ = try await runner.run(pipeline, input: 0)   // warm up: statements prepared, caches filled
             var fresh: [Double] = []
             for _ in 0..<7 {
@@ -382,7 +382,7 @@ enum Workloads {
             otlp.maxExportBatchSize = 512
             otlp.scheduleDelayMs = 60_000
             otlp.compression = gzip ? "gzip" : "none"
-            let exporter = OTLPExporter(settings: otlp, background: .include, serviceName: "bench")
+            let exporter = OTLPExporter(settings: otlp, serviceName: "bench")
             let requestsBefore = server.counters.requests.load(ordering: .relaxed)
             let bytesBefore = server.counters.bodyBytes.load(ordering: .relaxed)
             let start = ContinuousClock.now

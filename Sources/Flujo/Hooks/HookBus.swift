@@ -10,13 +10,15 @@ public final class HookBus: Sendable {
         let sink: any HookSink
         let mask: UInt32
         let strict: Bool
+        let background: BackgroundPolicy
         let queue: AsyncStream<HookEvent>.Continuation?
         let consumer: Task<Void, Never>?
 
-        init(sink: any HookSink, mask: UInt32, strict: Bool, queue: AsyncStream<HookEvent>.Continuation?, consumer: Task<Void, Never>?) {
+        init(sink: any HookSink, mask: UInt32, strict: Bool, background: BackgroundPolicy, queue: AsyncStream<HookEvent>.Continuation?, consumer: Task<Void, Never>?) {
             self.sink = sink
             self.mask = mask
             self.strict = strict
+            self.background = background
             self.queue = queue
             self.consumer = consumer
         }
@@ -47,8 +49,10 @@ public final class HookBus: Sendable {
         self.logger = logger
     }
 
-    /// Registers a sink. A strict sink's errors fail the run.
-    public func register(_ sink: any HookSink, delivery: HookDelivery = .inline, strict: Bool = false) {
+    /// Registers a sink. A strict sink's errors fail the run. With
+    /// `background: .skip` the sink never sees events of background executions
+    /// (nor the launch step's events); by default it sees every event.
+    public func register(_ sink: any HookSink, delivery: HookDelivery = .inline, strict: Bool = false, background: BackgroundPolicy = .include) {
         let mask = sink.interests.reduce(UInt32(0)) { $0 | $1.bit }
         var continuation: AsyncStream<HookEvent>.Continuation?
         var consumer: Task<Void, Never>?
@@ -61,7 +65,7 @@ public final class HookBus: Sendable {
                 }
             }
         }
-        let registration = Registration(sink: sink, mask: mask, strict: strict, queue: continuation, consumer: consumer)
+        let registration = Registration(sink: sink, mask: mask, strict: strict, background: background, queue: continuation, consumer: consumer)
         registrations.withLock { $0.append(registration) }
         _ = interestMask.bitwiseOr(mask, ordering: .releasing)
     }
@@ -78,7 +82,7 @@ public final class HookBus: Sendable {
         let bit = event.kind.bit
         guard interestMask.load(ordering: .acquiring) & bit != 0 else { return }
         let current = registrations.withLock { $0 }
-        for registration in current where registration.mask & bit != 0 {
+        for registration in current where registration.mask & bit != 0 && registration.background.admits(isBackground: event.isBackground) {
             if let queue = registration.queue {
                 if case .dropped = queue.yield(event) {
                     drops.withLock { $0[registration.sink.name, default: 0] += 1 }

@@ -31,4 +31,12 @@ public enum BackgroundPolicy: String, Sendable, Hashable, Codable, CaseIterable 
     case skip
     /// Include them, tagged `flujo.is_background = true`.
     case include
+
+    /// Whether an event or span of a background execution (or not) passes.
+    /// The one place the policy is decided: the hook bus asks it for each
+    /// sink, the span pipeline for each span processor.
+    @inline(__always)
+    public func admits(isBackground: Bool) -> Bool {
+        self == .include || !isBackground
+    }
 }

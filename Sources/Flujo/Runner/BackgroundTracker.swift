@@ -10,23 +10,15 @@ final class BackgroundTracker: Sendable {
 
     private struct State {
         var running: [String: Entry] = [:]
-        var started = false
         var closed = false
         var maintenance: Task<Void, Never>?
     }
 
     private let state = Mutex(State())
 
-    /// Marks the runner started; true only for the first caller.
-    func markStarted() -> Bool {
-        state.withLock { state in
-            if state.started { return false }
-            state.started = true
-            return true
-        }
-    }
-
     var isClosed: Bool { state.withLock { $0.closed } }
+
+    var isMaintenanceRunning: Bool { state.withLock { $0.maintenance != nil } }
 
     /// Starts a task and records it, both under the lock: the task cannot
     /// remove itself (it may finish at once on another thread) before it is recorded.

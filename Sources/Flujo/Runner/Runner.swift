@@ -2,12 +2,18 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Runs pipelines, launches and tracks background tasks, and offers the task
-/// operations: list, resume, retry, clean up, stats.
+/// The engine: runs pipelines and launches their background tasks.
+///
+/// Listing, showing, resuming, retrying and cleaning up tasks is the job of
+/// `TaskOperations` (`runner.tasks` shares this runner's store, steps and bus).
+/// Creating a runner changes nothing: it registers no sink on the bus it is
+/// given (wire spans with `SpanPipeline`) and writes nothing until a pipeline
+/// runs. Heartbeats and the periodic stale cleanup start only when asked, with
+/// `startMaintenance()`.
 ///
 /// Call `close()` when done: it waits for background tasks (up to
 /// `shutdown_timeout_seconds`), cancels and persists the rest as `cancelled`,
-/// stops heartbeats and drains queued sinks.
+/// stops maintenance and drains queued sinks.
 public final class Runner: Sendable {
     /// Where runs and tasks are persisted.
     public let store: any StateStore
@@ -23,16 +29,12 @@ public final class Runner: Sendable {
     public let owner: String
     let logger: Logger
     let tracker = BackgroundTracker()
-    let spanPersister: SpanPersister?
+    let executor: Executor
 
-    /// Creates a runner.
-    /// - Parameters:
-    ///   - persistSpans: keep every run's trace (background spans included) in the store, for `flujo trace`.
-    ///   - spanProcessors: more receivers of the same spans, such as the OTLP exporter.
+    /// Creates a runner; nothing is written and no sink is registered.
     public init(
         store: any StateStore, settings: FlujoSettings = FlujoSettings(), registry: StepRegistry = StepRegistry(),
         hooks: HookBus = HookBus(), classifier: any ErrorClassifier = DefaultErrorClassifier(),
-        persistSpans: Bool = true, spanProcessors: [any SpanProcessor] = [],
         logger: Logger = Logger(label: "flujo.runner")
     ) {
         self.store = store
@@ -42,12 +44,12 @@ public final class Runner: Sendable {
         self.classifier = classifier
         self.owner = Identifiers.processOwner + ":" + Identifiers.randomHex(bytes: 3)
         self.logger = logger
-        spanPersister = persistSpans ? SpanPersister(store: store) : nil
-        let processors = (spanPersister.map { [$0 as any SpanProcessor] } ?? []) + spanProcessors
-        if !processors.isEmpty {
-            // One recorder for every processor, so stored and exported spans share their ids.
-            hooks.register(TraceRecorder(processors: processors))
-        }
+        executor = Executor(store: store, settings: settings, hooks: hooks, classifier: classifier, logger: logger)
+    }
+
+    /// The task operations over this runner's store, with its steps, bus and owner.
+    public var tasks: TaskOperations {
+        TaskOperations(executor: executor, registry: registry, owner: owner)
     }
 
     /// Runs a pipeline to its end (or to a pause, failure or abort) and returns
@@ -56,7 +58,7 @@ public final class Runner: Sendable {
     public func run<Input: Encodable & Sendable>(
         _ pipeline: Pipeline, input: Input, context: RunContext = RunContext(), quota: Quota? = nil, runID: String? = nil
     ) async throws -> PipelineResult {
-        try await startIfNeeded()
+        if tracker.isClosed { throw RunnerError.closed }
         registry.registerMissing(of: pipeline)
         let runID = runID ?? Identifiers.newRunID()
         let identity = EventIdentity(runID: runID, parentRunID: nil, taskID: nil, pipelineName: pipeline.name, pipelineVersion: pipeline.version, isBackground: false)
@@ -78,10 +80,10 @@ public final class Runner: Sendable {
         try await store.save(state)
 
         do {
-            try await emit(identity, .preRun, .preRun(HookEvent.RunStart(
+            try await executor.emit(identity, .preRun, .preRun(HookEvent.RunStart(
                 inputSummary: summary(value.json) ?? "", initialBudget: quota, totalSteps: pipeline.steps.count)))
         } catch {
-            (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(error))
+            (status, errorMessage, errorCategory) = Self.stopped(by: executor.hookEnding(error))
         }
 
         /// Records a finished step in the run's state and returns its log entry.
@@ -111,7 +113,7 @@ public final class Runner: Sendable {
             let item = pipeline.steps[index]
             switch item.mode {
             case .sync:
-                let ran = await executeStep(item.step, retry: item.retry, input: value, identity: identity, stepIndex: index, context: context, ledger: ledger, budget: quota)
+                let ran = await executor.executeStep(item.step, retry: item.retry, input: value, identity: identity, stepIndex: index, context: context, ledger: ledger, budget: quota)
                 let result = StepResult(
                     name: item.step.name, outputJSON: ran.output?.json, success: ran.status == .completed,
                     attempts: ran.attempts, latencySeconds: ran.latencySeconds, usage: ran.usage, feedback: ran.errorMessage)
@@ -123,7 +125,7 @@ public final class Runner: Sendable {
                     errorMessage = ran.errorMessage
                     errorCategory = ran.errorCategory
                 } else if let failure = ran.hookFailure {
-                    (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(failure))
+                    (status, errorMessage, errorCategory) = Self.stopped(by: executor.hookEnding(failure))
                 }
                 let record = advance(past: result, at: index)
                 try await store.save(state, step: record)
@@ -151,7 +153,7 @@ public final class Runner: Sendable {
                     if let failure = await launch.begin(), stop == nil { stop = failure }
                 }
                 // The run's row is still `running`; the end of the run records the stop.
-                if let stop { (status, errorMessage, errorCategory) = Self.stopped(by: hookEnding(stop)) }
+                if let stop { (status, errorMessage, errorCategory) = Self.stopped(by: executor.hookEnding(stop)) }
             }
         }
 
@@ -170,7 +172,7 @@ public final class Runner: Sendable {
         let result = PipelineResult(
             runID: runID, status: status, outputJSON: value.json, steps: history, context: context, usage: usage,
             errorMessage: errorMessage, errorCategory: errorCategory, backgroundTaskIDs: taskIDs, durationSeconds: duration)
-        try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(
+        try? await executor.emit(identity, .postRun, .postRun(HookEvent.RunEnd(
             status: status, durationSeconds: duration, usage: usage, stepsRun: history.count,
             errorMessage: errorMessage, errorCategory: errorCategory)))
         return result

@@ -1,4 +1,4 @@
-/// Errors of the runner's task APIs; each says what to do.
+/// Errors of the engine and the task operations; each says what to do.
 public enum RunnerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// No task has this id.
     case unknownTask(String, suggestions: [String])
@@ -12,6 +12,8 @@ public enum RunnerError: Error, Sendable, Hashable, CustomStringConvertible {
     case resumabilityDisabled
     /// The runner was closed.
     case closed
+    /// A task id longer than any this library makes.
+    case invalidTaskID(length: Int, limit: Int)
 
     public var description: String {
         switch self {
@@ -28,6 +30,8 @@ public enum RunnerError: Error, Sendable, Hashable, CustomStringConvertible {
             return "resuming background tasks is switched off ([background_tasks] enable_resumability = false)."
         case .closed:
             return "the runner is closed."
+        case let .invalidTaskID(length, limit):
+            return "that task id is \(length) bytes long; task ids have at most \(limit) (they look like bg_ and 32 hex digits). List tasks with `flujo tasks list`."
         }
     }
 }

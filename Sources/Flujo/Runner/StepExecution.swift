@@ -1,3 +1,5 @@
+import Logging
+
 /// Who events are about: shared by every event of one execution.
 struct EventIdentity: Sendable {
     let runID: String
@@ -70,7 +72,18 @@ func summary(_ json: String?) -> String? {
     return json.count <= summaryLimit ? json : String(json.prefix(summaryLimit)) + "…"
 }
 
-extension Runner {
+/// What executing a step needs, shared by the engine (`Runner`) and the task
+/// operations (`TaskOperations`): the bus its events go to, the classifier of
+/// its errors, and the store its outcome is saved in.
+struct Executor: Sendable {
+    let store: any StateStore
+    let settings: FlujoSettings
+    let hooks: HookBus
+    let classifier: any ErrorClassifier
+    let logger: Logger
+}
+
+extension Executor {
     /// Runs a step with its retry policy and emits its start and end events.
     func executeStep(
         _ step: AnyStep, retry: RetryPolicy, input: StepValue, identity: EventIdentity, stepIndex: Int,

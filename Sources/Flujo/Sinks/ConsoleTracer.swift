@@ -5,28 +5,25 @@ import Foundation
 /// Run and step starts and ends, indented by depth, with status symbols,
 /// duration, cost and tokens, the error category and message on failure and
 /// the pause message. Inputs and outputs (truncated) in verbose mode only.
-/// Background events are skipped unless the policy is `include`; then they are
-/// marked `[bg]`.
+/// Background events, when its registration lets them through
+/// (`HookBus.register(_:delivery:strict:background:)`), are marked `[bg]`.
 public final class ConsoleTracer: HookSink {
     public let name = "console"
-    private let policy: BackgroundPolicy
     private let verbose: Bool
     private let colors: Bool
     private let write: @Sendable (String) -> Void
 
     /// Creates a tracer.
     /// - Parameters:
-    ///   - background: skip (default) or include background events.
     ///   - verbose: show input and output summaries.
     ///   - color: `auto` (a terminal without `NO_COLOR`), `always` or `never`.
     ///   - environment: where `NO_COLOR` is looked up.
     ///   - write: where lines go; standard output by default.
     public init(
-        background: BackgroundPolicy = .skip, verbose: Bool = false, color: String = "auto",
+        verbose: Bool = false, color: String = "auto",
         environment: [String: String] = ProcessInfo.processInfo.environment,
         write: (@Sendable (String) -> Void)? = nil
     ) {
-        self.policy = background
         self.verbose = verbose
         switch color {
         case "always": colors = true
@@ -40,11 +37,10 @@ public final class ConsoleTracer: HookSink {
 
     /// Creates a tracer from `[telemetry.console]` settings.
     public convenience init(settings: FlujoSettings, write: (@Sendable (String) -> Void)? = nil) {
-        self.init(background: settings.consoleBackground, verbose: settings.telemetry.console.verbose, color: settings.telemetry.console.color, write: write)
+        self.init(verbose: settings.telemetry.console.verbose, color: settings.telemetry.console.color, write: write)
     }
 
     public func handle(_ event: HookEvent) async throws {
-        if event.isBackground && policy == .skip { return }
         guard let line = render(event) else { return }
         write(line)
     }

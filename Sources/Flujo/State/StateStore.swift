@@ -1,6 +1,8 @@
 /// Where runs, background tasks, step results and spans are persisted.
 ///
-/// The core speaks only this protocol; `FlujoSQLite` implements it on a SQLite
+/// A store persists what the engine and `TaskLifecycle` decide; it decides no
+/// transition itself. Every store passes the same conformance suite
+/// (`Tests/FlujoTestSupport/StateStoreConformance.swift`). The core speaks only this protocol; `FlujoSQLite` implements it on a SQLite
 /// file and `FlujoTesting` in memory. Every method may be called from many
 /// tasks at once, and an implementation that shares its storage between
 /// processes must make `claimTask` exclusive across them.
@@ -23,7 +25,12 @@ public protocol StateStore: Sendable {
     /// Background tasks matching the query, newest `updatedAt` first.
     func listBackgroundTasks(_ query: BackgroundTaskQuery) async throws -> [WorkflowState]
 
-    /// Task ids that start with `prefix` (for suggestions), at most `limit`.
+    /// The stored task ids next to `taskID` in byte order: the greatest one not
+    /// above it and the least one above it (either may be absent). The ids
+    /// sharing the longest prefix with `taskID` are found from these two.
+    func taskIDNeighbors(of taskID: String) async throws -> [String]
+
+    /// Task ids that start with `prefix`, in order, at most `limit`.
     func taskIDs(withPrefix prefix: String, limit: Int) async throws -> [String]
 
     /// Takes a resumable (failed, paused or cancelled) task for one owner, to
@@ -47,10 +54,10 @@ public protocol StateStore: Sendable {
     /// Records that running tasks are alive: sets `updatedAt` (the heartbeat).
     func heartbeat(runIDs: [String], at time: Timestamp) async throws
 
-    /// Marks every running background task whose heartbeat (`updatedAt`) is
-    /// older than `heartbeatBefore` as failed with `message`, category timeout.
-    /// Returns how many it changed.
-    func failStaleTasks(heartbeatBefore: Timestamp, now: Timestamp, message: String) async throws -> Int
+    /// Applies `transition` (decided by `TaskLifecycle.stale`) to every running
+    /// background task whose heartbeat (`updatedAt`) is older than
+    /// `heartbeatBefore`, in one transaction. Returns how many it changed.
+    func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int
 
 
     /// A run's usage totals, its own and its background tasks'.

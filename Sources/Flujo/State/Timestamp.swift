@@ -29,8 +29,14 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringCo
     public var date: Date { Date(timeIntervalSince1970: Double(millisecondsSince1970) / 1000) }
 
     /// This time moved by a number of seconds (negative moves back).
+    /// Saturates at the ends of the range instead of trapping, whatever `seconds` is (NaN adds nothing).
     public func adding(seconds: Double) -> Timestamp {
-        Timestamp(millisecondsSince1970: millisecondsSince1970 + Int64((seconds * 1000).rounded()))
+        let milliseconds = (seconds * 1000).rounded()
+        guard !milliseconds.isNaN else { return self }
+        let limit = 9.2e18
+        let delta = Int64(min(max(milliseconds, -limit), limit))
+        let (sum, overflow) = millisecondsSince1970.addingReportingOverflow(delta)
+        return Timestamp(millisecondsSince1970: overflow ? (delta > 0 ? .max : .min) : sum)
     }
 
     /// ISO-8601 in UTC with milliseconds, e.g. `2026-11-25T13:14:15.123Z`.

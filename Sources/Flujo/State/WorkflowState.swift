@@ -30,7 +30,7 @@ public struct WorkflowState: Sendable, Hashable, Codable {
     public var updatedAt: Timestamp
     /// Number of steps in the pipeline.
     public var totalSteps: Int
-    /// The error message of a failed or paused run.
+    /// The error or pause message of a failed, paused or cancelled run or task.
     public var errorMessage: String?
     /// Wall-clock duration of the run in milliseconds, once it has ended.
     public var executionTimeMs: Double?
@@ -44,17 +44,10 @@ public struct WorkflowState: Sendable, Hashable, Codable {
     public var parentRunID: String?
     /// The background task id (`bg_` + 32 hex digits).
     public var taskID: String?
-    /// The error of a failed background task.
-    public var backgroundError: String?
     /// Category of the last error.
     public var errorCategory: ErrorCategory?
     /// How many times this run or task has been executed.
     public var attempts: Int
-    /// Kept from older files, where a resumer recorded itself here; the
-    /// built-in stores no longer write it (a claim is a lock, see `StateStore.claimTask`).
-    public var leaseOwner: String?
-    /// Kept from older files: when such a recorded claim ended.
-    public var leaseExpiresAt: Timestamp?
     /// The status the task had when it was last resumed (failed, paused or cancelled), if it was.
     public var resumedFrom: String?
     /// The registered step name a background task runs.
@@ -72,9 +65,8 @@ public struct WorkflowState: Sendable, Hashable, Codable {
         status: RunStatus = .running, createdAt: Timestamp = .now, updatedAt: Timestamp? = nil,
         totalSteps: Int = 0, errorMessage: String? = nil, executionTimeMs: Double? = nil,
         memoryUsageMB: Double? = nil, metadataJSON: String = "{}", isBackgroundTask: Bool = false,
-        parentRunID: String? = nil, taskID: String? = nil, backgroundError: String? = nil,
-        errorCategory: ErrorCategory? = nil, attempts: Int = 0, leaseOwner: String? = nil,
-        leaseExpiresAt: Timestamp? = nil, resumedFrom: String? = nil, stepName: String? = nil,
+        parentRunID: String? = nil, taskID: String? = nil,
+        errorCategory: ErrorCategory? = nil, attempts: Int = 0, resumedFrom: String? = nil, stepName: String? = nil,
         costUSD: Double = 0, tokens: Int = 0
     ) {
         self.runID = runID
@@ -96,11 +88,8 @@ public struct WorkflowState: Sendable, Hashable, Codable {
         self.isBackgroundTask = isBackgroundTask
         self.parentRunID = parentRunID
         self.taskID = taskID
-        self.backgroundError = backgroundError
         self.errorCategory = errorCategory
         self.attempts = attempts
-        self.leaseOwner = leaseOwner
-        self.leaseExpiresAt = leaseExpiresAt
         self.resumedFrom = resumedFrom
         self.stepName = stepName
         self.costUSD = costUSD

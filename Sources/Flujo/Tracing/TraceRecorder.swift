@@ -10,7 +10,7 @@ import Synchronization
 /// Register it inline: it only updates a small table and never blocks.
 public final class TraceRecorder: HookSink {
     public let name = "trace"
-    private let processors: [any SpanProcessor]
+    private let destinations: [SpanDestination]
 
     private struct OpenRun {
         var traceID: [UInt8]
@@ -38,16 +38,28 @@ public final class TraceRecorder: HookSink {
 
     private let state = Mutex(State())
 
-    /// Creates a recorder feeding `processors`.
-    public init(processors: [any SpanProcessor]) {
-        self.processors = processors
+    /// Creates a recorder feeding every span to each of `processors`.
+    public convenience init(processors: [any SpanProcessor]) {
+        self.init(destinations: processors.map { SpanDestination($0) })
+    }
+
+    /// Creates a recorder feeding each destination the spans its background policy admits.
+    public init(destinations: [SpanDestination]) {
+        self.destinations = destinations
     }
 
     public func handle(_ event: HookEvent) async throws {
         let finished = state.withLock { state in Self.apply(event, to: &state) }
         for span in finished {
-            for processor in processors { processor.onEnd(span) }
+            for destination in destinations where destination.background.admits(isBackground: span.isBackground) {
+                destination.processor.onEnd(span)
+            }
         }
+    }
+
+    /// Runs and launches still open (for tests: empty once every run has ended).
+    public var openCounts: (runs: Int, launches: Int) {
+        state.withLock { ($0.runs.count, $0.launches.count) }
     }
 
     private static func randomBytes(_ count: Int) -> [UInt8] {
@@ -169,6 +181,20 @@ public final class TraceRecorder: HookSink {
         case .taskFinished:
             return []
         }
+    }
+}
+
+/// A span processor and the background policy of what it receives.
+public struct SpanDestination: Sendable {
+    /// The receiver of finished spans.
+    public var processor: any SpanProcessor
+    /// Whether it receives the spans of background executions.
+    public var background: BackgroundPolicy
+
+    /// Creates a destination; by default it receives every span.
+    public init(_ processor: any SpanProcessor, background: BackgroundPolicy = .include) {
+        self.processor = processor
+        self.background = background
     }
 }
 

@@ -1,0 +1,225 @@
+import Foundation
+import Logging
+
+/// Lists, shows, resumes, retries, cleans up and counts background tasks.
+///
+/// Reads (`list`, `failed`, `task`, `stats`, `statusCounters`, `suggestions`)
+/// never write: they run no cleanup and start no maintenance, so they work on
+/// a store opened read-only. Writes (`resume`, `retryFailed`,
+/// `cleanupStaleTasks`) record what `TaskLifecycle` decides.
+///
+/// A process that only resumes tasks builds one with the steps it can run:
+///
+/// ```swift
+/// let operations = TaskOperations(store: store, settings: settings, registry: StepRegistry(pipeline))
+/// _ = try await operations.resume(taskID: id)
+/// ```
+public struct TaskOperations: Sendable {
+    let executor: Executor
+    /// Steps this process can resume by name.
+    public let registry: StepRegistry
+    /// The owner recorded with this process's resume claims.
+    public let owner: String
+
+    /// The store the operations read and write.
+    public var store: any StateStore { executor.store }
+    /// The effective settings.
+    public var settings: FlujoSettings { executor.settings }
+
+    /// The longest task id the operations look up; longer ones are refused at once.
+    public static let maxTaskIDLength = 256
+
+    /// Creates the operations over a store. `hooks` receives the events of resumed executions.
+    public init(
+        store: any StateStore, settings: FlujoSettings = FlujoSettings(), registry: StepRegistry = StepRegistry(),
+        hooks: HookBus = HookBus(), classifier: any ErrorClassifier = DefaultErrorClassifier(),
+        logger: Logger = Logger(label: "flujo.tasks")
+    ) {
+        self.init(
+            executor: Executor(store: store, settings: settings, hooks: hooks, classifier: classifier, logger: logger),
+            registry: registry, owner: Identifiers.processOwner + ":" + Identifiers.randomHex(bytes: 3))
+    }
+
+    init(executor: Executor, registry: StepRegistry, owner: String) {
+        self.executor = executor
+        self.registry = registry
+        self.owner = owner
+    }
+
+    // MARK: - Reads
+
+    /// Background tasks matching a query, newest first, each marked when a resume of it runs now.
+    public func list(_ query: BackgroundTaskQuery = BackgroundTaskQuery()) async throws -> [BackgroundTask] {
+        try await markResumes(try await store.listBackgroundTasks(query))
+    }
+
+    /// Failed background tasks updated in the last `hoursBack` hours, newest first.
+    public func failed(parentRunID: String? = nil, hoursBack: Double = 24, limit: Int = 1000) async throws -> [BackgroundTask] {
+        let since = Timestamp.now.adding(seconds: -Self.seconds(hours: hoursBack))
+        return try await list(BackgroundTaskQuery(parentRunID: parentRunID, statuses: [.failed], updatedSince: since, limit: limit))
+    }
+
+    /// One task, marked when a resume of it runs now; nil when no task has that id.
+    public func task(id taskID: String) async throws -> BackgroundTask? {
+        try Self.check(taskID)
+        guard let state = try await store.loadTask(taskID: taskID) else { return nil }
+        return try await markResumes([state]).first
+    }
+
+    /// Totals per status, recent runs and mean duration, from maintained counters.
+    public func stats() async throws -> WorkflowStats {
+        try await store.workflowStats(now: .now)
+    }
+
+    /// The per-status counters alone (O(1)).
+    public func statusCounters() async throws -> StatusCounters {
+        try await store.statusCounters()
+    }
+
+    /// Up to three task ids sharing the longest prefix (at least 4 characters)
+    /// with `taskID`, for "did you mean". Two indexed lookups, whatever its length.
+    public func suggestions(for taskID: String) async throws -> [String] {
+        guard taskID.utf8.count <= Self.maxTaskIDLength else { return [] }
+        let neighbors = try await store.taskIDNeighbors(of: taskID)
+        let shared = neighbors.map { Self.commonPrefixLength(taskID, $0) }.max() ?? 0
+        guard shared >= 4 else { return [] }
+        return try await store.taskIDs(withPrefix: String(taskID.prefix(shared)), limit: 3)
+    }
+
+    /// The view of `states`, each marked when a resume of it is running.
+    private func markResumes(_ states: [WorkflowState]) async throws -> [BackgroundTask] {
+        var tasks = states.map(BackgroundTask.init)
+        let claimed = try await store.claimedTaskIDs(among: tasks.map(\.taskID))
+        if !claimed.isEmpty {
+            for index in tasks.indices where claimed.contains(tasks[index].taskID) { tasks[index].isBeingResumed = true }
+        }
+        return tasks
+    }
+
+    // MARK: - Writes
+
+    /// Runs a failed, paused or cancelled task's step again in the foreground,
+    /// with `newData` as its input or the recorded one, and persists the outcome.
+    ///
+    /// The task is claimed first: of concurrent resumers (in any process) only
+    /// one runs it; the others get `RunnerError.alreadyBeingResumed`. The claim
+    /// is held until the outcome is saved (or, if this process dies, until it
+    /// ends); the stored status changes only with the outcome. What the resume
+    /// records is `TaskLifecycle.resumed` then `TaskLifecycle.finished`.
+    public func resume(taskID: String, newData: JSONValue? = nil) async throws -> TaskOutcome {
+        try Self.check(taskID)
+        guard settings.backgroundTasks.enableResumability else { throw RunnerError.resumabilityDisabled }
+        let task: WorkflowState
+        switch try await store.claimTask(taskID: taskID, owner: owner) {
+        case let .claimed(state): task = state
+        case .notFound: throw RunnerError.unknownTask(taskID, suggestions: try await suggestions(for: taskID))
+        case let .notClaimable(status, owner):
+            if status == .completed { throw RunnerError.notResumable(taskID: taskID, status: status) }
+            throw RunnerError.alreadyBeingResumed(taskID: taskID, owner: owner)
+        }
+        // Held from here until the outcome is saved, whatever happens.
+        defer { store.releaseClaim(taskID: taskID) }
+        guard let stepName = task.stepName, let step = registry.step(named: stepName) else {
+            throw RunnerError.stepNotRegistered(taskID: taskID, stepName: task.stepName ?? "(none)", registered: registry.names)
+        }
+        let inputJSON = TaskLifecycle.input(of: task, newInputJSON: newData?.jsonText)
+        let resumed = TaskLifecycle.resumed(task, newInputJSON: newData?.jsonText)
+        let identity = EventIdentity(
+            runID: resumed.runID, parentRunID: resumed.parentRunID, taskID: taskID,
+            pipelineName: resumed.pipelineName, pipelineVersion: resumed.pipelineVersion, isBackground: false)
+        let context = RunContext(json: resumed.contextJSON)
+        let budget = settings.backgroundTasks.enableQuota
+            ? Quota(costUSD: settings.backgroundTasks.maxCostPerTask, tokens: settings.backgroundTasks.maxTokensPerTask) : nil
+        let started = ContinuousClock.now
+        let outcome: StepOutcome
+        do {
+            try await executor.emit(identity, .preRun, .preRun(HookEvent.RunStart(inputSummary: summary(inputJSON) ?? "", initialBudget: budget, totalSteps: 1)))
+            outcome = await executor.executeStep(
+                step, retry: .none, input: StepValue(json: inputJSON), identity: identity, stepIndex: 0, context: context,
+                ledger: budget.map(QuotaLedger.init), budget: budget)
+        } catch {
+            outcome = StepOutcome(ending: executor.hookEnding(error), context: context, attempts: 0, latencySeconds: 0, usage: Usage(), retries: [])
+        }
+        await executor.finishTask(outcome, task: resumed, inputJSON: inputJSON, identity: identity, duration: (ContinuousClock.now - started).seconds, resumedFrom: task.status)
+        return TaskOutcome(
+            taskID: taskID, runID: resumed.runID, status: outcome.status, outputJSON: outcome.output?.json,
+            errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, attempts: resumed.attempts)
+    }
+
+    /// Retries failed background tasks, each up to `maxRetries` times with
+    /// exponential backoff and jitter between tries. A failed result counts like
+    /// a thrown error. Returns what happened to each task.
+    public func retryFailed(
+        parentRunID: String? = nil, maxRetries: Int? = nil, progress: (@Sendable (Int, Int, RetryReport.Entry) -> Void)? = nil
+    ) async throws -> RetryReport {
+        let retries = max(0, maxRetries ?? settings.backgroundTasks.maxRetries)
+        let policy = RetryPolicy(
+            maxAttempts: retries.addingReportingOverflow(1).overflow ? Int.max : retries + 1,
+            baseDelay: .milliseconds(settings.backgroundTasks.retryBaseDelayMs),
+            maxDelay: .milliseconds(settings.backgroundTasks.retryMaxDelayMs), jitter: 0.5)
+        var tasks: [WorkflowState] = []
+        var offset = 0
+        while true {
+            let page = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: parentRunID, statuses: [.failed], limit: 500, offset: offset))
+            tasks += page
+            if page.count < 500 { break }
+            offset += 500
+        }
+        var report = RetryReport(entries: [])
+        for (index, task) in tasks.enumerated() {
+            guard let taskID = task.taskID else { continue }
+            var entry = RetryReport.Entry(taskID: taskID, status: .failed, retries: 0, error: task.errorMessage)
+            while entry.retries < retries {
+                if entry.retries > 0 { try? await Task.sleep(for: policy.delay(afterAttempt: entry.retries)) }
+                entry.retries += 1
+                do {
+                    let outcome = try await resume(taskID: taskID)
+                    entry.status = outcome.status
+                    entry.error = outcome.errorMessage
+                    if outcome.status != .failed { break }
+                } catch let error as RunnerError {
+                    entry.error = error.description
+                    if case .alreadyBeingResumed = error { entry.status = .running }
+                    break
+                }
+            }
+            report.entries.append(entry)
+            progress?(index + 1, tasks.count, entry)
+        }
+        return report
+    }
+
+    /// Applies `TaskLifecycle.stale` to running background tasks whose
+    /// heartbeat is older than `staleHours` (default `stale_task_timeout_hours`).
+    /// Times are compared in UTC. Returns how many it changed.
+    @discardableResult
+    public func cleanupStaleTasks(staleHours: Double? = nil) async throws -> Int {
+        let hours = staleHours ?? settings.backgroundTasks.staleTaskTimeoutHours
+        let now = Timestamp.now
+        return try await store.failStaleTasks(
+            heartbeatBefore: now.adding(seconds: -Self.seconds(hours: hours)),
+            applying: TaskLifecycle.stale(thresholdHours: hours, at: now))
+    }
+
+    // MARK: - Helpers
+
+    /// Refuses ids longer than any id this library makes, before any lookup.
+    static func check(_ taskID: String) throws {
+        if taskID.utf8.count > maxTaskIDLength { throw RunnerError.invalidTaskID(length: taskID.utf8.count, limit: maxTaskIDLength) }
+    }
+
+    /// Hours as seconds, clamped to about 10,000 years so no time arithmetic overflows.
+    static func seconds(hours: Double) -> Double {
+        guard hours.isFinite else { return hours > 0 ? 3.2e11 : 0 }
+        return min(max(hours, 0), 8.8e7) * 3600
+    }
+
+    static func commonPrefixLength(_ a: String, _ b: String) -> Int {
+        var count = 0
+        for (x, y) in zip(a, b) {
+            guard x == y else { break }
+            count += 1
+        }
+        return count
+    }
+}

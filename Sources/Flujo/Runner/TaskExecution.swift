@@ -1,0 +1,48 @@
+import Foundation
+
+extension Executor {
+    /// Persists a task's outcome as `TaskLifecycle.finished` records it, adds
+    /// its usage to its parent, and emits its end events.
+    func finishTask(_ outcome: StepOutcome, task: WorkflowState, inputJSON: String, identity: EventIdentity, duration: Double, resumedFrom: RunStatus? = nil) async {
+        let result = StepResult(
+            name: task.stepName ?? "", outputJSON: outcome.output?.json, success: outcome.status == .completed,
+            attempts: outcome.attempts, latencySeconds: outcome.latencySeconds, usage: outcome.usage, feedback: outcome.errorMessage)
+        let state = TaskLifecycle.finished(
+            task,
+            outcome: TaskLifecycle.Outcome(
+                status: outcome.status, errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory,
+                outputJSON: outcome.output?.json, contextJSON: outcome.context.jsonText, usage: outcome.usage,
+                durationSeconds: duration, inputJSON: inputJSON),
+            resumedFrom: resumedFrom, stepHistoryJSON: "[" + result.jsonText + "]", at: .now)
+        if settings.backgroundTasks.enableStateTracking || resumedFrom != nil {
+            do {
+                try await store.save(state, step: StepRecord(
+                    runID: state.runID, stepIndex: 0, stepName: result.name, success: result.success, outputJSON: result.outputJSON,
+                    attempts: result.attempts, latencySeconds: result.latencySeconds, costUSD: result.usage.costUSD,
+                    tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt),
+                    parentUsage: outcome.usage)
+            } catch {
+                logger.error("could not persist the outcome of task \(state.taskID ?? state.runID): \(error)")
+            }
+        }
+        try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(
+            status: outcome.status, durationSeconds: duration, usage: outcome.usage, stepsRun: 1,
+            errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory)))
+        if identity.isBackground {
+            try? await emit(identity, .taskFinished, .taskFinished(HookEvent.TaskEnd(
+                taskID: state.taskID ?? "", taskRunID: state.runID, stepName: state.stepName ?? "", status: outcome.status,
+                errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, usage: outcome.usage, durationSeconds: duration)))
+        }
+    }
+
+    /// Persists a task still running when its engine closed as `cancelled`.
+    func markCancelledAtShutdown(runID: String) async {
+        do {
+            guard let state = try await store.load(runID: runID),
+                  let cancelled = TaskLifecycle.cancelledAtShutdown(state, at: .now) else { return }
+            try await store.save(cancelled)
+        } catch {
+            logger.error("could not mark task run \(runID) cancelled: \(error)")
+        }
+    }
+}

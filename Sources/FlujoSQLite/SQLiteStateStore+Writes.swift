@@ -1,0 +1,211 @@
+import Flujo
+
+/// Writes: every change to the rows, with the counters changed in the same transaction.
+extension SQLiteStateStore {
+    private static let insertState = SQL("""
+        INSERT INTO workflow_state (\(StateRow.columns))
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
+        """)
+
+    /// Every column but the row's identity (run id, creation time, background
+    /// flag, parent, task id), bound by the same numbers as `insertState`
+    /// (numbers it does not use are bound and ignored).
+    private static let updateState = SQL("""
+        UPDATE workflow_state SET
+            pipeline_id = ?2, pipeline_name = ?3, pipeline_version = ?4, current_step_index = ?5,
+            pipeline_context = ?6, last_step_output = ?7, step_history = ?8, status = ?9, updated_at = ?11,
+            total_steps = ?12, error_message = ?13, execution_time_ms = ?14, memory_usage_mb = ?15,
+            metadata = ?16, error_category = ?20, attempts = ?21, resumed_from = ?22, step_name = ?23,
+            cost_usd = ?24, tokens = ?25
+        WHERE run_id = ?1
+        """)
+
+    /// What the counters need of a row about to be rewritten.
+    private static let existingRow = SQL("SELECT status, execution_time_ms, is_background_task FROM workflow_state WHERE run_id = ?1")
+
+    private static let upsertRun = SQL("""
+        INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, started_at, ended_at, cost_usd, tokens)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
+            cost_usd = excluded.cost_usd, tokens = excluded.tokens
+        WHERE runs.status IS NOT excluded.status OR runs.ended_at IS NOT excluded.ended_at
+            OR runs.cost_usd IS NOT excluded.cost_usd OR runs.tokens IS NOT excluded.tokens
+        """)
+
+    private static let insertStep = SQL("""
+        INSERT INTO steps (\(StateRow.stepColumns), seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+        """)
+
+    private static let heartbeatSQL = SQL("UPDATE workflow_state SET updated_at = ?2 WHERE run_id = ?1 AND status = 'running'")
+    /// `OR FAIL`: a failure keeps the rows already changed instead of undoing them,
+    /// so SQLite keeps no statement journal (a copy of every page the update
+    /// touches); the enclosing transaction still rolls back as a whole on any error.
+    private static let failStale = SQL("""
+        UPDATE OR FAIL workflow_state
+        SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5
+        WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1
+        """)
+    private static let addUsageSQL = SQL("UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
+
+    private static let saveSpanSQL = SQL("""
+        INSERT OR REPLACE INTO spans (\(StateRow.spanColumns)) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+        """)
+
+    public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
+        try await write { (connection) throws(StateStoreError) in
+            try Self.write(state, step: step, parentUsage: parentUsage, on: connection)
+        }
+    }
+
+    public func save(_ writes: [StateWrite]) async throws {
+        try await write { (connection) throws(StateStoreError) in
+            for item in writes { try Self.write(item.state, step: item.step, parentUsage: item.parentUsage, on: connection) }
+        }
+    }
+
+    /// The synchronous body of `save`, for callers already off the cooperative pool.
+    public func saveNow(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage? = nil) throws(StateStoreError) {
+        try withConnection { (connection) throws(StateStoreError) in
+            try connection.transaction { () throws(StateStoreError) in
+                try Self.write(state, step: step, parentUsage: parentUsage, on: connection)
+            }
+        }
+    }
+
+    /// Saves many states in one transaction (imports, tests, benchmarks):
+    /// the same upsert as `save`, committed once.
+    public func saveAll(_ states: [WorkflowState]) throws(StateStoreError) {
+        try withConnection { (connection) throws(StateStoreError) in
+            try connection.transaction { () throws(StateStoreError) in
+                for state in states { try Self.write(state, step: nil, parentUsage: nil, on: connection) }
+            }
+        }
+    }
+
+    /// What a step of a running run changes: a narrower write than the full upsert.
+    private static let progressState = SQL("""
+        UPDATE workflow_state
+        SET current_step_index = ?2, pipeline_context = ?3, last_step_output = ?4, updated_at = ?5, cost_usd = ?6, tokens = ?7
+        WHERE run_id = ?1 AND status = 'running'
+        """)
+
+    /// Upserts the state and its run totals, appends the step and adds the usage
+    /// to the parent's totals, inside the caller's transaction.
+    private static func write(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?, on connection: SQLiteConnection) throws(StateStoreError) {
+        if let parentUsage, let parent = state.parentRunID, parentUsage.costUSD != 0 || parentUsage.tokens != 0 {
+            try addUsage(parentUsage, to: parent, on: connection)
+        }
+        // A step of a running run changes only its progress columns; the row exists.
+        var written = false
+        if step != nil && state.status == .running {
+            let progress = try connection.statement(progressState)
+            progress.bind(1, state.runID)
+            progress.bind(2, state.currentStepIndex)
+            progress.bind(3, state.contextJSON)
+            progress.bind(4, state.lastStepOutputJSON)
+            progress.bind(5, state.updatedAt)
+            progress.bind(6, state.costUSD)
+            progress.bind(7, state.tokens)
+            try progress.run()
+            written = connection.changes == 1
+        }
+        if !written {
+            let existing = try connection.statement(existingRow)
+            existing.bind(1, state.runID)
+            if try existing.step() {
+                let oldStatus = existing.string(0) ?? ""
+                let oldDuration = existing.optionalDouble(1)
+                let isBackground = existing.int(2) != 0
+                existing.reset()
+                let update = try connection.statement(updateState)
+                StateRow.bind(state, to: update)
+                try update.run()
+                connection.counterChanges.moved(isBackground: isBackground, from: oldStatus, to: state.status.rawValue)
+                connection.counterChanges.duration(from: oldDuration, to: state.executionTimeMs)
+            } else {
+                let insert = try connection.statement(insertState)
+                StateRow.bind(state, to: insert)
+                try insert.run()
+                connection.counterChanges.inserted(
+                    isBackground: state.isBackgroundTask, status: state.status.rawValue,
+                    createdAtMs: state.createdAt.millisecondsSince1970, executionTimeMs: state.executionTimeMs)
+            }
+            // The run's row in `runs` changes with its status; its own usage is read from
+            // workflow_state (see runTotals), so progress writes leave `runs` alone, and
+            // background tasks, which launch nothing, need no row there.
+            if state.isBackgroundTask { return try appendStep(step, on: connection) }
+            let run = try connection.statement(upsertRun)
+            run.bind(1, state.runID)
+            run.bind(2, state.pipelineName)
+            run.bind(3, state.pipelineVersion)
+            run.bind(4, state.status.rawValue)
+            run.bind(5, state.createdAt)
+            run.bind(6, state.status == .running ? nil : state.updatedAt)
+            run.bind(7, state.costUSD)
+            run.bind(8, state.tokens)
+            try run.run()
+        }
+        try appendStep(step, on: connection)
+    }
+
+    private static func appendStep(_ step: StepRecord?, on connection: SQLiteConnection) throws(StateStoreError) {
+        guard let step else { return }
+        let insert = try connection.statement(insertStep)
+        StateRow.bind(step, sequence: StepSequence.next(), to: insert)
+        try insert.run()
+    }
+
+    public func heartbeat(runIDs: [String], at time: Timestamp) async throws {
+        guard !runIDs.isEmpty else { return }
+        try await write { (connection) throws(StateStoreError) in
+            do {
+                let statement = try connection.statement(Self.heartbeatSQL)
+                for runID in runIDs {
+                    statement.reset()
+                    statement.bind(1, runID)
+                    statement.bind(2, time)
+                    try statement.run()
+                }
+            }
+        }
+    }
+
+    public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
+        try await write { (connection) throws(StateStoreError) -> Int in
+            do {
+                let statement = try connection.statement(Self.failStale)
+                statement.bind(1, heartbeatBefore)
+                statement.bind(2, transition.status.rawValue)
+                statement.bind(3, transition.at)
+                statement.bind(4, transition.errorMessage)
+                statement.bind(5, transition.errorCategory?.rawValue)
+                try statement.run()
+                let count = connection.changes
+                connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)
+                return count
+            }
+        }
+    }
+
+    private static func addUsage(_ usage: Usage, to parentRunID: String, on connection: SQLiteConnection) throws(StateStoreError) {
+        let statement = try connection.statement(Self.addUsageSQL)
+        statement.bind(1, parentRunID)
+        statement.bind(2, usage.costUSD)
+        statement.bind(3, usage.tokens)
+        try statement.run()
+    }
+
+    public func saveSpans(_ spans: [SpanRecord]) async throws {
+        guard !spans.isEmpty else { return }
+        try await write { (connection) throws(StateStoreError) in
+            do {
+                let statement = try connection.statement(Self.saveSpanSQL)
+                for span in spans {
+                    statement.reset()
+                    StateRow.bind(span, to: statement)
+                    try statement.run()
+                }
+            }
+        }
+    }
+}
