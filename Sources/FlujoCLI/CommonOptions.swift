@@ -15,16 +15,22 @@ public struct CommonOptions: ParsableArguments {
 
     public init() {}
 
-    /// Settings from the file, the environment and `--db`.
-    public func loadSettings() throws -> LoadedSettings {
+    /// Settings from the file, the environment and `--db`; warnings go to standard error.
+    public func loadSettings(printWarnings: Bool = true) throws -> LoadedSettings {
         let file = config ?? (FileManager.default.fileExists(atPath: "flujo.toml") ? "flujo.toml" : nil)
+        let loaded: LoadedSettings
         do {
-            return try SettingsLoader.load(file: file, required: config != nil) { settings in
+            loaded = try SettingsLoader.load(file: file, required: config != nil) { settings in
                 if let db { settings.state.uri = db }
             }
         } catch {
             throw CLIError("bad configuration: \(error)")
         }
+        // Every command says what it ignored; `config check` lists the warnings with the settings.
+        if printWarnings {
+            for warning in loaded.warnings { Output.error("warning: \(warning)") }
+        }
+        return loaded
     }
 
     /// Opens the state database. Read-only commands open it read-only: they

@@ -13,7 +13,7 @@ public struct ConfigCommand: AsyncParsableCommand {
         @OptionGroup var common: CommonOptions
 
         func run() async throws {
-            let loaded = try common.loadSettings()
+            let loaded = try common.loadSettings(printWarnings: false)
             for warning in loaded.warnings { Output.error("warning: \(warning)") }
             Output.line(table(["key", "value", "source"], loaded.effective.map { [$0.key, $0.value, $0.source.description] }))
             Output.line()

@@ -36,7 +36,9 @@ final class SQLiteConnection: @unchecked Sendable {
     private static let configured: Bool = flujo_sqlite3_disable_memstatus() == SQLITE_OK
     private static let batchedVFS: Int32 = flujo_sqlite3_register_batched_vfs()
 
-    init(path: String, readOnly: Bool, create: Bool, busyTimeoutMs: Int) throws(StateStoreError) {
+    /// Opens `path`. `immutable` (read-only only) reads the file as it is, with
+    /// no locks and no `-wal` or `-shm` file: for a database no writer has open.
+    init(path: String, readOnly: Bool, create: Bool, busyTimeoutMs: Int, immutable: Bool = false) throws(StateStoreError) {
         _ = Self.configured
         self.path = path
         self.busyTimeoutMs = busyTimeoutMs
@@ -45,7 +47,8 @@ final class SQLiteConnection: @unchecked Sendable {
         if create && !readOnly { flags |= SQLITE_OPEN_CREATE }
         var db: OpaquePointer?
         // Opened through the batched-log VFS when it registered; the default VFS otherwise.
-        let code = sqlite3_open_v2(path, &db, flags, Self.batchedVFS == SQLITE_OK ? FLUJO_BATCHED_VFS_NAME : nil)
+        let name = immutable && readOnly ? Self.immutableURI(path) : path
+        let code = sqlite3_open_v2(name, &db, flags, Self.batchedVFS == SQLITE_OK ? FLUJO_BATCHED_VFS_NAME : nil)
         if code != SQLITE_OK {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close_v2(db)
@@ -57,6 +60,22 @@ final class SQLiteConnection: @unchecked Sendable {
     }
 
     deinit { close() }
+
+    /// `file:` URI of `path` with `immutable=1`; `?`, `#`, `%` and non-ASCII bytes
+    /// percent-encoded so the path stays the path.
+    static func immutableURI(_ path: String) -> String {
+        let hex = Array("0123456789ABCDEF".utf8)
+        var escaped: [UInt8] = []
+        for byte in path.utf8 {
+            if byte >= 0x80 || byte == UInt8(ascii: "?") || byte == UInt8(ascii: "#") || byte == UInt8(ascii: "%") {
+                escaped += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+            } else {
+                escaped.append(byte)
+            }
+        }
+        let encoded = String(decoding: escaped, as: UTF8.self)
+        return "file:" + encoded + "?immutable=1"
+    }
 
     func close() {
         for statement in cache.values { sqlite3_finalize(statement) }

@@ -70,6 +70,12 @@ public final class SQLiteStateStore: StateStore {
     private let token = Token()
     /// The claims this store holds, released at the latest when it goes away.
     let heldClaims = Mutex<Set<String>>([])
+    /// A read-only store opened while no writer had the file open reads it as
+    /// an immutable snapshot (no locks, no `-wal` or `-shm` created, nothing
+    /// written): this is the file as it was then. Every read checks it still
+    /// is; if a writer came since, the store reopens through SQLite's locks.
+    let snapshot: Mutex<FileFingerprint?>
+    private let options: Options
 
     /// Opens (and, unless read-only, creates or migrates) the database at `path`.
     public init(path: String, options: Options = Options()) throws(StateStoreError) {
@@ -88,8 +94,13 @@ public final class SQLiteStateStore: StateStore {
                 }
             }
         }
+        self.options = options
+        // No log file: no writer has the database open, so it can be read as it is.
+        let fingerprint = options.readOnly && path != ":memory:" && !FileManager.default.fileExists(atPath: path + "-wal")
+            ? FileFingerprint(path: path) : nil
         let connection = try SQLiteConnection(
-            path: path, readOnly: options.readOnly, create: options.createIfMissing, busyTimeoutMs: options.busyTimeoutMs)
+            path: path, readOnly: options.readOnly, create: options.createIfMissing, busyTimeoutMs: options.busyTimeoutMs,
+            immutable: fingerprint != nil)
         if !options.readOnly && connection.isReadOnly {
             throw .readOnly(path: path)
         }
@@ -104,8 +115,8 @@ public final class SQLiteStateStore: StateStore {
             if version > Schema.currentVersion {
                 throw .newerSchema(path: path, found: version, supported: Schema.currentVersion)
             }
-            if version < Schema.currentVersion {
-                throw .storage(path: path, code: 0, message: "schema version \(version) predates version \(Schema.currentVersion); open it once read-write to migrate it")
+            if version < Schema.oldestReadableVersion {
+                throw .olderSchema(path: path, found: version, supported: Schema.currentVersion)
             }
         } else {
             try connection.execute("PRAGMA journal_mode = WAL")
@@ -121,6 +132,7 @@ public final class SQLiteStateStore: StateStore {
         self.filename = connection.filename
         self.claimKey = TaskClaims.key(filename: connection.filename, token: token)
         self.connection = Mutex(connection)
+        self.snapshot = Mutex(fingerprint)
     }
 
     deinit {
@@ -141,6 +153,11 @@ public final class SQLiteStateStore: StateStore {
 
     private static let checkpointSQL = SQL("PRAGMA wal_checkpoint(RESTART)")
 
+    /// The schema version of the file (`PRAGMA user_version`).
+    public var schemaVersion: Int {
+        (try? withConnection { (connection) throws(StateStoreError) in try Schema.userVersion(connection) }) ?? 0
+    }
+
     /// Closes the connection; later calls fail.
     public func close() {
         connection.withLock { $0.close() }
@@ -152,6 +169,23 @@ public final class SQLiteStateStore: StateStore {
     }
 
     func withConnection<T>(_ body: (SQLiteConnection) throws(StateStoreError) -> T) throws(StateStoreError) -> T {
+        guard let expected = snapshot.withLock({ $0 }) else { return try withCurrentConnection(body) }
+        let result = Result { () throws(StateStoreError) -> T in try withCurrentConnection(body) }
+        if FileFingerprint(path: path) == expected && !FileManager.default.fileExists(atPath: path + "-wal") {
+            return try result.get()
+        }
+        // A writer opened the file while it was read as a snapshot: read it again through SQLite's locks.
+        let locked = try SQLiteConnection(path: path, readOnly: true, create: false, busyTimeoutMs: options.busyTimeoutMs)
+        try locked.execute("PRAGMA trusted_schema = OFF")
+        connection.withLock { old in
+            old.close()
+            old = locked
+        }
+        snapshot.withLock { $0 = nil }
+        return try withCurrentConnection(body)
+    }
+
+    private func withCurrentConnection<T>(_ body: (SQLiteConnection) throws(StateStoreError) -> T) throws(StateStoreError) -> T {
         do {
             return try connection.withLock { connection in
                 defer { connection.resetActive() }

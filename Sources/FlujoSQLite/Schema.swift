@@ -14,6 +14,9 @@ import Flujo
 /// name and definition passed `validateColumnAddition`.
 enum Schema {
     static let currentVersion = 4
+    /// The oldest version a read-only store can read as it is: version 2 has
+    /// every column and counter the store reads (version 4 only dropped columns).
+    static let oldestReadableVersion = 2
 
     /// Tables of version 1. `CREATE ... IF NOT EXISTS`, so they also repair a missing table.
     static let baseTables = """

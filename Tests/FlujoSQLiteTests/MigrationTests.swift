@@ -185,6 +185,25 @@ struct StoreErrorTests {
         #expect(throws: StateStoreError.notADatabase(path: path)) { try SQLiteStateStore(path: path) }
     }
 
+    @Test("a read-only store reads a closed file as a snapshot and switches to SQLite's locks when a writer arrives")
+    func snapshotThenWriter() async throws {
+        let path = newPath()
+        let setup = try SQLiteStateStore(path: path)
+        try await setup.save(fullTask(runID: "r1_bg_bg_1", taskID: "bg_1"))
+        setup.close()
+        let reader = try SQLiteStateStore(path: path, options: .init(readOnly: true))
+        #expect(reader.snapshot.withLock { $0 } != nil, "no writer: read as a snapshot")
+        #expect(try await reader.listBackgroundTasks(BackgroundTaskQuery()).count == 1)
+        #expect(!FileManager.default.fileExists(atPath: path + "-wal") && !FileManager.default.fileExists(atPath: path + "-shm"))
+        let writer = try SQLiteStateStore(path: path)
+        try await writer.save(fullTask(runID: "r2_bg_bg_2", taskID: "bg_2"))
+        #expect(try await reader.listBackgroundTasks(BackgroundTaskQuery()).count == 2, "the reader sees the writer's commit")
+        #expect(reader.snapshot.withLock { $0 } == nil, "and reads through SQLite's locks from then on")
+        try await writer.save(fullTask(runID: "r3_bg_bg_3", taskID: "bg_3"))
+        #expect(try await reader.statusCounters().backgroundTasks[.failed] == 3)
+        #expect(throws: (any Error).self) { try reader.saveNow(fullTask(runID: "x", taskID: "x"), step: nil) }
+    }
+
     @Test("read-only opening never creates a file")
     func missingFile() throws {
         let path = newPath()

@@ -249,10 +249,13 @@ struct BackgroundSettingsEffectTests {
         await runner.close()
     }
 
-    @Test("resume_lease_seconds, which claims no longer use, still loads")
-    func leaseStillAccepted() throws {
-        let configured = try settings("[background_tasks]\nresume_lease_seconds = 120\n")
-        #expect(configured.backgroundTasks.resumeLeaseSeconds == 120)
+    @Test("resume_lease_seconds, which nothing reads any more, loads with a warning naming the line")
+    func leaseRemoved() throws {
+        let path = TestSupport.temporaryDirectory("flujo-settings").appendingPathComponent("flujo.toml").path
+        try "[background_tasks]\nmax_retries = 4\nresume_lease_seconds = 120\n".write(toFile: path, atomically: true, encoding: .utf8)
+        let loaded = try SettingsLoader.load(file: path, environment: [:])
+        #expect(loaded.settings.backgroundTasks.maxRetries == 4)
+        #expect(loaded.warnings == ["\(path):3: background_tasks.resume_lease_seconds is no longer used (a resume's claim is a lock held while the resumer runs, not a lease); remove it"])
     }
 }
 

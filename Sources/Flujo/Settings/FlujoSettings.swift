@@ -62,9 +62,6 @@ public struct BackgroundTaskSettings: Sendable, Hashable {
     public var retryMaxDelayMs = 30_000.0
     /// Retries per task for `retryFailedBackgroundTasks` when not given.
     public var maxRetries = 3
-    /// No longer used: a resume's claim is held while its resumer runs and ends
-    /// with it, so it needs no lease. Still read, so older files load.
-    public var resumeLeaseSeconds = 300.0
 }
 
 /// `[telemetry]` and its sub-sections.

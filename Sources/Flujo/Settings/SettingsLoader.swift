@@ -36,7 +36,6 @@ public enum SettingsLoader {
         .double("background_tasks.retry_base_delay_ms", env: ["FLUJO_BACKGROUND_RETRY_BASE_DELAY_MS"], \.backgroundTasks.retryBaseDelayMs, range: 0...3_600_000),
         .double("background_tasks.retry_max_delay_ms", env: ["FLUJO_BACKGROUND_RETRY_MAX_DELAY_MS"], \.backgroundTasks.retryMaxDelayMs, range: 0...3_600_000),
         .int("background_tasks.max_retries", env: ["FLUJO_BACKGROUND_MAX_RETRIES"], \.backgroundTasks.maxRetries, range: 0...1000),
-        .double("background_tasks.resume_lease_seconds", env: ["FLUJO_BACKGROUND_RESUME_LEASE_SECONDS"], \.backgroundTasks.resumeLeaseSeconds, range: 1...86_400),
 
         .choice("telemetry.background", env: ["FLUJO_TELEMETRY_BACKGROUND"], \.telemetry.backgroundName, ["skip", "include"]),
         .string("telemetry.service_name", env: ["OTEL_SERVICE_NAME"], \.telemetry.serviceName, lenient: true),
@@ -99,6 +98,12 @@ public enum SettingsLoader {
         return loaded
     }
 
+    /// Keys earlier versions read and this one does not, with why: a file
+    /// that still sets one loads, with a warning.
+    static let removedKeys: [String: String] = [
+        "background_tasks.resume_lease_seconds": "a resume's claim is a lock held while the resumer runs, not a lease",
+    ]
+
     // MARK: File
 
     static func applyFile(_ path: String, to loaded: inout LoadedSettings) throws(SettingsError) {
@@ -123,6 +128,10 @@ public enum SettingsLoader {
         var values: [(key: String, value: RawSetting)] = []
         try collect(root, prefix: "", path: path, lines: lines, into: &values)
         for (dotted, raw) in values {
+            if let reason = removedKeys[dotted] {
+                loaded.warnings.append("\(path)\(line(of: dotted, in: lines).map { ":\($0)" } ?? ""): \(dotted) is no longer used (\(reason)); remove it")
+                continue
+            }
             guard let key = keys.first(where: { $0.key == dotted }) else {
                 let section = dotted.contains(".") ? String(dotted[..<dotted.lastIndex(of: ".")!]) : ""
                 let known = keys.filter { $0.section == section }.map(\.name)
@@ -208,7 +217,8 @@ public enum SettingsLoader {
             if let raw = key.parseEnvironment(text) {
                 problem = key.apply(&loaded.settings, raw)
             } else {
-                problem = "expected \(key.expected), got \(text.debugDescription)"
+                // A secret's value is never shown, not even a malformed one.
+                problem = "expected \(key.expected), got " + (key.secret ? "a value of another form (not shown: it may hold a secret)" : text.debugDescription)
             }
             if let problem {
                 if key.lenient {

@@ -6,6 +6,8 @@ public enum StateStoreError: Error, Sendable, Hashable, CustomStringConvertible 
     case notADatabase(path: String)
     /// The database was written by a newer Flujo.
     case newerSchema(path: String, found: Int, supported: Int)
+    /// A read-only open found a layout too old to read without upgrading it.
+    case olderSchema(path: String, found: Int, supported: Int)
     /// Another connection held the write lock longer than the busy timeout.
     case locked(path: String, timeoutMs: Int)
     /// The disk or the database's page limit is full.
@@ -29,6 +31,10 @@ public enum StateStoreError: Error, Sendable, Hashable, CustomStringConvertible 
             return "\(path) is not a SQLite database. Point --db (or [state] uri) at a Flujo state file, or at a new path to create one."
         case let .newerSchema(path, found, supported):
             return "state database \(path) has schema version \(found), newer than version \(supported) this Flujo supports. Upgrade Flujo, or use another database file."
+        case let .olderSchema(path, 0, _):
+            return "state database \(path) holds no Flujo tables (schema version 0): it is empty or not a Flujo state file. Point --db (or [state] uri) at a Flujo state file; `flujo db upgrade` would create the tables in this one."
+        case let .olderSchema(path, found, supported):
+            return "state database \(path) has schema version \(found), too old to read without upgrading it to version \(supported). Upgrade it with `flujo db upgrade` (it keeps every row), then run this command again."
         case let .locked(path, timeoutMs):
             return "state database \(path) stayed locked by another connection for more than \(timeoutMs) ms. Retry later, or raise [state] busy_timeout_ms."
         case let .diskFull(path):

@@ -1,0 +1,98 @@
+import CSQLite
+import Flujo
+import FlujoTestSupport
+import Foundation
+import Testing
+
+/// Every file of a folder with its bytes.
+func folderContents(_ folder: URL) throws -> [String: Data] {
+    var contents: [String: Data] = [:]
+    for name in try FileManager.default.contentsOfDirectory(atPath: folder.path) {
+        contents[name] = try Data(contentsOf: folder.appendingPathComponent(name))
+    }
+    return contents
+}
+
+/// Runs SQL on a database with a plain connection.
+func execute(_ path: String, _ sql: String) throws {
+    var db: OpaquePointer?
+    guard sqlite3_open(path, &db) == SQLITE_OK else { throw CLIFailure("cannot open \(path)") }
+    defer { sqlite3_close(db) }
+    guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else { throw CLIFailure(String(cString: sqlite3_errmsg(db))) }
+}
+
+struct CLIFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+@Suite("Read-only commands")
+struct ReadOnlyCommandTests {
+    /// The commands that only read, against a database holding a demo run.
+    static func readCommands(_ cli: CLI, runID: String, taskID: String) -> [[String]] {
+        [
+            ["tasks", "list", "--db", cli.db], ["tasks", "list", "--db", cli.db, "--json"],
+            ["tasks", "failed", "--db", cli.db], ["tasks", "show", taskID, "--db", cli.db],
+            ["stats", "--db", cli.db], ["stats", "--db", cli.db, "--json"],
+            ["metrics", "--db", cli.db], ["trace", runID, "--db", cli.db],
+        ]
+    }
+
+    @Test("tasks list, failed and show, stats, metrics and trace leave every file of the database byte for byte as it was")
+    func readsWriteNothing() async throws {
+        let cli = CLI()
+        let runID = try await cli.demo(["--fail", "1", "--pause", "1"])
+        let tasks = try #require(try await cli.json(["tasks", "list", "--db", cli.db, "--json"]) as? [[String: Any]])
+        let taskID = try #require(tasks.first?["task_id"] as? String)
+        // A stale running task: a read that ran a cleanup would fail it.
+        try execute(cli.db, "UPDATE workflow_state SET status = 'running', updated_at = 0 WHERE task_id = '\(taskID)'")
+        let before = try folderContents(cli.folder)
+        #expect(before.keys.sorted() == ["state.db"], "the writer closed its log: \(before.keys.sorted())")
+        for command in Self.readCommands(cli, runID: runID, taskID: taskID) {
+            let output = try await cli.run(command, environment: ["FLUJO_BACKGROUND_STALE_TASK_TIMEOUT_HOURS": "0.001"])
+            #expect(output.status == 0, "\(command): \(output.stderr)")
+            let after = try folderContents(cli.folder)
+            #expect(after.keys.sorted() == before.keys.sorted(), "\(command) left files behind: \(after.keys.sorted())")
+            #expect(after == before, "\(command) changed the database")
+        }
+        let shown = try await cli.run(["tasks", "show", taskID, "--db", cli.db])
+        #expect(shown.stdout.contains("running"), "no read ran a stale cleanup")
+    }
+
+    @Test("a database of the previous schema is read as it is; db upgrade brings it to the current one")
+    func previousSchemaIsRead() async throws {
+        let cli = CLI()
+        _ = try await cli.demo()
+        try execute(cli.db, """
+            ALTER TABLE workflow_state ADD COLUMN background_error TEXT;
+            ALTER TABLE workflow_state ADD COLUMN lease_owner TEXT;
+            ALTER TABLE workflow_state ADD COLUMN lease_expires_at INTEGER;
+            PRAGMA user_version = 3;
+            """)
+        let before = try folderContents(cli.folder)
+        let listed = try await cli.run(["tasks", "list", "--db", cli.db])
+        #expect(listed.status == 0 && listed.stdout.contains("send_receipt"), "\(listed.stderr)")
+        #expect(try await cli.run(["stats", "--db", cli.db]).status == 0)
+        #expect(try folderContents(cli.folder) == before)
+        let upgraded = try await cli.run(["db", "upgrade", "--db", cli.db])
+        #expect(upgraded.status == 0 && upgraded.stdout.contains("schema version 4"), "\(upgraded.stdout) \(upgraded.stderr)")
+    }
+
+    @Test("a schema too old to read, or an empty file, is a one-line error naming what to do; nothing is written")
+    func tooOldIsAnError() async throws {
+        let cli = CLI()
+        _ = try await cli.demo()
+        try execute(cli.db, "PRAGMA user_version = 1")
+        let before = try folderContents(cli.folder)
+        let old = try await cli.run(["stats", "--db", cli.db])
+        #expect(old.status == 1)
+        #expect(old.stderr.contains("schema version 1") && old.stderr.contains("flujo db upgrade"), "\(old.stderr)")
+        #expect(try folderContents(cli.folder) == before)
+
+        let empty = cli.folder.appendingPathComponent("empty.db").path
+        FileManager.default.createFile(atPath: empty, contents: Data())
+        let emptyRun = try await cli.run(["stats", "--db", empty])
+        #expect(emptyRun.status == 1 && emptyRun.stderr.contains("holds no Flujo tables"), "\(emptyRun.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: empty)).isEmpty, "stats did not turn the empty file into a database")
+    }
+}
