@@ -58,6 +58,7 @@ public enum Interrupt {
     }
 
     private static let sources = NSLock()
+    /// One per process, because signal dispositions are per process; only appended to, under `sources`.
     nonisolated(unsafe) private static var kept: [any DispatchSourceSignal] = []
 
     private static func keep(_ source: any DispatchSourceSignal) {

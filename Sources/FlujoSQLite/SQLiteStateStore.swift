@@ -7,6 +7,7 @@ import Synchronization
 /// process, so a run's steps sort in the order they were written and sit
 /// together in the `steps` table (one page touched per step).
 enum StepSequence {
+    /// One per process, because keys must increase across every store of the process that writes the same file.
     private static let last = Mutex<Int64>(0)
 
     static func next() -> Int64 {

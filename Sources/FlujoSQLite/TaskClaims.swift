@@ -24,6 +24,7 @@ import Synchronization
 /// never closed, so closing it cannot drop SQLite's locks) and one table of
 /// held claims, which is what excludes claimers inside the process.
 final class TaskClaims: Sendable {
+    /// One per process, because the kernel's locks are per process: every store on a file must share its descriptor and its table of held claims.
     static let shared = TaskClaims()
 
     /// What a claim attempt found.
