@@ -81,6 +81,10 @@ let package = Package(
         .testTarget(name: "FlujoTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus", "FlujoTelemetry", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoPrometheusTests", dependencies: ["Flujo", "FlujoPrometheus", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
         .testTarget(name: "FlujoStoreConformanceTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoTestSupport"]),
+        .testTarget(name: "FlujoDocumentationTests", dependencies: [
+            "Flujo", "FlujoCLI", "FlujoOTLP", "FlujoPrometheus", "FlujoSQLite", "FlujoTelemetry", "FlujoTesting", "FlujoTestSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "flujo"]),
         .testTarget(name: "FlujoOTLPTests", dependencies: ["Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
     ]

@@ -36,11 +36,8 @@ public struct CommonOptions: ParsableArguments {
     /// Opens the state database. Read-only commands open it read-only: they
     /// never create, migrate or write it.
     public func openStore(_ settings: FlujoSettings, readOnly: Bool) throws -> SQLiteStateStore {
-        let options = SQLiteStateStore.Options(
-            synchronous: SQLiteStateStore.Options.Synchronous(rawValue: settings.state.synchronous.uppercased()) ?? .normal,
-            busyTimeoutMs: settings.state.busyTimeoutMs, readOnly: readOnly, createIfMissing: !readOnly)
         do {
-            return try SQLiteStateStore(path: settings.state.path, options: options)
+            return try SQLiteStateStore(settings: settings.state, readOnly: readOnly)
         } catch {
             throw CLIError("\(error)")
         }

@@ -136,6 +136,14 @@ public final class SQLiteStateStore: StateStore {
         self.snapshot = Mutex(fingerprint)
     }
 
+    /// Opens the database `[state]` names, with its `synchronous` and
+    /// `busy_timeout_ms`: an embedded store configured exactly as the `flujo` command's.
+    public convenience init(settings: StateSettings, readOnly: Bool = false) throws(StateStoreError) {
+        try self.init(path: settings.path, options: Options(
+            synchronous: Options.Synchronous(rawValue: settings.synchronous.uppercased()) ?? .normal,
+            busyTimeoutMs: settings.busyTimeoutMs, readOnly: readOnly, createIfMissing: !readOnly))
+    }
+
     deinit {
         for taskID in heldClaims.withLock({ $0 }) { TaskClaims.shared.release(taskID, key: claimKey) }
     }
