@@ -42,7 +42,8 @@ proto-check: deps
 
 test: deps venv proto-check
 	$(SWIFT) build --build-tests
-	FLUJO_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(SWIFT) test --skip-build
+	# A test process that crashes can leave `swift test` waiting forever: bound the run.
+	FLUJO_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python timeout --kill-after=30 1500 $(SWIFT) test --skip-build
 
 demo: deps
 	$(SWIFT) build --product flujo
