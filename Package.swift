@@ -86,6 +86,8 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "flujo"]),
-        .testTarget(name: "FlujoOTLPTests", dependencies: ["Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
+        .testTarget(name: "FlujoOTLPTests", dependencies: [
+            "Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )

@@ -44,6 +44,30 @@ public struct CommonOptions: ParsableArguments {
     }
 }
 
+/// Ranges of numbers given on the command line, checked before any work starts.
+public enum OptionRange {
+    /// Hours back or hours of heartbeat age: as `[background_tasks] stale_task_timeout_hours` allows.
+    public static let hours: ClosedRange<Double> = 0.0001...100_000
+
+    /// Refuses a number outside `range` (or not finite) with a one-line error naming the option.
+    public static func check(_ value: Double, _ option: String, _ range: ClosedRange<Double>, unit: String) throws {
+        guard value.isFinite, range.contains(value) else {
+            throw ValidationError("\(option) must be a number of \(unit) from \(format(range.lowerBound)) to \(format(range.upperBound)); got \(value)")
+        }
+    }
+
+    /// Refuses a whole number outside `range` with a one-line error naming the option.
+    public static func check(_ value: Int, _ option: String, _ range: ClosedRange<Int>) throws {
+        guard range.contains(value) else {
+            throw ValidationError("\(option) must be a whole number from \(range.lowerBound) to \(range.upperBound); got \(value)")
+        }
+    }
+
+    private static func format(_ value: Double) -> String {
+        value == value.rounded() ? String(Int(value)) : String(value)
+    }
+}
+
 /// `--json`.
 struct JSONOption: ParsableArguments {
     @Flag(name: .long, help: "Print JSON for scripts instead of a table.")

@@ -50,7 +50,9 @@ public enum FlujoCLI {
                 return 0
             }
             if code == .validationFailure {
-                Output.error(root.fullMessage(for: error))
+                // One line, like every other error; the usage is one --help away.
+                let message = root.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+                Output.error("error: \(message) (see --help)")
                 return 2
             }
             Output.error("error: \(error)")

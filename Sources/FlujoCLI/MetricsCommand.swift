@@ -14,7 +14,7 @@ public struct MetricsCommand: AsyncParsableCommand {
     public init() {}
 
     public func validate() throws {
-        if let port, !(0...65_535).contains(port) { throw ValidationError("--port must be from 0 to 65535") }
+        if let port { try OptionRange.check(port, "--port", 0...65_535) }
     }
 
     public func run() async throws {

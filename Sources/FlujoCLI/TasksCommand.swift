@@ -37,7 +37,7 @@ public struct TasksCommand: AsyncParsableCommand {
         @Option(help: "At most this many tasks.") var limit = 50
 
         func validate() throws {
-            guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
+            try OptionRange.check(limit, "--limit", 1...100_000)
         }
 
         func run() async throws {
@@ -55,7 +55,7 @@ public struct TasksCommand: AsyncParsableCommand {
         @Option(help: "How far back, in hours.") var hours = 24.0
 
         func validate() throws {
-            guard hours > 0 else { throw ValidationError("--hours must be positive") }
+            try OptionRange.check(hours, "--hours", OptionRange.hours, unit: "hours")
         }
 
         func run() async throws {
@@ -158,7 +158,7 @@ public struct TasksCommand: AsyncParsableCommand {
         @Option(name: .customLong("max-retries"), help: "Tries per task (default: [background_tasks] max_retries).") var maxRetries: Int?
 
         func validate() throws {
-            if let maxRetries, maxRetries < 1 { throw ValidationError("--max-retries must be at least 1") }
+            if let maxRetries { try OptionRange.check(maxRetries, "--max-retries", 1...1000) }
         }
 
         func run() async throws {
@@ -195,7 +195,7 @@ public struct TasksCommand: AsyncParsableCommand {
         @Option(name: .customLong("stale-hours"), help: "Heartbeat age that counts as dead, in hours (fractions allowed; default: [background_tasks] stale_task_timeout_hours).") var staleHours: Double?
 
         func validate() throws {
-            if let staleHours, !(staleHours > 0) { throw ValidationError("--stale-hours must be a positive number of hours, such as 24 or 0.01") }
+            if let staleHours { try OptionRange.check(staleHours, "--stale-hours", OptionRange.hours, unit: "hours") }
         }
 
         func run() async throws {

@@ -25,6 +25,8 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
     private var failedExports = 0
     private var rejectedByReceiver = 0
     private var retryCount = 0
+    /// The failure streak under way: exports failed and spans dropped since the last success.
+    private var failureStreak: (exports: Int, spans: Int)?
 
     private let settings: OTLPSettings
     private let origin: OTLPOrigin
@@ -89,6 +91,10 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
     public func shutdown(timeout: Duration = .seconds(30)) -> Bool {
         let flushed = forceFlush(timeout: timeout)
         condition.lock()
+        if !flushed || failureStreak != nil {
+            let dropped = failureStreak?.spans ?? 0
+            logger.warning("OTLP exporter stopped with \(queue.count) span(s) not sent\(exporting ? " and an export in flight" : "")\(dropped > 0 ? "; \(dropped) span(s) dropped since export began failing" : "")")
+        }
         stopped = true
         condition.broadcast()
         condition.unlock()
@@ -151,10 +157,23 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
                 if let partial {
                     logger.warning("OTLP receiver rejected \(partial.rejectedSpans) span(s): \(partial.errorMessage)")
                 }
+                if let streak = failureStreak {
+                    failureStreak = nil
+                    logger.warning("OTLP export to \(OTLPRules.redactedURL(settings.tracesURL)) recovered after \(streak.exports) failed export(s); \(streak.spans) span(s) were dropped")
+                }
             case let .failed(reason):
                 failedExports += 1
                 droppedExportFailed += batch.count
-                logger.warning("OTLP export of \(batch.count) span(s) to \(settings.tracesURL) failed: \(reason)")
+                // One warning per failure streak, and one when it ends: a collector that is down does not flood the log.
+                if var streak = failureStreak {
+                    streak.exports += 1
+                    streak.spans += batch.count
+                    failureStreak = streak
+                    logger.debug("OTLP export of \(batch.count) span(s) failed again: \(reason)")
+                } else {
+                    failureStreak = (1, batch.count)
+                    logger.warning("OTLP export to \(OTLPRules.redactedURL(settings.tracesURL)) is failing (\(reason)); \(batch.count) span(s) dropped. Further failures are counted in flujo_otlp_spans_dropped_total; a line follows when export recovers.")
+                }
             }
             exporting = false
             condition.broadcast()

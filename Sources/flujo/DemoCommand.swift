@@ -21,13 +21,15 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .customLong("metrics-port"), help: "Serve /metrics on this port until Ctrl-C (0 picks a free port).") var metricsPort: Int?
 
     func validate() throws {
-        guard (0...DemoSteps.maxExtraTasks).contains(background) else { throw ValidationError("--background must be from 0 to \(DemoSteps.maxExtraTasks)") }
-        guard fail >= 0, pause >= 0 else { throw ValidationError("--fail and --pause cannot be negative") }
+        try OptionRange.check(background, "--background", 0...DemoSteps.maxExtraTasks)
+        // Each alone first, so their sum cannot overflow.
+        try OptionRange.check(fail, "--fail", 0...(background + 3))
+        try OptionRange.check(pause, "--pause", 0...(background + 3))
         guard fail + pause <= background + 3 else {
             throw ValidationError("--fail \(fail) and --pause \(pause) need \(fail + pause) background tasks, but the demo has \(background + 3) (3 + --background)")
         }
-        guard taskMs >= 0 else { throw ValidationError("--task-ms cannot be negative") }
-        if let metricsPort, !(0...65_535).contains(metricsPort) { throw ValidationError("--metrics-port must be from 0 to 65535") }
+        try OptionRange.check(taskMs, "--task-ms", 0...3_600_000)
+        if let metricsPort { try OptionRange.check(metricsPort, "--metrics-port", 0...65_535) }
     }
 
     func run() async throws {

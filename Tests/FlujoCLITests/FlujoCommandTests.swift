@@ -146,7 +146,7 @@ struct FlujoCommandTests {
         (["tasks", "show", "bg_nope", "--db", "DB"], 1, "no background task with id 'bg_nope'"),
         (["tasks", "resume", "bg_nope", "--db", "DB", "--data", "{\"a\": }"], 2, "--data is not valid JSON"),
         (["tasks", "list", "--db", "DB", "--status", "sleeping"], 2, "sleeping"),
-        (["tasks", "list", "--db", "DB", "--limit", "0"], 2, "--limit must be at least 1"),
+        (["tasks", "list", "--db", "DB", "--limit", "0"], 2, "--limit must be a whole number from 1 to 100000; got 0"),
         (["tasks", "cleanup", "--db", "DB", "--stale-hours", "-1"], 2, "--stale-hours"),
         (["trace", "run_nope", "--db", "DB"], 1, "no run 'run_nope'"),
         (["stats", "--config", "bad.toml"], 1, "bad.toml:2: background_tasks.max_cost_per_tsk: unknown key"),

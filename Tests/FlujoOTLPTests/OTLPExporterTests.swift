@@ -4,6 +4,8 @@ import FlujoSQLite
 import FlujoTestSupport
 import FlujoTesting
 import Foundation
+import Logging
+import Synchronization
 import Testing
 
 /// A real local OTLP/HTTP receiver (Python's http.server) answering a script of responses.
@@ -301,11 +303,13 @@ struct OTLPExporterTests {
         let probe = try await Receiver()
         let port = probe.port
         await probe.stop()
-        let exporter = OTLPExporter(settings: otlpSettings("http://127.0.0.1:\(port)") { settings in
+        let logs = RecordingLogs()
+        let exporter = OTLPExporter(settings: otlpSettings("http://flujo:secretpw@127.0.0.1:\(port)") { settings in
             settings.maxQueueSize = 8
             settings.maxExportBatchSize = 4
             settings.exportTimeoutMs = 200
-        }, serviceName: "s")
+            settings.headers = ["authorization": "Bearer SECRET-TOKEN"]
+        }, serviceName: "s", logger: logs.logger)
         let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory().appendingPathComponent("s.db").path)
         let (runner, _) = tracedRunner(store: store, exporter: exporter)
         for _ in 0..<20 {
@@ -316,6 +320,10 @@ struct OTLPExporterTests {
         let down = exporter.statistics
         #expect(down.exported == 0)
         #expect(down.droppedQueueFull + down.droppedExportFailed == 40, "every span is accounted for: \(down)")
+        #expect(down.failedExports > 1)
+        let failing = logs.messages(at: .warning).filter { $0.contains("is failing") }
+        #expect(failing.count == 1, "one warning for the whole failure streak: \(logs.messages(at: .warning))")
+        #expect(failing.first?.contains("http://***@127.0.0.1") == true)
         // The collector comes back on the same port.
         let back = try await Receiver(script: "200", port: port)
         for _ in 0..<3 {
@@ -324,6 +332,9 @@ struct OTLPExporterTests {
         #expect(exporter.forceFlush(timeout: .seconds(30)))
         #expect(exporter.statistics.exported == 6, "export resumed: \(exporter.statistics)")
         #expect(try await back.decoded().spans.count == 6)
+        #expect(logs.messages(at: .warning).filter { $0.contains("recovered after") }.count == 1)
+        let leaks = logs.all.filter { $0.contains("secretpw") || $0.contains("SECRET-TOKEN") }
+        #expect(leaks.isEmpty, "no password or header value in any log line, at any level: \(leaks)")
         await back.stop()
         await runner.close()
         exporter.shutdown()
@@ -337,5 +348,33 @@ struct OTLPExporterTests {
         #expect((0..<3).allSatisfy { gap(round.requests, $0, $0 + 1) >= 0.95 }, "each Retry-After was waited")
         #expect(round.exporter.statistics.exported == 2)
         #expect(round.exporter.statistics.retries == 3)
+    }
+}
+
+/// Keeps every log line of a logger, at every level.
+final class RecordingLogs: Sendable {
+    private let lines = Mutex<[(Logger.Level, String)]>([])
+
+    var logger: Logger {
+        var logger = Logger(label: "test") { _ in Handler(logs: self) }
+        logger.logLevel = .trace
+        return logger
+    }
+
+    var all: [String] { lines.withLock { $0.map(\.1) } }
+
+    func messages(at level: Logger.Level) -> [String] { lines.withLock { $0.filter { $0.0 == level }.map(\.1) } }
+
+    struct Handler: LogHandler {
+        let logs: RecordingLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
+            logs.lines.withLock { $0.append((level, message.description)) }
+        }
     }
 }

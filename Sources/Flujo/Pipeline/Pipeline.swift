@@ -31,9 +31,9 @@ public struct RetryPolicy: Sendable, Hashable {
     /// The delay after failed attempt number `attempt` (1-based): exponential, capped, jittered.
     public func delay(afterAttempt attempt: Int, random: Double = Double.random(in: 0..<1)) -> Duration {
         let exponent = min(max(attempt - 1, 0), 30)
-        let raw = baseDelay * (1 << exponent)
-        let capped = raw > maxDelay ? maxDelay : raw
-        return capped * (1 - jitter * random)
+        // Compared before multiplying, so no base delay can overflow.
+        let capped = baseDelay >= maxDelay / (1 << exponent) ? maxDelay : baseDelay * (1 << exponent)
+        return capped * (1 - min(max(jitter, 0), 1) * min(max(random, 0), 1))
     }
 }
 

@@ -41,8 +41,10 @@ public final class StepContext: Sendable {
     public var usage: Usage { mutable.withLock { $0.usage } }
 
     /// Reports cost and tokens. Throws `QuotaExceededError` when this takes the
-    /// run (or the background task) past its budget.
+    /// run (or the background task) past its budget, and `InvalidUsageError`
+    /// for a negative or non-finite amount.
     public func reportUsage(costUSD: Double = 0, tokens: Int = 0) throws {
+        guard costUSD.isFinite, costUSD >= 0, tokens >= 0 else { throw InvalidUsageError(costUSD: costUSD, tokens: tokens) }
         let added = Usage(costUSD: costUSD, tokens: tokens)
         let total = mutable.withLock { state -> Usage in
             state.usage = state.usage + added

@@ -32,9 +32,9 @@ public struct Usage: Sendable, Hashable, Codable {
         self.tokens = tokens
     }
 
-    /// Adds two usages.
+    /// Adds two usages; tokens saturate instead of overflowing.
     public static func + (lhs: Usage, rhs: Usage) -> Usage {
-        Usage(costUSD: lhs.costUSD + rhs.costUSD, tokens: lhs.tokens + rhs.tokens)
+        Usage(costUSD: lhs.costUSD + rhs.costUSD, tokens: lhs.tokens.addingSaturating(rhs.tokens))
     }
 }
 
@@ -57,7 +57,7 @@ public final class QuotaLedger: Sendable {
     public func consume(_ usage: Usage) -> Bool {
         remaining.withLock { quota in
             if let cost = quota.costUSD { quota.costUSD = cost - usage.costUSD }
-            if let tokens = quota.tokens { quota.tokens = tokens - usage.tokens }
+            if let tokens = quota.tokens { quota.tokens = tokens.subtractingSaturating(usage.tokens) }
             return !((quota.costUSD.map { $0 < -1e-12 } ?? false) || (quota.tokens.map { $0 < 0 } ?? false))
         }
     }
@@ -66,21 +66,25 @@ public final class QuotaLedger: Sendable {
     /// Returns nil when nothing is left to reserve in a limited dimension.
     public func reserve(upTo limit: Quota) -> Quota? {
         remaining.withLock { quota in
-            func take(_ available: Double?, _ cap: Double?) -> (taken: Double?, left: Double?) {
-                switch (available, cap) {
-                case (nil, nil): return (nil, nil)
-                case let (nil, cap?): return (cap, nil)
-                case let (available?, nil): return (available, 0)
-                case let (available?, cap?): let taken = min(available, cap); return (taken, available - taken)
-                }
-            }
-            let cost = take(quota.costUSD, limit.costUSD)
-            let tokens = take(quota.tokens.map(Double.init), limit.tokens.map(Double.init))
-            let reserved = Quota(costUSD: cost.taken, tokens: tokens.taken.map { Int($0) })
+            let cost = Self.take(quota.costUSD, limit.costUSD, zero: 0) { $0 - $1 }
+            let tokens = Self.take(quota.tokens, limit.tokens, zero: 0) { $0.subtractingSaturating($1) }
+            let reserved = Quota(costUSD: cost.taken, tokens: tokens.taken)
             if reserved.isExhausted { return nil }
             quota.costUSD = cost.left
-            quota.tokens = tokens.left.map { Int($0) }
+            quota.tokens = tokens.left
             return reserved
+        }
+    }
+
+    /// What a reservation takes of one dimension, and what it leaves.
+    private static func take<Amount: Comparable>(
+        _ available: Amount?, _ cap: Amount?, zero: Amount, minus: (Amount, Amount) -> Amount
+    ) -> (taken: Amount?, left: Amount?) {
+        switch (available, cap) {
+        case (nil, nil): return (nil, nil)
+        case let (nil, cap?): return (cap, nil)
+        case let (available?, nil): return (available, zero)
+        case let (available?, cap?): let taken = min(available, cap); return (taken, minus(available, taken))
         }
     }
 
@@ -91,7 +95,7 @@ public final class QuotaLedger: Sendable {
                 quota.costUSD = cost + max(0, reservedCost - used.costUSD)
             }
             if let tokens = quota.tokens, let reservedTokens = reserved.tokens {
-                quota.tokens = tokens + max(0, reservedTokens - used.tokens)
+                quota.tokens = tokens.addingSaturating(max(0, reservedTokens.subtractingSaturating(used.tokens)))
             }
         }
     }
@@ -112,5 +116,20 @@ public struct QuotaExceededError: Error, Sendable, Hashable, CustomStringConvert
         if let cost = budget.costUSD { limits.append(String(format: "$%.4f", cost)) }
         if let tokens = budget.tokens { limits.append("\(tokens) tokens") }
         return "quota exceeded: used $\(String(format: "%.4f", used.costUSD)) and \(used.tokens) tokens of a budget of \(limits.joined(separator: " and "))"
+    }
+}
+
+/// A step reported usage that cannot be counted: a negative or non-finite cost, or negative tokens.
+public struct InvalidUsageError: Error, Sendable, Hashable, CustomStringConvertible, CategorizedError {
+    /// The cost reported.
+    public var costUSD: Double
+    /// The tokens reported.
+    public var tokens: Int
+
+    public var category: ErrorCategory { .validation }
+    public var isRetryable: Bool { false }
+
+    public var description: String {
+        "usage reported as $\(costUSD) and \(tokens) tokens: cost must be a finite number of dollars and tokens a count, neither negative"
     }
 }

@@ -134,6 +134,12 @@ public struct OTLPSettings: Sendable, Hashable {
     /// `OTEL_RESOURCE_ATTRIBUTES`, parsed.
     public var resourceAttributes: [String: String] = [:]
 
+    /// `endpoint` as an optional, for the setting that may not be emptied.
+    var endpointOrNil: String? {
+        get { endpoint }
+        set { if let newValue { endpoint = newValue } }
+    }
+
     /// The URL spans are posted to.
     public var tracesURL: String {
         if let tracesEndpoint { return tracesEndpoint }

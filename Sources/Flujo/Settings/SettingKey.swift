@@ -105,6 +105,25 @@ struct SettingKey: Sendable {
             render: { $0[keyPath: path] })
     }
 
+    /// An OTLP endpoint: http or https only; shown with any user name and password as `***`.
+    static func endpoint(_ key: String, env: [String], _ path: WritableKeyPath<FlujoSettings, String?> & Sendable, required: Bool) -> SettingKey {
+        SettingKey(
+            key: key, environment: env, expected: "an http:// or https:// URL", secret: false, lenient: true,
+            parseEnvironment: { .string($0.trimmingCharacters(in: .whitespaces)) },
+            apply: { settings, raw in
+                guard case let .string(value) = raw else { return "expected an http:// or https:// URL, got \(raw.shown)" }
+                if value.isEmpty {
+                    if required { return "expected an http:// or https:// URL, got an empty string" }
+                    settings[keyPath: path] = nil
+                    return nil
+                }
+                if let problem = OTLPRules.endpointProblem(value) { return problem }
+                settings[keyPath: path] = value
+                return nil
+            },
+            render: { $0[keyPath: path].map(OTLPRules.redactedURL) ?? "(none)" })
+    }
+
     static func optionalString(_ key: String, env: [String], _ path: WritableKeyPath<FlujoSettings, String?> & Sendable, lenient: Bool = false) -> SettingKey {
         SettingKey(
             key: key, environment: env, expected: "a string", secret: false, lenient: lenient,
@@ -145,13 +164,21 @@ struct SettingKey: Sendable {
             render: { $0[keyPath: path]?.rawValue ?? "(inherit)" })
     }
 
-    static func table(_ key: String, env: [String], _ path: WritableKeyPath<FlujoSettings, [String: String]> & Sendable, secret: Bool) -> SettingKey {
+    static func table(
+        _ key: String, env: [String], _ path: WritableKeyPath<FlujoSettings, [String: String]> & Sendable, secret: Bool,
+        check: (@Sendable (String, String) -> String?)? = nil
+    ) -> SettingKey {
         SettingKey(
             key: key, environment: env, expected: "a table of strings (or, in the environment, key=value pairs separated by commas)",
             secret: secret, lenient: true,
             parseEnvironment: { parseKeyValueList($0).map(RawSetting.table) },
             apply: { settings, raw in
                 guard case let .table(values) = raw else { return "expected a table of strings, got \(raw.shown)" }
+                if let check {
+                    for name in values.keys.sorted() {
+                        if let problem = check(name, values[name]!) { return problem }
+                    }
+                }
                 settings[keyPath: path].merge(values) { _, new in new }
                 return nil
             },

@@ -46,9 +46,10 @@ public enum SettingsLoader {
         .choice("telemetry.console.color", env: ["FLUJO_CONSOLE_COLOR"], \.telemetry.console.color, ["auto", "always", "never"]),
 
         .bool("telemetry.otlp.enabled", env: ["FLUJO_OTLP_ENABLED"], \.telemetry.otlp.enabled),
-        .string("telemetry.otlp.endpoint", env: ["OTEL_EXPORTER_OTLP_ENDPOINT"], \.telemetry.otlp.endpoint, lenient: true),
-        .optionalString("telemetry.otlp.traces_endpoint", env: ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], \.telemetry.otlp.tracesEndpoint, lenient: true),
-        .table("telemetry.otlp.headers", env: ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"], \.telemetry.otlp.headers, secret: true),
+        .endpoint("telemetry.otlp.endpoint", env: ["OTEL_EXPORTER_OTLP_ENDPOINT"], \.telemetry.otlp.endpointOrNil, required: true),
+        .endpoint("telemetry.otlp.traces_endpoint", env: ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], \.telemetry.otlp.tracesEndpoint, required: false),
+        .table("telemetry.otlp.headers", env: ["OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"], \.telemetry.otlp.headers, secret: true,
+               check: OTLPRules.headerProblem),
         .int("telemetry.otlp.timeout_ms", env: ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"], \.telemetry.otlp.timeoutMs, range: 1...3_600_000, lenient: true),
         .choice("telemetry.otlp.compression", env: ["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"], \.telemetry.otlp.compression, ["none", "gzip"], lenient: true),
         .choice("telemetry.otlp.protocol", env: ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"], \.telemetry.otlp.protocol, ["http/protobuf"], lenient: true),

@@ -38,7 +38,14 @@ final class OTLPHTTPTransport {
         var list: UnsafeMutablePointer<curl_slist>?
         var headers = ["Content-Type: application/x-protobuf", "Expect:"]
         if settings.compression == "gzip" { headers.append("Content-Encoding: gzip") }
-        for (name, value) in settings.headers.sorted(by: { $0.key < $1.key }) { headers.append("\(name): \(value)") }
+        for (name, value) in settings.headers.sorted(by: { $0.key < $1.key }) {
+            // Settings made in code skip the loader's check: a header that could inject another line is never sent.
+            if let problem = OTLPRules.headerProblem(name: name, value: value) {
+                logger.error("OTLP header not sent: \(problem)")
+                continue
+            }
+            headers.append("\(name): \(value)")
+        }
         for header in headers { list = curl_slist_append(list, header) }
         headerList = list
     }
@@ -108,6 +115,9 @@ final class OTLPHTTPTransport {
         let context = Unmanaged.passUnretained(buffer).toOpaque()
         let code: CURLcode = body.withUnsafeBufferPointer { bodyPointer in
             flujo_curl_setopt_string(handle, CURLOPT_URL, url)
+            // Only HTTP(S), for the request and for any redirect it follows.
+            flujo_curl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, "http,https")
+            flujo_curl_setopt_string(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
             flujo_curl_setopt_long(handle, CURLOPT_POST, 1)
             flujo_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
             flujo_curl_setopt_long(handle, CURLOPT_TCP_KEEPALIVE, 1)
@@ -136,7 +146,7 @@ final class OTLPHTTPTransport {
             return curl_easy_perform(handle)
         }
         guard code == CURLE_OK else {
-            return .transportError("\(String(cString: curl_easy_strerror(code))) (\(url))")
+            return .transportError("\(String(cString: curl_easy_strerror(code))) (\(OTLPRules.redactedURL(url)))")
         }
         var status = 0
         flujo_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
