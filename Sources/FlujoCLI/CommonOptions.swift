@@ -15,6 +15,17 @@ public struct CommonOptions: ParsableArguments {
 
     public init() {}
 
+    /// Why a state location cannot hold state past the command, or nil: the
+    /// commands persist work, so an in-memory database would lose it.
+    static func nonPersistentProblem(_ path: String) -> String? {
+        let shown = TerminalText.escaped(path)
+        if path.isEmpty { return "the state database path is empty. Pass a file path with --db (for example .flujo/state.db)." }
+        if path == ":memory:" || path.hasPrefix("file:") || path.contains("mode=memory") {
+            return "state location \(shown.debugDescription) cannot persist: an in-memory database (or a SQLite URI) vanishes with the command. Pass a file path with --db (for example .flujo/state.db)."
+        }
+        return nil
+    }
+
     /// Settings from the file, the environment and `--db`; warnings go to standard error.
     public func loadSettings(printWarnings: Bool = true) throws -> LoadedSettings {
         let file = config ?? (FileManager.default.fileExists(atPath: "flujo.toml") ? "flujo.toml" : nil)
@@ -36,6 +47,7 @@ public struct CommonOptions: ParsableArguments {
     /// Opens the state database. Read-only commands open it read-only: they
     /// never create, migrate or write it.
     public func openStore(_ settings: FlujoSettings, readOnly: Bool) throws -> SQLiteStateStore {
+        if let problem = Self.nonPersistentProblem(settings.state.path) { throw CLIError(problem, exitCode: 2) }
         do {
             return try SQLiteStateStore(settings: settings.state, readOnly: readOnly)
         } catch {
@@ -75,7 +87,9 @@ struct JSONOption: ParsableArguments {
 }
 
 /// Renders rows as an aligned table.
+/// Cells have their control characters escaped: no stored text can act on the terminal.
 func table(_ header: [String], _ rows: [[String]]) -> String {
+    let rows = rows.map { $0.map(TerminalText.escaped) }
     var widths = header.map(\.count)
     for row in rows {
         for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
@@ -114,6 +128,6 @@ func taskJSON(_ task: BackgroundTask) -> [String: Any] {
 /// One line, cut to `limit` characters.
 func cut(_ text: String?, _ limit: Int = 60) -> String {
     guard let text else { return "-" }
-    let flat = text.replacingOccurrences(of: "\n", with: " ")
+    let flat = TerminalText.escaped(text)
     return flat.count <= limit ? flat : String(flat.prefix(limit - 1)) + "…"
 }

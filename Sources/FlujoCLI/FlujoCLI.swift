@@ -39,7 +39,7 @@ public enum FlujoCLI {
             }
             return 0
         } catch let error as CLIError {
-            Output.error("error: \(error.description)")
+            Output.error("error: \(TerminalText.escaped(error.description))")
             return error.exitCode
         } catch let error as ExitCode {
             return error.rawValue
@@ -52,10 +52,10 @@ public enum FlujoCLI {
             if code == .validationFailure {
                 // One line, like every other error; the usage is one --help away.
                 let message = root.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-                Output.error("error: \(message) (see --help)")
+                Output.error("error: \(TerminalText.escaped(message)) (see --help)")
                 return 2
             }
-            Output.error("error: \(error)")
+            Output.error("error: \(TerminalText.escaped("\(error)"))")
             return 1
         }
     }

@@ -105,7 +105,7 @@ public struct TasksCommand: AsyncParsableCommand {
                 ("resumed_from", state.resumedFrom ?? "-"),
             ]
             let width = fields.map(\.0.count).max() ?? 0
-            for (name, value) in fields { Output.line(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value) }
+            for (name, value) in fields { Output.line(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + TerminalText.escaped(value)) }
             if !steps.isEmpty {
                 Output.line()
                 Output.line(table(["#", "step", "ok", "attempts", "latency", "finished_at", "feedback"], steps.enumerated().map { index, step in
@@ -142,9 +142,9 @@ public struct TasksCommand: AsyncParsableCommand {
             await telemetry.shutdown()
             switch outcome.status {
             case .completed:
-                Output.line("\(taskID) completed (attempt \(outcome.attempts))" + (outcome.outputJSON.map { ": \(cut($0, 200))" } ?? ""))
+                Output.line("\(TerminalText.escaped(taskID)) completed (attempt \(outcome.attempts))" + (outcome.outputJSON.map { ": \(cut($0, 200))" } ?? ""))
             case .paused:
-                Output.line("\(taskID) paused again (attempt \(outcome.attempts)): \(outcome.errorMessage ?? "")")
+                Output.line("\(TerminalText.escaped(taskID)) paused again (attempt \(outcome.attempts)): \(TerminalText.escaped(outcome.errorMessage ?? ""))")
             default:
                 throw CLIError("\(taskID) \(outcome.status.rawValue) again (attempt \(outcome.attempts)): \(outcome.errorCategory.map { "\($0.rawValue): " } ?? "")\(outcome.errorMessage ?? "")")
             }

@@ -21,7 +21,7 @@ public struct TraceCommand: AsyncParsableCommand {
             throw CLIError("no run '\(runID)' in \(loaded.settings.state.path). List runs with `flujo tasks list` or `flujo stats`.")
         }
         Output.line("trace \(spans[0].traceID)")
-        for line in TraceCommand.render(spans) { Output.line(line) }
+        for line in TraceCommand.render(spans) { Output.line(TerminalText.escaped(line)) }
     }
 
     /// The tree as lines: name, [bg], duration, status and the error message.

@@ -58,3 +58,63 @@ struct HardeningTests {
         }
     }
 }
+
+@Suite("Hostile files and texts")
+struct HostileFilesTests {
+    @Test("a configuration over 1 MiB is refused at once, naming the limit; a FIFO or a device is named as such")
+    func configurationFiles() async throws {
+        let cli = CLI()
+        _ = try await cli.demo()
+        let big = cli.folder.appendingPathComponent("big.toml")
+        try Data(repeating: UInt8(ascii: "#"), count: 2 << 20).write(to: big)
+        let started = ContinuousClock.now
+        let refused = try await cli.run(["stats", "--config", big.path, "--db", cli.db])
+        #expect(refused.status == 1 && refused.stderr.contains("at most 1048576 bytes (1 MiB)"), "\(refused.stderr)")
+        #expect(ContinuousClock.now - started < .seconds(5))
+        let fifo = cli.folder.appendingPathComponent("fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let piped = try await cli.run(["stats", "--config", fifo, "--db", cli.db])
+        #expect(piped.status == 1 && piped.stderr.contains("is a FIFO (named pipe), not a configuration file"), "\(piped.stderr)")
+        let device = try await cli.run(["stats", "--config", "/dev/zero", "--db", cli.db])
+        #expect(device.status == 1 && device.stderr.contains("is a character device"), "\(device.stderr)")
+        #expect(!device.stderr.contains("permission"))
+    }
+
+    @Test("--data with a lone surrogate names it and where it is")
+    func loneSurrogate() async throws {
+        let cli = CLI()
+        _ = try await cli.demo()
+        let output = try await cli.run(["tasks", "resume", "bg_x", "--data", #"{"x":"\ud800"}"#, "--db", cli.db])
+        #expect(output.status == 2)
+        #expect(output.stderr.contains(#"lone UTF-16 surrogate \ud800 at character 6"#), "\(output.stderr)")
+        #expect(JSONValue.loneSurrogateOffset(#"["\udc00"]"#) == 2)
+        #expect(JSONValue.loneSurrogateOffset(#"["\ud83d\ude00", "\\ud800"]"#) == nil, "a pair, and an escaped backslash, are fine")
+    }
+
+    @Test("state locations that cannot persist are refused, and no folder is made", arguments: [":memory:", "file:junk/state.db?mode=memory", "file::memory:?cache=shared"])
+    func memoryDatabases(location: String) async throws {
+        let cli = CLI()
+        let output = try await cli.run(["demo", "--db", location])
+        #expect(output.status == 2 && output.stderr.contains("cannot persist"), "\(output.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cli.folder.path).isEmpty, "nothing created")
+    }
+
+    @Test("step names and errors with escape sequences and newlines are escaped in tables and show; JSON keeps them exact")
+    func terminalEscapes() async throws {
+        let cli = CLI()
+        _ = try await cli.demo()
+        let tasks = try #require(try await cli.json(["tasks", "list", "--db", cli.db, "--json"]) as? [[String: Any]])
+        let taskID = try #require(tasks.first?["task_id"] as? String)
+        try execute(cli.db, "UPDATE workflow_state SET status = 'failed', error_message = 'boom' || char(27) || '[2J' || char(10) || 'FAKE LINE', step_name = 'st' || char(27) || ']0;owned' || char(7) || 'ep' WHERE task_id = '\(taskID)'")
+        for command in [["tasks", "list"], ["tasks", "failed"], ["tasks", "show", taskID]] {
+            let output = try await cli.run(command + ["--db", cli.db])
+            #expect(output.status == 0, "\(output.stderr)")
+            #expect(!output.stdout.unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x07 }, "\(command) wrote raw control characters")
+            #expect(!output.stdout.contains("\nFAKE LINE"), "\(command) let a stored newline start a line")
+            #expect(output.stdout.contains("\\u{1B}"), "\(command) shows the escape instead")
+        }
+        let json = try #require(try await cli.json(["tasks", "show", taskID, "--db", cli.db, "--json"]) as? [String: Any])
+        #expect(json["error"] as? String == "boom\u{1B}[2J\nFAKE LINE")
+        #expect(json["step_name"] as? String == "st\u{1B}]0;owned\u{7}ep")
+    }
+}

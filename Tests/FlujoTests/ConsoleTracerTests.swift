@@ -56,6 +56,15 @@ struct ConsoleTracerTests {
         #expect(included.all.filter { $0.contains("[bg]") }.count >= 6)
     }
 
+    @Test("step names and errors with escape sequences or newlines are printed escaped")
+    func escapes() async throws {
+        struct Hostile: Error, CustomStringConvertible { var description: String { "line1\nline2\u{1B}[31m" } }
+        let hostile = Step<Order, Order>("bad\u{1B}[2Jname") { _, _ in throw Hostile() }
+        let (lines, _) = try await traced([.run(hostile)])
+        #expect(!lines.all.contains { $0.unicodeScalars.contains { $0.value == 0x1B } || $0.contains("\n") })
+        #expect(lines.all.contains { $0.contains("bad\\u{1B}[2Jname") })
+    }
+
     @Test("verbose shows inputs and outputs; colour when asked")
     func verboseAndColour() async throws {
         let (lines, _) = try await traced([.run(validate)], verbose: true, color: "always")

@@ -107,13 +107,11 @@ public enum SettingsLoader {
 
     // MARK: File
 
+    /// The largest configuration file read; a larger one is refused before it is read.
+    public static let maxFileBytes = 1 << 20
+
     static func applyFile(_ path: String, to loaded: inout LoadedSettings) throws(SettingsError) {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw SettingsError(origin: path, key: "", message: "cannot read the file as UTF-8 text (\(error.localizedDescription))")
-        }
+        let text = try readConfiguration(path)
         if let problem = TOMLPrecheck.check(text) {
             throw SettingsError(origin: path, line: problem.line, key: "", message: "not valid TOML: \(problem.message)")
         }
@@ -144,6 +142,44 @@ public enum SettingsLoader {
             }
             loaded.sources[dotted] = .file(path: path, line: line(of: dotted, in: lines))
         }
+    }
+
+    /// The file's text: a regular file of at most `maxFileBytes`, in UTF-8.
+    /// Anything else is refused with what it is, before reading it.
+    static func readConfiguration(_ path: String) throws(SettingsError) -> String {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw SettingsError(origin: path, key: "", message: "cannot read the file: \(String(cString: strerror(errno)))")
+        }
+        let kind = info.st_mode & S_IFMT
+        guard kind == S_IFREG else {
+            let what: String
+            switch kind {
+            case S_IFIFO: what = "a FIFO (named pipe)"
+            case S_IFCHR: what = "a character device"
+            case S_IFBLK: what = "a block device"
+            case S_IFDIR: what = "a folder"
+            case S_IFSOCK: what = "a socket"
+            default: what = "not a regular file"
+            }
+            throw SettingsError(origin: path, key: "", message: "is \(what), not a configuration file. Pass a flujo.toml file with --config.")
+        }
+        guard Int(info.st_size) <= maxFileBytes else {
+            throw SettingsError(origin: path, key: "", message: "is \(info.st_size) bytes; a configuration file may have at most \(maxFileBytes) bytes (1 MiB)")
+        }
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw SettingsError(origin: path, key: "", message: "cannot open the file for reading: \(String(cString: strerror(errno))). Check its permissions.")
+        }
+        defer { try? handle.close() }
+        // Read at most one byte past the limit, so a file that grows meanwhile is still refused.
+        let data = (try? handle.read(upToCount: maxFileBytes + 1)) ?? Data()
+        guard data.count <= maxFileBytes else {
+            throw SettingsError(origin: path, key: "", message: "grew past \(maxFileBytes) bytes (1 MiB) while it was read")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw SettingsError(origin: path, key: "", message: "is not UTF-8 text")
+        }
+        return text
     }
 
     /// Flattens tables into dotted keys; a table that is itself a setting (headers) stays whole.

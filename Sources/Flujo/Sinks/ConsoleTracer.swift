@@ -5,6 +5,8 @@ import Foundation
 /// Run and step starts and ends, indented by depth, with status symbols,
 /// duration, cost and tokens, the error category and message on failure and
 /// the pause message. Inputs and outputs (truncated) in verbose mode only.
+/// Texts from steps and events have their control characters escaped, so no
+/// step name or error can move the cursor or recolour the terminal.
 /// Background events, when its registration lets them through
 /// (`HookBus.register(_:delivery:strict:background:)`), are marked `[bg]`.
 public final class ConsoleTracer: HookSink {
@@ -52,39 +54,39 @@ public final class ConsoleTracer: HookSink {
         let indent = String(repeating: "  ", count: runDepth)
         switch event.payload {
         case let .preRun(start):
-            var line = "\(indent)\(tag)\(paint("▶", .blue)) run \(event.runID) (\(event.pipelineName) v\(event.pipelineVersion), \(start.totalSteps) step\(start.totalSteps == 1 ? "" : "s"))"
-            if let task = event.taskID, !event.isBackground { line += " resuming \(task)" }
-            if verbose { line += " input=\(start.inputSummary)" }
+            var line = "\(indent)\(tag)\(paint("▶", .blue)) run \(TerminalText.escaped(event.runID)) (\(TerminalText.escaped(event.pipelineName)) v\(TerminalText.escaped(event.pipelineVersion)), \(start.totalSteps) step\(start.totalSteps == 1 ? "" : "s"))"
+            if let task = event.taskID, !event.isBackground { line += " resuming \(TerminalText.escaped(task))" }
+            if verbose { line += " input=\(TerminalText.escaped(start.inputSummary))" }
             return line
         case let .postRun(end):
             let symbol = symbol(for: end.status)
-            var line = "\(indent)\(tag)\(symbol) run \(event.runID) \(end.status.rawValue) in \(Self.duration(end.durationSeconds))\(usage(end.usage))"
+            var line = "\(indent)\(tag)\(symbol) run \(TerminalText.escaped(event.runID)) \(end.status.rawValue) in \(Self.duration(end.durationSeconds))\(usage(end.usage))"
             if let message = end.errorMessage, end.status != .completed {
-                line += " — " + (end.errorCategory.map { "\($0.rawValue): " } ?? "") + message
+                line += " — " + (end.errorCategory.map { "\($0.rawValue): " } ?? "") + TerminalText.escaped(message)
             }
             return line
         case let .preStep(start):
-            var line = "\(indent)  \(tag)\(paint("▶", .blue)) \(start.stepName)"
+            var line = "\(indent)  \(tag)\(paint("▶", .blue)) \(TerminalText.escaped(start.stepName))"
             if start.mode == .background { line += " (launch)" }
-            if verbose { line += " input=\(start.inputSummary)" }
+            if verbose { line += " input=\(TerminalText.escaped(start.inputSummary))" }
             return line
         case let .postStep(end):
-            var line = "\(indent)  \(tag)\(paint("✔", .green)) \(end.stepName) \(Self.duration(end.latencySeconds))\(usage(end.usage))"
+            var line = "\(indent)  \(tag)\(paint("✔", .green)) \(TerminalText.escaped(end.stepName)) \(Self.duration(end.latencySeconds))\(usage(end.usage))"
             if end.attempts > 1 { line += " after \(end.attempts) attempts" }
-            if end.mode == .background, let feedback = end.feedback { line += " — \(feedback)" }
-            if verbose, let output = end.outputSummary { line += " output=\(output)" }
+            if end.mode == .background, let feedback = end.feedback { line += " — \(TerminalText.escaped(feedback))" }
+            if verbose, let output = end.outputSummary { line += " output=\(TerminalText.escaped(output))" }
             return line
         case let .onStepFailure(end):
             let category = end.errorCategory.map { "\($0.rawValue): " } ?? ""
-            return "\(indent)  \(tag)\(paint("✘", .red)) \(end.stepName) \(Self.duration(end.latencySeconds))\(usage(end.usage)) — \(category)\(end.feedback ?? "failed")"
+            return "\(indent)  \(tag)\(paint("✘", .red)) \(TerminalText.escaped(end.stepName)) \(Self.duration(end.latencySeconds))\(usage(end.usage)) — \(category)\(TerminalText.escaped(end.feedback ?? "failed"))"
         case let .onPause(end):
-            return "\(indent)  \(tag)\(paint("⏸", .yellow)) \(end.stepName) paused — \(end.feedback ?? "")"
+            return "\(indent)  \(tag)\(paint("⏸", .yellow)) \(TerminalText.escaped(end.stepName)) paused — \(TerminalText.escaped(end.feedback ?? ""))"
         case let .taskLaunched(launch):
-            return "\(indent)    \(tag)\(paint("↗", .dim)) launched \(launch.taskID) (\(launch.stepName))"
+            return "\(indent)    \(tag)\(paint("↗", .dim)) launched \(launch.taskID) (\(TerminalText.escaped(launch.stepName)))"
         case let .taskFinished(end):
-            var line = "\(indent)\(tag)\(symbol(for: end.status)) task \(end.taskID) (\(end.stepName)) \(end.status.rawValue)"
+            var line = "\(indent)\(tag)\(symbol(for: end.status)) task \(end.taskID) (\(TerminalText.escaped(end.stepName))) \(end.status.rawValue)"
             if let message = end.errorMessage, end.status != .completed {
-                line += " — " + (end.errorCategory.map { "\($0.rawValue): " } ?? "") + message
+                line += " — " + (end.errorCategory.map { "\($0.rawValue): " } ?? "") + TerminalText.escaped(message)
             }
             return line
         }

@@ -64,7 +64,9 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible {
             _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
         } catch {
             var detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? "\(error)"
-            if detail.contains("end of file") || detail.contains("end of data") {
+            if let (escape, offset) = loneSurrogate(in: text) {
+                detail = "lone UTF-16 surrogate \(escape) at character \(offset): a \\uD800-\\uDBFF escape must be followed by a \\uDC00-\\uDFFF one, and a \\uDC00-\\uDFFF escape must follow one"
+            } else if detail.contains("end of file") || detail.contains("end of data") {
                 detail = "unexpected end of input at character \(text.count)"
             }
             throw JSONParseError(text: text, detail: detail)
@@ -75,6 +77,35 @@ public enum JSONValue: Sendable, Hashable, Codable, CustomStringConvertible {
             throw JSONParseError(text: text, detail: "\(error)")
         }
     }
+
+    /// The first `\\u` escape of a UTF-16 surrogate that has no partner, and its character offset.
+    static func loneSurrogate(in text: String) -> (escape: String, offset: Int)? {
+        let characters = Array(text)
+        func escape(at index: Int) -> UInt32? {
+            guard index + 5 < characters.count, characters[index] == "\\", characters[index + 1] == "u" else { return nil }
+            return UInt32(String(characters[(index + 2)...(index + 5)]), radix: 16)
+        }
+        var index = 0
+        while index < characters.count {
+            if characters[index] == "\\" {
+                if let unit = escape(at: index) {
+                    if (0xD800...0xDBFF).contains(unit) {
+                        guard let next = escape(at: index + 6), (0xDC00...0xDFFF).contains(next) else { return (String(characters[index...(index + 5)]), index) }
+                        index += 12
+                        continue
+                    }
+                    if (0xDC00...0xDFFF).contains(unit) { return (String(characters[index...(index + 5)]), index) }
+                }
+                index += 2
+                continue
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    /// The character offset of the first unpaired surrogate escape in `text`, if any.
+    public static func loneSurrogateOffset(_ text: String) -> Int? { loneSurrogate(in: text)?.offset }
 
     /// The value for `key` when this is an object.
     public subscript(key: String) -> JSONValue? {
