@@ -6,7 +6,7 @@ import Foundation
 /// `flujo db ...`: the state database itself.
 public struct DBCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
-        commandName: "db", abstract: "Upgrade the state database.", subcommands: [Upgrade.self])
+        commandName: "db", abstract: "Check or upgrade the state database.", subcommands: [Check.self, Upgrade.self])
 
     public init() {}
 
@@ -14,6 +14,7 @@ public struct DBCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Bring the state database to the current schema version, keeping every row (read-only commands never do).")
         @OptionGroup var common: CommonOptions
+        @Flag(name: .customLong("rebuild-counters"), help: "Also recount the maintained counters from the rows.") var rebuildCounters = false
 
         func run() async throws {
             let loaded = try common.loadSettings()
@@ -22,7 +23,43 @@ public struct DBCommand: AsyncParsableCommand {
                 throw CLIError(StateStoreError.missingDatabase(path: path).description)
             }
             let store = try common.openStore(loaded.settings, readOnly: false)
+            if rebuildCounters {
+                do { try store.rebuildCounters() } catch { throw CLIError("\(error)") }
+                Output.line("\(path): counters rebuilt from the rows")
+            }
             Output.line("\(path): schema version \(store.schemaVersion) (current)")
+        }
+    }
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check the state database without changing it: integrity, schema, counters; say what to do about each problem.")
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var output: JSONOption
+
+        func run() async throws {
+            let loaded = try common.loadSettings()
+            let path = loaded.settings.state.path
+            let report: DatabaseCheckReport
+            do {
+                report = try SQLiteStateStore.check(path: path)
+            } catch {
+                throw CLIError("\(error)")
+            }
+            if output.json {
+                Output.line(jsonText([
+                    "path": report.path, "schema_version": report.schemaVersion, "healthy": report.isHealthy,
+                    "damage": report.damage, "foreign_objects": report.foreignObjects,
+                    "counter_mismatches": report.counterMismatches, "advice": report.advice,
+                ] as [String: Any]))
+            } else {
+                Output.line("\(TerminalText.escaped(path)): schema version \(report.schemaVersion)")
+                Output.line("integrity  " + (report.damage.isEmpty ? "ok" : report.damage.map(TerminalText.escaped).joined(separator: "; ")))
+                Output.line("schema     " + (report.foreignObjects.isEmpty ? "ok" : "not Flujo's: " + report.foreignObjects.map(TerminalText.escaped).joined(separator: ", ")))
+                Output.line("counters   " + (report.counterMismatches.isEmpty ? "ok" : report.counterMismatches.joined(separator: "; ")))
+                for line in report.advice { Output.line("to do: \(line)") }
+            }
+            if !report.isHealthy { throw ExitCode(1) }
         }
     }
 }

@@ -111,6 +111,9 @@ public final class SQLiteStateStore: StateStore {
         try connection.execute("PRAGMA trusted_schema = OFF")
         // The first statement that reads the file tells a non-database apart.
         _ = try Schema.userVersion(connection)
+        // Before anything is migrated or written: nothing of the schema that Flujo did not create may run.
+        let foreign = try SchemaAudit.foreignObjects(connection)
+        if !foreign.isEmpty { throw .foreignSchema(path: path, objects: foreign) }
         if options.readOnly {
             let version = try Schema.userVersion(connection)
             if version > Schema.currentVersion {

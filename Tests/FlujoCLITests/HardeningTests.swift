@@ -118,3 +118,64 @@ struct HostileFilesTests {
         #expect(json["step_name"] as? String == "st\u{1B}]0;owned\u{7}ep")
     }
 }
+
+@Suite("Hostile database files")
+struct HostileDatabaseTests {
+    @Test("schema objects Flujo did not create are refused before they run; db check lists them and says what to do", arguments: [
+        ("CREATE TRIGGER wipe AFTER UPDATE ON workflow_state BEGIN DELETE FROM workflow_state; END;", "trigger wipe on workflow_state"),
+        ("ALTER TABLE workflow_state ADD COLUMN padding BLOB;", "column workflow_state.padding"),
+        ("""
+         ALTER TABLE runs RENAME TO runs_old;
+         CREATE TABLE runs (run_id TEXT PRIMARY KEY, pipeline_name TEXT NOT NULL, pipeline_version TEXT NOT NULL, status TEXT NOT NULL,
+             started_at INTEGER NOT NULL, ended_at INTEGER, cost_usd REAL NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
+             background_cost_usd REAL NOT NULL DEFAULT 0, background_tokens INTEGER NOT NULL DEFAULT (length(randomblob(100000000))));
+         INSERT INTO runs SELECT * FROM runs_old;
+         DROP TABLE runs_old;
+         """, "of runs.background_tokens (Flujo's is 0)"),
+        ("CREATE VIEW everything AS SELECT * FROM workflow_state;", "view everything"),
+        ("CREATE INDEX sneaky ON workflow_state (lower(status));", "index sneaky on workflow_state"),
+    ])
+    func foreignObjects(sql: String, named: String) async throws {
+        let cli = CLI()
+        _ = try await cli.demo()
+        try execute(cli.db, sql)
+        let rowsBefore = try await cli.run(["db", "check", "--db", cli.db, "--json"])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(rowsBefore.stdout.utf8)) as? [String: Any])
+        #expect(rowsBefore.status == 1)
+        #expect((report["foreign_objects"] as? [String])?.contains { $0.contains(named) } == true, "\(report)")
+        #expect((report["advice"] as? [String])?.isEmpty == false)
+        for command in [["tasks", "list"], ["demo"], ["tasks", "cleanup"]] {
+            let output = try await cli.run(command + ["--db", cli.db])
+            #expect(output.status == 1, "\(command): \(output.stdout)")
+            #expect(output.stderr.contains("Flujo did not create") && output.stderr.contains(named) && output.stderr.contains("flujo db check"), "\(output.stderr)")
+        }
+        let size = try FileManager.default.attributesOfItem(atPath: cli.db)[.size] as? Int ?? 0
+        #expect(size < 10_000_000, "no default or index ran: \(size) bytes")
+    }
+
+    @Test("db check: a healthy file passes; wrong counters and damaged pages are found, and the counters rebuilt")
+    func check() async throws {
+        let cli = CLI()
+        _ = try await cli.demo(["--background", "20"])
+        let healthy = try await cli.run(["db", "check", "--db", cli.db])
+        #expect(healthy.status == 0 && healthy.stdout.contains("integrity  ok") && healthy.stdout.contains("counters   ok"), "\(healthy.stdout)")
+
+        try execute(cli.db, "UPDATE status_counts SET count = count + 5 WHERE is_background = 1 AND status = 'completed'")
+        let wrong = try await cli.run(["db", "check", "--db", cli.db])
+        #expect(wrong.status == 1 && wrong.stdout.contains("background tasks completed: counter"), "\(wrong.stdout)")
+        #expect(wrong.stdout.contains("flujo db upgrade --rebuild-counters"))
+        let rebuilt = try await cli.run(["db", "upgrade", "--rebuild-counters", "--db", cli.db])
+        #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
+        #expect(try await cli.run(["db", "check", "--db", cli.db]).status == 0)
+
+        // Damage a page in the middle of the file.
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: cli.db))
+        let size = try handle.seekToEnd()
+        try handle.seek(toOffset: size / 2)
+        try handle.write(contentsOf: Data(repeating: 0xA5, count: 4096))
+        try handle.close()
+        let damaged = try await cli.run(["db", "check", "--db", cli.db])
+        #expect(damaged.status == 1, "\(damaged.stdout) \(damaged.stderr)")
+        #expect(damaged.stdout.contains("damaged") || damaged.stderr.contains("damaged"), "\(damaged.stdout) \(damaged.stderr)")
+    }
+}

@@ -45,7 +45,8 @@ let versionOneWorkflowState = """
 
 /// Every table of version 1: `workflow_state` as it was, the others as they still are.
 var versionOneTables: String {
-    versionOneWorkflowState + Schema.baseTables.replacingOccurrences(of: "CREATE TABLE IF NOT EXISTS workflow_state", with: "CREATE TABLE IF NOT EXISTS unused_v1_placeholder")
+    let others = Schema.baseTables.components(separatedBy: "CREATE TABLE IF NOT EXISTS runs")[1]
+    return versionOneWorkflowState + "CREATE TABLE IF NOT EXISTS runs" + others
 }
 
 func newPath() -> String {

@@ -8,6 +8,8 @@ public enum StateStoreError: Error, Sendable, Hashable, CustomStringConvertible 
     case newerSchema(path: String, found: Int, supported: Int)
     /// A read-only open found a layout too old to read without upgrading it.
     case olderSchema(path: String, found: Int, supported: Int)
+    /// The schema holds triggers, views, tables, columns, defaults or indexes Flujo did not create.
+    case foreignSchema(path: String, objects: [String])
     /// Another connection held the write lock longer than the busy timeout.
     case locked(path: String, timeoutMs: Int)
     /// The disk or the database's page limit is full.
@@ -35,6 +37,9 @@ public enum StateStoreError: Error, Sendable, Hashable, CustomStringConvertible 
             return "state database \(path) holds no Flujo tables (schema version 0): it is empty or not a Flujo state file. Point --db (or [state] uri) at a Flujo state file; `flujo db upgrade` would create the tables in this one."
         case let .olderSchema(path, found, supported):
             return "state database \(path) has schema version \(found), too old to read without upgrading it to version \(supported). Upgrade it with `flujo db upgrade` (it keeps every row), then run this command again."
+        case let .foreignSchema(path, objects):
+            let listed = objects.prefix(5).joined(separator: ", ") + (objects.count > 5 ? " and \(objects.count - 5) more" : "")
+            return "state database \(path) holds schema objects Flujo did not create (\(listed)); they would run with your rights, so it is not opened. Run `flujo db check` for a report, then drop them or restore a backup."
         case let .locked(path, timeoutMs):
             return "state database \(path) stayed locked by another connection for more than \(timeoutMs) ms. Retry later, or raise [state] busy_timeout_ms."
         case let .diskFull(path):
