@@ -32,7 +32,7 @@ public struct MetricsCommand: AsyncParsableCommand {
         } catch let error as MetricsServerError {
             throw CLIError(error.description)
         }
-        Output.line("serving metrics on http://\(server.host):\(server.port)/metrics (Ctrl-C to stop)")
+        Output.line("serving metrics on \(server.url) (Ctrl-C to stop)")
         await Interrupt.wait()
         await server.stop()
     }

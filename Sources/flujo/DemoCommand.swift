@@ -84,7 +84,7 @@ struct DemoCommand: AsyncParsableCommand {
         let tasks = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: result.runID, limit: 10_000))
         printSummary(result, tasks: tasks, databasePath: settings.state.path)
         if let server {
-            Output.line("serving metrics on http://\(server.host):\(server.port)/metrics (Ctrl-C to stop)")
+            Output.line("serving metrics on \(server.url) (Ctrl-C to stop)")
             await Interrupt.wait()
         }
         await telemetry.shutdown()

@@ -1,5 +1,5 @@
 import Flujo
-import FlujoPrometheus
+@testable import FlujoPrometheus
 import FlujoSQLite
 import FlujoTestSupport
 import FlujoTesting
@@ -183,5 +183,45 @@ struct PrometheusSourcesTests {
         await server.stop()
         #expect(value(result, "flujo_step_duration_seconds", "flujo_step_duration_seconds_count", ["step": name]) == 1)
         #expect(name.contains("\u{FFFD}"))
+    }
+}
+
+@Suite("The /metrics server under slow and idle clients")
+struct MetricsServerLimitsTests {
+    static func clients(_ server: MetricsServer, count: Int, mode: String) async throws -> (closed: Int, longest: Double) {
+        let python = try #require(TestSupport.python, "no Python: run `make test`")
+        let output = try await TestSupport.run(python, [TestSupport.supportScript("slow_clients.py").path, "127.0.0.1", String(server.port), String(count), mode])
+        #expect(output.status == 0, "\(output.stderr)")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any])
+        return ((result["closed"] as? Int) ?? 0, (result["longest_seconds"] as? Double) ?? 99)
+    }
+
+    @Test("unfinished requests and idle keep-alives are closed after their timeouts; past the cap, connections are closed at once and counted")
+    func limits() async throws {
+        let store = InMemoryStateStore()
+        let limits = MetricsServer.Limits(requestTimeout: .milliseconds(400), idleTimeout: .milliseconds(400), maxConnections: 30)
+        let server = try await MetricsServer.start(host: "127.0.0.1", port: 0, collector: MetricsCollector(store: store), limits: limits)
+        let slowloris = try await Self.clients(server, count: 20, mode: "partial")
+        #expect(slowloris.closed == 20 && slowloris.longest < 5, "\(slowloris)")
+        let idle = try await Self.clients(server, count: 10, mode: "idle")
+        #expect(idle.closed == 10 && idle.longest < 5, "\(idle)")
+        // 45 silent clients against a cap of 30: 15 are closed at once, the rest after the request timeout.
+        let crowd = try await Self.clients(server, count: 45, mode: "silent")
+        #expect(crowd.closed == 45, "\(crowd)")
+        let result = try await scrape(server)
+        #expect(value(result, "flujo_metrics_connections_closed", "flujo_metrics_connections_closed_total", ["reason": "over_limit"]) ?? 0 >= 15)
+        #expect(value(result, "flujo_metrics_connections_closed", "flujo_metrics_connections_closed_total", ["reason": "timeout"]) ?? 0 >= 30)
+        await server.stop()
+    }
+
+    @Test("IPv6 addresses are printed in brackets; loopback is told apart from addresses others can reach")
+    func addresses() async throws {
+        #expect(MetricsServer.authority(host: "::1", port: 9464) == "[::1]:9464")
+        #expect(MetricsServer.authority(host: "127.0.0.1", port: 1) == "127.0.0.1:1")
+        #expect(MetricsServer.isLoopback("127.0.0.1") && MetricsServer.isLoopback("::1") && MetricsServer.isLoopback("localhost"))
+        #expect(!MetricsServer.isLoopback("0.0.0.0") && !MetricsServer.isLoopback("::"))
+        let server = try await MetricsServer.start(host: "::1", port: 0, collector: MetricsCollector(store: InMemoryStateStore()))
+        #expect(server.url == "http://[::1]:\(server.port)/metrics")
+        await server.stop()
     }
 }
