@@ -33,26 +33,54 @@ public struct MetricsCommand: AsyncParsableCommand {
             throw CLIError(error.description)
         }
         Output.line("serving metrics on \(server.url) (Ctrl-C to stop)")
-        await Interrupt.wait()
+        _ = await Interrupt.wait()
         await server.stop()
     }
 }
 
 /// Waits for SIGINT or SIGTERM.
+/// SIGINT and SIGTERM for the commands: the first asks for a graceful stop,
+/// a second exits at once.
 public enum Interrupt {
-    /// Returns when the process is interrupted.
-    public static func wait() async {
+    /// Waits for SIGINT or SIGTERM and returns its number. A second signal
+    /// exits the process at once with 128 + its number.
+    public static func wait() async -> Int32 {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+            onFirstSignal { number in continuation.resume(returning: number) }
+        }
+    }
+
+    /// Calls `handler` once, on the first SIGINT or SIGTERM; the signals no
+    /// longer end the process by themselves. A second signal exits at once
+    /// with 128 + its number.
+    public static func onFirstSignal(_ handler: @escaping @Sendable (Int32) -> Void) {
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let once = OnceFlag()
-            for number in [SIGINT, SIGTERM] {
-                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-                source.setEventHandler {
-                    if once.take() { continuation.resume() }
+        let once = OnceFlag()
+        for number in [SIGINT, SIGTERM] {
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if once.take() {
+                    handler(number)
+                } else {
+                    Output.error("second \(number == SIGINT ? "interrupt" : "termination") signal: exiting now")
+                    _exit(128 + number)
                 }
-                source.resume()
-                Interrupt.keep(source)
+            }
+            source.resume()
+            Interrupt.keep(source)
+        }
+    }
+
+    /// From now on, SIGINT or SIGTERM runs `stop` (a graceful stop, bounded by
+    /// the caller) and exits with 130 or 143. A second signal exits at once.
+    public static func stopGracefully(_ stop: @escaping @Sendable (Int32) async -> Void) {
+        onFirstSignal { number in
+            Task {
+                Output.error("\(number == SIGINT ? "interrupted" : "terminated"): stopping gracefully (send the signal again to exit at once)")
+                await stop(number)
+                fflush(nil)
+                exit(128 + number)
             }
         }
     }

@@ -165,12 +165,29 @@ public struct TasksCommand: AsyncParsableCommand {
             let (operations, telemetry) = try TasksCommand.resumer(common)
             let showProgress = Output.stderrIsTerminal
             let report: RetryReport
-            do {
-                report = try await operations.retryFailed(parentRunID: parent, maxRetries: maxRetries) { done, total, entry in
+            let (parent, maxRetries) = (self.parent, self.maxRetries)
+            let retrying = Task {
+                try await operations.retryFailed(parentRunID: parent, maxRetries: maxRetries) { done, total, entry in
                     if showProgress {
                         FileHandle.standardError.write(Data("\r\u{1B}[2K[\(done)/\(total)] \(entry.taskID) \(entry.status.rawValue)".utf8))
                     }
                 }
+            }
+            // Ctrl-C or SIGTERM: no further task; the one running sees the cancellation and is saved
+            // as cancelled (resumable) within the shutdown timeout; then exit 130 or 143.
+            let shutdown = Duration.seconds(operations.settings.backgroundTasks.shutdownTimeoutSeconds)
+            Interrupt.stopGracefully { _ in
+                retrying.cancel()
+                _ = await withTaskGroup(of: Void.self) { group in
+                    group.addTask { _ = try? await retrying.value }
+                    group.addTask { try? await Task.sleep(for: shutdown) }
+                    await group.next()
+                    group.cancelAll()
+                }
+                await telemetry.shutdown(timeout: .seconds(5))
+            }
+            do {
+                report = try await retrying.value
             } catch let error as RunnerError {
                 await telemetry.shutdown()
                 throw CLIError(error.description)

@@ -48,6 +48,13 @@ struct DemoCommand: AsyncParsableCommand {
         let telemetry = Telemetry(settings: settings, store: store)
         let runner = Runner(store: store, settings: settings, registry: CLIContext.registry, hooks: telemetry.hooks)
         runner.startMaintenance()
+        // Ctrl-C or SIGTERM: no new run; wait up to the shutdown timeout, persist what still runs as
+        // cancelled (resumable), flush telemetry within a bound, exit 130 or 143.
+        let shutdown = Duration.seconds(settings.backgroundTasks.shutdownTimeoutSeconds)
+        Interrupt.stopGracefully { _ in
+            await runner.close(timeout: shutdown)
+            await telemetry.shutdown(timeout: .seconds(5))
+        }
 
         var random = SeededRandomNumberGenerator(seed: seed ?? UInt64.random(in: 0...UInt64.max))
         let taskNames = ["send_receipt", "update_analytics", "fraud_review"] + (0..<background).map { "sync_partner_\($0 + 1)" }
@@ -85,7 +92,7 @@ struct DemoCommand: AsyncParsableCommand {
         printSummary(result, tasks: tasks, databasePath: settings.state.path)
         if let server {
             Output.line("serving metrics on \(server.url) (Ctrl-C to stop)")
-            await Interrupt.wait()
+            _ = await Interrupt.wait()
         }
         await telemetry.shutdown()
         if result.status != .completed { throw ExitCode(1) }

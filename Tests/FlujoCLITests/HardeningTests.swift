@@ -179,3 +179,45 @@ struct HostileDatabaseTests {
         #expect(damaged.stdout.contains("damaged") || damaged.stderr.contains("damaged"), "\(damaged.stdout) \(damaged.stderr)")
     }
 }
+
+@Suite("Signals")
+struct SignalTests {
+    static func longDemo(_ cli: CLI, shutdownSeconds: String) throws -> RunningProcess {
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OTEL_") && !$0.key.hasPrefix("FLUJO_") }
+        environment["FLUJO_BACKGROUND_SHUTDOWN_TIMEOUT_SECONDS"] = shutdownSeconds
+        environment["NO_COLOR"] = "1"
+        return try RunningProcess(TestSupport.executable("flujo"), [
+            "demo", "--db", cli.db, "--task-ms", "60000", "--background", "2", "--fail", "0", "--pause", "0",
+        ], environment: environment)
+    }
+
+    @Test("SIGTERM and SIGINT during the demo: what still runs is saved cancelled within the shutdown timeout, exit 143 or 130", arguments: [(SIGTERM, Int32(143)), (SIGINT, Int32(130))])
+    func gracefulStop(signal: Int32, status: Int32) async throws {
+        let cli = CLI()
+        let process = try Self.longDemo(cli, shutdownSeconds: "0.5")
+        #expect(await process.waitForLine { $0.hasPrefix("waiting for") })
+        let sent = ContinuousClock.now
+        process.send(signal)
+        await process.waitForExit()
+        #expect(ContinuousClock.now - sent < .seconds(10), "stopped within the shutdown timeout and the telemetry bound")
+        #expect(process.terminationStatus == status)
+        let tasks = try #require(try await cli.json(["tasks", "list", "--db", cli.db, "--json"]) as? [[String: Any]])
+        #expect(tasks.count == 5)
+        #expect(tasks.allSatisfy { $0["status"] as? String == "cancelled" }, "\(tasks.map { $0["status"] ?? "?" })")
+        #expect(tasks.allSatisfy { $0["error_category"] as? String == "cancelled" })
+    }
+
+    @Test("a second signal exits at once")
+    func secondSignal() async throws {
+        let cli = CLI()
+        let process = try Self.longDemo(cli, shutdownSeconds: "60")
+        #expect(await process.waitForLine { $0.hasPrefix("waiting for") })
+        process.send(SIGINT)
+        try await Task.sleep(for: .milliseconds(200))
+        let second = ContinuousClock.now
+        process.send(SIGINT)
+        await process.waitForExit()
+        #expect(ContinuousClock.now - second < .seconds(3))
+        #expect(process.terminationStatus == 130)
+    }
+}

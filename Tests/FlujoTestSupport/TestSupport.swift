@@ -150,6 +150,14 @@ public final class RunningProcess: @unchecked Sendable {
         await waitForExit()
     }
 
+    /// Sends a signal without waiting.
+    public func send(_ signal: Int32) {
+        Foundation.kill(process.processIdentifier, signal)
+    }
+
+    /// Whether the process still runs.
+    public var isRunning: Bool { process.isRunning }
+
     /// Sends SIGKILL and waits for the process to end.
     public func kill() async {
         Foundation.kill(process.processIdentifier, SIGKILL)

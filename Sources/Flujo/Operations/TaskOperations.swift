@@ -167,6 +167,8 @@ public struct TaskOperations: Sendable {
         }
         var report = RetryReport(entries: [])
         for (index, task) in tasks.enumerated() {
+            // Cancelled (an operator's Ctrl-C): no further task is started.
+            if Task.isCancelled { break }
             guard let taskID = task.taskID else { continue }
             var entry = RetryReport.Entry(taskID: taskID, status: .failed, retries: 0, error: task.errorMessage)
             while entry.retries < retries {
