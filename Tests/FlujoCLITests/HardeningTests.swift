@@ -217,7 +217,7 @@ struct SignalTests {
         let second = ContinuousClock.now
         process.send(SIGINT)
         await process.waitForExit()
-        #expect(ContinuousClock.now - second < .seconds(3))
+        #expect(ContinuousClock.now - second < .seconds(30), "long before the 60 s shutdown timeout a graceful stop would wait")
         #expect(process.terminationStatus == 130)
     }
 }
