@@ -96,3 +96,42 @@ struct ReadOnlyCommandTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: empty)).isEmpty, "stats did not turn the empty file into a database")
     }
 }
+
+@Suite("Read-only commands for a user who cannot write")
+struct UnprivilegedReaderTests {
+    /// Runs `flujo` as the user `nobody`, when this process may switch users (root, as in CI).
+    static func runAsNobody(_ binary: URL, _ arguments: [String]) async throws -> TestSupport.ProcessOutput? {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/runuser") else { return nil }
+        return try await TestSupport.run(URL(fileURLWithPath: "/usr/sbin/runuser"), ["-u", "nobody", "--", binary.path] + arguments, environment: ["NO_COLOR": "1", "PATH": "/usr/bin:/bin"])
+    }
+
+    @Test("a user who can write neither the file nor its folder lists, shows and counts tasks, with and without a log file; writes fail clearly")
+    func nobodyReads() async throws {
+        let folder = URL(fileURLWithPath: "/tmp/flujo-readonly-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let binary = folder.appendingPathComponent("flujo")
+        try FileManager.default.copyItem(at: TestSupport.executable("flujo"), to: binary)
+        let db = folder.appendingPathComponent("state.db").path
+        let setup = try await TestSupport.run(binary, ["demo", "--db", db], environment: ["NO_COLOR": "1"])
+        #expect(setup.status == 0, "\(setup.stderr)")
+        for withLog in [true, false] {
+            if !withLog {
+                // Fold the log into the file and remove it, as a writer that closed cleanly leaves it.
+                try execute(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+                for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: db + suffix) }
+            }
+            let before = try folderContents(folder)
+            guard let listed = try await Self.runAsNobody(binary, ["tasks", "list", "--db", db]) else {
+                Issue.record("this test needs root and runuser to act as another user")
+                return
+            }
+            #expect(listed.status == 0 && listed.stdout.contains("send_receipt"), "with log \(withLog): \(listed.stderr)")
+            let stats = try await Self.runAsNobody(binary, ["stats", "--db", db, "--json"])
+            #expect(stats?.status == 0, "with log \(withLog): \(stats?.stderr ?? "")")
+            #expect(try folderContents(folder) == before, "with log \(withLog): nothing written")
+            let write = try await Self.runAsNobody(binary, ["tasks", "cleanup", "--db", db])
+            #expect(write?.status == 1 && write?.stderr.contains("read-only") == true, "\(write?.stderr ?? "")")
+        }
+    }
+}

@@ -50,6 +50,20 @@ struct OTLPHardeningTests {
         #expect(!loaded.warnings.joined().contains("Injected") && !loaded.warnings.joined().contains("SECRET"), "\(loaded.warnings)")
     }
 
+    @Test("fuzzed header variables: whatever is kept is a token name and a value with no control character; no value is ever shown")
+    func fuzzedHeaders() throws {
+        var random = SeededRandomNumberGenerator(seed: 99)
+        let pieces = ["a", "x-k", "=", ",", " ", "\r", "\n", "\r\n", "%0D", "%0a", "%00", "%", "%zz", "\u{0}", "\u{1B}[2J", "é", "=SEKRET", "\t", ":", ";", "Bearer"]
+        for _ in 0..<2000 {
+            let text = (0..<Int(random.next() % 12)).map { _ in pieces[Int(random.next() % UInt64(pieces.count))] }.joined()
+            let loaded = try Self.load(environment: ["OTEL_EXPORTER_OTLP_HEADERS": text])
+            for (name, value) in loaded.settings.telemetry.otlp.headers {
+                #expect(OTLPRules.headerProblem(name: name, value: value) == nil, "\(text.debugDescription) kept \(name.debugDescription)")
+            }
+            #expect(!loaded.warnings.joined().contains("SEKRET"), "\(text.debugDescription): \(loaded.warnings)")
+        }
+    }
+
     @Test("a header with CR LF in flujo.toml is an error naming the header, not its value")
     func headerInFile() throws {
         #expect { try Self.load(toml: "[telemetry.otlp]\nheaders = { x-a = \"v\\r\\nInjected: SECRET\" }\n", environment: [:]) } throws: { error in

@@ -29,7 +29,8 @@ public enum OTLPRules {
     /// value is never part of the message.
     public static func headerProblem(name: String, value: String) -> String? {
         if name.isEmpty || !name.unicodeScalars.allSatisfy(isTokenCharacter) {
-            return "header name \(name.debugDescription) is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~ only)"
+            // Not shown: a malformed pair may be a secret split in the wrong place.
+            return "a header name is not an HTTP token (letters, digits and !#$%&'*+-.^_`|~ only; the name is not shown, as a malformed pair may hold a secret)"
         }
         if value.unicodeScalars.contains(where: { isControl($0) && $0 != "\t" }) {
             return "the value of header \(name.debugDescription) contains control characters (such as CR or LF); they are refused so that no header can be injected"
