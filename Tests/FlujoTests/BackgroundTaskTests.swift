@@ -277,3 +277,38 @@ final class AbortOnSecondLaunch: HookSink {
         if count.withLock({ $0 += 1; return $0 }) == 2 { throw PipelineAbortSignal("second launch refused") }
     }
 }
+
+@Suite("Event order of background executions")
+struct EventOrderTests {
+    @Test("over 2,000 runs every background execution's events come after its taskLaunched; the recorder keeps nothing once all have ended")
+    func launchedFirst() async throws {
+        let recording = RecordingSink(interests: [.taskLaunched, .preRun, .taskFinished])
+        let hooks = HookBus()
+        hooks.register(recording)
+        let spans = SpanPipeline(hooks: hooks, store: nil)
+        var settings = FlujoSettings()
+        settings.backgroundTasks.maxCostPerTask = 1
+        let runner = Runner(store: InMemoryStateStore(), settings: settings, hooks: hooks)
+        let quick = Step<Int, Int>("quick") { value, _ in value }
+        let pipeline = Pipeline(name: "p", steps: [.background(quick), .background(quick)])
+        for index in 0..<1_000 {
+            // Every tenth run has no budget left for its tasks: launched, refused, never run.
+            _ = try await runner.run(pipeline, input: index, quota: index % 10 == 0 ? Quota(costUSD: 0) : nil)
+        }
+        await runner.close()
+        var launched = Set<String>()
+        var finished = 0
+        for event in recording.events {
+            switch event.payload {
+            case let .taskLaunched(launch): launched.insert(launch.taskID)
+            case .preRun where event.isBackground:
+                let announced = launched.contains(event.taskID ?? "")
+                #expect(announced, "a background execution started before its launch was announced")
+            case .taskFinished: finished += 1
+            default: break
+            }
+        }
+        #expect(launched.count == 2_000 && finished == 2_000)
+        #expect(spans.recorder.openCounts == (0, 0), "no open run and no launch entry left")
+    }
+}

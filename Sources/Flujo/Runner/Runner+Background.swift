@@ -66,14 +66,17 @@ extension Runner {
                     taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, status: .failed, errorMessage: initial.errorMessage,
                     errorCategory: .resourceExhaustion, usage: Usage(), durationSeconds: 0)))
             } else {
-                let ledger = budget.map(QuotaLedger.init)
-                runner.tracker.start(runID: taskRunID, taskID: taskID) {
-                    await runner.executeBackground(item, input: input, state: initial, identity: identity, context: context, ledger: ledger, budget: budget, parentLedger: parentLedger)
-                }
+                // `taskLaunched` first, then the task: every event of the execution comes after it,
+                // so a span can always find its launch. A hook's failure does not stop the task:
+                // its row is committed `running`.
                 do {
                     try await runner.executor.emit(launchIdentity, .taskLaunched, .taskLaunched(HookEvent.TaskLaunch(taskID: taskID, taskRunID: taskRunID, stepName: item.step.name, budget: budget)))
                 } catch {
                     failure = failure ?? error
+                }
+                let ledger = budget.map(QuotaLedger.init)
+                runner.tracker.start(runID: taskRunID, taskID: taskID) {
+                    await runner.executeBackground(item, input: input, state: initial, identity: identity, context: context, ledger: ledger, budget: budget, parentLedger: parentLedger)
                 }
             }
             do {

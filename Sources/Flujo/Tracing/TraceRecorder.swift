@@ -178,7 +178,9 @@ public final class TraceRecorder: HookSink {
                 status: failed ? .error : (end.status == .completed ? .ok : .unset), statusMessage: failed ? end.errorMessage : nil,
                 isBackground: run.isBackground)]
 
-        case .taskFinished:
+        case let .taskFinished(end):
+            // A launch whose execution never started (refused for lack of budget) leaves nothing behind.
+            state.launches.removeValue(forKey: end.taskID)
             return []
         }
     }
