@@ -2,6 +2,7 @@ import ArgumentParser
 import Flujo
 import FlujoPrometheus
 import Foundation
+import Synchronization
 
 /// `flujo metrics`: the Prometheus exposition once, or a /metrics server.
 public struct MetricsCommand: AsyncParsableCommand {
@@ -72,10 +73,22 @@ public enum Interrupt {
         }
     }
 
+    /// Whether a graceful stop is under way: the command's own work must not
+    /// end the process first (see `waitIfStopping`).
+    public static var isStopping: Bool { stopping.load(ordering: .acquiring) }
+    private static let stopping = Atomic<Bool>(false)
+
+    /// Waits forever while a graceful stop is under way, so that the stop, not
+    /// the command's normal end, decides the exit status.
+    public static func waitIfStopping() async {
+        while isStopping { try? await Task.sleep(for: .seconds(3600)) }
+    }
+
     /// From now on, SIGINT or SIGTERM runs `stop` (a graceful stop, bounded by
     /// the caller) and exits with 130 or 143. A second signal exits at once.
     public static func stopGracefully(_ stop: @escaping @Sendable (Int32) async -> Void) {
         onFirstSignal { number in
+            stopping.store(true, ordering: .releasing)
             Task {
                 Output.error("\(number == SIGINT ? "interrupted" : "terminated"): stopping gracefully (send the signal again to exit at once)")
                 await stop(number)

@@ -188,6 +188,7 @@ public struct TasksCommand: AsyncParsableCommand {
             }
             do {
                 report = try await retrying.value
+                await Interrupt.waitIfStopping()
             } catch let error as RunnerError {
                 await telemetry.shutdown()
                 throw CLIError(error.description)
@@ -207,7 +208,7 @@ public struct TasksCommand: AsyncParsableCommand {
     }
 
     struct Cleanup: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Fail running tasks whose heartbeat stopped long ago.")
+        static let configuration = CommandConfiguration(abstract: "Fail running tasks whose process has ended (at once), and tasks of unknown process whose heartbeat stopped long ago.")
         @OptionGroup var common: CommonOptions
         @Option(name: .customLong("stale-hours"), help: "Heartbeat age that counts as dead, in hours (fractions allowed; default: [background_tasks] stale_task_timeout_hours).") var staleHours: Double?
 
@@ -217,6 +218,8 @@ public struct TasksCommand: AsyncParsableCommand {
 
         func run() async throws {
             let operations = try TasksCommand.operations(common, readOnly: false)
+            let orphaned = try await operations.recoverOrphanedTasks()
+            Output.line("failed \(orphaned) running task(s) whose process has ended (lost worker; resumable)")
             let count = try await operations.cleanupStaleTasks(staleHours: staleHours)
             let hours = staleHours ?? operations.settings.backgroundTasks.staleTaskTimeoutHours
             Output.line("marked \(count) stale task(s) failed (no heartbeat for more than \(hours) h)")

@@ -2,9 +2,10 @@ import Flujo
 
 /// Writes: every change to the rows, with the counters changed in the same transaction.
 extension SQLiteStateStore {
+    /// Every column and the owner (`?26`): the process that runs a running background task.
     private static let insertState = SQL("""
-        INSERT INTO workflow_state (\(StateRow.columns))
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
+        INSERT INTO workflow_state (\(StateRow.columns), owner)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)
         """)
 
     /// Every column but the row's identity (run id, creation time, background
@@ -16,7 +17,7 @@ extension SQLiteStateStore {
             pipeline_context = ?6, last_step_output = ?7, step_history = ?8, status = ?9, updated_at = ?11,
             total_steps = ?12, error_message = ?13, execution_time_ms = ?14, memory_usage_mb = ?15,
             metadata = ?16, error_category = ?20, attempts = ?21, resumed_from = ?22, step_name = ?23,
-            cost_usd = ?24, tokens = ?25
+            cost_usd = ?24, tokens = ?25, owner = ?26
         WHERE run_id = ?1
         """)
 
@@ -43,7 +44,17 @@ extension SQLiteStateStore {
     private static let failStale = SQL("""
         UPDATE OR FAIL workflow_state
         SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5
-        WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1
+        WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1 AND owner IS NULL
+        """)
+
+    /// The processes recorded as running background tasks now.
+    private static let runningOwners = SQL("SELECT DISTINCT owner FROM workflow_state WHERE is_background_task = 1 AND status = 'running' AND owner IS NOT NULL")
+
+    /// `OR FAIL` as for stale cleanup.
+    private static let failOrphans = SQL("""
+        UPDATE OR FAIL workflow_state
+        SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, owner = NULL
+        WHERE is_background_task = 1 AND status = 'running' AND owner = ?1
         """)
     private static let addUsageSQL = SQL("UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
 
@@ -52,14 +63,51 @@ extension SQLiteStateStore {
         """)
 
     public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
+        let owner = try owner(for: CollectionOfOne(state))
         try await write { (connection) throws(StateStoreError) in
-            try Self.write(state, step: step, parentUsage: parentUsage, on: connection)
+            try Self.write(state, step: step, parentUsage: parentUsage, owner: owner, on: connection)
         }
     }
 
     public func save(_ writes: [StateWrite]) async throws {
+        let owner = try owner(for: writes.lazy.map(\.state))
         try await write { (connection) throws(StateStoreError) in
-            for item in writes { try Self.write(item.state, step: item.step, parentUsage: item.parentUsage, on: connection) }
+            for item in writes { try Self.write(item.state, step: item.step, parentUsage: item.parentUsage, owner: owner, on: connection) }
+        }
+    }
+
+    /// This process's owner identity when `states` hold a running background
+    /// task: its owner lock is taken before the row is committed, so no other
+    /// process ever sees the task running without a live owner.
+    private func owner(for states: some Sequence<WorkflowState>) throws(StateStoreError) -> String? {
+        guard states.contains(where: { $0.isBackgroundTask && $0.status == .running }) else { return nil }
+        return try TaskClaims.shared.holdOwnerLock(key: claimKey, filename: filename)
+    }
+
+    public func failOrphanedTasks(applying transition: TaskTransition) async throws -> Int {
+        // Which owners are gone is read first (a lock probe each), then their rows change in one write.
+        let owners = try withConnection { (connection) throws(StateStoreError) -> [String] in
+            let statement = try connection.statement(Self.runningOwners)
+            var owners: [String] = []
+            while try statement.step() { if let owner = statement.string(0) { owners.append(owner) } }
+            return owners
+        }
+        let gone = owners.filter { !TaskClaims.shared.isOwnerAlive($0, key: claimKey, filename: filename) }
+        guard !gone.isEmpty else { return 0 }
+        return try await write { (connection) throws(StateStoreError) -> Int in
+            var count = 0
+            for owner in gone {
+                let statement = try connection.statement(Self.failOrphans)
+                statement.bind(1, owner)
+                statement.bind(2, transition.status.rawValue)
+                statement.bind(3, transition.at)
+                statement.bind(4, transition.errorMessage)
+                statement.bind(5, transition.errorCategory?.rawValue)
+                try statement.run()
+                count += connection.changes
+            }
+            connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)
+            return count
         }
     }
 
@@ -67,7 +115,7 @@ extension SQLiteStateStore {
     public func saveNow(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage? = nil) throws(StateStoreError) {
         try withConnection { (connection) throws(StateStoreError) in
             try connection.transaction { () throws(StateStoreError) in
-                try Self.write(state, step: step, parentUsage: parentUsage, on: connection)
+                try Self.write(state, step: step, parentUsage: parentUsage, owner: nil, on: connection)
             }
         }
     }
@@ -77,7 +125,7 @@ extension SQLiteStateStore {
     public func saveAll(_ states: [WorkflowState]) throws(StateStoreError) {
         try withConnection { (connection) throws(StateStoreError) in
             try connection.transaction { () throws(StateStoreError) in
-                for state in states { try Self.write(state, step: nil, parentUsage: nil, on: connection) }
+                for state in states { try Self.write(state, step: nil, parentUsage: nil, owner: nil, on: connection) }
             }
         }
     }
@@ -91,7 +139,8 @@ extension SQLiteStateStore {
 
     /// Upserts the state and its run totals, appends the step and adds the usage
     /// to the parent's totals, inside the caller's transaction.
-    private static func write(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?, on connection: SQLiteConnection) throws(StateStoreError) {
+    private static func write(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?, owner: String?, on connection: SQLiteConnection) throws(StateStoreError) {
+        let rowOwner = state.isBackgroundTask && state.status == .running ? owner : nil
         if let parentUsage, let parent = state.parentRunID, parentUsage.costUSD != 0 || parentUsage.tokens != 0 {
             try addUsage(parentUsage, to: parent, on: connection)
         }
@@ -119,12 +168,14 @@ extension SQLiteStateStore {
                 existing.reset()
                 let update = try connection.statement(updateState)
                 StateRow.bind(state, to: update)
+                update.bind(26, rowOwner)
                 try update.run()
                 connection.counterChanges.moved(isBackground: isBackground, from: oldStatus, to: state.status.rawValue)
                 connection.counterChanges.duration(from: oldDuration, to: state.executionTimeMs)
             } else {
                 let insert = try connection.statement(insertState)
                 StateRow.bind(state, to: insert)
+                insert.bind(26, rowOwner)
                 try insert.run()
                 connection.counterChanges.inserted(
                     isBackground: state.isBackgroundTask, status: state.status.rawValue,

@@ -89,6 +89,7 @@ enum Schema {
         ("workflow_state", "step_name", "TEXT"),
         ("workflow_state", "cost_usd", "REAL NOT NULL DEFAULT 0"),
         ("workflow_state", "tokens", "INTEGER NOT NULL DEFAULT 0"),
+        ("workflow_state", "owner", "TEXT"),
         ("runs", "background_cost_usd", "REAL NOT NULL DEFAULT 0"),
         ("runs", "background_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ]

@@ -51,6 +51,8 @@ final class TaskClaims: Sendable {
         /// Read-only descriptors replaced by a writable one: kept open, since
         /// closing a descriptor of the database can drop SQLite's POSIX locks.
         var retired: [Int32] = []
+        /// The identity under which this process holds its owner lock on the file, once it does.
+        var ownerIdentity: String?
     }
 
     private let files = Mutex<[Key: File]>([:])
@@ -99,6 +101,72 @@ final class TaskClaims: Sendable {
         }
         let base: UInt64 = 1 << 40
         return Int64(base + hash % ((1 << 62) - base))
+    }
+
+    /// The owner lock offset of a process: 2^62 plus a hash below 2^30, apart from every claim.
+    static func ownerOffset(of owner: String) -> Int64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in owner.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        return Int64((UInt64(1) << 62) + hash % (1 << 30))
+    }
+
+    /// Takes this process's owner lock on the file, once, and returns the
+    /// identity recorded with the tasks it runs: from then on, until the
+    /// process ends however it ends, other processes see those tasks as alive.
+    /// An identity whose lock byte another live process holds (a hash
+    /// collision) is replaced by a new one, so a lock is never shared.
+    func holdOwnerLock(key: Key, filename: String) throws(StateStoreError) -> String {
+        guard case .file = key else { return Identifiers.processOwner }
+        let result = files.withLock { files -> Result<String, StateStoreError> in
+            var file = files[key] ?? File(descriptor: -1, writable: false, held: [:])
+            defer { files[key] = file }
+            if let identity = file.ownerIdentity { return .success(identity) }
+            if !file.writable {
+                let descriptor = Self.openLockFile(filename, writable: true)
+                if descriptor < 0 {
+                    let code = errno
+                    return .failure(.storage(path: filename, code: code, message: "cannot open the database file to hold the owner lock: \(String(cString: strerror(code)))"))
+                }
+                if file.descriptor >= 0 { file.retired.append(file.descriptor) }
+                file.descriptor = descriptor
+                file.writable = true
+            }
+            var identity = Identifiers.processOwner
+            for _ in 0..<16 {
+                var lock = Self.lock(F_WRLCK, at: Self.ownerOffset(of: identity))
+                if fcntl(file.descriptor, Self.setLock, &lock) == 0 {
+                    file.ownerIdentity = identity
+                    return .success(identity)
+                }
+                let code = errno
+                guard code == EAGAIN || code == EACCES else {
+                    return .failure(.storage(path: filename, code: code, message: "cannot take the owner lock: \(String(cString: strerror(code)))"))
+                }
+                identity = Identifiers.processOwner + "-" + Identifiers.randomHex(bytes: 4)
+            }
+            return .failure(.storage(path: filename, code: EAGAIN, message: "cannot find a free owner lock"))
+        }
+        return try result.get()
+    }
+
+    /// Whether the process `owner` still runs: it is this one, or its owner lock is held.
+    func isOwnerAlive(_ owner: String, key: Key, filename: String) -> Bool {
+        guard case .file = key else { return true }
+        return files.withLock { files in
+            var file = files[key] ?? File(descriptor: -1, writable: false, held: [:])
+            if owner == file.ownerIdentity { return true }
+            if file.descriptor < 0 {
+                file.descriptor = Self.openLockFile(filename, writable: false)
+                if file.descriptor < 0 { return true }
+                files[key] = file
+            }
+            var lock = Self.lock(F_WRLCK, at: Self.ownerOffset(of: owner))
+            guard fcntl(file.descriptor, Self.getLock, &lock) == 0 else { return true }
+            return lock.l_type != Int16(F_UNLCK)
+        }
     }
 
     /// Tries to take the claim on `taskID` for `owner`, without waiting.

@@ -113,6 +113,9 @@ public final class InMemoryStateStore: StateStore {
         }
     }
 
+    /// Tasks in memory live and die with this process: none is ever orphaned.
+    public func failOrphanedTasks(applying transition: TaskTransition) async throws -> Int { 0 }
+
     public func runTotals(runID: String) async throws -> RunTotals? {
         storage.withLock { storage in
             guard let state = storage.states[runID] else { return nil }

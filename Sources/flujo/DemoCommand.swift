@@ -87,6 +87,7 @@ struct DemoCommand: AsyncParsableCommand {
             Output.line("waiting for \(result.backgroundTaskIDs.count) background task(s) of \(taskMs) ms each (Ctrl-C or kill to leave them for stale cleanup)...")
         }
         await runner.close(timeout: .milliseconds(taskMs + 10_000))
+        await Interrupt.waitIfStopping()
 
         let tasks = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: result.runID, limit: 10_000))
         printSummary(result, tasks: tasks, databasePath: settings.state.path)

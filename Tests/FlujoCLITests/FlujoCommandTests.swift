@@ -114,14 +114,14 @@ struct FlujoCommandTests {
         #expect(metrics.stdout.contains("flujo_runs_total 6"))
     }
 
-    @Test("cleanup with a fractional threshold fails only tasks whose heartbeat stopped")
+    @Test("cleanup with a fractional threshold fails only tasks of no known process whose heartbeat stopped")
     func cleanup() async throws {
         let cli = CLI()
         _ = try await cli.demo()
         let store = try SQLiteStateStore(path: cli.db)
         var dead = WorkflowState(runID: "gone_bg_bg_dead", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "gone", taskID: "bg_dead")
         dead.updatedAt = Timestamp.now.adding(seconds: -120)
-        try await store.save(dead)
+        try store.saveAll([dead])   // an imported row records no owner process
         let output = try await cli.run(["tasks", "cleanup", "--stale-hours", "0.01", "--db", cli.db])
         #expect(output.status == 0, "\(output.stderr)")
         #expect(output.stdout.contains("marked 1 stale task(s) failed"))

@@ -122,8 +122,11 @@ struct SQLiteStateStoreTests {
     func staleCleanup() async throws {
         let (store, _) = try makeStore()
         let now = Timestamp.now
-        try await store.save(fullTask(runID: "old", taskID: "old", status: .running, updatedAt: now.adding(seconds: -48 * 3600)))
-        try await store.save(fullTask(runID: "fresh", taskID: "fresh", status: .running, updatedAt: now.adding(seconds: -60)))
+        // Imported rows record no owner process, as rows of earlier versions: the heartbeat rule applies.
+        try store.saveAll([
+            fullTask(runID: "old", taskID: "old", status: .running, updatedAt: now.adding(seconds: -48 * 3600)),
+            fullTask(runID: "fresh", taskID: "fresh", status: .running, updatedAt: now.adding(seconds: -60)),
+        ])
         try await store.save(fullTask(runID: "done", taskID: "done", status: .completed, updatedAt: now.adding(seconds: -48 * 3600)))
         var foreground = WorkflowState(runID: "fg", pipelineName: "p", status: .running)
         foreground.updatedAt = now.adding(seconds: -48 * 3600)

@@ -35,4 +35,8 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
 
     /// Whether a claim excludes other stores of this kind (other processes), not only this one.
     var claimsSpanStores: Bool { self != .memory }
+
+    /// Whether the store records which process runs each task, so that a live
+    /// one is never failed by the heartbeat rule (and a dead one is found at once).
+    var tracksOwners: Bool { self != .memory }
 }

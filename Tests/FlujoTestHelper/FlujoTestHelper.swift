@@ -83,12 +83,13 @@ struct FlujoTestHelper {
                     }
                 }
                 await runner.close()
-            case "fanout" where arguments.count == 4:
+            case "fanout" where arguments.count == 4 || arguments.count == 5:
                 let store = try SQLiteStateStore(path: arguments[1])
                 var settings = FlujoSettings()
                 settings.backgroundTasks.heartbeatIntervalSeconds = 0.05
                 let runner = Runner(store: store, settings: settings)
-                runner.startMaintenance()
+                // `no-heartbeat`: the tasks look stale to any threshold; only their owner lock says they live.
+                if arguments.count == 4 || arguments[4] != "no-heartbeat" { runner.startMaintenance() }
                 let milliseconds = Int(arguments[3]) ?? 100
                 let sleeper = Step<Int, Int>("sleeper") { value, _ in
                     // Spread over twenty seconds, so a kill finds some done and most in flight.

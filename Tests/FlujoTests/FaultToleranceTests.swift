@@ -9,7 +9,35 @@ import Testing
 struct FaultToleranceTests {
     let helper = TestSupport.executable("FlujoTestHelper")
 
-    @Test("SIGKILL amid 1,000 background tasks: nothing committed is lost, stale detection finds the in-flight ones, resume completes them")
+    @Test("a task whose process lives is never failed, whatever the threshold; killed, its tasks are found at once, in another process")
+    func liveTasksAreNeverFailed() async throws {
+        let path = TestSupport.temporaryDirectory("flujo-live").appendingPathComponent("state.db").path
+        // 20 tasks of at least 60 s each, in a process that records no heartbeat at all.
+        let process = try RunningProcess(helper, ["fanout", path, "20", "60000", "no-heartbeat"])
+        #expect(await process.waitForLine(timeout: 60) { $0.hasPrefix("launched ") })
+        let flujo = TestSupport.executable("flujo")
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("FLUJO_") && !$0.key.hasPrefix("OTEL_") }
+        environment["FLUJO_BACKGROUND_STALE_TASK_TIMEOUT_HOURS"] = "0.0001"
+        try await Task.sleep(for: .milliseconds(800))   // older than 0.0001 h (0.36 s)
+        for arguments in [["tasks", "cleanup", "--stale-hours", "0.0001"], ["tasks", "cleanup"], ["tasks", "list"]] {
+            let output = try await TestSupport.run(flujo, arguments + ["--db", path], environment: environment)
+            #expect(output.status == 0, "\(output.stderr)")
+        }
+        let store = try SQLiteStateStore(path: path)
+        #expect(try await store.statusCounters().backgroundTasks[.running] == 20, "no live task was failed")
+        let operations = TaskOperations(store: store)
+        #expect(try await operations.recoverOrphanedTasks() == 0)
+        await process.kill()
+        let started = ContinuousClock.now
+        let cleanup = try await TestSupport.run(flujo, ["tasks", "cleanup", "--db", path], environment: environment)
+        #expect(cleanup.stdout.contains("failed 20 running task(s) whose process has ended"), "\(cleanup.stdout) \(cleanup.stderr)")
+        #expect(ContinuousClock.now - started < .seconds(10))
+        let failed = try await store.listBackgroundTasks(BackgroundTaskQuery(statuses: [.failed], limit: 100))
+        #expect(failed.count == 20 && failed.allSatisfy { $0.errorCategory == .lostWorker })
+        #expect(failed.allSatisfy { $0.errorMessage?.contains("lost worker") == true })
+    }
+
+    @Test("SIGKILL amid 1,000 background tasks: nothing committed is lost, recovery finds the in-flight ones at once, resume completes them")
     func killedFanOut() async throws {
         let path = TestSupport.temporaryDirectory("flujo-fanout").appendingPathComponent("state.db").path
         let process = try RunningProcess(helper, ["fanout", path, "1000", "400"])
@@ -34,16 +62,15 @@ struct FaultToleranceTests {
         #expect(running > 0, "the kill left tasks in flight")
         #expect((counters.backgroundTasks[.completed] ?? 0) == completed)
 
-        // A fresh heartbeat-based cleanup misses nothing once the heartbeats have lapsed.
-        try await Task.sleep(for: .milliseconds(700))
-        var settings = FlujoSettings()
-        settings.backgroundTasks.staleTaskTimeoutHours = 0.5 / 3600
-        let runner = Runner(store: store, settings: settings)
+        // Recovery finds every in-flight task at once: the killed process's owner lock died with it.
+        // No threshold and no heartbeat age is involved (the default threshold is 24 hours).
+        let runner = Runner(store: store)
         try runner.registry.register(Step<Int, Int>("sleeper") { value, _ in value })
-        #expect(try await runner.tasks.cleanupStaleTasks() == running, "the cleanup found every in-flight task")
+        #expect(try await runner.tasks.cleanupStaleTasks() == 0, "the heartbeat rule is not what finds them")
+        #expect(try await runner.tasks.recoverOrphanedTasks() == running, "recovery found every in-flight task at once")
         let failedNow = try await runner.tasks.failed(parentRunID: runID, limit: 10_000)
         #expect(failedNow.count == running)
-        #expect(failedNow.allSatisfy { $0.errorCategory == .timeout })
+        #expect(failedNow.allSatisfy { $0.errorCategory == .lostWorker })
         for task in failedNow {
             #expect(try await runner.tasks.resume(taskID: task.taskID).status == .completed)
         }

@@ -186,7 +186,7 @@ struct BackgroundSettingsEffectTests {
         let (runner, _, _) = try makeRunner(settings: try settings("[background_tasks]\nstale_task_timeout_hours = 1\n"))
         var state = WorkflowState(runID: "p_bg_bg_x", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "p", taskID: "bg_x")
         state.updatedAt = Timestamp.now.adding(seconds: -2 * 3600)
-        try await runner.store.save(state)
+        try (runner.store as! SQLiteStateStore).saveAll([state])   // no owner recorded: the heartbeat rule applies
         #expect(try await runner.tasks.cleanupStaleTasks() == 1)
         await runner.close()
     }
@@ -217,7 +217,7 @@ struct BackgroundSettingsEffectTests {
         runner.startMaintenance()
         var state = WorkflowState(runID: "p_bg_bg_y", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "p", taskID: "bg_y")
         state.updatedAt = Timestamp.now.adding(seconds: -2 * 3600)
-        try await runner.store.save(state)
+        try (runner.store as! SQLiteStateStore).saveAll([state])   // no owner recorded: the heartbeat rule applies
         let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline, try await runner.store.loadTask(taskID: "bg_y")?.status == .running {
             try await Task.sleep(for: .milliseconds(5))

@@ -9,15 +9,16 @@ import Testing
 /// Listing, resuming, retrying and cleaning up tasks through `TaskOperations`.
 @Suite("Task operations")
 struct TaskOperationsTests {
-    @Test("a 48-hour-old running task is cleaned up with a 24-hour threshold; a fresh one is not")
+    @Test("a 48-hour-old running task of no known process is cleaned up with a 24-hour threshold; a fresh one is not")
     func staleCleanup() async throws {
         let (runner, _, _) = try makeRunner()
         let now = Timestamp.now
-        for (id, age) in [("bg_old", 48.0), ("bg_fresh", 1.0)] {
+        // Imported rows record no owner process, as rows of earlier versions: the heartbeat rule applies.
+        try (runner.store as! SQLiteStateStore).saveAll([("bg_old", 48.0), ("bg_fresh", 1.0)].map { id, age in
             var state = WorkflowState(runID: "parent_bg_\(id)", pipelineName: "p", status: .running, createdAt: now.adding(seconds: -age * 3600), isBackgroundTask: true, parentRunID: "parent", taskID: id, stepName: "s")
             state.updatedAt = now.adding(seconds: -age * 3600)
-            try await runner.store.save(state)
-        }
+            return state
+        })
         #expect(try await runner.tasks.cleanupStaleTasks(staleHours: 24) == 1)
         let old = try #require(try await runner.store.loadTask(taskID: "bg_old"))
         #expect(old.status == .failed)
@@ -229,7 +230,7 @@ struct TaskOperationsTests {
         let (seed, _, path) = try makeRunner()
         var dead = WorkflowState(runID: "gone_bg_bg_dead", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "gone", taskID: "bg_dead")
         dead.updatedAt = Timestamp.now.adding(seconds: -3 * 3600)
-        try await seed.store.save(dead)
+        try (seed.store as! SQLiteStateStore).saveAll([dead])   // no owner recorded: the heartbeat rule applies
         var settings = FlujoSettings()
         settings.backgroundTasks.staleTaskTimeoutHours = 2
         let (runner, _, _) = try makeRunner(settings: settings, path: path)

@@ -39,7 +39,7 @@ extension ErrorCategory {
     /// Whether errors of this category are usually worth retrying.
     public var isTransient: Bool {
         switch self {
-        case .network, .timeout, .rateLimit, .externalService: return true
+        case .network, .timeout, .rateLimit, .externalService, .lostWorker: return true
         default: return false
         }
     }

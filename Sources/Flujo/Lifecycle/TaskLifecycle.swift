@@ -134,6 +134,15 @@ public enum TaskLifecycle {
             errorCategory: .timeout, at: time)
     }
 
+    /// What recovery records on a running task whose process has ended:
+    /// `failed`, category lost_worker (retryable). Its attempt counts: the step
+    /// may have run part of the way, so a step that runs again must be safe to repeat.
+    public static func orphaned(at time: Timestamp) -> TaskTransition {
+        TaskTransition(
+            status: .failed, errorMessage: "the process running it ended before it finished (lost worker); resume or retry it",
+            errorCategory: .lostWorker, at: time)
+    }
+
     static func cancelled(message: String, at time: Timestamp) -> TaskTransition {
         TaskTransition(status: .cancelled, errorMessage: message, errorCategory: .cancelled, at: time)
     }

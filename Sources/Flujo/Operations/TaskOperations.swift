@@ -191,9 +191,21 @@ public struct TaskOperations: Sendable {
         return report
     }
 
+    /// Applies `TaskLifecycle.orphaned` to every running background task whose
+    /// process has ended (it held a lock the kernel dropped with it): found at
+    /// once, whatever the heartbeat and thresholds say. A task whose process
+    /// lives is never touched. Returns how many it changed.
+    @discardableResult
+    public func recoverOrphanedTasks() async throws -> Int {
+        try await store.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: .now))
+    }
+
     /// Applies `TaskLifecycle.stale` to running background tasks whose
-    /// heartbeat is older than `staleHours` (default `stale_task_timeout_hours`).
-    /// Times are compared in UTC. Returns how many it changed.
+    /// heartbeat is older than `staleHours` (default `stale_task_timeout_hours`)
+    /// and that record no owner process (rows written before owners were
+    /// recorded, or by a store without owner locks); a task whose owner is
+    /// known is left to `recoverOrphanedTasks`, so a live one is never failed,
+    /// whatever the threshold. Times are compared in UTC. Returns how many it changed.
     @discardableResult
     public func cleanupStaleTasks(staleHours: Double? = nil) async throws -> Int {
         let hours = staleHours ?? settings.backgroundTasks.staleTaskTimeoutHours

@@ -1,10 +1,11 @@
 import Foundation
 
 extension Runner {
-    /// Starts maintenance: one stale cleanup now, then a loop that records the
-    /// heartbeat of this runner's running tasks every `heartbeat_interval_seconds`
-    /// and runs the stale cleanup every `stale_check_interval_seconds` (0: only
-    /// now). `close()` stops it. Does nothing when state tracking is off, when
+    /// Starts maintenance: recovery of tasks whose process ended and one stale
+    /// cleanup now, then a loop that records the heartbeat of this runner's
+    /// running tasks and recovers orphaned tasks every
+    /// `heartbeat_interval_seconds`, and runs the stale cleanup every
+    /// `stale_check_interval_seconds` (0: only now). `close()` stops it. Does nothing when state tracking is off, when
     /// it runs already, or after `close()`.
     ///
     /// Call it in a process whose background tasks may run for longer than
@@ -20,10 +21,12 @@ extension Runner {
         tracker.startMaintenanceIfNeeded {
             Task {
                 do {
+                    let orphaned = try await operations.recoverOrphanedTasks()
+                    if orphaned > 0 { runner.logger.notice("failed \(orphaned) background task(s) whose process ended (lost worker)") }
                     let count = try await operations.cleanupStaleTasks()
                     if count > 0 { runner.logger.notice("marked \(count) stale background task(s) failed") }
                 } catch {
-                    runner.logger.warning("stale cleanup failed: \(error)")
+                    runner.logger.warning("recovery or stale cleanup failed: \(error)")
                 }
                 var sinceStaleCheck = 0.0
                 while !Task.isCancelled {
@@ -34,6 +37,12 @@ extension Runner {
                         do { try await runner.store.heartbeat(runIDs: running, at: .now) } catch {
                             runner.logger.warning("heartbeat failed: \(error)")
                         }
+                    }
+                    do {
+                        let orphaned = try await operations.recoverOrphanedTasks()
+                        if orphaned > 0 { runner.logger.notice("failed \(orphaned) background task(s) whose process ended (lost worker)") }
+                    } catch {
+                        runner.logger.warning("recovery of orphaned tasks failed: \(error)")
                     }
                     sinceStaleCheck += heartbeat
                     if staleEvery > 0 && sinceStaleCheck >= staleEvery {

@@ -25,6 +25,8 @@ public enum ErrorCategory: String, Sendable, Hashable, Codable, CaseIterable {
     case dataCorruption = "data_corruption"
     /// The work was cancelled.
     case cancelled
+    /// The process running the work ended before it finished (crashed, killed, or its host went away).
+    case lostWorker = "lost_worker"
     /// The operating system or runtime failed.
     case system
     /// None of the above.

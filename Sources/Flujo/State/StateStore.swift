@@ -56,8 +56,17 @@ public protocol StateStore: Sendable {
 
     /// Applies `transition` (decided by `TaskLifecycle.stale`) to every running
     /// background task whose heartbeat (`updatedAt`) is older than
-    /// `heartbeatBefore`, in one transaction. Returns how many it changed.
+    /// `heartbeatBefore` and that records no live owner, in one transaction.
+    /// A store that knows the process running each task (see
+    /// `failOrphanedTasks`) leaves those tasks to that rule. Returns how many it changed.
     func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int
+
+    /// Applies `transition` (decided by `TaskLifecycle.orphaned`) to every
+    /// running background task whose process has ended, whatever its
+    /// heartbeat says, and never to one whose process lives. Returns how many
+    /// it changed. A store whose tasks cannot outlive their process (in memory)
+    /// changes none.
+    func failOrphanedTasks(applying transition: TaskTransition) async throws -> Int
 
 
     /// A run's usage totals, its own and its background tasks'.
