@@ -86,7 +86,7 @@ struct DemoCommand: AsyncParsableCommand {
         if taskMs >= 1000 {
             Output.line("waiting for \(result.backgroundTaskIDs.count) background task(s) of \(taskMs) ms each (Ctrl-C or kill to leave them for stale cleanup)...")
         }
-        await runner.close(timeout: .milliseconds(taskMs + 10_000))
+        let closed = await runner.close(timeout: .milliseconds(taskMs + 10_000))
         await Interrupt.waitIfStopping()
 
         let tasks = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: result.runID, limit: 10_000))
@@ -96,6 +96,10 @@ struct DemoCommand: AsyncParsableCommand {
             _ = await Interrupt.wait()
         }
         await telemetry.shutdown()
+        if !closed.isComplete {
+            let first = closed.unpersisted[0]
+            throw CLIError("could not persist the outcome of \(closed.unpersisted.count) background task(s) (first: \(first.taskID) \(first.status.rawValue): \(first.error)). They stay running until this process ends; then `flujo tasks cleanup` fails them as lost workers and `flujo tasks retry` runs them again.")
+        }
         if result.status != .completed { throw ExitCode(1) }
     }
 

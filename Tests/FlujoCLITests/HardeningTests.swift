@@ -221,3 +221,47 @@ struct SignalTests {
         #expect(process.terminationStatus == 130)
     }
 }
+
+@Suite("A full disk")
+struct FullDiskTests {
+    static func mount(_ folder: String, size: String, remount: Bool = false) async throws -> Int32 {
+        let options = (remount ? "remount," : "") + "size=\(size)"
+        return try await TestSupport.run(URL(fileURLWithPath: "/usr/bin/env"), ["mount", "-t", "tmpfs", "-o", options, "tmpfs", folder]).status
+    }
+
+    @Test("outcomes that cannot be written are kept, retried and reported: exit non-zero; once space is back, recovery and retry complete every task",
+          .enabled(if: getuid() == 0, "mounting a small tmpfs needs root (CI runs as root)"))
+    func fullDisk() async throws {
+        let folder = TestSupport.temporaryDirectory("flujo-full").path
+        #expect(try await Self.mount(folder, size: "16m") == 0)
+        let db = folder + "/state.db"
+        let cli = CLI()
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OTEL_") && !$0.key.hasPrefix("FLUJO_") }
+        environment["NO_COLOR"] = "1"
+        let demo = try RunningProcess(TestSupport.executable("flujo"), [
+            "demo", "--db", db, "--background", "10", "--fail", "0", "--pause", "0", "--task-ms", "1000",
+        ], environment: environment)
+        #expect(await demo.waitForLine { $0.hasPrefix("waiting for") })
+        // The disk fills up while the 13 tasks work: none of their outcomes can be written.
+        let filler = folder + "/filler"
+        FileManager.default.createFile(atPath: filler, contents: nil)
+        let handle = try #require(FileHandle(forWritingAtPath: filler))
+        let chunk = Data(repeating: 0, count: 64 * 1024)
+        while (try? handle.write(contentsOf: chunk)) != nil {}
+        try? handle.close()
+        await demo.waitForExit()
+        #expect(demo.terminationStatus == 1, "a lost outcome is never exit 0")
+        let lost = try #require(try await cli.json(["tasks", "list", "--db", db, "--json", "--limit", "1000"]) as? [[String: Any]])
+        #expect(lost.count == 13, "every launched task is in the file")
+        #expect(lost.allSatisfy { $0["status"] as? String == "running" }, "the outcomes were not written, and nothing says otherwise")
+        // Space comes back: the tasks are found (their process has ended) and run again.
+        try FileManager.default.removeItem(atPath: filler)
+        let cleanup = try await cli.run(["tasks", "cleanup", "--db", db])
+        #expect(cleanup.stdout.contains("failed 13 running task(s) whose process has ended"), "\(cleanup.stdout) \(cleanup.stderr)")
+        let retry = try await cli.run(["tasks", "retry", "--db", db])
+        #expect(retry.status == 0, "\(retry.stdout) \(retry.stderr)")
+        let tasks = try #require(try await cli.json(["tasks", "list", "--db", db, "--json", "--limit", "1000"]) as? [[String: Any]])
+        #expect(tasks.count == 13 && tasks.allSatisfy { $0["status"] as? String == "completed" }, "\(Dictionary(grouping: tasks) { $0["status"] as? String ?? "?" }.mapValues(\.count))")
+        _ = try await TestSupport.run(URL(fileURLWithPath: "/usr/bin/env"), ["umount", "-l", folder])
+    }
+}

@@ -140,7 +140,10 @@ public struct TaskOperations: Sendable {
         } catch {
             outcome = StepOutcome(ending: executor.hookEnding(error), context: context, attempts: 0, latencySeconds: 0, usage: Usage(), retries: [])
         }
-        await executor.finishTask(outcome, task: resumed, inputJSON: inputJSON, identity: identity, duration: (ContinuousClock.now - started).seconds, resumedFrom: task.status)
+        if let pending = await executor.finishTask(outcome, task: resumed, inputJSON: inputJSON, identity: identity, duration: (ContinuousClock.now - started).seconds, resumedFrom: task.status) {
+            // The step ran but its outcome is not stored: the task keeps its old row and stays resumable.
+            throw RunnerError.outcomeNotPersisted(taskID: taskID, status: outcome.status, reason: pending.error)
+        }
         return TaskOutcome(
             taskID: taskID, runID: resumed.runID, status: outcome.status, outputJSON: outcome.output?.json,
             errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, attempts: resumed.attempts)

@@ -11,6 +11,9 @@ final class BackgroundTracker: Sendable {
     private struct State {
         var running: [String: Entry] = [:]
         var closed = false
+        /// Outcomes not written yet, by run id, and the task writing them again.
+        var pending: [String: PendingOutcome] = [:]
+        var pendingWriter: Task<Void, Never>?
         var maintenance: Task<Void, Never>?
     }
 
@@ -38,6 +41,46 @@ final class BackgroundTracker: Sendable {
     var runningRunIDs: [String] { state.withLock { Array($0.running.keys) } }
 
     var entries: [Entry] { state.withLock { Array($0.running.values) } }
+
+    /// Keeps an outcome to write again; returns true when no writer runs yet (the caller starts one).
+    func addPending(_ outcome: PendingOutcome) -> Bool {
+        state.withLock { state in
+            state.pending[outcome.state.runID] = outcome
+            return state.pendingWriter == nil
+        }
+    }
+
+    var pendingOutcomes: [PendingOutcome] { state.withLock { Array($0.pending.values) } }
+
+    /// Forgets an outcome once written.
+    func removePending(runID: String) {
+        _ = state.withLock { $0.pending.removeValue(forKey: runID) }
+    }
+
+    /// Records a failed try to write an outcome.
+    func notePendingFailure(runID: String, error: String) {
+        state.withLock { state in
+            state.pending[runID]?.error = error
+            state.pending[runID]?.attempts += 1
+        }
+    }
+
+    /// Sets the writer of pending outcomes, unless one runs.
+    func startPendingWriter(_ start: () -> Task<Void, Never>) {
+        state.withLock { state in
+            guard state.pendingWriter == nil else { return }
+            state.pendingWriter = start()
+        }
+    }
+
+    /// Clears the writer when nothing is left to write; false when more came meanwhile.
+    func finishPendingWriter() -> Bool {
+        state.withLock { state in
+            guard state.pending.isEmpty else { return false }
+            state.pendingWriter = nil
+            return true
+        }
+    }
 
     /// Starts the maintenance loop unless it runs already or the runner is closed.
     func startMaintenanceIfNeeded(_ start: () -> Task<Void, Never>) {

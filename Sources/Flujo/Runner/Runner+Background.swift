@@ -106,6 +106,41 @@ extension Runner {
             outcome = StepOutcome(ending: executor.hookEnding(error), context: context, attempts: 0, latencySeconds: 0, usage: Usage(), retries: [])
         }
         if let budget { parentLedger?.giveBack(reserved: budget, used: outcome.usage) }
-        await executor.finishTask(outcome, task: initial, inputJSON: input.json, identity: identity, duration: (ContinuousClock.now - started).seconds)
+        if let pending = await executor.finishTask(outcome, task: initial, inputJSON: input.json, identity: identity, duration: (ContinuousClock.now - started).seconds) {
+            keep(pending)
+        }
+    }
+
+    /// Keeps an outcome that could not be written and writes it again, with
+    /// backoff, until it is written or `close()` reports it. Meanwhile the task's
+    /// row stays `running` under this process's owner: if the process ends
+    /// first, recovery fails it as a lost worker, resumable.
+    func keep(_ pending: PendingOutcome) {
+        _ = tracker.addPending(pending)
+        let runner = self
+        tracker.startPendingWriter {
+            Task {
+                var delay = Duration.milliseconds(50)
+                while true {
+                    await runner.writePending()
+                    if runner.tracker.finishPendingWriter() || runner.tracker.isClosed { return }
+                    try? await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(5))
+                }
+            }
+        }
+    }
+
+    /// Tries once to write every kept outcome.
+    func writePending() async {
+        for pending in tracker.pendingOutcomes {
+            do {
+                try await store.save(pending.state, step: pending.step, parentUsage: pending.parentUsage)
+                tracker.removePending(runID: pending.state.runID)
+                logger.notice("wrote the outcome of task \(pending.state.taskID ?? pending.state.runID) after \(pending.attempts) failed attempt(s)")
+            } catch {
+                tracker.notePendingFailure(runID: pending.state.runID, error: "\(error)")
+            }
+        }
     }
 }

@@ -58,8 +58,13 @@ extension Runner {
     public var isMaintenanceRunning: Bool { tracker.isMaintenanceRunning }
 
     /// Waits for background tasks up to `timeout` (default `shutdown_timeout_seconds`),
-    /// cancels the rest and persists them `cancelled`, stops maintenance and drains queued sinks.
-    public func close(timeout: Duration? = nil) async {
+    /// cancels the rest and persists them `cancelled`, makes a last attempt to
+    /// write outcomes that could not be written, stops maintenance and drains
+    /// queued sinks. The report names what could not be persisted: those
+    /// tasks stay `running` under this process until it ends, and are then
+    /// recovered as lost workers (resumable).
+    @discardableResult
+    public func close(timeout: Duration? = nil) async -> CloseReport {
         let limit = timeout ?? .seconds(settings.backgroundTasks.shutdownTimeoutSeconds)
         let deadline = ContinuousClock.now + limit
         while !tracker.isEmpty && ContinuousClock.now < deadline {
@@ -76,7 +81,32 @@ extension Runner {
             await executor.markCancelledAtShutdown(runID: entry.runID)
             tracker.remove(runID: entry.runID)
         }
+        if !tracker.pendingOutcomes.isEmpty { await writePending() }
+        let unpersisted = tracker.pendingOutcomes
+        for pending in unpersisted {
+            logger.error("could not persist the outcome of task \(pending.state.taskID ?? pending.state.runID) after \(pending.attempts) attempt(s): \(pending.error)")
+        }
         tracker.close()?.cancel()
         await hooks.drain()
+        return CloseReport(unpersisted: unpersisted.map { CloseReport.Unpersisted(taskID: $0.state.taskID ?? $0.state.runID, status: $0.state.status, error: $0.error) })
     }
+}
+
+/// What `Runner.close()` could not do.
+public struct CloseReport: Sendable, Hashable {
+    /// A task whose outcome is not in the store.
+    public struct Unpersisted: Sendable, Hashable {
+        /// The task.
+        public var taskID: String
+        /// The outcome that was not written.
+        public var status: RunStatus
+        /// The last error writing it.
+        public var error: String
+    }
+
+    /// Outcomes that could not be written, even at close.
+    public var unpersisted: [Unpersisted]
+
+    /// Whether everything was persisted.
+    public var isComplete: Bool { unpersisted.isEmpty }
 }

@@ -12,6 +12,8 @@ public enum RunnerError: Error, Sendable, Hashable, CustomStringConvertible {
     case resumabilityDisabled
     /// The runner was closed.
     case closed
+    /// A resumed step ran, but its outcome could not be written; the task keeps its stored state.
+    case outcomeNotPersisted(taskID: String, status: RunStatus, reason: String)
     /// A task id longer than any this library makes.
     case invalidTaskID(length: Int, limit: Int)
 
@@ -30,6 +32,8 @@ public enum RunnerError: Error, Sendable, Hashable, CustomStringConvertible {
             return "resuming background tasks is switched off ([background_tasks] enable_resumability = false)."
         case .closed:
             return "the runner is closed."
+        case let .outcomeNotPersisted(id, status, reason):
+            return "task '\(id)' ran and ended \(status.rawValue), but its outcome could not be written (\(reason)); the task keeps its stored state and can be resumed again once the store accepts writes."
         case let .invalidTaskID(length, limit):
             return "that task id is \(length) bytes long; task ids have at most \(limit) (they look like bg_ and 32 hex digits). List tasks with `flujo tasks list`."
         }

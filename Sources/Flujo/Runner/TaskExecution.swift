@@ -1,9 +1,22 @@
 import Foundation
 
+/// A task's outcome that could not be written yet (a full disk, a lock held
+/// too long): kept by the engine and written again until it is, or reported by `close()`.
+struct PendingOutcome: Sendable {
+    let state: WorkflowState
+    let step: StepRecord
+    let parentUsage: Usage
+    var error: String
+    var attempts = 1
+}
+
 extension Executor {
     /// Persists a task's outcome as `TaskLifecycle.finished` records it, adds
-    /// its usage to its parent, and emits its end events.
-    func finishTask(_ outcome: StepOutcome, task: WorkflowState, inputJSON: String, identity: EventIdentity, duration: Double, resumedFrom: RunStatus? = nil) async {
+    /// its usage to its parent, and emits its end events. Returns the outcome
+    /// when it could not be written, for the caller to keep and write again.
+    @discardableResult
+    func finishTask(_ outcome: StepOutcome, task: WorkflowState, inputJSON: String, identity: EventIdentity, duration: Double, resumedFrom: RunStatus? = nil) async -> PendingOutcome? {
+        var pending: PendingOutcome?
         let result = StepResult(
             name: task.stepName ?? "", outputJSON: outcome.output?.json, success: outcome.status == .completed,
             attempts: outcome.attempts, latencySeconds: outcome.latencySeconds, usage: outcome.usage, feedback: outcome.errorMessage)
@@ -15,14 +28,15 @@ extension Executor {
                 durationSeconds: duration, inputJSON: inputJSON),
             resumedFrom: resumedFrom, stepHistoryJSON: "[" + result.jsonText + "]", at: .now)
         if settings.backgroundTasks.enableStateTracking || resumedFrom != nil {
+            let step = StepRecord(
+                runID: state.runID, stepIndex: 0, stepName: result.name, success: result.success, outputJSON: result.outputJSON,
+                attempts: result.attempts, latencySeconds: result.latencySeconds, costUSD: result.usage.costUSD,
+                tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt)
             do {
-                try await store.save(state, step: StepRecord(
-                    runID: state.runID, stepIndex: 0, stepName: result.name, success: result.success, outputJSON: result.outputJSON,
-                    attempts: result.attempts, latencySeconds: result.latencySeconds, costUSD: result.usage.costUSD,
-                    tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt),
-                    parentUsage: outcome.usage)
+                try await store.save(state, step: step, parentUsage: outcome.usage)
             } catch {
-                logger.error("could not persist the outcome of task \(state.taskID ?? state.runID): \(error)")
+                logger.warning("could not persist the outcome of task \(state.taskID ?? state.runID) yet: \(error)")
+                pending = PendingOutcome(state: state, step: step, parentUsage: outcome.usage, error: "\(error)")
             }
         }
         try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(
@@ -33,6 +47,7 @@ extension Executor {
                 taskID: state.taskID ?? "", taskRunID: state.runID, stepName: state.stepName ?? "", status: outcome.status,
                 errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, usage: outcome.usage, durationSeconds: duration)))
         }
+        return pending
     }
 
     /// Persists a task still running when its engine closed as `cancelled`.

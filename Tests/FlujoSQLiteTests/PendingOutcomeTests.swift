@@ -1,0 +1,60 @@
+import Flujo
+import FlujoTestSupport
+import Foundation
+import Synchronization
+import Testing
+
+@testable import FlujoSQLite
+
+/// Opens once every task may finish.
+final class Release: Sendable {
+    private let open = Atomic<Bool>(false)
+    func wait() async { while !open.load(ordering: .acquiring) { try? await Task.sleep(for: .milliseconds(2)) } }
+    func go() { open.store(true, ordering: .releasing) }
+}
+
+@Suite("Outcomes that cannot be written")
+struct PendingOutcomeTests {
+    static func full(_ store: SQLiteStateStore, _ path: String) throws {
+        try store.setMaxPageCountForTesting(try pageCount(path))
+    }
+
+    @Test("kept and written again once the store accepts writes, before close; close then reports nothing")
+    func writtenWhenSpaceReturns() async throws {
+        let (store, path) = try makeStore()
+        let release = Release()
+        let runner = Runner(store: store)
+        let slow = Step<Int, String>("slow") { value, _ in await release.wait(); return String(repeating: "x", count: 3000) + "\(value)" }
+        let result = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(slow), count: 20)), input: 1)
+        try Self.full(store, path)
+        release.go()
+        try await Task.sleep(for: .milliseconds(300))
+        let stuck = try await store.listBackgroundTasks(BackgroundTaskQuery(statuses: [.running]))
+        #expect(stuck.count == 20, "nothing could be written while the disk is full")
+        try store.setMaxPageCountForTesting(1_000_000)
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline, try await store.statusCounters().backgroundTasks[.completed, default: 0] < 20 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(try await store.statusCounters().backgroundTasks[.completed] == 20, "written again in the background")
+        let report = await runner.close()
+        #expect(report.isComplete)
+        #expect(result.backgroundTaskIDs.count == 20)
+    }
+
+    @Test("still unwritten at close: reported, and the rows stay running under this process")
+    func reportedAtClose() async throws {
+        let (store, path) = try makeStore()
+        let release = Release()
+        let runner = Runner(store: store)
+        let slow = Step<Int, String>("slow") { value, _ in await release.wait(); return String(repeating: "y", count: 3000) }
+        _ = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(slow), count: 10)), input: 1)
+        try Self.full(store, path)
+        release.go()
+        let report = await runner.close(timeout: .seconds(5))
+        #expect(report.unpersisted.count == 10)
+        #expect(report.unpersisted.allSatisfy { $0.status == .completed && $0.error.contains("full") })
+        #expect(try await store.listBackgroundTasks(BackgroundTaskQuery(statuses: [.running])).count == 10)
+        #expect(try await TaskOperations(store: store).recoverOrphanedTasks() == 0, "this process still lives: they are not orphans yet")
+    }
+}
