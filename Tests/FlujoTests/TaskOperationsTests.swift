@@ -205,7 +205,7 @@ struct TaskOperationsTests {
         // Once the task is older than the threshold, look right after a fresh heartbeat:
         // a dead task of that age would be cleaned up; this live one must not be.
         var checked = false
-        let deadline = ContinuousClock.now + .seconds(20)
+        let deadline = ContinuousClock.now + .seconds(30)
         while !checked && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(5))
             let now = Timestamp.now
@@ -241,7 +241,7 @@ struct TaskOperationsTests {
         #expect(!runner.isMaintenanceRunning)
         runner.startMaintenance()
         #expect(runner.isMaintenanceRunning)
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline, try await runner.store.loadTask(taskID: "bg_dead")?.status == .running {
             try await Task.sleep(for: .milliseconds(5))
         }
