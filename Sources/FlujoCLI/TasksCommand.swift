@@ -156,18 +156,20 @@ public struct TasksCommand: AsyncParsableCommand {
         @OptionGroup var common: CommonOptions
         @Option(help: "Only tasks launched by this run.") var parent: String?
         @Option(name: .customLong("max-retries"), help: "Tries per task (default: [background_tasks] max_retries).") var maxRetries: Int?
+        @Option(help: "Tasks retried at once.") var concurrency = 1
 
         func validate() throws {
             if let maxRetries { try OptionRange.check(maxRetries, "--max-retries", 1...1000) }
+            try OptionRange.check(concurrency, "--concurrency", 1...256)
         }
 
         func run() async throws {
             let (operations, telemetry) = try TasksCommand.resumer(common)
             let showProgress = Output.stderrIsTerminal
             let report: RetryReport
-            let (parent, maxRetries) = (self.parent, self.maxRetries)
+            let (parent, maxRetries, concurrency) = (self.parent, self.maxRetries, self.concurrency)
             let retrying = Task {
-                try await operations.retryFailed(parentRunID: parent, maxRetries: maxRetries) { done, total, entry in
+                try await operations.retryFailed(parentRunID: parent, maxRetries: maxRetries, concurrency: concurrency) { done, total, entry in
                     if showProgress {
                         FileHandle.standardError.write(Data("\r\u{1B}[2K[\(done)/\(total)] \(entry.taskID) \(entry.status.rawValue)".utf8))
                     }

@@ -217,7 +217,7 @@ struct Statement {
     func bind(_ index: Int32, _ value: String?) {
         if var value {
             // The byte count, not -1: a text may hold NUL characters, and SQLite keeps them.
-            value.withUTF8 { bytes in
+            _ = value.withUTF8 { bytes in
                 bytes.withMemoryRebound(to: CChar.self) { chars in
                     if let base = chars.baseAddress {
                         sqlite3_bind_text(handle, index, base, Int32(clamping: chars.count), transient)

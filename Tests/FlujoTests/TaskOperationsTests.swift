@@ -288,3 +288,35 @@ struct TaskOperationsTests {
         await runner.close()
     }
 }
+
+@Suite("Retry with concurrency")
+struct RetryConcurrencyTests {
+    @Test("retry runs up to --concurrency tasks at once, never more, each once, and reports them in listing order")
+    func concurrentRetry() async throws {
+        let (runner, _, _) = try makeRunner()
+        let running = Atomic<Int>(0)
+        let highest = Atomic<Int>(0)
+        let runs = Atomic<Int>(0)
+        let broken = Atomic<Bool>(true)
+        let flaky = Step<Int, Int>("flaky") { value, _ in
+            if broken.load(ordering: .acquiring) { throw URLError(.networkConnectionLost) }
+            let now = running.wrappingAdd(1, ordering: .relaxed).newValue
+            _ = highest.max(now, ordering: .relaxed)
+            runs.wrappingAdd(1, ordering: .relaxed)
+            try await Task.sleep(for: .milliseconds(50))
+            running.wrappingSubtract(1, ordering: .relaxed)
+            return value
+        }
+        let result = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(flaky), count: 24)), input: 1)
+        for id in result.backgroundTaskIDs { _ = try await waitForTask(runner, id) }
+        broken.store(false, ordering: .releasing)
+        let listed = try await runner.tasks.list(BackgroundTaskQuery(statuses: [.failed])).map(\.taskID)
+        let report = try await runner.tasks.retryFailed(maxRetries: 1, concurrency: 6)
+        #expect(report.entries.map(\.taskID) == listed)
+        #expect(report.succeeded == 24)
+        #expect(runs.load(ordering: .relaxed) == 24, "each task ran once")
+        #expect(highest.load(ordering: .relaxed) <= 6)
+        #expect(highest.load(ordering: .relaxed) > 1, "tasks ran at the same time")
+        await runner.close()
+    }
+}

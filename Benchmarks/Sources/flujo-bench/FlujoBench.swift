@@ -6,9 +6,9 @@ import Foundation
 struct FlujoBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flujo-bench",
-        abstract: "Flujo's end-to-end workloads: W1 fan-out, W2 resume, W3 stale cleanup, W4 scrape, W5 hook overhead, W6 OTLP.")
+        abstract: "Flujo's end-to-end workloads: W1 fan-out, W2 resume, W3 stale cleanup, W4 scrape, W5 hook overhead, W6 OTLP, W7 recovery after SIGKILL.")
 
-    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6 or W6-gzip. Without it, every workload runs, each in its own process.")
+    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip or W7. Without it, every workload runs, each in its own process.")
     var workload: String?
 
     @Flag(help: "Print one JSON object as the last line.")
@@ -17,7 +17,10 @@ struct FlujoBench: AsyncParsableCommand {
     @Option(help: "Repetitions (renders for W4).")
     var repetitions: Int?
 
-    static let all = ["W1", "W1-memory", "W2", "W2+10k", "W3", "W4", "W4-1M", "W5", "W6", "W6-gzip"]
+    @Option(help: .hidden) var path: String?
+    @Option(help: .hidden) var tasks: Int?
+
+    static let all = ["W1", "W1-memory", "W2", "W2+10k", "W3", "W4", "W4-1M", "W5", "W6", "W6-gzip", "W7"]
 
     func run() async throws {
         guard let workload else { return try await runAll() }
@@ -33,6 +36,10 @@ struct FlujoBench: AsyncParsableCommand {
         case "W5": result = try await Workloads.w5(repetitions: repetitions ?? 9)
         case "W6": result = try await Workloads.w6(gzip: false, batches: 200, repetitions: repetitions ?? 3)
         case "W6-gzip": result = try await Workloads.w6(gzip: true, batches: 200, repetitions: repetitions ?? 3)
+        case "W7": result = try await Workloads.w7(tasks: tasks ?? 10_000, repetitions: repetitions ?? 3)
+        case "W7-child":
+            try await Workloads.w7Child(path: path ?? "w7.db", tasks: tasks ?? 10_000)
+            return
         default: throw ValidationError("unknown workload \(workload); choose one of \(Self.all.joined(separator: ", "))")
         }
         if !json {

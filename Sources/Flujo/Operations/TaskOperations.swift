@@ -150,10 +150,14 @@ public struct TaskOperations: Sendable {
     }
 
     /// Retries failed background tasks, each up to `maxRetries` times with
-    /// exponential backoff and jitter between tries. A failed result counts like
-    /// a thrown error. Returns what happened to each task.
+    /// exponential backoff and jitter between tries, `concurrency` tasks at a
+    /// time. A failed result counts like a thrown error. A task another
+    /// process is resuming is skipped (reported `running`). Returns what
+    /// happened to each task, in the order they were listed; `progress` is
+    /// called as each task is done.
     public func retryFailed(
-        parentRunID: String? = nil, maxRetries: Int? = nil, progress: (@Sendable (Int, Int, RetryReport.Entry) -> Void)? = nil
+        parentRunID: String? = nil, maxRetries: Int? = nil, concurrency: Int = 1,
+        progress: (@Sendable (Int, Int, RetryReport.Entry) -> Void)? = nil
     ) async throws -> RetryReport {
         let retries = max(0, maxRetries ?? settings.backgroundTasks.maxRetries)
         let policy = RetryPolicy(
@@ -168,30 +172,51 @@ public struct TaskOperations: Sendable {
             if page.count < 500 { break }
             offset += 500
         }
-        var report = RetryReport(entries: [])
-        for (index, task) in tasks.enumerated() {
-            // Cancelled (an operator's Ctrl-C): no further task is started.
-            if Task.isCancelled { break }
-            guard let taskID = task.taskID else { continue }
-            var entry = RetryReport.Entry(taskID: taskID, status: .failed, retries: 0, error: task.errorMessage)
-            while entry.retries < retries {
-                if entry.retries > 0 { try? await Task.sleep(for: policy.delay(afterAttempt: entry.retries)) }
-                entry.retries += 1
-                do {
-                    let outcome = try await resume(taskID: taskID)
-                    entry.status = outcome.status
-                    entry.error = outcome.errorMessage
-                    if outcome.status != .failed { break }
-                } catch let error as RunnerError {
-                    entry.error = error.description
-                    if case .alreadyBeingResumed = error { entry.status = .running }
-                    break
-                }
+        let candidates = tasks.compactMap { task in task.taskID.map { ($0, task.errorMessage) } }
+        var entries = [RetryReport.Entry?](repeating: nil, count: candidates.count)
+        var done = 0
+        await withTaskGroup(of: (Int, RetryReport.Entry).self) { group in
+            var next = 0
+            func startNext() {
+                // Cancelled (an operator's Ctrl-C): no further task is started.
+                guard next < candidates.count, !Task.isCancelled else { return }
+                let index = next
+                next += 1
+                let (taskID, error) = candidates[index]
+                group.addTask { (index, await retry(taskID: taskID, lastError: error, retries: retries, policy: policy)) }
             }
-            report.entries.append(entry)
-            progress?(index + 1, tasks.count, entry)
+            for _ in 0..<min(max(1, concurrency), max(1, candidates.count)) { startNext() }
+            for await (index, entry) in group {
+                entries[index] = entry
+                done += 1
+                progress?(done, candidates.count, entry)
+                startNext()
+            }
         }
-        return report
+        return RetryReport(entries: entries.compactMap { $0 })
+    }
+
+    /// One task's retries, each a resume, until one does not fail.
+    private func retry(taskID: String, lastError: String?, retries: Int, policy: RetryPolicy) async -> RetryReport.Entry {
+        var entry = RetryReport.Entry(taskID: taskID, status: .failed, retries: 0, error: lastError)
+        while entry.retries < retries {
+            if entry.retries > 0 { try? await Task.sleep(for: policy.delay(afterAttempt: entry.retries)) }
+            entry.retries += 1
+            do {
+                let outcome = try await resume(taskID: taskID)
+                entry.status = outcome.status
+                entry.error = outcome.errorMessage
+                if outcome.status != .failed { break }
+            } catch let error as RunnerError {
+                entry.error = error.description
+                if case .alreadyBeingResumed = error { entry.status = .running }
+                break
+            } catch {
+                entry.error = "\(error)"
+                break
+            }
+        }
+        return entry
     }
 
     /// Applies `TaskLifecycle.orphaned` to every running background task whose
