@@ -60,7 +60,7 @@ public final class MetricsCollector: Sendable {
             MetricFamily(name: "flujo_background_tasks_by_status", help: "Background tasks in the state store, by status.", kind: .gauge,
                          samples: RunStatus.allCases.map { .init(name: "flujo_background_tasks_by_status", labels: [("status", $0.rawValue)], value: Double(counters.backgroundTasks[$0] ?? 0)) }),
             MetricFamily(name: "flujo_runs_total", help: "Runs ever persisted, background tasks included.", kind: .counter,
-                         samples: [.init(name: "flujo_runs_total", value: Double(counters.totalRuns))]),
+                         samples: [.init(name: "flujo_runs_total", value: Double(counters.totalRuns + counters.prunedRuns))]),
             MetricFamily(name: "flujo_average_run_duration_seconds", help: "Mean duration of runs in the state store that recorded one, in seconds.", kind: .gauge,
                          samples: [.init(name: "flujo_average_run_duration_seconds", value: counters.durationCount > 0 ? counters.durationSumMs / Double(counters.durationCount) / 1000 : 0)]),
         ]

@@ -18,9 +18,10 @@ struct CounterChanges {
     private var totalRuns = 0
     private var durationSumMs = 0.0
     private var durationCount = 0
+    private var prunedRuns = 0
 
     var isEmpty: Bool {
-        statuses.isEmpty && createdPerHour.isEmpty && totalRuns == 0 && durationSumMs == 0 && durationCount == 0
+        statuses.isEmpty && createdPerHour.isEmpty && totalRuns == 0 && durationSumMs == 0 && durationCount == 0 && prunedRuns == 0
     }
 
     /// A new row.
@@ -29,6 +30,16 @@ struct CounterChanges {
         createdPerHour[createdAtMs / 3_600_000, default: 0] += 1
         totalRuns += 1
         duration(from: nil, to: executionTimeMs)
+    }
+
+    /// A row deleted by retention: it no longer counts, except in the total of
+    /// runs ever persisted (`pruned_runs` keeps what the deletions took away).
+    mutating func deleted(isBackground: Bool, status: String, createdAtMs: Int64, executionTimeMs: Double?) {
+        statuses[StatusKey(isBackground: isBackground, status: status), default: 0] -= 1
+        createdPerHour[createdAtMs / 3_600_000, default: 0] -= 1
+        totalRuns -= 1
+        prunedRuns += 1
+        duration(from: executionTimeMs, to: nil)
     }
 
     /// `count` rows whose status went from `old` to `new`.
@@ -49,7 +60,10 @@ struct CounterChanges {
         INSERT INTO status_counts (is_background, status, count) VALUES (?1, ?2, ?3)
         ON CONFLICT (is_background, status) DO UPDATE SET count = count + excluded.count
         """)
-    private static let addTotal = SQL("UPDATE stat_totals SET value = value + ?2 WHERE name = ?1")
+    private static let addTotal = SQL("""
+        INSERT INTO stat_totals (name, value) VALUES (?1, ?2)
+        ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+        """)
     private static let addHour = SQL("""
         INSERT INTO created_per_hour (hour, count) VALUES (?1, ?2)
         ON CONFLICT (hour) DO UPDATE SET count = count + excluded.count
@@ -70,7 +84,7 @@ struct CounterChanges {
             statement.bind(2, change)
             try statement.run()
         }
-        for (name, change) in [("total_runs", Double(totalRuns)), ("duration_sum_ms", durationSumMs), ("duration_count", Double(durationCount))] where change != 0 {
+        for (name, change) in [("total_runs", Double(totalRuns)), ("duration_sum_ms", durationSumMs), ("duration_count", Double(durationCount)), ("pruned_runs", Double(prunedRuns))] where change != 0 {
             let statement = try connection.statement(Self.addTotal)
             statement.bind(1, name)
             statement.bind(2, change)

@@ -149,7 +149,8 @@ extension SQLiteStateStore {
         while try totalRows.step() { totals[totalRows.string(0) ?? ""] = totalRows.double(1) }
         return StatusCounters(
             runs: runs, backgroundTasks: background, totalRuns: Int(totals["total_runs"] ?? 0),
-            durationSumMs: totals["duration_sum_ms"] ?? 0, durationCount: Int(totals["duration_count"] ?? 0))
+            durationSumMs: totals["duration_sum_ms"] ?? 0, durationCount: Int(totals["duration_count"] ?? 0),
+            prunedRuns: Int(totals["pruned_runs"] ?? 0))
     }
 
     public func workflowStats(now: Timestamp) async throws -> WorkflowStats {

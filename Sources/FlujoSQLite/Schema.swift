@@ -133,7 +133,7 @@ enum Schema {
         INSERT INTO status_counts (is_background, status, count)
             SELECT is_background_task, status, count(*) FROM workflow_state GROUP BY is_background_task, status
             ON CONFLICT (is_background, status) DO UPDATE SET count = excluded.count;
-        DELETE FROM stat_totals;
+        DELETE FROM stat_totals WHERE name != 'pruned_runs';
         INSERT INTO stat_totals (name, value) VALUES
             ('total_runs', (SELECT count(*) FROM workflow_state)),
             ('duration_sum_ms', (SELECT COALESCE(sum(execution_time_ms), 0) FROM workflow_state)),

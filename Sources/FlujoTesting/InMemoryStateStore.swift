@@ -15,6 +15,8 @@ public final class InMemoryStateStore: StateStore {
         var spans: [SpanRecord] = []
         /// Claimed task ids and their owners.
         var claims: [String: String] = [:]
+        /// Rows deleted by `prune`.
+        var pruned = 0
     }
 
     private let storage = Mutex(Storage())
@@ -113,6 +115,22 @@ public final class InMemoryStateStore: StateStore {
         }
     }
 
+    public func prune(_ policy: PrunePolicy, limit: Int, dryRun: Bool) async throws -> Int {
+        storage.withLock { storage in
+            let doomed = storage.states.values.filter(policy.prunes).map(\.runID).sorted()
+            if dryRun { return doomed.count }
+            let taken = doomed.prefix(max(0, limit))
+            for runID in taken {
+                storage.states[runID] = nil
+                storage.steps[runID] = nil
+                storage.backgroundUsage[runID] = nil
+                storage.spans.removeAll { $0.runID == runID }
+                storage.pruned += 1
+            }
+            return taken.count
+        }
+    }
+
     /// Tasks in memory live and die with this process: none is ever orphaned.
     public func failOrphanedTasks(applying transition: TaskTransition) async throws -> Int { 0 }
 
@@ -146,7 +164,7 @@ public final class InMemoryStateStore: StateStore {
                 if state.isBackgroundTask { background[state.status, default: 0] += 1 } else { runs[state.status, default: 0] += 1 }
                 if let duration = state.executionTimeMs { sum += duration; count += 1 }
             }
-            return StatusCounters(runs: runs, backgroundTasks: background, totalRuns: storage.states.count, durationSumMs: sum, durationCount: count)
+            return StatusCounters(runs: runs, backgroundTasks: background, totalRuns: storage.states.count, durationSumMs: sum, durationCount: count, prunedRuns: storage.pruned)
         }
     }
 

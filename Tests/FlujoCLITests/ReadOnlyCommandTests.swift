@@ -135,3 +135,27 @@ struct UnprivilegedReaderTests {
         }
     }
 }
+
+@Suite("flujo prune")
+struct PruneCommandTests {
+    @Test("prune: nothing without a setting or --older-than; --dry-run counts and writes nothing; a prune keeps the counters right and flujo_runs_total never goes down")
+    func prune() async throws {
+        let cli = CLI()
+        _ = try await cli.demo(["--fail", "1", "--pause", "1"])
+        let nothing = try await cli.run(["prune", "--db", cli.db])
+        #expect(nothing.status == 2 && nothing.stderr.contains("keep_completed_hours"), "\(nothing.stderr)")
+        let before = try folderContents(cli.folder)
+        let dry = try await cli.run(["prune", "--older-than", "0", "--dry-run", "--db", cli.db])
+        #expect(dry.status == 0 && dry.stdout.contains("would delete 4 run(s) and task(s)"), "\(dry.stdout) \(dry.stderr)")
+        #expect(try folderContents(cli.folder) == before, "a dry run writes nothing")
+        let metricsBefore = try await cli.run(["metrics", "--db", cli.db])
+        let pruned = try await cli.run(["prune", "--older-than", "0", "--db", cli.db])
+        #expect(pruned.status == 0 && pruned.stdout.contains("deleted 4 run(s) and task(s)"), "\(pruned.stdout) \(pruned.stderr)")
+        let tasks = try #require(try await cli.json(["tasks", "list", "--db", cli.db, "--json"]) as? [[String: Any]])
+        #expect(Set(tasks.compactMap { $0["status"] as? String }) == ["failed", "paused"], "the retryable failure and the paused task are kept")
+        #expect(try await cli.run(["db", "check", "--db", cli.db]).status == 0, "the counters equal a recount")
+        let metricsAfter = try await cli.run(["metrics", "--db", cli.db])
+        let total = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix("flujo_runs_total ") } }
+        #expect(total(metricsBefore.stdout) == total(metricsAfter.stdout), "runs ever persisted: \(String(describing: total(metricsAfter.stdout)))")
+    }
+}

@@ -240,6 +240,54 @@ struct StateStoreConformanceTests {
         try await Self.expectCountersMatch(store, ["fg"] + ["bg_old", "bg_fresh", "bg_beating", "bg_done"].map { Self.task($0).runID })
     }
 
+    // MARK: - Retention
+
+    @Test("retention deletes ended rows past their cutoff with their steps and spans, never running, paused or retryable ones; counters follow", arguments: StoreKind.allCases)
+    func prune(_ kind: StoreKind) async throws {
+        let store = try kind.make()
+        let now = Timestamp.now
+        let old = now.adding(seconds: -48 * 3600)
+        func row(_ id: String, _ status: RunStatus, _ category: ErrorCategory?, updated: Timestamp) -> WorkflowState {
+            var state = Self.task(id, status: status, updatedAt: updated)
+            state.errorCategory = category
+            return state
+        }
+        let rows = [
+            row("bg_done_old", .completed, nil, updated: old), row("bg_done_new", .completed, nil, updated: now),
+            row("bg_bad_old", .failed, .validation, updated: old), row("bg_flaky_old", .failed, .network, updated: old),
+            row("bg_lost_old", .failed, .lostWorker, updated: old), row("bg_unknown_old", .failed, nil, updated: old),
+            row("bg_cancel_old", .cancelled, .cancelled, updated: old), row("bg_paused_old", .paused, .controlFlow, updated: old),
+        ]
+        try await store.save(rows.map { StateWrite($0, step: StepRecord(runID: $0.runID, stepIndex: 0, stepName: "s", success: true)) })
+        var foreground = Self.run("fg_old", status: .completed, createdAt: old)
+        foreground.updatedAt = old
+        try await store.save(foreground)
+        try await store.saveSpans([SpanRecord(traceID: "t", spanID: "s1", parentSpanID: nil, runID: Self.task("bg_done_old").runID, name: "n", startUnixNano: 1, endUnixNano: 2, status: "ok", statusMessage: nil, attributes: [:], isBackground: true)])
+        let before = try await store.statusCounters()
+        var settings = StateSettings()
+        settings.keepCompletedHours = 24
+        settings.keepFailedHours = 24
+        settings.keepCancelledHours = 24
+        let policy = try #require(TaskLifecycle.retention(settings, at: now))
+        #expect(try await store.prune(policy, limit: 0, dryRun: true) == 4)
+        #expect(try await store.prune(policy, limit: 3, dryRun: false) == 3, "at most the limit per call")
+        #expect(try await store.prune(policy, limit: 100, dryRun: false) == 1)
+        #expect(try await store.prune(policy, limit: 100, dryRun: false) == 0)
+        for id in ["bg_done_old", "bg_bad_old", "bg_cancel_old"] {
+            #expect(try await store.loadTask(taskID: id) == nil, "\(id) is gone")
+            #expect(try await store.steps(runID: Self.task(id).runID).isEmpty)
+        }
+        #expect(try await store.load(runID: "fg_old") == nil)
+        for id in ["bg_done_new", "bg_flaky_old", "bg_lost_old", "bg_unknown_old", "bg_paused_old"] {
+            #expect(try await store.loadTask(taskID: id) != nil, "\(id) is kept")
+        }
+        #expect(try await store.spans(runID: Self.task("bg_done_old").runID).isEmpty)
+        let after = try await store.statusCounters()
+        #expect(after.prunedRuns == before.prunedRuns + 4)
+        #expect(after.totalRuns + after.prunedRuns == before.totalRuns + before.prunedRuns, "runs ever persisted never goes down")
+        try await Self.expectCountersMatch(store, rows.map(\.runID) + ["fg_old"])
+    }
+
     // MARK: - Counters, totals, steps, spans
 
     @Test("the maintained counters equal a recount after inserts, status changes, batches and cleanup", arguments: StoreKind.allCases)

@@ -143,6 +143,19 @@ public enum TaskLifecycle {
             errorCategory: .lostWorker, at: time)
     }
 
+    /// What retention deletes at `time`: completed, failed-for-good and
+    /// cancelled runs and tasks older than their setting (hours; 0 keeps them
+    /// forever), with their step logs and spans. Running and paused work is
+    /// never deleted, nor a failure that may be retried.
+    public static func retention(_ settings: StateSettings, at time: Timestamp) -> PrunePolicy? {
+        var cutoffs: [RunStatus: Timestamp] = [:]
+        for (status, hours) in [(RunStatus.completed, settings.keepCompletedHours), (.failed, settings.keepFailedHours), (.cancelled, settings.keepCancelledHours)] where hours > 0 {
+            cutoffs[status] = time.adding(seconds: -hours * 3600)
+        }
+        guard !cutoffs.isEmpty else { return nil }
+        return PrunePolicy(cutoffs: cutoffs, keptFailureCategories: Set(ErrorCategory.allCases.filter(\.isTransient)))
+    }
+
     static func cancelled(message: String, at time: Timestamp) -> TaskTransition {
         TaskTransition(status: .cancelled, errorMessage: message, errorCategory: .cancelled, at: time)
     }
@@ -155,6 +168,30 @@ public enum TaskLifecycle {
 
     static func formatHours(_ hours: Double) -> String {
         hours == hours.rounded() && abs(hours) < 1e15 ? "\(Int(hours)) h" : String(format: "%.3g h", hours)
+    }
+}
+
+/// Which ended runs and tasks retention deletes, decided by `TaskLifecycle.retention`:
+/// rows of these statuses last updated before their cutoff, failed ones only
+/// when their category is not retryable (failed for good); a retryable failure
+/// is kept for a retry.
+public struct PrunePolicy: Sendable, Hashable {
+    /// Per status, rows last updated before this time go.
+    public var cutoffs: [RunStatus: Timestamp]
+    /// Failed rows with one of these categories (or none) are kept whatever their age.
+    public var keptFailureCategories: Set<ErrorCategory>
+
+    /// Creates a policy.
+    public init(cutoffs: [RunStatus: Timestamp], keptFailureCategories: Set<ErrorCategory>) {
+        self.cutoffs = cutoffs
+        self.keptFailureCategories = keptFailureCategories
+    }
+
+    /// Whether a row goes under this policy.
+    public func prunes(_ state: WorkflowState) -> Bool {
+        guard let cutoff = cutoffs[state.status], state.updatedAt < cutoff else { return false }
+        if state.status == .failed { return state.errorCategory.map { !keptFailureCategories.contains($0) } ?? false }
+        return true
     }
 }
 

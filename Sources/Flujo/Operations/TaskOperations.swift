@@ -243,6 +243,42 @@ public struct TaskOperations: Sendable {
             applying: TaskLifecycle.stale(thresholdHours: hours, at: now))
     }
 
+    /// Deletes completed, failed-for-good and cancelled runs and tasks past
+    /// keeping, with their step logs and spans, in batches of `batch` rows (one
+    /// transaction each), at most `maxBatches` of them. What is past keeping is
+    /// `TaskLifecycle.retention` of `[state] keep_*_hours`, or, when
+    /// `olderThanHours` is given, every such row older than that. With
+    /// `dryRun`, deletes nothing and returns how many rows would go.
+    @discardableResult
+    public func prune(
+        olderThanHours: Double? = nil, dryRun: Bool = false, batch: Int = 500, maxBatches: Int = .max,
+        progress: (@Sendable (Int) -> Void)? = nil
+    ) async throws -> Int {
+        let now = Timestamp.now
+        let policy: PrunePolicy?
+        if let hours = olderThanHours {
+            var state = StateSettings()
+            state.keepCompletedHours = max(hours, 1e-9)
+            state.keepFailedHours = max(hours, 1e-9)
+            state.keepCancelledHours = max(hours, 1e-9)
+            policy = TaskLifecycle.retention(state, at: now)
+        } else {
+            policy = TaskLifecycle.retention(settings.state, at: now)
+        }
+        guard let policy else { return 0 }
+        if dryRun { return try await store.prune(policy, limit: 0, dryRun: true) }
+        var total = 0
+        var batches = 0
+        while batches < maxBatches, !Task.isCancelled {
+            let deleted = try await store.prune(policy, limit: max(1, batch), dryRun: false)
+            total += deleted
+            batches += 1
+            progress?(total)
+            if deleted < max(1, batch) { break }
+        }
+        return total
+    }
+
     // MARK: - Helpers
 
     /// Refuses ids longer than any id this library makes, before any lookup.

@@ -5,7 +5,8 @@ extension Runner {
     /// cleanup now, then a loop that records the heartbeat of this runner's
     /// running tasks and recovers orphaned tasks every
     /// `heartbeat_interval_seconds`, and runs the stale cleanup every
-    /// `stale_check_interval_seconds` (0: only now). `close()` stops it. Does nothing when state tracking is off, when
+    /// `stale_check_interval_seconds` (0: only now), with retention
+    /// (`[state] keep_*_hours`) in small batches. `close()` stops it. Does nothing when state tracking is off, when
     /// it runs already, or after `close()`.
     ///
     /// Call it in a process whose background tasks may run for longer than
@@ -48,6 +49,8 @@ extension Runner {
                     if staleEvery > 0 && sinceStaleCheck >= staleEvery {
                         sinceStaleCheck = 0
                         _ = try? await operations.cleanupStaleTasks()
+                        // Retention in small batches, so no prune holds the write lock for long.
+                        _ = try? await operations.prune(batch: 200, maxBatches: 10)
                     }
                 }
             }

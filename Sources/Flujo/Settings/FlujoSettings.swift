@@ -22,6 +22,12 @@ public struct StateSettings: Sendable, Hashable {
     public var synchronous = "normal"
     /// How long a write waits for another connection's lock, in milliseconds.
     public var busyTimeoutMs = 5000
+    /// Completed runs and tasks are deleted (with their steps and spans) this many hours after they ended; 0 keeps them.
+    public var keepCompletedHours = 0.0
+    /// Runs and tasks failed for good (a category that is not retried) are deleted after this many hours; 0 keeps them.
+    public var keepFailedHours = 0.0
+    /// Cancelled runs and tasks are deleted after this many hours; 0 keeps them.
+    public var keepCancelledHours = 0.0
 
     /// The file path the URI names.
     public var path: String {

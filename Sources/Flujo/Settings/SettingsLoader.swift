@@ -23,6 +23,9 @@ public enum SettingsLoader {
         .string("state.uri", env: ["FLUJO_STATE_URI"], \.state.uri),
         .choice("state.synchronous", env: ["FLUJO_STATE_SYNCHRONOUS"], \.state.synchronous, ["off", "normal", "full"]),
         .int("state.busy_timeout_ms", env: ["FLUJO_STATE_BUSY_TIMEOUT_MS"], \.state.busyTimeoutMs, range: 0...600_000),
+        .double("state.keep_completed_hours", env: ["FLUJO_STATE_KEEP_COMPLETED_HOURS"], \.state.keepCompletedHours, range: 0...1_000_000),
+        .double("state.keep_failed_hours", env: ["FLUJO_STATE_KEEP_FAILED_HOURS"], \.state.keepFailedHours, range: 0...1_000_000),
+        .double("state.keep_cancelled_hours", env: ["FLUJO_STATE_KEEP_CANCELLED_HOURS"], \.state.keepCancelledHours, range: 0...1_000_000),
 
         .bool("background_tasks.enable_state_tracking", env: ["FLUJO_BACKGROUND_ENABLE_STATE_TRACKING"], \.backgroundTasks.enableStateTracking),
         .bool("background_tasks.enable_resumability", env: ["FLUJO_BACKGROUND_ENABLE_RESUMABILITY"], \.backgroundTasks.enableResumability),

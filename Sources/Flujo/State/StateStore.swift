@@ -69,6 +69,12 @@ public protocol StateStore: Sendable {
     func failOrphanedTasks(applying transition: TaskTransition) async throws -> Int
 
 
+    /// Deletes up to `limit` runs and tasks that `policy` prunes (`PrunePolicy.prunes`),
+    /// with their step logs and spans, in one transaction; the counters follow.
+    /// With `dryRun`, deletes nothing and counts every row it would delete.
+    /// Returns how many rows it deleted (or would).
+    func prune(_ policy: PrunePolicy, limit: Int, dryRun: Bool) async throws -> Int
+
     /// A run's usage totals, its own and its background tasks'.
     func runTotals(runID: String) async throws -> RunTotals?
 

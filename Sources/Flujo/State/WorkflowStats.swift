@@ -36,9 +36,12 @@ public struct StatusCounters: Sendable, Hashable {
     public var durationSumMs: Double
     /// Number of runs that recorded a duration.
     public var durationCount: Int
+    /// Runs (background tasks included) deleted by retention; `totalRuns + prunedRuns` never decreases.
+    public var prunedRuns: Int
 
     /// Creates counters.
-    public init(runs: [RunStatus: Int], backgroundTasks: [RunStatus: Int], totalRuns: Int, durationSumMs: Double, durationCount: Int) {
+    public init(runs: [RunStatus: Int], backgroundTasks: [RunStatus: Int], totalRuns: Int, durationSumMs: Double, durationCount: Int, prunedRuns: Int = 0) {
+        self.prunedRuns = prunedRuns
         self.runs = runs
         self.backgroundTasks = backgroundTasks
         self.totalRuns = totalRuns
