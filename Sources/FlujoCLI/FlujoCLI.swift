@@ -10,7 +10,7 @@ import Logging
 public enum FlujoCLI {
     /// The operator commands, for an application's own root command.
     public static let operatorCommands: [any ParsableCommand.Type] = [
-        TasksCommand.self, StatsCommand.self, MetricsCommand.self, TraceCommand.self, ConfigCommand.self, DBCommand.self, PruneCommand.self,
+        TasksCommand.self, StatsCommand.self, MetricsCommand.self, TraceCommand.self, ConfigCommand.self, DBCommand.self, PruneCommand.self, WorkerCommand.self,
     ]
 
     /// Parses and runs `arguments` with `root`, the commands resuming steps of

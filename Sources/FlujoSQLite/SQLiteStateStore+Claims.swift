@@ -25,4 +25,36 @@ extension SQLiteStateStore {
         guard heldClaims.withLock({ $0.remove(taskID) }) != nil else { return }
         TaskClaims.shared.release(taskID, key: claimKey)
     }
+
+    private static let dueTasks = SQL("""
+        SELECT task_id FROM workflow_state INDEXED BY workflow_state_due
+        WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 AND is_background_task = 1
+        ORDER BY next_attempt_at LIMIT 64
+        """)
+    private static let stillDue = SQL("SELECT next_attempt_at FROM workflow_state WHERE task_id = ?1 AND status = 'failed' AND next_attempt_at <= ?2")
+
+    /// Tries the due tasks oldest first: the first whose claim this store takes,
+    /// and that is still due once claimed, is the one.
+    public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
+        let candidates = try withConnection { (connection) throws(StateStoreError) -> [String] in
+            let statement = try connection.statement(Self.dueTasks)
+            statement.bind(1, now)
+            var ids: [String] = []
+            while try statement.step() { if let id = statement.string(0) { ids.append(id) } }
+            return ids
+        }
+        for taskID in candidates {
+            guard case let .claimed(state) = try await claimTask(taskID: taskID, owner: owner) else { continue }
+            let due = try withConnection { (connection) throws(StateStoreError) -> Bool in
+                let statement = try connection.statement(Self.stillDue)
+                statement.bind(1, taskID)
+                statement.bind(2, now)
+                return try statement.step()
+            }
+            if due { return state }
+            // Another worker ran it in between and it is no longer due.
+            releaseClaim(taskID: taskID)
+        }
+        return nil
+    }
 }

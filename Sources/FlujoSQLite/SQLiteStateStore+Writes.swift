@@ -4,8 +4,8 @@ import Flujo
 extension SQLiteStateStore {
     /// Every column and the owner (`?26`): the process that runs a running background task.
     private static let insertState = SQL("""
-        INSERT INTO workflow_state (\(StateRow.columns), owner)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)
+        INSERT INTO workflow_state (\(StateRow.columns), owner, next_attempt_at)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)
         """)
 
     /// Every column but the row's identity (run id, creation time, background
@@ -17,7 +17,7 @@ extension SQLiteStateStore {
             pipeline_context = ?6, last_step_output = ?7, step_history = ?8, status = ?9, updated_at = ?11,
             total_steps = ?12, error_message = ?13, execution_time_ms = ?14, memory_usage_mb = ?15,
             metadata = ?16, error_category = ?20, attempts = ?21, resumed_from = ?22, step_name = ?23,
-            cost_usd = ?24, tokens = ?25, owner = ?26
+            cost_usd = ?24, tokens = ?25, owner = ?26, next_attempt_at = ?27
         WHERE run_id = ?1
         """)
 
@@ -43,7 +43,7 @@ extension SQLiteStateStore {
     /// touches); the enclosing transaction still rolls back as a whole on any error.
     private static let failStale = SQL("""
         UPDATE OR FAIL workflow_state
-        SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5
+        SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, next_attempt_at = ?6
         WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1 AND owner IS NULL
         """)
 
@@ -53,7 +53,7 @@ extension SQLiteStateStore {
     /// `OR FAIL` as for stale cleanup.
     private static let failOrphans = SQL("""
         UPDATE OR FAIL workflow_state
-        SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, owner = NULL
+        SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, owner = NULL, next_attempt_at = ?6
         WHERE is_background_task = 1 AND status = 'running' AND owner = ?1
         """)
     private static let addUsageSQL = SQL("UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
@@ -65,14 +65,16 @@ extension SQLiteStateStore {
     public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
         let owner = try owner(for: CollectionOfOne(state))
         try await write { (connection) throws(StateStoreError) in
-            try Self.write(state, step: step, parentUsage: parentUsage, owner: owner, on: connection)
+            try Self.write(state, step: step, parentUsage: parentUsage, owner: owner, nextAttemptAt: nil, on: connection)
         }
     }
 
     public func save(_ writes: [StateWrite]) async throws {
         let owner = try owner(for: writes.lazy.map(\.state))
         try await write { (connection) throws(StateStoreError) in
-            for item in writes { try Self.write(item.state, step: item.step, parentUsage: item.parentUsage, owner: owner, on: connection) }
+            for item in writes {
+                try Self.write(item.state, step: item.step, parentUsage: item.parentUsage, owner: owner, nextAttemptAt: item.nextAttemptAt, on: connection)
+            }
         }
     }
 
@@ -103,6 +105,7 @@ extension SQLiteStateStore {
                 statement.bind(3, transition.at)
                 statement.bind(4, transition.errorMessage)
                 statement.bind(5, transition.errorCategory?.rawValue)
+                statement.bind(6, transition.nextAttemptAt)
                 try statement.run()
                 count += connection.changes
             }
@@ -115,7 +118,7 @@ extension SQLiteStateStore {
     public func saveNow(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage? = nil) throws(StateStoreError) {
         try withConnection { (connection) throws(StateStoreError) in
             try connection.transaction { () throws(StateStoreError) in
-                try Self.write(state, step: step, parentUsage: parentUsage, owner: nil, on: connection)
+                try Self.write(state, step: step, parentUsage: parentUsage, owner: nil, nextAttemptAt: nil, on: connection)
             }
         }
     }
@@ -125,7 +128,7 @@ extension SQLiteStateStore {
     public func saveAll(_ states: [WorkflowState]) throws(StateStoreError) {
         try withConnection { (connection) throws(StateStoreError) in
             try connection.transaction { () throws(StateStoreError) in
-                for state in states { try Self.write(state, step: nil, parentUsage: nil, owner: nil, on: connection) }
+                for state in states { try Self.write(state, step: nil, parentUsage: nil, owner: nil, nextAttemptAt: nil, on: connection) }
             }
         }
     }
@@ -139,7 +142,9 @@ extension SQLiteStateStore {
 
     /// Upserts the state and its run totals, appends the step and adds the usage
     /// to the parent's totals, inside the caller's transaction.
-    private static func write(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?, owner: String?, on connection: SQLiteConnection) throws(StateStoreError) {
+    private static func write(
+        _ state: WorkflowState, step: StepRecord?, parentUsage: Usage?, owner: String?, nextAttemptAt: Timestamp?, on connection: SQLiteConnection
+    ) throws(StateStoreError) {
         let rowOwner = state.isBackgroundTask && state.status == .running ? owner : nil
         if let parentUsage, let parent = state.parentRunID, parentUsage.costUSD != 0 || parentUsage.tokens != 0 {
             try addUsage(parentUsage, to: parent, on: connection)
@@ -169,6 +174,7 @@ extension SQLiteStateStore {
                 let update = try connection.statement(updateState)
                 StateRow.bind(state, to: update)
                 update.bind(26, rowOwner)
+                update.bind(27, nextAttemptAt)
                 try update.run()
                 connection.counterChanges.moved(isBackground: isBackground, from: oldStatus, to: state.status.rawValue)
                 connection.counterChanges.duration(from: oldDuration, to: state.executionTimeMs)
@@ -176,6 +182,7 @@ extension SQLiteStateStore {
                 let insert = try connection.statement(insertState)
                 StateRow.bind(state, to: insert)
                 insert.bind(26, rowOwner)
+                insert.bind(27, nextAttemptAt)
                 try insert.run()
                 connection.counterChanges.inserted(
                     isBackground: state.isBackgroundTask, status: state.status.rawValue,
@@ -230,6 +237,7 @@ extension SQLiteStateStore {
                 statement.bind(3, transition.at)
                 statement.bind(4, transition.errorMessage)
                 statement.bind(5, transition.errorCategory?.rawValue)
+                statement.bind(6, transition.nextAttemptAt)
                 try statement.run()
                 let count = connection.changes
                 connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)

@@ -90,6 +90,7 @@ enum Schema {
         ("workflow_state", "cost_usd", "REAL NOT NULL DEFAULT 0"),
         ("workflow_state", "tokens", "INTEGER NOT NULL DEFAULT 0"),
         ("workflow_state", "owner", "TEXT"),
+        ("workflow_state", "next_attempt_at", "INTEGER"),
         ("runs", "background_cost_usd", "REAL NOT NULL DEFAULT 0"),
         ("runs", "background_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ]
@@ -118,6 +119,7 @@ enum Schema {
         CREATE INDEX IF NOT EXISTS workflow_state_background ON workflow_state (status, updated_at) WHERE is_background_task = 1;
         CREATE INDEX IF NOT EXISTS workflow_state_parent ON workflow_state (parent_run_id) WHERE parent_run_id IS NOT NULL;
         CREATE INDEX IF NOT EXISTS workflow_state_created_at ON workflow_state (created_at);
+        CREATE INDEX IF NOT EXISTS workflow_state_due ON workflow_state (next_attempt_at) WHERE status = 'failed' AND next_attempt_at IS NOT NULL;
         CREATE INDEX IF NOT EXISTS spans_run ON spans (run_id);
         CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id, start_unix_nano);
         """

@@ -17,6 +17,8 @@ public final class InMemoryStateStore: StateStore {
         var claims: [String: String] = [:]
         /// Rows deleted by `prune`.
         var pruned = 0
+        /// When a worker may run a failed task again, by run id.
+        var nextAttempts: [String: Timestamp] = [:]
     }
 
     private let storage = Mutex(Storage())
@@ -27,6 +29,7 @@ public final class InMemoryStateStore: StateStore {
     public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
         storage.withLock { storage in
             var state = state
+            storage.nextAttempts[state.runID] = nil
             if let existing = storage.states[state.runID] {
                 state.createdAt = existing.createdAt
                 state.isBackgroundTask = existing.isBackgroundTask
@@ -42,7 +45,21 @@ public final class InMemoryStateStore: StateStore {
     }
 
     public func save(_ writes: [StateWrite]) async throws {
-        for write in writes { try await save(write.state, step: write.step, parentUsage: write.parentUsage) }
+        for write in writes {
+            try await save(write.state, step: write.step, parentUsage: write.parentUsage)
+            storage.withLock { $0.nextAttempts[write.state.runID] = write.nextAttemptAt }
+        }
+    }
+
+    public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
+        let due = storage.withLock { storage in
+            storage.nextAttempts.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }
+                .compactMap { storage.states[$0.key] }.filter { $0.status == .failed && $0.isBackgroundTask }.compactMap(\.taskID)
+        }
+        for taskID in due {
+            if case let .claimed(state) = try await claimTask(taskID: taskID, owner: owner) { return state }
+        }
+        return nil
     }
 
     public func load(runID: String) async throws -> WorkflowState? {
@@ -109,6 +126,7 @@ public final class InMemoryStateStore: StateStore {
             var changed = 0
             for (id, state) in storage.states where state.isBackgroundTask && state.status == .running && state.updatedAt < heartbeatBefore {
                 storage.states[id] = transition.applied(to: state)
+                storage.nextAttempts[id] = transition.nextAttemptAt
                 changed += 1
             }
             return changed

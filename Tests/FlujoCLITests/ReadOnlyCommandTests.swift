@@ -159,3 +159,20 @@ struct PruneCommandTests {
         #expect(total(metricsBefore.stdout) == total(metricsAfter.stdout), "runs ever persisted: \(String(describing: total(metricsAfter.stdout)))")
     }
 }
+
+@Suite("flujo worker")
+struct WorkerCommandTests {
+    @Test("worker --once runs the demo's due retryable failures, leaves the paused task alone, and reports")
+    func once() async throws {
+        let cli = CLI()
+        _ = try await cli.demo(["--fail", "2", "--pause", "1"])
+        try await Task.sleep(for: .milliseconds(700))   // the first retry is due after retry_base_delay_ms (500)
+        let output = try await cli.run(["worker", "--once", "--concurrency", "2", "--db", cli.db])
+        #expect(output.status == 0 && output.stdout.contains("ran 2 task(s): 2 completed, 0 failed"), "\(output.stdout) \(output.stderr)")
+        let tasks = try #require(try await cli.json(["tasks", "list", "--db", cli.db, "--json"]) as? [[String: Any]])
+        #expect(tasks.filter { $0["status"] as? String == "failed" }.isEmpty)
+        #expect(tasks.filter { $0["status"] as? String == "paused" }.count == 1)
+        let refused = try await cli.run(["worker", "--concurrency", "0", "--db", cli.db])
+        #expect(refused.status == 2)
+    }
+}

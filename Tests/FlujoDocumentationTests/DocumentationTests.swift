@@ -137,6 +137,7 @@ struct DocumentationTests {
         #expect(try await resumer.tasks.list(BackgroundTaskQuery(statuses: [.completed])).contains { $0.stepName == "approve" })
         await resumer.close()
 
+        #expect(await Samples.worker(store, settings).ran == 0, "nothing is due")
         try await Samples.telemetry(store, settings)
         try await SinkSamples.testIt()
         SinkSamples.register(HookBus())

@@ -86,6 +86,16 @@ enum Samples {
         return report
     }
 
+    /// Operating tasks: a worker in a process of its own.
+    static func worker(_ store: any StateStore, _ settings: FlujoSettings, _ pipeline: Pipeline = orderPipeline()) async -> TaskWorker.Report {
+        let registry = StepRegistry()
+        registry.registerMissing(of: pipeline)
+        let worker = TaskWorker(operations: TaskOperations(store: store, settings: settings, registry: registry), concurrency: 8)
+        let report = await worker.run(once: true)   // without `once`, until its task is cancelled
+        print(report.ran, report.completed, report.failed)
+        return report
+    }
+
     /// Operating tasks: the same operations over a runner's store, steps and bus.
     static func fromRunner(_ runner: Runner) async throws {
         let paused = try await runner.tasks.list(BackgroundTaskQuery(statuses: [.paused]))

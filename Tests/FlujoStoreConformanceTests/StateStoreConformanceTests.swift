@@ -202,6 +202,28 @@ struct StateStoreConformanceTests {
         second.releaseClaim(taskID: "bg_shared")
     }
 
+    @Test("the next due task: oldest due first, each to one claimer only, never one not yet due or not scheduled", arguments: StoreKind.allCases)
+    func nextDue(_ kind: StoreKind) async throws {
+        let store = try kind.make()
+        let now = Timestamp.now
+        var writes: [StateWrite] = []
+        for index in 0..<10 { writes.append(StateWrite(Self.task("bg_due\(index)"), nextAttemptAt: now.adding(seconds: -Double(100 - index)))) }
+        writes.append(StateWrite(Self.task("bg_later"), nextAttemptAt: now.adding(seconds: 3600)))
+        writes.append(StateWrite(Self.task("bg_never")))
+        try await store.save(writes)
+        let first = try #require(try await store.claimNextDueTask(owner: "w", now: now))
+        #expect(first.taskID == "bg_due0", "the one that waited longest")
+        store.releaseClaim(taskID: "bg_due0")
+        let claimed = await withTaskGroup(of: String?.self) { group in
+            for index in 0..<16 { group.addTask { try? await store.claimNextDueTask(owner: "w\(index)", now: now)?.taskID } }
+            return await group.reduce(into: [String]()) { if let id = $1 { $0.append(id) } }
+        }
+        #expect(claimed.count == 10 && Set(claimed).count == 10, "\(claimed)")
+        #expect(Set(claimed) == Set((0..<10).map { "bg_due\($0)" }))
+        #expect(try await store.claimNextDueTask(owner: "late", now: now) == nil, "every due task is held")
+        for id in claimed { store.releaseClaim(taskID: id) }
+    }
+
     // MARK: - Liveness
 
     @Test("heartbeats touch running rows only; stale cleanup applies the lifecycle's transition to old running tasks only", arguments: StoreKind.allCases)

@@ -83,6 +83,21 @@ struct FlujoTestHelper {
                     }
                 }
                 await runner.close()
+            case "worker" where arguments.count == 4:
+                // A worker process: runs due tasks whose step is `record` until none is due.
+                let store = try SQLiteStateStore(path: arguments[1])
+                let marker = arguments[2]
+                let registry = StepRegistry()
+                try registry.register(Step<JSONValue, JSONValue>("record") { input, context in
+                    let descriptor = open(marker, O_WRONLY | O_APPEND)
+                    let line = Array("ran \(context.taskID ?? context.runID) pid \(getpid())\n".utf8)
+                    _ = line.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+                    close(descriptor)
+                    return input
+                })
+                let worker = TaskWorker(operations: TaskOperations(store: store, registry: registry), concurrency: Int(arguments[3]) ?? 1, pollInterval: .milliseconds(20))
+                let report = await worker.run(once: true)
+                say("done \(report.ran)")
             case "fanout" where arguments.count == 4 || arguments.count == 5:
                 let store = try SQLiteStateStore(path: arguments[1])
                 var settings = FlujoSettings()

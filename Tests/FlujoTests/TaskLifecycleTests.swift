@@ -130,7 +130,7 @@ struct EngineTests {
         }
         #expect(try await operations.task(id: String(huge.prefix(TaskOperations.maxTaskIDLength))) == nil)
         await #expect(throws: RunnerError.self) { try await operations.task(id: huge) }
-        #expect(ContinuousClock.now - started < .seconds(1))
+        #expect(ContinuousClock.now - started < .seconds(5), "the old suggestion took 14.5 s for 100,000 characters")
         #expect(RunnerError.invalidTaskID(length: 100_003, limit: 256).description.count < 200, "the message does not repeat the id")
     }
 

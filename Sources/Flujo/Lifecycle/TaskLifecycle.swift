@@ -131,7 +131,7 @@ public enum TaskLifecycle {
     public static func stale(thresholdHours: Double, at time: Timestamp) -> TaskTransition {
         TaskTransition(
             status: .failed, errorMessage: "no heartbeat for over \(formatHours(thresholdHours)); process likely crashed",
-            errorCategory: .timeout, at: time)
+            errorCategory: .timeout, at: time, nextAttemptAt: time)
     }
 
     /// What recovery records on a running task whose process has ended:
@@ -140,7 +140,43 @@ public enum TaskLifecycle {
     public static func orphaned(at time: Timestamp) -> TaskTransition {
         TaskTransition(
             status: .failed, errorMessage: "the process running it ended before it finished (lost worker); resume or retry it",
-            errorCategory: .lostWorker, at: time)
+            errorCategory: .lostWorker, at: time, nextAttemptAt: time)
+    }
+
+    /// How failed tasks are retried by workers: at most `maxAttempts`
+    /// executions in all, the delay doubling from `baseDelayMs` to at most `maxDelayMs`.
+    public struct RetrySchedule: Sendable, Hashable {
+        /// Executions in all, the first one included.
+        public var maxAttempts: Int
+        /// The delay before the second execution, in milliseconds.
+        public var baseDelayMs: Double
+        /// The longest delay, in milliseconds.
+        public var maxDelayMs: Double
+
+        /// Creates a schedule.
+        public init(maxAttempts: Int, baseDelayMs: Double, maxDelayMs: Double) {
+            self.maxAttempts = maxAttempts
+            self.baseDelayMs = baseDelayMs
+            self.maxDelayMs = maxDelayMs
+        }
+
+        /// `[background_tasks] max_retries`, `retry_base_delay_ms` and `retry_max_delay_ms`.
+        public init(_ settings: BackgroundTaskSettings) {
+            self.init(maxAttempts: settings.maxRetries.addingSaturating(1), baseDelayMs: settings.retryBaseDelayMs, maxDelayMs: settings.retryMaxDelayMs)
+        }
+    }
+
+    /// When a worker may run `task` again: a failure of a retryable category
+    /// with attempts left is due after the schedule's delay; anything else is
+    /// not scheduled (nil). Kept in the store, so the backoff survives
+    /// restarts and every worker shares it.
+    public static func nextAttempt(for task: WorkflowState, schedule: RetrySchedule, at time: Timestamp) -> Timestamp? {
+        guard task.isBackgroundTask, task.status == .failed, let category = task.errorCategory, category.isTransient,
+              task.attempts < schedule.maxAttempts
+        else { return nil }
+        let exponent = Double(min(max(task.attempts - 1, 0), 30))
+        let delay = min(schedule.baseDelayMs * pow(2, exponent), schedule.maxDelayMs)
+        return time.adding(seconds: max(0, delay) / 1000)
     }
 
     /// What retention deletes at `time`: completed, failed-for-good and
@@ -206,13 +242,16 @@ public struct TaskTransition: Sendable, Hashable {
     public var errorCategory: ErrorCategory?
     /// When it happened (the rows' new `updatedAt`).
     public var at: Timestamp
+    /// When a worker may run the tasks again; nil: not scheduled.
+    public var nextAttemptAt: Timestamp?
 
     /// Creates a transition.
-    public init(status: RunStatus, errorMessage: String?, errorCategory: ErrorCategory?, at: Timestamp) {
+    public init(status: RunStatus, errorMessage: String?, errorCategory: ErrorCategory?, at: Timestamp, nextAttemptAt: Timestamp? = nil) {
         self.status = status
         self.errorMessage = errorMessage
         self.errorCategory = errorCategory
         self.at = at
+        self.nextAttemptAt = nextAttemptAt
     }
 
     /// The row after the transition.

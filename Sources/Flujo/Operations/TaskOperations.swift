@@ -119,6 +119,23 @@ public struct TaskOperations: Sendable {
         }
         // Held from here until the outcome is saved, whatever happens.
         defer { store.releaseClaim(taskID: taskID) }
+        return try await run(claimed: task, newData: newData)
+    }
+
+    /// Claims the failed task whose next attempt has waited longest
+    /// (`TaskLifecycle.nextAttempt`, kept in the store) and runs it as `resume`
+    /// does. Nil when no task is due. Of concurrent callers in any process,
+    /// each gets a different task.
+    public func resumeNextDue() async throws -> TaskOutcome? {
+        guard settings.backgroundTasks.enableResumability else { throw RunnerError.resumabilityDisabled }
+        guard let task = try await store.claimNextDueTask(owner: owner, now: .now), let taskID = task.taskID else { return nil }
+        defer { store.releaseClaim(taskID: taskID) }
+        return try await run(claimed: task, newData: nil)
+    }
+
+    /// Runs a task this process has claimed and records the outcome.
+    private func run(claimed task: WorkflowState, newData: JSONValue?) async throws -> TaskOutcome {
+        let taskID = task.taskID ?? task.runID
         guard let stepName = task.stepName, let step = registry.step(named: stepName) else {
             throw RunnerError.stepNotRegistered(taskID: taskID, stepName: task.stepName ?? "(none)", registered: registry.names)
         }

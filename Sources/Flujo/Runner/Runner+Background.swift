@@ -135,7 +135,7 @@ extension Runner {
     func writePending() async {
         for pending in tracker.pendingOutcomes {
             do {
-                try await store.save(pending.state, step: pending.step, parentUsage: pending.parentUsage)
+                try await store.save([StateWrite(pending.state, step: pending.step, parentUsage: pending.parentUsage, nextAttemptAt: pending.nextAttemptAt)])
                 tracker.removePending(runID: pending.state.runID)
                 logger.notice("wrote the outcome of task \(pending.state.taskID ?? pending.state.runID) after \(pending.attempts) failed attempt(s)")
             } catch {

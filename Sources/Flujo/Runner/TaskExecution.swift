@@ -6,6 +6,7 @@ struct PendingOutcome: Sendable {
     let state: WorkflowState
     let step: StepRecord
     let parentUsage: Usage
+    let nextAttemptAt: Timestamp?
     var error: String
     var attempts = 1
 }
@@ -32,11 +33,12 @@ extension Executor {
                 runID: state.runID, stepIndex: 0, stepName: result.name, success: result.success, outputJSON: result.outputJSON,
                 attempts: result.attempts, latencySeconds: result.latencySeconds, costUSD: result.usage.costUSD,
                 tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt)
+            let next = TaskLifecycle.nextAttempt(for: state, schedule: TaskLifecycle.RetrySchedule(settings.backgroundTasks), at: state.updatedAt)
             do {
-                try await store.save(state, step: step, parentUsage: outcome.usage)
+                try await store.save([StateWrite(state, step: step, parentUsage: outcome.usage, nextAttemptAt: next)])
             } catch {
                 logger.warning("could not persist the outcome of task \(state.taskID ?? state.runID) yet: \(error)")
-                pending = PendingOutcome(state: state, step: step, parentUsage: outcome.usage, error: "\(error)")
+                pending = PendingOutcome(state: state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, error: "\(error)")
             }
         }
         try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(

@@ -69,6 +69,11 @@ public protocol StateStore: Sendable {
     func failOrphanedTasks(applying transition: TaskTransition) async throws -> Int
 
 
+    /// Claims the failed task that has waited longest for its next attempt
+    /// (`StateWrite.nextAttemptAt` at or before `now`), as `claimTask` claims:
+    /// exclusive across processes, held until `releaseClaim`. Nil when no task is due.
+    func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState?
+
     /// Deletes up to `limit` runs and tasks that `policy` prunes (`PrunePolicy.prunes`),
     /// with their step logs and spans, in one transaction; the counters follow.
     /// With `dryRun`, deletes nothing and counts every row it would delete.
@@ -102,12 +107,15 @@ public struct StateWrite: Sendable, Hashable {
     public var step: StepRecord?
     /// Usage to add to the parent run's totals.
     public var parentUsage: Usage?
+    /// When a worker may run the task again (`TaskLifecycle.nextAttempt`); nil: not scheduled.
+    public var nextAttemptAt: Timestamp?
 
     /// Creates a write.
-    public init(_ state: WorkflowState, step: StepRecord? = nil, parentUsage: Usage? = nil) {
+    public init(_ state: WorkflowState, step: StepRecord? = nil, parentUsage: Usage? = nil, nextAttemptAt: Timestamp? = nil) {
         self.state = state
         self.step = step
         self.parentUsage = parentUsage
+        self.nextAttemptAt = nextAttemptAt
     }
 }
 
