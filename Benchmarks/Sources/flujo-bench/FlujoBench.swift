@@ -6,9 +6,9 @@ import Foundation
 struct FlujoBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flujo-bench",
-        abstract: "Flujo's end-to-end workloads: W1 fan-out, W2 resume, W3 stale cleanup, W4 scrape, W5 hook overhead, W6 OTLP, W7 recovery after SIGKILL.")
+        abstract: "Flujo's end-to-end workloads: W1 fan-out, W2 resume, W3 stale cleanup, W4 scrape, W5 hook overhead, W6 OTLP, W7 recovery after SIGKILL, W8 sustained launches.")
 
-    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip or W7. Without it, every workload runs, each in its own process.")
+    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip, W7 or W8. Without it, every workload runs, each in its own process.")
     var workload: String?
 
     @Flag(help: "Print one JSON object as the last line.")
@@ -20,7 +20,7 @@ struct FlujoBench: AsyncParsableCommand {
     @Option(help: .hidden) var path: String?
     @Option(help: .hidden) var tasks: Int?
 
-    static let all = ["W1", "W1-memory", "W2", "W2+10k", "W3", "W4", "W4-1M", "W5", "W6", "W6-gzip", "W7"]
+    static let all = ["W1", "W1-memory", "W2", "W2+10k", "W3", "W4", "W4-1M", "W5", "W6", "W6-gzip", "W7", "W8"]
 
     func run() async throws {
         guard let workload else { return try await runAll() }
@@ -37,6 +37,7 @@ struct FlujoBench: AsyncParsableCommand {
         case "W6": result = try await Workloads.w6(gzip: false, batches: 200, repetitions: repetitions ?? 3)
         case "W6-gzip": result = try await Workloads.w6(gzip: true, batches: 200, repetitions: repetitions ?? 3)
         case "W7": result = try await Workloads.w7(tasks: tasks ?? 10_000, repetitions: repetitions ?? 3)
+        case "W8": result = try await Workloads.w8(runs: 64, tasksPerRun: tasks ?? 50, seconds: 10)
         case "W7-child":
             try await Workloads.w7Child(path: path ?? "w7.db", tasks: tasks ?? 10_000)
             return
@@ -71,6 +72,10 @@ struct FlujoBench: AsyncParsableCommand {
             if let fresh = object["median_s_fresh_file"] as? Double, fresh > 0 {
                 note += (note.isEmpty ? "" : ", ") + "fresh file " + format(fresh)
             }
+            if let rate = object["tasks_per_second"] as? Double {
+                note += (note.isEmpty ? "" : ", ") + String(format: "%.0f durable tasks/s", rate) + ", launch p99 " + format(number("launch_p99_s"))
+            }
+            if let worker = object["worker_seconds_median"] as? Double { note += (note.isEmpty ? "" : ", ") + "worker (64 at once) completed them in " + format(worker) }
             if let peak = object["peak_rss_mb"] as? Double { note += (note.isEmpty ? "" : ", ") + String(format: "peak %.0f MiB", peak) }
             rows.append([name, String(object["n"] as? Int ?? 0), format(number("median_s")), format(number("min_s")), format(number("max_s")),
                          String(object["verified"] as? Bool ?? false), (object["unit"] as? String ?? ""), note])
