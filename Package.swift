@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "FlujoTesting", targets: ["FlujoTesting"]),
         .library(name: "FlujoPrometheus", targets: ["FlujoPrometheus"]),
         .library(name: "FlujoTelemetry", targets: ["FlujoTelemetry"]),
+        .library(name: "FlujoLifecycle", targets: ["FlujoLifecycle"]),
         .library(name: "FlujoCLI", targets: ["FlujoCLI"]),
         .executable(name: "flujo", targets: ["flujo"]),
     ],
@@ -19,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // C bridges: system libraries from Debian's -dev packages.
@@ -61,6 +63,11 @@ let package = Package(
             "Flujo", "FlujoOTLP", "FlujoPrometheus",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .target(name: "FlujoLifecycle", dependencies: [
+            "Flujo", "FlujoTelemetry",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "FlujoCLI", dependencies: [
             "Flujo", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus", "FlujoTelemetry",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -80,10 +87,17 @@ let package = Package(
         .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "CSQLiteVFS", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus", "FlujoTelemetry", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoPrometheusTests", dependencies: ["Flujo", "FlujoPrometheus", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
+        .testTarget(name: "FlujoLifecycleTests", dependencies: [
+            "Flujo", "FlujoSQLite", "FlujoTelemetry", "FlujoLifecycle", "FlujoTesting", "FlujoTestSupport",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "FlujoStoreConformanceTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoTestSupport"]),
         .testTarget(name: "FlujoDocumentationTests", dependencies: [
-            "Flujo", "FlujoCLI", "FlujoOTLP", "FlujoPrometheus", "FlujoSQLite", "FlujoTelemetry", "FlujoTesting", "FlujoTestSupport",
+            "Flujo", "FlujoCLI", "FlujoOTLP", "FlujoPrometheus", "FlujoSQLite", "FlujoTelemetry", "FlujoTesting", "FlujoTestSupport", "FlujoLifecycle",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "flujo"]),
         .testTarget(name: "FlujoOTLPTests", dependencies: [

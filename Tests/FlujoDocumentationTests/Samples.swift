@@ -4,12 +4,15 @@
 import ArgumentParser
 import Flujo
 import FlujoCLI
+import FlujoLifecycle
 import FlujoOTLP
 import FlujoPrometheus
 import FlujoSQLite
 import FlujoTelemetry
 import FlujoTesting
 import Foundation
+import Logging
+import ServiceLifecycle
 import Synchronization
 import Testing
 
@@ -84,6 +87,18 @@ enum Samples {
         let report = try await operations.retryFailed(maxRetries: 3)
         try await operations.cleanupStaleTasks()
         return report
+    }
+
+    /// Running pipelines: Flujo's parts in an application's ServiceGroup.
+    static func service(_ settings: FlujoSettings) async throws {
+        let store = try SQLiteStateStore(settings: settings.state)
+        let telemetry = Telemetry(settings: settings, store: store)
+        let runner = Runner(store: store, settings: settings, hooks: telemetry.hooks)
+        let worker = TaskWorker(operations: runner.tasks, concurrency: 4)
+        let group = ServiceGroup(
+            services: [TelemetryService(telemetry: telemetry), EngineService(runner: runner), WorkerService(worker: worker)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "orders"))
+        try await group.run()   // SIGTERM: the worker stops claiming, the engine closes, then telemetry flushes
     }
 
     /// Operating tasks: a worker in a process of its own.

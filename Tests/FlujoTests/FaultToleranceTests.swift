@@ -187,7 +187,7 @@ struct WorkerTests {
         let runner = Runner(store: store, settings: settings)
         let broken = Step<JSONValue, JSONValue>("record") { _, _ in throw URLError(.networkConnectionLost) }
         let result = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(broken), count: 1000)), input: JSONValue.number(1))
-        await runner.close()
+        await runner.close(timeout: .seconds(300))   // every task ends failed, however loaded the machine
         #expect(try await store.statusCounters().backgroundTasks[.failed] == 1000)
         let workers = try (0..<8).map { _ in try RunningProcess(helper, ["worker", path, marker, "4"]) }
         for worker in workers { await worker.waitForExit() }

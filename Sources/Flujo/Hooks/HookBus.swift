@@ -6,6 +6,11 @@ import Synchronization
 /// Emitting when no sink wants an event kind costs one atomic load: the runner
 /// asks `wants(_:)` before it builds the event.
 public final class HookBus: Sendable {
+    /// Events queued for a sink and not handled yet.
+    private final class Pending: Sendable {
+        let count = Atomic<Int>(0)
+    }
+
     private final class Registration: Sendable {
         let sink: any HookSink
         let mask: UInt32
@@ -13,8 +18,10 @@ public final class HookBus: Sendable {
         let background: BackgroundPolicy
         let queue: AsyncStream<HookEvent>.Continuation?
         let consumer: Task<Void, Never>?
+        let pending: Pending
 
-        init(sink: any HookSink, mask: UInt32, strict: Bool, background: BackgroundPolicy, queue: AsyncStream<HookEvent>.Continuation?, consumer: Task<Void, Never>?) {
+        init(sink: any HookSink, mask: UInt32, strict: Bool, background: BackgroundPolicy, queue: AsyncStream<HookEvent>.Continuation?, consumer: Task<Void, Never>?, pending: Pending) {
+            self.pending = pending
             self.sink = sink
             self.mask = mask
             self.strict = strict
@@ -56,16 +63,18 @@ public final class HookBus: Sendable {
         let mask = sink.interests.reduce(UInt32(0)) { $0 | $1.bit }
         var continuation: AsyncStream<HookEvent>.Continuation?
         var consumer: Task<Void, Never>?
+        let pending = Pending()
         if case let .queued(capacity) = delivery {
             let (stream, queue) = AsyncStream<HookEvent>.makeStream(bufferingPolicy: .bufferingOldest(max(1, capacity)))
             continuation = queue
             consumer = Task { [self] in
                 for await event in stream {
                     do { try await sink.handle(event) } catch { record(error, sink: sink, event: event) }
+                    pending.count.wrappingSubtract(1, ordering: .releasing)
                 }
             }
         }
-        let registration = Registration(sink: sink, mask: mask, strict: strict, background: background, queue: continuation, consumer: consumer)
+        let registration = Registration(sink: sink, mask: mask, strict: strict, background: background, queue: continuation, consumer: consumer, pending: pending)
         registrations.withLock { $0.append(registration) }
         _ = interestMask.bitwiseOr(mask, ordering: .releasing)
     }
@@ -84,7 +93,9 @@ public final class HookBus: Sendable {
         let current = registrations.withLock { $0 }
         for registration in current where registration.mask & bit != 0 && registration.background.admits(isBackground: event.isBackground) {
             if let queue = registration.queue {
+                registration.pending.count.wrappingAdd(1, ordering: .relaxed)
                 if case .dropped = queue.yield(event) {
+                    registration.pending.count.wrappingSubtract(1, ordering: .relaxed)
                     drops.withLock { $0[registration.sink.name, default: 0] += 1 }
                 }
                 continue
@@ -113,6 +124,21 @@ public final class HookBus: Sendable {
 
     /// The names of the registered sinks.
     public var sinkNames: [String] { registrations.withLock { $0.map(\.sink.name) } }
+
+    /// Waits until queued sinks have handled every event queued so far, without
+    /// stopping them (at most `timeout`). Returns false when the time ran out.
+    @discardableResult
+    public func flush(timeout: Duration = .seconds(10)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        let current = registrations.withLock { $0 }
+        for registration in current where registration.queue != nil {
+            while registration.pending.count.load(ordering: .acquiring) > 0 {
+                if ContinuousClock.now >= deadline { return false }
+                try? await Task.sleep(for: .milliseconds(1))
+            }
+        }
+        return true
+    }
 
     /// Lets queued sinks finish what they hold, then stops them. Inline sinks are unaffected.
     public func drain() async {
