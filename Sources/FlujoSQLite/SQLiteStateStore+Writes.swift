@@ -101,11 +101,7 @@ extension SQLiteStateStore {
             for owner in gone {
                 let statement = try connection.statement(Self.failOrphans)
                 statement.bind(1, owner)
-                statement.bind(2, transition.status.rawValue)
-                statement.bind(3, transition.at)
-                statement.bind(4, transition.errorMessage)
-                statement.bind(5, transition.errorCategory?.rawValue)
-                statement.bind(6, transition.nextAttemptAt)
+                Self.bind(transition, to: statement)
                 try statement.run()
                 count += connection.changes
             }
@@ -228,16 +224,21 @@ extension SQLiteStateStore {
         }
     }
 
+    /// Binds what a bulk transition records to `?2`...`?6` (status, time, message, category, next attempt).
+    private static func bind(_ transition: TaskTransition, to statement: Statement) {
+        statement.bind(2, transition.status.rawValue)
+        statement.bind(3, transition.at)
+        statement.bind(4, transition.errorMessage)
+        statement.bind(5, transition.errorCategory?.rawValue)
+        statement.bind(6, transition.nextAttemptAt)
+    }
+
     public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
         try await write { (connection) throws(StateStoreError) -> Int in
             do {
                 let statement = try connection.statement(Self.failStale)
                 statement.bind(1, heartbeatBefore)
-                statement.bind(2, transition.status.rawValue)
-                statement.bind(3, transition.at)
-                statement.bind(4, transition.errorMessage)
-                statement.bind(5, transition.errorCategory?.rawValue)
-                statement.bind(6, transition.nextAttemptAt)
+                Self.bind(transition, to: statement)
                 try statement.run()
                 let count = connection.changes
                 connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)

@@ -102,6 +102,7 @@ public final class RunningProcess: @unchecked Sendable {
     private let process = Process()
     private let lock = NSLock()
     private var lines: [String] = []
+    private var outputEnded = false
     private let output = Pipe()
 
     /// Starts `executable` with `arguments`.
@@ -120,7 +121,10 @@ public final class RunningProcess: @unchecked Sendable {
             while true {
                 let count = chunk.withUnsafeMutableBytes { Foundation.read(descriptor, $0.baseAddress, 4096) }
                 if count < 0 && errno == EINTR { continue }
-                if count <= 0 { break }
+                if count <= 0 {
+                    lock.withLock { outputEnded = true }
+                    break
+                }
                 buffer.append(contentsOf: chunk[0..<count])
                 while let newline = buffer.firstIndex(of: 10) {
                     let line = String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self)
@@ -164,7 +168,7 @@ public final class RunningProcess: @unchecked Sendable {
         await waitForExit()
     }
 
-    /// Waits for the process to end.
+    /// Waits for the process to end, and for every line it printed to be read.
     public func waitForExit() async {
         let process = self.process
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -172,6 +176,10 @@ public final class RunningProcess: @unchecked Sendable {
                 process.waitUntilExit()
                 continuation.resume()
             }
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !lock.withLock({ outputEnded }) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(2))
         }
     }
 
