@@ -76,7 +76,8 @@ public final class Telemetry: Sendable {
         if spanStore != nil || otlp != nil {
             spans = SpanPipeline(
                 hooks: hooks, store: spanStore,
-                exporters: otlp.map { [SpanDestination($0, background: settings.otlpBackground)] } ?? [])
+                exporters: otlp.map { [SpanDestination($0, background: settings.otlpBackground)] } ?? [],
+                maxSpansPerRun: settings.state.maxSpansPerRun)
         } else {
             spans = nil
         }

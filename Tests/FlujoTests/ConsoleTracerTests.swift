@@ -104,3 +104,22 @@ struct PersistedTraceTests {
         #expect(spans.allSatisfy { $0.traceID == root.traceID && $0.startUnixNano <= $0.endUnixNano })
     }
 }
+
+@Suite("Spans kept per run")
+struct SpanCapTests {
+    @Test("at most max_spans_per_run spans of a run are kept, its root always; the rest are counted as dropped")
+    func cap() async throws {
+        let (runner, _, _) = try makeRunner()
+        let spans = SpanPipeline(hooks: runner.hooks, store: runner.store, maxSpansPerRun: 10)
+        let step = Step<Order, Order>("s") { order, _ in order }
+        let result = try await runner.run(Pipeline(name: "p", steps: (0..<30).map { _ in .run(step) }), input: Order(id: "o", amount: 1))
+        let small = try await runner.run(Pipeline(name: "p", steps: [.run(step)]), input: Order(id: "o", amount: 1))
+        await runner.close()
+        await spans.close()
+        let kept = try await runner.store.spans(runID: result.runID)
+        #expect(kept.count == 10)
+        #expect(kept.contains { $0.name == "pipeline_run" && $0.parentSpanID == nil })
+        #expect(try await runner.store.spans(runID: small.runID).count == 2, "a later run starts its own count")
+        #expect(spans.persister?.droppedCount == 21)
+    }
+}

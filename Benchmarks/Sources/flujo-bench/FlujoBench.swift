@@ -8,7 +8,7 @@ struct FlujoBench: AsyncParsableCommand {
         commandName: "flujo-bench",
         abstract: "Flujo's end-to-end workloads: W1 fan-out, W2 resume, W3 stale cleanup, W4 scrape, W5 hook overhead, W6 OTLP, W7 recovery after SIGKILL, W8 sustained launches.")
 
-    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip, W7 or W8. Without it, every workload runs, each in its own process.")
+    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip, W7, W8 or W9 (W9 runs only when named). Without it, every workload runs, each in its own process.")
     var workload: String?
 
     @Flag(help: "Print one JSON object as the last line.")
@@ -19,6 +19,7 @@ struct FlujoBench: AsyncParsableCommand {
 
     @Option(help: .hidden) var path: String?
     @Option(help: .hidden) var tasks: Int?
+    @Option(name: .customLong("keep-seconds"), help: "W9: how long completed tasks are kept (default 60).") var keepSeconds: Double?
 
     static let all = ["W1", "W1-memory", "W2", "W2+10k", "W3", "W4", "W4-1M", "W5", "W6", "W6-gzip", "W7", "W8"]
 
@@ -38,6 +39,7 @@ struct FlujoBench: AsyncParsableCommand {
         case "W6-gzip": result = try await Workloads.w6(gzip: true, batches: 200, repetitions: repetitions ?? 3)
         case "W7": result = try await Workloads.w7(tasks: tasks ?? 10_000, repetitions: repetitions ?? 3)
         case "W8": result = try await Workloads.w8(runs: 64, tasksPerRun: tasks ?? 50, seconds: 10)
+        case "W9": result = try await Workloads.w9(total: tasks ?? 1_000_000, keepSeconds: keepSeconds ?? 60)
         case "W7-child":
             try await Workloads.w7Child(path: path ?? "w7.db", tasks: tasks ?? 10_000)
             return

@@ -50,7 +50,7 @@ extension Runner {
                         sinceStaleCheck = 0
                         _ = try? await operations.cleanupStaleTasks()
                         // Retention in small batches, so no prune holds the write lock for long.
-                        _ = try? await operations.prune(batch: 200, maxBatches: 10)
+                        _ = try? await operations.prune(batch: 500, maxBatches: 20)
                     }
                 }
             }

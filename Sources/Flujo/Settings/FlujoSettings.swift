@@ -28,6 +28,8 @@ public struct StateSettings: Sendable, Hashable {
     public var keepFailedHours = 0.0
     /// Cancelled runs and tasks are deleted after this many hours; 0 keeps them.
     public var keepCancelledHours = 0.0
+    /// The most spans of one run kept in the store for `flujo trace` (its root always is); 0: no limit.
+    public var maxSpansPerRun = 10_000
 
     /// The file path the URI names.
     public var path: String {

@@ -26,6 +26,7 @@ public enum SettingsLoader {
         .double("state.keep_completed_hours", env: ["FLUJO_STATE_KEEP_COMPLETED_HOURS"], \.state.keepCompletedHours, range: 0...1_000_000),
         .double("state.keep_failed_hours", env: ["FLUJO_STATE_KEEP_FAILED_HOURS"], \.state.keepFailedHours, range: 0...1_000_000),
         .double("state.keep_cancelled_hours", env: ["FLUJO_STATE_KEEP_CANCELLED_HOURS"], \.state.keepCancelledHours, range: 0...1_000_000),
+        .int("state.max_spans_per_run", env: ["FLUJO_STATE_MAX_SPANS_PER_RUN"], \.state.maxSpansPerRun, range: 0...10_000_000),
 
         .bool("background_tasks.enable_state_tracking", env: ["FLUJO_BACKGROUND_ENABLE_STATE_TRACKING"], \.backgroundTasks.enableStateTracking),
         .bool("background_tasks.enable_resumability", env: ["FLUJO_BACKGROUND_ENABLE_RESUMABILITY"], \.backgroundTasks.enableResumability),

@@ -19,8 +19,9 @@ public final class SpanPipeline: Sendable {
 
     /// Registers a recorder on `hooks` feeding `store` (every span) and `exporters`
     /// (each as its background policy admits).
-    public init(hooks: HookBus, store: (any StateStore)?, exporters: [SpanDestination] = []) {
-        persister = store.map { SpanPersister(store: $0) }
+    /// `maxSpansPerRun` caps the spans of one run kept in the store (0: no limit; exporters get every span).
+    public init(hooks: HookBus, store: (any StateStore)?, exporters: [SpanDestination] = [], maxSpansPerRun: Int = 0) {
+        persister = store.map { SpanPersister(store: $0, maxSpansPerRun: maxSpansPerRun) }
         let destinations = (persister.map { [SpanDestination($0)] } ?? []) + exporters
         recorder = TraceRecorder(destinations: destinations)
         hooks.register(recorder)

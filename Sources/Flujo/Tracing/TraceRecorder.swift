@@ -216,13 +216,19 @@ public final class SpanPersister: SpanProcessor {
     private let pending = Pending()
     private let dropped = Atomic<Int>(0)
     private let capacity: Int
+    private let maxSpansPerRun: Int
+    /// Spans kept so far per open run, when `maxSpansPerRun` limits them.
+    private let perRun = Mutex<[String: Int]>([:])
     private let signal: AsyncStream<Void>.Continuation
     private let worker: Task<Void, Never>
 
     /// Creates a persister writing to `store`; at most `capacity` spans wait
-    /// (more are dropped and counted in `droppedCount`).
-    public init(store: any StateStore, capacity: Int = 10_000) {
+    /// (more are dropped and counted in `droppedCount`), and at most
+    /// `maxSpansPerRun` spans of one run are kept (0: no limit); the run's root
+    /// span is always kept, so its tree has its root.
+    public init(store: any StateStore, capacity: Int = 10_000, maxSpansPerRun: Int = 0) {
         self.capacity = capacity
+        self.maxSpansPerRun = maxSpansPerRun
         let (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         self.signal = signal
         let pending = self.pending
@@ -237,6 +243,23 @@ public final class SpanPersister: SpanProcessor {
     }
 
     public func onEnd(_ span: TraceSpan) {
+        if maxSpansPerRun > 0 {
+            // A run's root ends last: it is kept whatever the count, and ends the count.
+            let isRoot = span.name == "pipeline_run"
+            let over = perRun.withLock { counts -> Bool in
+                if isRoot {
+                    counts[span.runID] = nil
+                    return false
+                }
+                let count = counts[span.runID, default: 0] + 1
+                counts[span.runID] = count
+                return count > maxSpansPerRun - 1
+            }
+            if over {
+                dropped.add(1, ordering: .relaxed)
+                return
+            }
+        }
         let accepted = pending.queue.withLock { queue -> Bool in
             guard queue.count < capacity else { return false }
             queue.append(span.record)
