@@ -120,6 +120,7 @@ enum Schema {
         CREATE INDEX IF NOT EXISTS workflow_state_parent ON workflow_state (parent_run_id) WHERE parent_run_id IS NOT NULL;
         CREATE INDEX IF NOT EXISTS workflow_state_created_at ON workflow_state (created_at);
         CREATE INDEX IF NOT EXISTS workflow_state_due ON workflow_state (next_attempt_at) WHERE status = 'failed' AND next_attempt_at IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
         CREATE INDEX IF NOT EXISTS spans_run ON spans (run_id);
         CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id, start_unix_nano);
         """
