@@ -121,6 +121,7 @@ struct DemoCommand: AsyncParsableCommand {
         }
         if counts[.failed, default: 0] > 0 {
             Output.line("  flujo tasks retry --parent \(result.runID)\(db)")
+            Output.line("  flujo worker --once\(db)   # or run the ones due for a retry, as a worker does")
         }
         Output.line("  flujo trace \(result.runID)\(db)")
         Output.line("  flujo stats\(db)")
