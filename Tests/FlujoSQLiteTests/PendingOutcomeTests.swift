@@ -58,3 +58,21 @@ struct PendingOutcomeTests {
         #expect(try await TaskOperations(store: store).recoverOrphanedTasks() == 0, "this process still lives: they are not orphans yet")
     }
 }
+
+@Suite("Recovery policy")
+struct RecoveryPolicyTests {
+    @Test("recover_lost_tasks: retry makes a lost task due at once for workers; fail leaves it failed until someone resumes it", arguments: ["retry", "fail"])
+    func policy(setting: String) async throws {
+        let (store, path) = try makeStore()
+        try await store.save(fullTask(runID: "r_bg_bg_lost", taskID: "bg_lost", status: .running))
+        // The process that ran it has ended: its owner lock is free.
+        try rawSQL(path, "UPDATE workflow_state SET owner = 'gone:1:dead' WHERE task_id = 'bg_lost'")
+        var settings = FlujoSettings()
+        settings.backgroundTasks.recoverLostTasks = setting
+        #expect(try await TaskOperations(store: store, settings: settings).recoverOrphanedTasks() == 1)
+        #expect(try await store.loadTask(taskID: "bg_lost")?.errorCategory == .lostWorker)
+        let due = try await store.claimNextDueTask(owner: "w", now: .now)
+        #expect((due != nil) == (setting == "retry"))
+        if let due { store.releaseClaim(taskID: due.taskID!) }
+    }
+}

@@ -135,12 +135,14 @@ public enum TaskLifecycle {
     }
 
     /// What recovery records on a running task whose process has ended:
-    /// `failed`, category lost_worker (retryable). Its attempt counts: the step
-    /// may have run part of the way, so a step that runs again must be safe to repeat.
-    public static func orphaned(at time: Timestamp) -> TaskTransition {
+    /// `failed`, category lost_worker, and, with `retry` (the
+    /// `recover_lost_tasks` setting), due at once for workers. Its attempt
+    /// counts: the step may have run part of the way, so a step that runs
+    /// again must be safe to repeat.
+    public static func orphaned(at time: Timestamp, retry: Bool = true) -> TaskTransition {
         TaskTransition(
             status: .failed, errorMessage: "the process running it ended before it finished (lost worker); resume or retry it",
-            errorCategory: .lostWorker, at: time, nextAttemptAt: time)
+            errorCategory: .lostWorker, at: time, nextAttemptAt: retry ? time : nil)
     }
 
     /// How failed tasks are retried by workers: at most `maxAttempts`

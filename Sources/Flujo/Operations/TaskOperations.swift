@@ -242,7 +242,7 @@ public struct TaskOperations: Sendable {
     /// lives is never touched. Returns how many it changed.
     @discardableResult
     public func recoverOrphanedTasks() async throws -> Int {
-        try await store.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: .now))
+        try await store.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: .now, retry: settings.backgroundTasks.recoverLostTasks == "retry"))
     }
 
     /// Applies `TaskLifecycle.stale` to running background tasks whose

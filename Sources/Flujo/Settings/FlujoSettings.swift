@@ -68,8 +68,11 @@ public struct BackgroundTaskSettings: Sendable, Hashable {
     public var retryBaseDelayMs = 500.0
     /// Longest delay between retries.
     public var retryMaxDelayMs = 30_000.0
-    /// Retries per task for `retryFailedBackgroundTasks` when not given.
+    /// Retries per task for `retryFailed` when not given, and for workers.
     public var maxRetries = 3
+    /// What recovery does with a task whose process ended: `retry` (due at
+    /// once for workers) or `fail` (failed for good until someone resumes it).
+    public var recoverLostTasks = "retry"
 }
 
 /// `[telemetry]` and its sub-sections.

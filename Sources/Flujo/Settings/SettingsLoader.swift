@@ -40,6 +40,7 @@ public enum SettingsLoader {
         .double("background_tasks.retry_base_delay_ms", env: ["FLUJO_BACKGROUND_RETRY_BASE_DELAY_MS"], \.backgroundTasks.retryBaseDelayMs, range: 0...3_600_000),
         .double("background_tasks.retry_max_delay_ms", env: ["FLUJO_BACKGROUND_RETRY_MAX_DELAY_MS"], \.backgroundTasks.retryMaxDelayMs, range: 0...3_600_000),
         .int("background_tasks.max_retries", env: ["FLUJO_BACKGROUND_MAX_RETRIES"], \.backgroundTasks.maxRetries, range: 0...1000),
+        .choice("background_tasks.recover_lost_tasks", env: ["FLUJO_BACKGROUND_RECOVER_LOST_TASKS"], \.backgroundTasks.recoverLostTasks, ["retry", "fail"]),
 
         .choice("telemetry.background", env: ["FLUJO_TELEMETRY_BACKGROUND"], \.telemetry.backgroundName, ["skip", "include"]),
         .string("telemetry.service_name", env: ["OTEL_SERVICE_NAME"], \.telemetry.serviceName, lenient: true),
