@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
     ],
     targets: [
         // C bridges: system libraries from Debian's -dev packages.
@@ -48,6 +49,7 @@ let package = Package(
         .target(name: "Flujo", dependencies: [
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
+            .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
         ]),
         .target(name: "FlujoSQLite", dependencies: ["Flujo", "CSQLite", "CSQLiteVFS"]),
         .target(name: "FlujoTesting", dependencies: ["Flujo"]),
@@ -102,6 +104,7 @@ let package = Package(
         .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "flujo"]),
         .testTarget(name: "FlujoOTLPTests", dependencies: [
             "Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport", .product(name: "Logging", package: "swift-log"),
+            .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
         ]),
     ]
 )

@@ -82,7 +82,8 @@ struct DemoCommand: AsyncParsableCommand {
             throw CLIError("\(error)")
         }
 
-        let result = try await runner.run(Pipeline(name: "order_processing", version: "1", steps: steps), input: order, context: context)
+        // TRACEPARENT (and TRACESTATE) in the environment: the run joins the caller's trace.
+        let result = try await runner.run(Pipeline(name: "order_processing", version: "1", steps: steps), input: order, context: context, trace: loaded.trace)
         if taskMs >= 1000 {
             Output.line("waiting for \(result.backgroundTaskIDs.count) background task(s) of \(taskMs) ms each (Ctrl-C or kill to leave them for stale cleanup)...")
         }

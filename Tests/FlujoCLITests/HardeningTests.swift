@@ -264,3 +264,18 @@ struct FullDiskTests {
         _ = try await TestSupport.run(URL(fileURLWithPath: "/usr/bin/env"), ["umount", "-l", folder])
     }
 }
+
+@Suite("Trace context from the environment")
+struct TraceParentCommandTests {
+    @Test("TRACEPARENT makes the demo's run part of the caller's trace; a malformed one is a warning and a new trace")
+    func traceParent() async throws {
+        let cli = CLI()
+        let joined = try await cli.run(["demo", "--db", cli.db], environment: ["TRACEPARENT": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"])
+        #expect(joined.status == 0, "\(joined.stderr)")
+        let runID = String(try #require(joined.stdout.split(separator: "\n").first { $0.hasPrefix("run ") }).split(separator: " ", omittingEmptySubsequences: true)[1])
+        let trace = try await cli.run(["trace", runID, "--db", cli.db])
+        #expect(trace.stdout.hasPrefix("trace 4bf92f3577b34da6a3ce929d0e0e4736"), "\(trace.stdout)")
+        let malformed = try await cli.run(["demo", "--db", cli.db], environment: ["TRACEPARENT": "not-a-traceparent"])
+        #expect(malformed.status == 0 && malformed.stderr.contains("warning: TRACEPARENT: not a W3C traceparent"), "\(malformed.stderr)")
+    }
+}

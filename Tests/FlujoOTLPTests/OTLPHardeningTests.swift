@@ -3,6 +3,8 @@ import FlujoOTLP
 import FlujoTestSupport
 import Foundation
 import Testing
+import W3CTraceContext
+import FlujoSQLite
 
 /// Endpoints, headers and secrets as an attacker or an unlucky operator gives them.
 @Suite("OTLP settings an attacker can give")
@@ -101,5 +103,53 @@ struct OTLPHardeningTests {
         fileExporter.forceFlush(timeout: .seconds(10))
         fileExporter.shutdown(timeout: .seconds(1))
         #expect(fileExporter.statistics.exported == 0 && fileExporter.statistics.failedExports == 1, "libcurl refuses the file: protocol")
+    }
+}
+
+@Suite("Trace context in")
+struct TraceContextInTests {
+    static let traceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    @Test("a run given a W3C traceparent exports only spans of that trace, its root a child of the given span (decoded by opentelemetry-proto)")
+    func exported() async throws {
+        let receiver = try await Receiver()
+        var settings = OTLPSettings()
+        settings.enabled = true
+        settings.endpoint = receiver.endpoint
+        settings.scheduleDelayMs = 600_000
+        let exporter = OTLPExporter(settings: settings, serviceName: "s")
+        let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory("flujo-tracein").appendingPathComponent("s.db").path)
+        let (runner, spans) = tracedRunner(store: store, exporter: exporter, background: .include)
+        let context = try TraceContext(traceParentHeaderValue: Self.traceParent, traceStateHeaderValue: "vendor=abc")
+        let result = try await runner.run(Pipeline(name: "orders", steps: [.run(validate), .background(receipt)]), input: Order(id: "o1"), trace: context)
+        for id in result.backgroundTaskIDs {
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline, try await store.loadTask(taskID: id)?.status == .running { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        await runner.close()
+        await spans.close()
+        #expect(exporter.forceFlush(timeout: .seconds(30)))
+        let (_, decoded) = try await receiver.decoded()
+        await receiver.stop()
+        exporter.shutdown()
+        #expect(decoded.count == 5)
+        #expect(decoded.allSatisfy { $0["trace_id"] as? String == "4bf92f3577b34da6a3ce929d0e0e4736" }, "\(decoded.map { $0["trace_id"] ?? "?" })")
+        let root = try #require(decoded.first { $0["name"] as? String == "pipeline_run" && ($0["parent_span_id"] as? String) == "00f067aa0ba902b7" })
+        #expect(attributes(root)["flujo.run_id"] as? String == result.runID)
+        let stored = try await store.spans(runID: result.runID)
+        #expect(stored.count == 5 && stored.allSatisfy { $0.traceID == "4bf92f3577b34da6a3ce929d0e0e4736" })
+    }
+
+    @Test("TRACEPARENT in the environment is read; a malformed one is ignored with a warning")
+    func environment() throws {
+        let good = try SettingsLoader.load(environment: ["TRACEPARENT": Self.traceParent, "TRACESTATE": "k=v"])
+        #expect(good.trace?.traceParentHeaderValue == Self.traceParent)
+        #expect(good.trace?.traceStateHeaderValue == "k=v")
+        #expect(good.warnings.isEmpty)
+        for bad in ["garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"] {
+            let loaded = try SettingsLoader.load(environment: ["TRACEPARENT": bad])
+            #expect(loaded.trace == nil)
+            #expect(loaded.warnings.count == 1 && loaded.warnings[0].hasPrefix("TRACEPARENT:"), "\(bad): \(loaded.warnings)")
+        }
     }
 }

@@ -83,12 +83,35 @@ public struct HookEvent: Sendable {
         public var initialBudget: Quota?
         /// The number of steps.
         public var totalSteps: Int
+        /// The caller's span the run continues (from a W3C `traceparent`), if any.
+        public var parent: TraceParent?
 
         /// Creates the fields.
-        public init(inputSummary: String, initialBudget: Quota? = nil, totalSteps: Int) {
+        public init(inputSummary: String, initialBudget: Quota? = nil, totalSteps: Int, parent: TraceParent? = nil) {
             self.inputSummary = inputSummary
             self.initialBudget = initialBudget
             self.totalSteps = totalSteps
+            self.parent = parent
+        }
+    }
+
+    /// A caller's span a run continues: W3C trace context, in bytes.
+    public struct TraceParent: Sendable, Hashable {
+        /// The trace id, 16 bytes.
+        public var traceID: [UInt8]
+        /// The caller's span id, 8 bytes.
+        public var spanID: [UInt8]
+        /// Whether the caller sampled the trace.
+        public var sampled: Bool
+        /// The `tracestate` header value, if any.
+        public var traceState: String?
+
+        /// Creates a parent.
+        public init(traceID: [UInt8], spanID: [UInt8], sampled: Bool, traceState: String?) {
+            self.traceID = traceID
+            self.spanID = spanID
+            self.sampled = sampled
+            self.traceState = traceState
         }
     }
 

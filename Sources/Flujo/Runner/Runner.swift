@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Synchronization
+import W3CTraceContext
 
 /// The engine: runs pipelines and launches their background tasks.
 ///
@@ -55,8 +56,12 @@ public final class Runner: Sendable {
     /// Runs a pipeline to its end (or to a pause, failure or abort) and returns
     /// the result. Background steps are launched and left running. Throws only
     /// when the state store fails.
+    /// - Parameter trace: the caller's W3C trace context (a `traceparent`,
+    ///   parsed): the run's spans join that trace, its root a child of the
+    ///   caller's span. Without it the run starts a trace of its own.
     public func run<Input: Encodable & Sendable>(
-        _ pipeline: Pipeline, input: Input, context: RunContext = RunContext(), quota: Quota? = nil, runID: String? = nil
+        _ pipeline: Pipeline, input: Input, context: RunContext = RunContext(), quota: Quota? = nil, runID: String? = nil,
+        trace: TraceContext? = nil
     ) async throws -> PipelineResult {
         if tracker.isClosed { throw RunnerError.closed }
         registry.registerMissing(of: pipeline)
@@ -81,7 +86,8 @@ public final class Runner: Sendable {
 
         do {
             try await executor.emit(identity, .preRun, .preRun(HookEvent.RunStart(
-                inputSummary: summary(value.json) ?? "", initialBudget: quota, totalSteps: pipeline.steps.count)))
+                inputSummary: summary(value.json) ?? "", initialBudget: quota, totalSteps: pipeline.steps.count,
+                parent: trace.map(HookEvent.TraceParent.init))))
         } catch {
             (status, errorMessage, errorCategory) = Self.stopped(by: executor.hookEnding(error))
         }

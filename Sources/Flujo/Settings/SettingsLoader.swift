@@ -1,5 +1,6 @@
 import Foundation
 import TOMLKit
+import W3CTraceContext
 
 /// Settings with where each came from and the warnings met while loading.
 public struct LoadedSettings: Sendable {
@@ -9,6 +10,10 @@ public struct LoadedSettings: Sendable {
     public var sources: [String: SettingSource]
     /// Problems that did not stop loading (bad OTEL_* values fall back to defaults, as the spec says).
     public var warnings: [String]
+    /// The trace context the environment carries (`TRACEPARENT` and
+    /// `TRACESTATE`, the OpenTelemetry convention for environment carriers),
+    /// for a command's run to join; nil when absent or malformed (a warning then).
+    public var trace: TraceContext?
 
     /// Every key with its effective value (secrets as `***`) and source, in table order.
     public var effective: [(key: String, value: String, source: SettingSource)] {
@@ -87,7 +92,7 @@ public enum SettingsLoader {
         environment: [String: String] = ProcessInfo.processInfo.environment,
         overrides: (inout FlujoSettings) -> Void = { _ in }
     ) throws(SettingsError) -> LoadedSettings {
-        var loaded = LoadedSettings(settings: FlujoSettings(), sources: [:], warnings: [])
+        var loaded = LoadedSettings(settings: FlujoSettings(), sources: [:], warnings: [], trace: nil)
         if let file {
             if FileManager.default.fileExists(atPath: file) {
                 try applyFile(file, to: &loaded)
@@ -288,6 +293,13 @@ public enum SettingsLoader {
                 break
             default:
                 loaded.warnings.append("OTEL_TRACES_EXPORTER: \(exporter.debugDescription) is not supported (only \"otlp\" and \"none\"); using otlp")
+            }
+        }
+        if let traceParent = environment["TRACEPARENT"], !traceParent.isEmpty {
+            do {
+                loaded.trace = try TraceContext(traceParentHeaderValue: traceParent, traceStateHeaderValue: environment["TRACESTATE"])
+            } catch {
+                loaded.warnings.append("TRACEPARENT: not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>); ignored, a new trace starts")
             }
         }
         if let disabled = environment["OTEL_SDK_DISABLED"] {

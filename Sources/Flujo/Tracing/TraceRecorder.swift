@@ -79,6 +79,10 @@ public final class TraceRecorder: HookSink {
             if event.isBackground, let taskID = event.taskID, let launch = state.launches.removeValue(forKey: taskID) {
                 traceID = launch.traceID
                 parent = launch.spanID
+            } else if let caller = start.parent, caller.traceID.count == 16, caller.spanID.count == 8 {
+                // The caller's trace: the run's root is a child of the caller's span.
+                traceID = caller.traceID
+                parent = caller.spanID
             }
             var attributes: [(key: String, value: SpanAttributeValue)] = [
                 ("flujo.input", .string(start.inputSummary)),
