@@ -78,9 +78,7 @@ enum Samples {
 
     /// Operating tasks: a process that only resumes registers the steps it can run.
     static func resumeOnly(_ store: any StateStore, _ settings: FlujoSettings, _ pipeline: Pipeline = orderPipeline()) async throws -> RetryReport {
-        let registry = StepRegistry()
-        registry.registerMissing(of: pipeline)   // every step of the pipeline, by name
-        let operations = TaskOperations(store: store, settings: settings, registry: registry)
+        let operations = TaskOperations(store: store, settings: settings, registry: StepRegistry(pipeline))
         for task in try await operations.failed(hoursBack: 24) {
             _ = try await operations.resume(taskID: task.taskID)   // or newData: .object([...])
         }
@@ -103,9 +101,7 @@ enum Samples {
 
     /// Operating tasks: a worker in a process of its own.
     static func worker(_ store: any StateStore, _ settings: FlujoSettings, _ pipeline: Pipeline = orderPipeline()) async -> TaskWorker.Report {
-        let registry = StepRegistry()
-        registry.registerMissing(of: pipeline)
-        let worker = TaskWorker(operations: TaskOperations(store: store, settings: settings, registry: registry), concurrency: 8)
+        let worker = TaskWorker(operations: TaskOperations(store: store, settings: settings, registry: StepRegistry(pipeline)), concurrency: 8)
         let report = await worker.run(once: true)   // without `once`, until its task is cancelled
         print(report.ran, report.completed, report.failed)
         return report
@@ -151,9 +147,7 @@ enum Samples {
             commandName: "orders-admin", subcommands: FlujoCLI.operatorCommands)
 
         static func main() async {
-            let registry = StepRegistry()
-            registry.registerMissing(of: orderPipeline())
-            Foundation.exit(await FlujoCLI.main(root: OrdersTool.self, registry: registry))
+            Foundation.exit(await FlujoCLI.main(root: OrdersTool.self, registry: StepRegistry(orderPipeline())))
         }
     }
 }

@@ -7,6 +7,13 @@ public final class StepRegistry: Sendable {
     /// Creates an empty registry.
     public init() {}
 
+    /// A registry holding every step of `pipelines`, by name: what a process
+    /// that only resumes, retries or works tasks needs.
+    public convenience init(_ pipelines: Pipeline...) {
+        self.init()
+        for pipeline in pipelines { registerMissing(of: pipeline) }
+    }
+
     /// Registers a step. Registering another step under a taken name is an error;
     /// registering the same pipeline's steps again is fine.
     public func register(_ step: AnyStep) throws(StepRegistryError) {
