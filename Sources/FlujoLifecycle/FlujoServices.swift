@@ -51,15 +51,16 @@ public struct WorkerService: Service {
 
 /// `Telemetry` as a `Service`: starts the `/metrics` server (when
 /// `[telemetry.prometheus] enabled`) and, on graceful shutdown, stops it,
-/// writes queued spans and flushes the OTLP exporter within `shutdownTimeout`.
+/// writes queued spans and flushes the OTLP exporter within `shutdownTimeout`
+/// (default `[telemetry] shutdown_timeout_seconds`).
 public struct TelemetryService: Service {
     /// The telemetry.
     public let telemetry: Telemetry
-    /// The bound of the flush at shutdown.
-    public let shutdownTimeout: Duration
+    /// The bound of the flush at shutdown; nil: the setting.
+    public let shutdownTimeout: Duration?
 
     /// Creates the service.
-    public init(telemetry: Telemetry, shutdownTimeout: Duration = .seconds(10)) {
+    public init(telemetry: Telemetry, shutdownTimeout: Duration? = nil) {
         self.telemetry = telemetry
         self.shutdownTimeout = shutdownTimeout
     }

@@ -105,9 +105,10 @@ public final class Telemetry: Sendable {
     public var metricsServer: MetricsServer? { server.withLock { $0 } }
 
     /// Stops the metrics server, writes queued spans to the store, and flushes
-    /// and stops the OTLP exporter (within `timeout`, default 10 s). Call it
-    /// after `Runner.close()`.
-    public func shutdown(timeout: Duration = .seconds(10)) async {
+    /// and stops the OTLP exporter within `timeout` (default
+    /// `[telemetry] shutdown_timeout_seconds`). Call it after `Runner.close()`.
+    public func shutdown(timeout: Duration? = nil) async {
+        let timeout = timeout ?? .milliseconds(Int(settings.telemetry.shutdownTimeoutSeconds * 1000))
         if let running = server.withLock({ server -> MetricsServer? in
             defer { server = nil }
             return server

@@ -279,3 +279,18 @@ struct TraceParentCommandTests {
         #expect(malformed.status == 0 && malformed.stderr.contains("warning: TRACEPARENT: not a W3C traceparent"), "\(malformed.stderr)")
     }
 }
+
+@Suite("Shutting telemetry down")
+struct TelemetryShutdownTests {
+    @Test("with no collector listening, the demo exits within [telemetry] shutdown_timeout_seconds, saying what was not sent")
+    func noCollector() async throws {
+        let cli = CLI()
+        let started = ContinuousClock.now
+        let output = try await cli.run(["demo", "--db", cli.db], environment: [
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "FLUJO_TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS": "0.5",
+        ])
+        #expect(output.status == 0, "\(output.stderr)")
+        #expect(ContinuousClock.now - started < .seconds(20), "bounded by the setting, not by the export deadline (30 s)")
+        #expect(output.stderr.contains("OTLP exporter stopped with"), "\(output.stderr)")
+    }
+}

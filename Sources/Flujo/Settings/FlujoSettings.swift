@@ -84,6 +84,8 @@ public struct TelemetrySettings: Sendable, Hashable {
     public var background = BackgroundPolicy.skip
     /// `service.name` of exported telemetry.
     public var serviceName = "flujo"
+    /// How long shutting telemetry down may take (queued spans written, OTLP flushed), in seconds.
+    public var shutdownTimeoutSeconds = 5.0
     /// `[telemetry.console]`.
     public var console = ConsoleSettings()
     /// `[telemetry.otlp]`.

@@ -49,6 +49,7 @@ public enum SettingsLoader {
 
         .choice("telemetry.background", env: ["FLUJO_TELEMETRY_BACKGROUND"], \.telemetry.backgroundName, ["skip", "include"]),
         .string("telemetry.service_name", env: ["OTEL_SERVICE_NAME"], \.telemetry.serviceName, lenient: true),
+        .double("telemetry.shutdown_timeout_seconds", env: ["FLUJO_TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS"], \.telemetry.shutdownTimeoutSeconds, range: 0...3600),
 
         .bool("telemetry.console.enabled", env: ["FLUJO_CONSOLE_ENABLED"], \.telemetry.console.enabled),
         .policy("telemetry.console.background", env: ["FLUJO_CONSOLE_BACKGROUND"], \.telemetry.console.background),
