@@ -79,12 +79,10 @@ struct OTLPHardeningTests {
     @Test("settings made in code: a header that could inject a line is not sent; a non-HTTP endpoint is not fetched")
     func fromCode() async throws {
         let receiver = try await Receiver()
-        var settings = OTLPSettings()
-        settings.enabled = true
-        settings.endpoint = receiver.endpoint
-        settings.scheduleDelayMs = 600_000
-        settings.headers = ["x-good": "yes", "x-bad": "v\r\nInjected: 1"]
-        let exporter = OTLPExporter(settings: settings, serviceName: "s")
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { settings in
+            settings.scheduleDelayMs = 600_000
+            settings.headers = ["x-good": "yes", "x-bad": "v\r\nInjected: 1"]
+        }, serviceName: "s")
         exporter.onEnd(TraceSpan(traceID: Array(repeating: 1, count: 16), spanID: Array(repeating: 2, count: 8), parentSpanID: nil, runID: "r", name: "n", startUnixNano: 1, endUnixNano: 2, attributes: [], events: [], status: .ok, statusMessage: nil, isBackground: false))
         #expect(exporter.forceFlush(timeout: .seconds(30)))
         exporter.shutdown()
@@ -113,11 +111,7 @@ struct TraceContextInTests {
     @Test("a run given a W3C traceparent exports only spans of that trace, its root a child of the given span (decoded by opentelemetry-proto)")
     func exported() async throws {
         let receiver = try await Receiver()
-        var settings = OTLPSettings()
-        settings.enabled = true
-        settings.endpoint = receiver.endpoint
-        settings.scheduleDelayMs = 600_000
-        let exporter = OTLPExporter(settings: settings, serviceName: "s")
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { $0.scheduleDelayMs = 600_000 }, serviceName: "s")
         let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory("flujo-tracein").appendingPathComponent("s.db").path)
         let (runner, spans) = tracedRunner(store: store, exporter: exporter, background: .include)
         let context = try TraceContext(traceParentHeaderValue: Self.traceParent, traceStateHeaderValue: "vendor=abc")
