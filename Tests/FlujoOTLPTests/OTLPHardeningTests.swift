@@ -134,12 +134,17 @@ struct TraceContextInTests {
         #expect(stored.count == 5 && stored.allSatisfy { $0.traceID == "4bf92f3577b34da6a3ce929d0e0e4736" })
     }
 
-    @Test("TRACEPARENT in the environment is read; a malformed one is ignored with a warning")
+    @Test("TRACEPARENT in the environment is read as OTEL_PROPAGATORS allows; a malformed one is ignored with a warning")
     func environment() throws {
         let good = try SettingsLoader.load(environment: ["TRACEPARENT": Self.traceParent, "TRACESTATE": "k=v"])
         #expect(good.trace?.traceParentHeaderValue == Self.traceParent)
         #expect(good.trace?.traceStateHeaderValue == "k=v")
         #expect(good.warnings.isEmpty)
+        #expect(try SettingsLoader.load(environment: ["TRACEPARENT": Self.traceParent, "OTEL_PROPAGATORS": "none"]).trace == nil, "OTEL_PROPAGATORS=none: nothing propagated")
+        #expect(try SettingsLoader.load(environment: ["TRACEPARENT": Self.traceParent, "OTEL_PROPAGATORS": "baggage"]).trace == nil)
+        #expect(try SettingsLoader.load(environment: ["TRACEPARENT": Self.traceParent, "OTEL_PROPAGATORS": "tracecontext,baggage"]).trace != nil)
+        let b3 = try SettingsLoader.load(environment: ["TRACEPARENT": Self.traceParent, "OTEL_PROPAGATORS": "b3,tracecontext"])
+        #expect(b3.trace != nil && b3.warnings == ["OTEL_PROPAGATORS: b3 not supported (only tracecontext, baggage and none); ignored"])
         for bad in ["garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"] {
             let loaded = try SettingsLoader.load(environment: ["TRACEPARENT": bad])
             #expect(loaded.trace == nil)

@@ -296,7 +296,18 @@ public enum SettingsLoader {
                 loaded.warnings.append("OTEL_TRACES_EXPORTER: \(exporter.debugDescription) is not supported (only \"otlp\" and \"none\"); using otlp")
             }
         }
-        if let traceParent = environment["TRACEPARENT"], !traceParent.isEmpty {
+        // OTEL_PROPAGATORS (default "tracecontext,baggage"): only W3C trace context is propagated;
+        // "none" turns propagation off; baggage is accepted and not carried.
+        var propagates = true
+        if let propagators = environment["OTEL_PROPAGATORS"] {
+            let names = propagators.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty }
+            propagates = names.contains("tracecontext")
+            let unsupported = names.filter { !["tracecontext", "baggage", "none"].contains($0) }
+            if !unsupported.isEmpty {
+                loaded.warnings.append("OTEL_PROPAGATORS: \(unsupported.joined(separator: ", ")) not supported (only tracecontext, baggage and none); ignored")
+            }
+        }
+        if propagates, let traceParent = environment["TRACEPARENT"], !traceParent.isEmpty {
             do {
                 loaded.trace = try TraceContext(traceParentHeaderValue: traceParent, traceStateHeaderValue: environment["TRACESTATE"])
             } catch {
