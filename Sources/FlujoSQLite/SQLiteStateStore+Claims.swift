@@ -2,6 +2,8 @@ import Flujo
 
 /// Claims: a resume holds a lock on the task (see `TaskClaims`), never a row.
 extension SQLiteStateStore {
+    /// Takes the task's claim (see `TaskClaims`), then reads the task: reading
+    /// after taking it sees everything the previous holder committed.
     public func claimTask(taskID: String, owner: String) async throws -> ClaimResult {
         switch try TaskClaims.shared.take(taskID, owner: owner, key: claimKey, filename: filename) {
         case let .heldHere(holder): return .notClaimable(status: .running, owner: holder)

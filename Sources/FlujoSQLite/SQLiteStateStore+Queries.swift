@@ -109,8 +109,6 @@ extension SQLiteStateStore {
         }
     }
 
-    /// Takes the task's claim (see `TaskClaims`), then reads the task: reading
-    /// after taking it sees everything the previous holder committed.
     public func runTotals(runID: String) async throws -> RunTotals? {
         try withConnection { (connection) throws(StateStoreError) in
             let statement = try connection.statement(Self.runTotalsSQL)
