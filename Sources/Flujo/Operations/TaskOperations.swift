@@ -147,17 +147,9 @@ public struct TaskOperations: Sendable {
         let context = RunContext(json: resumed.contextJSON)
         let budget = settings.backgroundTasks.enableQuota
             ? Quota(costUSD: settings.backgroundTasks.maxCostPerTask, tokens: settings.backgroundTasks.maxTokensPerTask) : nil
-        let started = ContinuousClock.now
-        let outcome: StepOutcome
-        do {
-            try await executor.emit(identity, .preRun, .preRun(HookEvent.RunStart(inputSummary: summary(inputJSON) ?? "", initialBudget: budget, totalSteps: 1)))
-            outcome = await executor.executeStep(
-                step, retry: .none, input: StepValue(json: inputJSON), identity: identity, stepIndex: 0, context: context,
-                ledger: budget.map(QuotaLedger.init), budget: budget)
-        } catch {
-            outcome = StepOutcome(ending: executor.hookEnding(error), context: context, attempts: 0, latencySeconds: 0, usage: Usage(), retries: [])
-        }
-        if let pending = await executor.finishTask(outcome, task: resumed, inputJSON: inputJSON, identity: identity, duration: (ContinuousClock.now - started).seconds, resumedFrom: task.status) {
+        let (outcome, duration) = await executor.executeTask(
+            step, retry: .none, input: StepValue(json: inputJSON), identity: identity, context: context, budget: budget)
+        if let pending = await executor.finishTask(outcome, task: resumed, inputJSON: inputJSON, identity: identity, duration: duration, resumedFrom: task.status) {
             // The step ran but its outcome is not stored: the task keeps its old row and stays resumable.
             throw RunnerError.outcomeNotPersisted(taskID: taskID, status: outcome.status, reason: pending.error)
         }

@@ -74,9 +74,8 @@ extension Runner {
                 } catch {
                     failure = failure ?? error
                 }
-                let ledger = budget.map(QuotaLedger.init)
                 runner.tracker.start(runID: taskRunID, taskID: taskID) {
-                    await runner.executeBackground(item, input: input, state: initial, identity: identity, context: context, ledger: ledger, budget: budget, parentLedger: parentLedger)
+                    await runner.executeBackground(item, input: input, state: initial, identity: identity, context: context, budget: budget, parentLedger: parentLedger)
                 }
             }
             do {
@@ -94,19 +93,12 @@ extension Runner {
     /// The body of a background task: runs its step with its own events and persists the outcome.
     func executeBackground(
         _ item: PipelineStep, input: StepValue, state initial: WorkflowState, identity: EventIdentity, context: RunContext,
-        ledger: QuotaLedger?, budget: Quota?, parentLedger: QuotaLedger?
+        budget: Quota?, parentLedger: QuotaLedger?
     ) async {
         defer { tracker.remove(runID: identity.runID) }
-        let started = ContinuousClock.now
-        var outcome: StepOutcome
-        do {
-            try await executor.emit(identity, .preRun, .preRun(HookEvent.RunStart(inputSummary: summary(input.json) ?? "", initialBudget: budget, totalSteps: 1)))
-            outcome = await executor.executeStep(item.step, retry: item.retry, input: input, identity: identity, stepIndex: 0, context: context, ledger: ledger, budget: budget)
-        } catch {
-            outcome = StepOutcome(ending: executor.hookEnding(error), context: context, attempts: 0, latencySeconds: 0, usage: Usage(), retries: [])
-        }
+        let (outcome, duration) = await executor.executeTask(item.step, retry: item.retry, input: input, identity: identity, context: context, budget: budget)
         if let budget { parentLedger?.giveBack(reserved: budget, used: outcome.usage) }
-        if let pending = await executor.finishTask(outcome, task: initial, inputJSON: input.json, identity: identity, duration: (ContinuousClock.now - started).seconds) {
+        if let pending = await executor.finishTask(outcome, task: initial, inputJSON: input.json, identity: identity, duration: duration) {
             keep(pending)
         }
     }

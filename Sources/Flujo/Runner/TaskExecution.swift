@@ -12,6 +12,25 @@ struct PendingOutcome: Sendable {
 }
 
 extension Executor {
+    /// One execution of a task, launched or resumed: its `preRun` event, then
+    /// its step. A hook that stops the run before the step becomes the outcome.
+    /// Returns the outcome and the execution's wall-clock seconds, for `finishTask`.
+    func executeTask(
+        _ step: AnyStep, retry: RetryPolicy, input: StepValue, identity: EventIdentity, context: RunContext, budget: Quota?
+    ) async -> (outcome: StepOutcome, durationSeconds: Double) {
+        let started = ContinuousClock.now
+        let outcome: StepOutcome
+        do {
+            try await emit(identity, .preRun, .preRun(HookEvent.RunStart(inputSummary: summary(input.json) ?? "", initialBudget: budget, totalSteps: 1)))
+            outcome = await executeStep(
+                step, retry: retry, input: input, identity: identity, stepIndex: 0, context: context,
+                ledger: budget.map(QuotaLedger.init), budget: budget)
+        } catch {
+            outcome = StepOutcome(ending: hookEnding(error), context: context, attempts: 0, latencySeconds: 0, usage: Usage(), retries: [])
+        }
+        return (outcome, (ContinuousClock.now - started).seconds)
+    }
+
     /// Persists a task's outcome as `TaskLifecycle.finished` records it, adds
     /// its usage to its parent, and emits its end events. Returns the outcome
     /// when it could not be written, for the caller to keep and write again.
