@@ -98,6 +98,17 @@ public enum Interrupt {
         }
     }
 
+    /// Cancels `task` and waits for it to end, at most `limit`.
+    public static func cancel<Success: Sendable, Failure: Error>(_ task: Task<Success, Failure>, waitingAtMost limit: Duration) async {
+        task.cancel()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { _ = try? await task.value }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
     private static let sources = NSLock()
     /// One per process, because signal dispositions are per process; only appended to, under `sources`.
     nonisolated(unsafe) private static var kept: [any DispatchSourceSignal] = []

@@ -179,14 +179,8 @@ public struct TasksCommand: AsyncParsableCommand {
             // as cancelled (resumable) within the shutdown timeout; then exit 130 or 143.
             let shutdown = Duration.seconds(operations.settings.backgroundTasks.shutdownTimeoutSeconds)
             Interrupt.stopGracefully { _ in
-                retrying.cancel()
-                _ = await withTaskGroup(of: Void.self) { group in
-                    group.addTask { _ = try? await retrying.value }
-                    group.addTask { try? await Task.sleep(for: shutdown) }
-                    await group.next()
-                    group.cancelAll()
-                }
-                await telemetry.shutdown(timeout: .seconds(5))
+                await Interrupt.cancel(retrying, waitingAtMost: shutdown)
+                await telemetry.shutdown()
             }
             do {
                 report = try await retrying.value

@@ -29,14 +29,11 @@ public struct WorkerCommand: AsyncParsableCommand {
         // Ctrl-C or SIGTERM: no new task is claimed; the running ones get the shutdown timeout; exit 130 or 143.
         let shutdown = Duration.seconds(operations.settings.backgroundTasks.shutdownTimeoutSeconds)
         Interrupt.stopGracefully { _ in
-            working.cancel()
-            _ = await withTaskGroup(of: Void.self) { group in
-                group.addTask { _ = await working.value }
-                group.addTask { try? await Task.sleep(for: shutdown) }
-                await group.next()
-                group.cancelAll()
-            }
-            await telemetry.shutdown(timeout: .seconds(5))
+            await Interrupt.cancel(working, waitingAtMost: shutdown)
+            await telemetry.shutdown()
+        }
+        if !once {
+            Output.line("worker running: \(worker.concurrency) at once, polling every \(pollMs) ms (Ctrl-C or SIGTERM stops it)")
         }
         let report = await working.value
         await Interrupt.waitIfStopping()

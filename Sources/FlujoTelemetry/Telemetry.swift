@@ -108,7 +108,7 @@ public final class Telemetry: Sendable {
     /// and stops the OTLP exporter within `timeout` (default
     /// `[telemetry] shutdown_timeout_seconds`). Call it after `Runner.close()`.
     public func shutdown(timeout: Duration? = nil) async {
-        let timeout = timeout ?? .milliseconds(Int(settings.telemetry.shutdownTimeoutSeconds * 1000))
+        let timeout = timeout ?? .seconds(settings.telemetry.shutdownTimeoutSeconds)
         if let running = server.withLock({ server -> MetricsServer? in
             defer { server = nil }
             return server

@@ -53,7 +53,7 @@ struct DemoCommand: AsyncParsableCommand {
         let shutdown = Duration.seconds(settings.backgroundTasks.shutdownTimeoutSeconds)
         Interrupt.stopGracefully { _ in
             await runner.close(timeout: shutdown)
-            await telemetry.shutdown(timeout: .seconds(5))
+            await telemetry.shutdown()
         }
 
         var random = SeededRandomNumberGenerator(seed: seed ?? UInt64.random(in: 0...UInt64.max))

@@ -90,7 +90,7 @@ struct ReadOnlyCommandTests {
         #expect(try folderContents(cli.folder) == before)
 
         let empty = cli.folder.appendingPathComponent("empty.db").path
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        #expect(FileManager.default.createFile(atPath: empty, contents: Data()))
         let emptyRun = try await cli.run(["stats", "--db", empty])
         #expect(emptyRun.status == 1 && emptyRun.stderr.contains("holds no Flujo tables"), "\(emptyRun.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: empty)).isEmpty, "stats did not turn the empty file into a database")
@@ -174,5 +174,19 @@ struct WorkerCommandTests {
         #expect(tasks.filter { $0["status"] as? String == "paused" }.count == 1)
         let refused = try await cli.run(["worker", "--concurrency", "0", "--db", cli.db])
         #expect(refused.status == 2)
+    }
+
+    @Test("SIGTERM stops a waiting worker: it claims nothing more, shuts telemetry down and exits 143", .timeLimit(.minutes(1)))
+    func gracefulStop() async throws {
+        let cli = CLI()
+        var environment = ProcessInfo.processInfo.environment
+        environment["NO_COLOR"] = "1"
+        let process = try RunningProcess(TestSupport.executable("flujo"), ["worker", "--poll-ms", "50", "--db", cli.db], environment: environment)
+        #expect(await process.waitForLine { $0.hasPrefix("worker running: 1 at once") })
+        let sent = ContinuousClock.now
+        process.send(SIGTERM)
+        await process.waitForExit()
+        #expect(ContinuousClock.now - sent < .seconds(20), "within the shutdown timeout and the telemetry bound")
+        #expect(process.terminationStatus == 143)
     }
 }
