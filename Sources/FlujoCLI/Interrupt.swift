@@ -1,0 +1,95 @@
+import Foundation
+import Synchronization
+
+/// SIGINT and SIGTERM for the commands: the first asks for a graceful stop,
+/// a second exits at once.
+public enum Interrupt {
+    /// Waits for SIGINT or SIGTERM and returns its number. A second signal
+    /// exits the process at once with 128 + its number.
+    public static func wait() async -> Int32 {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+            onFirstSignal { number in continuation.resume(returning: number) }
+        }
+    }
+
+    /// Calls `handler` once, on the first SIGINT or SIGTERM; the signals no
+    /// longer end the process by themselves. A second signal exits at once
+    /// with 128 + its number.
+    public static func onFirstSignal(_ handler: @escaping @Sendable (Int32) -> Void) {
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let once = OnceFlag()
+        for number in [SIGINT, SIGTERM] {
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if once.take() {
+                    handler(number)
+                } else {
+                    Output.error("second \(number == SIGINT ? "interrupt" : "termination") signal: exiting now")
+                    _exit(128 + number)
+                }
+            }
+            source.resume()
+            Interrupt.keep(source)
+        }
+    }
+
+    /// Whether a graceful stop is under way: the command's own work must not
+    /// end the process first (see `waitIfStopping`).
+    public static var isStopping: Bool { stopping.load(ordering: .acquiring) }
+    private static let stopping = Atomic<Bool>(false)
+
+    /// Waits forever while a graceful stop is under way, so that the stop, not
+    /// the command's normal end, decides the exit status.
+    public static func waitIfStopping() async {
+        while isStopping { try? await Task.sleep(for: .seconds(3600)) }
+    }
+
+    /// From now on, SIGINT or SIGTERM runs `stop` (a graceful stop, bounded by
+    /// the caller) and exits with 130 or 143. A second signal exits at once.
+    public static func stopGracefully(_ stop: @escaping @Sendable (Int32) async -> Void) {
+        onFirstSignal { number in
+            stopping.store(true, ordering: .releasing)
+            Task {
+                Output.error("\(number == SIGINT ? "interrupted" : "terminated"): stopping gracefully (send the signal again to exit at once)")
+                await stop(number)
+                fflush(nil)
+                exit(128 + number)
+            }
+        }
+    }
+
+    /// Cancels `task` and waits for it to end, at most `limit`.
+    public static func cancel<Success: Sendable, Failure: Error>(_ task: Task<Success, Failure>, waitingAtMost limit: Duration) async {
+        task.cancel()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { _ = try? await task.value }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private static let sources = NSLock()
+    /// One per process, because signal dispositions are per process; only appended to, under `sources`.
+    nonisolated(unsafe) private static var kept: [any DispatchSourceSignal] = []
+
+    private static func keep(_ source: any DispatchSourceSignal) {
+        sources.withLock { kept.append(source) }
+    }
+}
+
+/// True exactly once.
+final class OnceFlag: @unchecked Sendable {
+    // @unchecked: `taken` is only read and written under `lock`.
+    private let lock = NSLock()
+    private var taken = false
+
+    func take() -> Bool {
+        lock.withLock {
+            if taken { return false }
+            taken = true
+            return true
+        }
+    }
+}
