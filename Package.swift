@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
     ],
     targets: [
         // C bridges: system libraries from Debian's -dev packages.
@@ -50,6 +51,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+            .product(name: "Instrumentation", package: "swift-distributed-tracing"),
         ]),
         .target(name: "FlujoSQLite", dependencies: ["Flujo", "CSQLite", "CSQLiteVFS"]),
         .target(name: "FlujoTesting", dependencies: ["Flujo"]),
@@ -105,6 +107,8 @@ let package = Package(
         .testTarget(name: "FlujoOTLPTests", dependencies: [
             "Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport", .product(name: "Logging", package: "swift-log"),
             .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
+            .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
         ]),
     ]
 )

@@ -190,6 +190,9 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
             events: span.events.map { event in
                 OTLPEvent(timeUnixNano: event.unixNano, name: event.name, attributes: event.attributes.map { OTLPAttribute($0.key, value($0.value)) })
             },
+            links: span.links.map { link in
+                OTLPLink(traceID: link.traceID, spanID: link.spanID, attributes: link.attributes.map { OTLPAttribute($0.key, value($0.value)) })
+            },
             status: OTLPStatus(code: span.status == .error ? .error : (span.status == .ok ? .ok : .unset), message: span.statusMessage ?? ""))
     }
 

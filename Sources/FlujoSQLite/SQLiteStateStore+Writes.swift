@@ -2,10 +2,11 @@ import Flujo
 
 /// Writes: every change to the rows, with the counters changed in the same transaction.
 extension SQLiteStateStore {
-    /// Every column and the owner (`?26`): the process that runs a running background task.
+    /// Every column, the owner (`?26`: the process that runs a running background
+    /// task), the next attempt (`?27`) and the task's trace record (`?28`).
     private static let insertState = SQL("""
-        INSERT INTO workflow_state (\(StateRow.columns), owner, next_attempt_at)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)
+        INSERT INTO workflow_state (\(StateRow.columns), owner, next_attempt_at, trace)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
         """)
 
     /// Every column but the row's identity (run id, creation time, background
@@ -17,7 +18,7 @@ extension SQLiteStateStore {
             pipeline_context = ?6, last_step_output = ?7, step_history = ?8, status = ?9, updated_at = ?11,
             total_steps = ?12, error_message = ?13, execution_time_ms = ?14, memory_usage_mb = ?15,
             metadata = ?16, error_category = ?20, attempts = ?21, resumed_from = ?22, step_name = ?23,
-            cost_usd = ?24, tokens = ?25, owner = ?26, next_attempt_at = ?27
+            cost_usd = ?24, tokens = ?25, owner = ?26, next_attempt_at = ?27, trace = coalesce(?28, trace)
         WHERE run_id = ?1
         """)
 
@@ -45,7 +46,18 @@ extension SQLiteStateStore {
         UPDATE OR FAIL workflow_state
         SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, next_attempt_at = ?6
         WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1 AND owner IS NULL
+        RETURNING \(endedColumns)
         """)
+
+    /// What a bulk transition returns of each task it ended.
+    private static let endedColumns = "run_id, task_id, parent_run_id, pipeline_name, pipeline_version, step_name, trace"
+
+    private static func endedTask(_ statement: Statement) -> EndedTask {
+        EndedTask(
+            runID: statement.string(0) ?? "", taskID: statement.string(1) ?? "", parentRunID: statement.string(2),
+            pipelineName: statement.string(3) ?? "", pipelineVersion: statement.string(4) ?? "", stepName: statement.string(5) ?? "",
+            trace: statement.string(6).flatMap(TaskTrace.init(encoded:)))
+    }
 
     /// The processes recorded as running background tasks now.
     private static let runningOwners = SQL("SELECT DISTINCT owner FROM workflow_state WHERE is_background_task = 1 AND status = 'running' AND owner IS NOT NULL")
@@ -55,7 +67,10 @@ extension SQLiteStateStore {
         UPDATE OR FAIL workflow_state
         SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, owner = NULL, next_attempt_at = ?6
         WHERE is_background_task = 1 AND status = 'running' AND owner = ?1
+        RETURNING \(endedColumns)
         """)
+    private static let traceSQL = SQL("SELECT trace FROM workflow_state WHERE run_id = ?1")
+    private static let saveTraceSQL = SQL("UPDATE workflow_state SET trace = ?2 WHERE run_id = ?1")
     private static let addUsageSQL = SQL("UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
 
     private static let saveSpanSQL = SQL("""
@@ -65,7 +80,7 @@ extension SQLiteStateStore {
     public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
         let owner = try owner(for: CollectionOfOne(state))
         try await write { (connection) throws(StateStoreError) in
-            try Self.write(state, step: step, parentUsage: parentUsage, owner: owner, nextAttemptAt: nil, on: connection)
+            try Self.write(state, step: step, parentUsage: parentUsage, owner: owner, nextAttemptAt: nil, trace: nil, on: connection)
         }
     }
 
@@ -73,7 +88,7 @@ extension SQLiteStateStore {
         let owner = try owner(for: writes.lazy.map(\.state))
         try await write { (connection) throws(StateStoreError) in
             for item in writes {
-                try Self.write(item.state, step: item.step, parentUsage: item.parentUsage, owner: owner, nextAttemptAt: item.nextAttemptAt, on: connection)
+                try Self.write(item.state, step: item.step, parentUsage: item.parentUsage, owner: owner, nextAttemptAt: item.nextAttemptAt, trace: item.trace, on: connection)
             }
         }
     }
@@ -86,7 +101,26 @@ extension SQLiteStateStore {
         return try TaskClaims.shared.holdOwnerLock(key: claimKey, filename: filename)
     }
 
-    public func failOrphanedTasks(applying transition: TaskTransition) async throws -> Int {
+    public func taskTrace(runID: String) async throws -> TaskTrace? {
+        try withConnection { (connection) throws(StateStoreError) -> TaskTrace? in
+            defer { connection.resetActive() }
+            let statement = try connection.statement(Self.traceSQL)
+            statement.bind(1, runID)
+            guard try statement.step() else { return nil }
+            return statement.string(0).flatMap(TaskTrace.init(encoded:))
+        }
+    }
+
+    public func saveTaskTrace(_ trace: TaskTrace, runID: String) async throws {
+        try await write { (connection) throws(StateStoreError) in
+            let statement = try connection.statement(Self.saveTraceSQL)
+            statement.bind(1, runID)
+            statement.bind(2, trace.encoded)
+            try statement.run()
+        }
+    }
+
+    public func failOrphanedTasks(applying transition: TaskTransition) async throws -> [EndedTask] {
         // Which owners are gone is read first (a lock probe each), then their rows change in one write.
         let owners = try withConnection { (connection) throws(StateStoreError) -> [String] in
             let statement = try connection.statement(Self.runningOwners)
@@ -95,18 +129,18 @@ extension SQLiteStateStore {
             return owners
         }
         let gone = owners.filter { !TaskClaims.shared.isOwnerAlive($0, key: claimKey, filename: filename) }
-        guard !gone.isEmpty else { return 0 }
-        return try await write { (connection) throws(StateStoreError) -> Int in
-            var count = 0
+        guard !gone.isEmpty else { return [] }
+        return try await write { (connection) throws(StateStoreError) -> [EndedTask] in
+            var ended: [EndedTask] = []
             for owner in gone {
                 let statement = try connection.statement(Self.failOrphans)
                 statement.bind(1, owner)
                 Self.bind(transition, to: statement)
-                try statement.run()
-                count += connection.changes
+                while try statement.step() { ended.append(Self.endedTask(statement)) }
+                statement.reset()
             }
-            connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)
-            return count
+            connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: ended.count)
+            return ended
         }
     }
 
@@ -114,7 +148,7 @@ extension SQLiteStateStore {
     public func saveNow(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage? = nil) throws(StateStoreError) {
         try withConnection { (connection) throws(StateStoreError) in
             try connection.transaction { () throws(StateStoreError) in
-                try Self.write(state, step: step, parentUsage: parentUsage, owner: nil, nextAttemptAt: nil, on: connection)
+                try Self.write(state, step: step, parentUsage: parentUsage, owner: nil, nextAttemptAt: nil, trace: nil, on: connection)
             }
         }
     }
@@ -124,7 +158,7 @@ extension SQLiteStateStore {
     public func saveAll(_ states: [WorkflowState]) throws(StateStoreError) {
         try withConnection { (connection) throws(StateStoreError) in
             try connection.transaction { () throws(StateStoreError) in
-                for state in states { try Self.write(state, step: nil, parentUsage: nil, owner: nil, nextAttemptAt: nil, on: connection) }
+                for state in states { try Self.write(state, step: nil, parentUsage: nil, owner: nil, nextAttemptAt: nil, trace: nil, on: connection) }
             }
         }
     }
@@ -139,7 +173,8 @@ extension SQLiteStateStore {
     /// Upserts the state and its run totals, appends the step and adds the usage
     /// to the parent's totals, inside the caller's transaction.
     private static func write(
-        _ state: WorkflowState, step: StepRecord?, parentUsage: Usage?, owner: String?, nextAttemptAt: Timestamp?, on connection: SQLiteConnection
+        _ state: WorkflowState, step: StepRecord?, parentUsage: Usage?, owner: String?, nextAttemptAt: Timestamp?, trace: TaskTrace?,
+        on connection: SQLiteConnection
     ) throws(StateStoreError) {
         let rowOwner = state.isBackgroundTask && state.status == .running ? owner : nil
         if let parentUsage, let parent = state.parentRunID, parentUsage.costUSD != 0 || parentUsage.tokens != 0 {
@@ -171,6 +206,7 @@ extension SQLiteStateStore {
                 StateRow.bind(state, to: update)
                 update.bind(26, rowOwner)
                 update.bind(27, nextAttemptAt)
+                update.bind(28, trace?.encoded)
                 try update.run()
                 connection.counterChanges.moved(isBackground: isBackground, from: oldStatus, to: state.status.rawValue)
                 connection.counterChanges.duration(from: oldDuration, to: state.executionTimeMs)
@@ -179,6 +215,7 @@ extension SQLiteStateStore {
                 StateRow.bind(state, to: insert)
                 insert.bind(26, rowOwner)
                 insert.bind(27, nextAttemptAt)
+                insert.bind(28, trace?.encoded)
                 try insert.run()
                 connection.counterChanges.inserted(
                     isBackground: state.isBackgroundTask, status: state.status.rawValue,
@@ -233,16 +270,17 @@ extension SQLiteStateStore {
         statement.bind(6, transition.nextAttemptAt)
     }
 
-    public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
-        try await write { (connection) throws(StateStoreError) -> Int in
+    public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> [EndedTask] {
+        try await write { (connection) throws(StateStoreError) -> [EndedTask] in
             do {
                 let statement = try connection.statement(Self.failStale)
                 statement.bind(1, heartbeatBefore)
                 Self.bind(transition, to: statement)
-                try statement.run()
-                let count = connection.changes
-                connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)
-                return count
+                var ended: [EndedTask] = []
+                while try statement.step() { ended.append(Self.endedTask(statement)) }
+                statement.reset()
+                connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: ended.count)
+                return ended
             }
         }
     }

@@ -9,13 +9,15 @@ import Flujo
 /// (see `CounterChanges`), a few statements per commit instead of several per row.
 /// Version 4 drops the columns nothing wrote or read any more
 /// (`background_error`, which repeated `error_message`, and the lease columns
-/// of the claims that are locks now). A database is migrated and repaired by the same
+/// of the claims that are locks now). Version 5 adds `trace`, the record a
+/// task keeps of its trace (`TaskTrace`). A database is migrated and repaired by the same
 /// path: every column of `addedColumns` that is missing is added, after its
 /// name and definition passed `validateColumnAddition`.
 enum Schema {
-    static let currentVersion = 4
+    static let currentVersion = 5
     /// The oldest version a read-only store can read as it is: version 2 has
-    /// every column and counter the store reads (version 4 only dropped columns).
+    /// every column and counter the store's queries read (version 4 only dropped
+    /// columns; version 5's `trace` is read by resumes and recovery, which migrate first).
     static let oldestReadableVersion = 2
 
     /// Tables of version 1. `CREATE ... IF NOT EXISTS`, so they also repair a missing table.
@@ -91,6 +93,7 @@ enum Schema {
         ("workflow_state", "tokens", "INTEGER NOT NULL DEFAULT 0"),
         ("workflow_state", "owner", "TEXT"),
         ("workflow_state", "next_attempt_at", "INTEGER"),
+        ("workflow_state", "trace", "TEXT"),
         ("runs", "background_cost_usd", "REAL NOT NULL DEFAULT 0"),
         ("runs", "background_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ]

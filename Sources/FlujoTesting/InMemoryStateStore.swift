@@ -19,6 +19,8 @@ public final class InMemoryStateStore: StateStore {
         var pruned = 0
         /// When a worker may run a failed task again, by run id.
         var nextAttempts: [String: Timestamp] = [:]
+        /// Tasks' trace records, by run id.
+        var traces: [String: TaskTrace] = [:]
     }
 
     private let storage = Mutex(Storage())
@@ -47,7 +49,10 @@ public final class InMemoryStateStore: StateStore {
     public func save(_ writes: [StateWrite]) async throws {
         for write in writes {
             try await save(write.state, step: write.step, parentUsage: write.parentUsage)
-            storage.withLock { $0.nextAttempts[write.state.runID] = write.nextAttemptAt }
+            storage.withLock { storage in
+                storage.nextAttempts[write.state.runID] = write.nextAttemptAt
+                if let trace = write.trace { storage.traces[write.state.runID] = trace }
+            }
         }
     }
 
@@ -121,15 +126,27 @@ public final class InMemoryStateStore: StateStore {
         }
     }
 
-    public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
+    public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> [EndedTask] {
         storage.withLock { storage in
-            var changed = 0
+            var ended: [EndedTask] = []
             for (id, state) in storage.states where state.isBackgroundTask && state.status == .running && state.updatedAt < heartbeatBefore {
                 storage.states[id] = transition.applied(to: state)
                 storage.nextAttempts[id] = transition.nextAttemptAt
-                changed += 1
+                ended.append(EndedTask(
+                    runID: id, taskID: state.taskID ?? "", parentRunID: state.parentRunID, pipelineName: state.pipelineName,
+                    pipelineVersion: state.pipelineVersion, stepName: state.stepName ?? "", trace: storage.traces[id]))
             }
-            return changed
+            return ended
+        }
+    }
+
+    public func taskTrace(runID: String) async throws -> TaskTrace? {
+        storage.withLock { $0.traces[runID] }
+    }
+
+    public func saveTaskTrace(_ trace: TaskTrace, runID: String) async throws {
+        storage.withLock { storage in
+            if storage.states[runID] != nil { storage.traces[runID] = trace }
         }
     }
 
@@ -143,6 +160,7 @@ public final class InMemoryStateStore: StateStore {
                 storage.steps[runID] = nil
                 storage.backgroundUsage[runID] = nil
                 storage.spans.removeAll { $0.runID == runID }
+                storage.traces[runID] = nil
                 storage.pruned += 1
             }
             return taken.count
@@ -150,7 +168,7 @@ public final class InMemoryStateStore: StateStore {
     }
 
     /// Tasks in memory live and die with this process: none is ever orphaned.
-    public func failOrphanedTasks(applying transition: TaskTransition) async throws -> Int { 0 }
+    public func failOrphanedTasks(applying transition: TaskTransition) async throws -> [EndedTask] { [] }
 
     public func runTotals(runID: String) async throws -> RunTotals? {
         storage.withLock { storage in

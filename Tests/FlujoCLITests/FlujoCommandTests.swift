@@ -108,7 +108,7 @@ struct FlujoCommandTests {
         #expect(trace.stdout.contains("pipeline_run"))
         #expect(trace.stdout.contains("├─ validate_order"))
         #expect(trace.stdout.contains("[bg]"))
-        #expect(trace.stdout.contains("error"))
+        #expect(trace.stdout.contains("unset"), "a failed task whose next attempt is scheduled is not an error yet")
         let metrics = try await cli.run(["metrics", "--db", cli.db])
         #expect(metrics.stdout.contains("flujo_background_tasks_by_status{status=\"completed\"} 3"))
         #expect(metrics.stdout.contains("flujo_runs_total 6"))

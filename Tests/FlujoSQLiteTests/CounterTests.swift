@@ -106,7 +106,7 @@ struct CounterTests {
         }
         let failed = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -3600), applying: TaskLifecycle.stale(thresholdHours: 1, at: now))
         // Rows 32, 34 and 38: untouched, running, created (and last updated) 48 h ago.
-        #expect(failed == 3)
+        #expect(failed.count == 3)
         let expected = try recount(path)
         let actual = try await maintained(store, path)
         #expect(actual.byKind == expected.byKind)

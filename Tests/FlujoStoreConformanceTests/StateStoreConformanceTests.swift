@@ -245,21 +245,46 @@ struct StateStoreConformanceTests {
 
         let transition = TaskLifecycle.stale(thresholdHours: 24, at: now)
         let staled = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -24 * 3600), applying: transition)
-        #expect(try await store.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: now)) == 0, "this process lives: nothing is orphaned")
+        #expect(try await store.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: now)).isEmpty, "this process lives: nothing is orphaned")
         if kind.tracksOwners {
             // This process saved them and lives: no threshold fails a task whose process lives.
-            #expect(staled == 0)
+            #expect(staled.isEmpty)
             #expect(try await store.loadTask(taskID: "bg_old")?.status == .running)
             try await Self.expectCountersMatch(store, ["fg"] + ["bg_old", "bg_fresh", "bg_beating", "bg_done"].map { Self.task($0).runID })
             return
         }
-        #expect(staled == 1)
+        #expect(staled.map(\.taskID) == ["bg_old"])
+        #expect(staled.first?.runID == Self.task("bg_old").runID)
         let failed = try #require(try await store.loadTask(taskID: "bg_old"))
         #expect(failed == transition.applied(to: Self.task("bg_old", status: .running, updatedAt: old)))
         for id in ["bg_fresh", "bg_beating"] { #expect(try await store.loadTask(taskID: id)?.status == .running) }
         #expect(try await store.load(runID: "fg")?.status == .running)
-        #expect(try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -24 * 3600), applying: transition) == 0)
+        #expect(try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -24 * 3600), applying: transition).isEmpty)
         try await Self.expectCountersMatch(store, ["fg"] + ["bg_old", "bg_fresh", "bg_beating", "bg_done"].map { Self.task($0).runID })
+    }
+
+    @Test("a task's trace record is saved with its launch, kept by later saves, replaced by a new attempt, and gone with the row", arguments: StoreKind.allCases)
+    func taskTraceRecord(_ kind: StoreKind) async throws {
+        let store = try kind.make()
+        let launch = SpanPosition.root().child()
+        let first = TaskTrace(launch: launch, attempt: launch.child(), attemptStartUnixNano: 1_700_000_000_000_000_000, attemptNumber: 1)
+        var task = Self.task("bg_traced", status: .failed)
+        try await store.save([StateWrite(task, trace: first)])
+        #expect(try await store.taskTrace(runID: task.runID) == first)
+        #expect(try await store.taskTrace(runID: "missing") == nil)
+        // An outcome written without a record keeps the stored one.
+        task.errorMessage = "again"
+        try await store.save([StateWrite(task)])
+        try await store.save(task)
+        #expect(try await store.taskTrace(runID: task.runID) == first)
+        let second = first.nextAttempt(startingAt: 1_700_000_001_000_000_000, number: 2)
+        try await store.saveTaskTrace(second, runID: task.runID)
+        let read = try #require(try await store.taskTrace(runID: task.runID))
+        #expect(read == second)
+        #expect(read.launch == first.launch && read.attempt.parentSpanID == first.launch.spanID && read.attempt.spanID != first.attempt.spanID)
+        let deleted = try await store.prune(PrunePolicy(cutoffs: [.failed: .now], keptFailureCategories: []), limit: 100, dryRun: false)
+        #expect(deleted >= 1)
+        #expect(try await store.taskTrace(runID: task.runID) == nil)
     }
 
     // MARK: - Retention

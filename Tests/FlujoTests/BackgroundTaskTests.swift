@@ -121,7 +121,7 @@ struct BackgroundTaskTests {
         for taskID in result.backgroundTaskIDs { _ = try await waitForTask(runner, taskID) }
         await runner.close()
         await spanPipeline.close()
-        #expect(spanPipeline.recorder.openCounts == (0, 0))
+        #expect(spanPipeline.recorder.openRunCount == 0)
         let spans = try await runner.store.spans(runID: result.runID)
         let root = try #require(spans.first { $0.parentSpanID == nil })
         let launches = spans.filter { $0.parentSpanID == root.spanID }
@@ -309,6 +309,6 @@ struct EventOrderTests {
             }
         }
         #expect(launched.count == 2_000 && finished == 2_000)
-        #expect(spans.recorder.openCounts == (0, 0), "no open run and no launch entry left")
+        #expect(spans.recorder.openRunCount == 0, "no open run left")
     }
 }

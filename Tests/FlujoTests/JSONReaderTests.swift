@@ -81,7 +81,7 @@ struct JSONReaderTests {
     @Test("a step taking JSONValue and a resumed context get the same values through the fast path")
     func hotPaths() async throws {
         let step = Step<JSONValue, JSONValue>("echo") { input, _ in input }.erased
-        let context = StepContext(runID: "r", stepName: "echo", attempt: 1, isBackground: false, taskID: nil, context: RunContext(), ledger: nil, budget: nil)
+        let context = StepContext(runID: "r", stepName: "echo", attempt: 1, isBackground: false, taskID: nil, span: .root(), context: RunContext(), ledger: nil, budget: nil)
         let output = try await step.execute(StepValue(json: "{\"b\": [1, \"\\u00e9\"], \"a\": null}"), context)
         #expect(output.json == "{\"a\":null,\"b\":[1,\"\u{e9}\"]}")
         await #expect(throws: StepInputError.self) {

@@ -83,35 +83,24 @@ public struct HookEvent: Sendable {
         public var initialBudget: Quota?
         /// The number of steps.
         public var totalSteps: Int
-        /// The caller's span the run continues (from a W3C `traceparent`), if any.
-        public var parent: TraceParent?
+        /// The run's root span (`pipeline_run`): its trace, its parent (the
+        /// caller's span, or a task's launch step) and the sampling decision.
+        /// Nil only in events made outside the engine: a recorder then starts a trace.
+        public var span: SpanPosition?
+        /// The attempt this execution is: 1 for a run or a task's first
+        /// execution, then one more for each resume, retry or recovery.
+        public var attempt: Int
+        /// The attempt before this one, for a resumed, retried or recovered task.
+        public var link: AttemptLink?
 
         /// Creates the fields.
-        public init(inputSummary: String, initialBudget: Quota? = nil, totalSteps: Int, parent: TraceParent? = nil) {
+        public init(inputSummary: String, initialBudget: Quota? = nil, totalSteps: Int, span: SpanPosition? = nil, attempt: Int = 1, link: AttemptLink? = nil) {
             self.inputSummary = inputSummary
             self.initialBudget = initialBudget
             self.totalSteps = totalSteps
-            self.parent = parent
-        }
-    }
-
-    /// A caller's span a run continues: W3C trace context, in bytes.
-    public struct TraceParent: Sendable, Hashable {
-        /// The trace id, 16 bytes.
-        public var traceID: [UInt8]
-        /// The caller's span id, 8 bytes.
-        public var spanID: [UInt8]
-        /// Whether the caller sampled the trace.
-        public var sampled: Bool
-        /// The `tracestate` header value, if any.
-        public var traceState: String?
-
-        /// Creates a parent.
-        public init(traceID: [UInt8], spanID: [UInt8], sampled: Bool, traceState: String?) {
-            self.traceID = traceID
-            self.spanID = spanID
-            self.sampled = sampled
-            self.traceState = traceState
+            self.span = span
+            self.attempt = attempt
+            self.link = link
         }
     }
 
@@ -129,15 +118,19 @@ public struct HookEvent: Sendable {
         public var errorMessage: String?
         /// The error category.
         public var errorCategory: ErrorCategory?
+        /// A failed task's next attempt is already scheduled (its category is
+        /// retryable and attempts are left): this failure is not the final one.
+        public var retryScheduled: Bool
 
         /// Creates the fields.
-        public init(status: RunStatus, durationSeconds: Double, usage: Usage, stepsRun: Int, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil) {
+        public init(status: RunStatus, durationSeconds: Double, usage: Usage, stepsRun: Int, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil, retryScheduled: Bool = false) {
             self.status = status
             self.durationSeconds = durationSeconds
             self.usage = usage
             self.stepsRun = stepsRun
             self.errorMessage = errorMessage
             self.errorCategory = errorCategory
+            self.retryScheduled = retryScheduled
         }
     }
 
@@ -155,15 +148,19 @@ public struct HookEvent: Sendable {
         public var attemptNumber: Int
         /// The budget left before the step, when limited.
         public var quotaBefore: Quota?
+        /// The step's span, a child of its run's; the one `StepContext.span`
+        /// hands to the step. Nil only in events made outside the engine.
+        public var span: SpanPosition?
 
         /// Creates the fields.
-        public init(stepName: String, stepIndex: Int, mode: ExecutionMode, inputSummary: String, attemptNumber: Int, quotaBefore: Quota? = nil) {
+        public init(stepName: String, stepIndex: Int, mode: ExecutionMode, inputSummary: String, attemptNumber: Int, quotaBefore: Quota? = nil, span: SpanPosition? = nil) {
             self.stepName = stepName
             self.stepIndex = stepIndex
             self.mode = mode
             self.inputSummary = inputSummary
             self.attemptNumber = attemptNumber
             self.quotaBefore = quotaBefore
+            self.span = span
         }
     }
 
@@ -211,9 +208,12 @@ public struct HookEvent: Sendable {
         public var errorCategory: ErrorCategory?
         /// Earlier attempts that failed and were retried.
         public var retries: [RetryNote]
+        /// A failed task's next attempt is already scheduled: not the final failure.
+        public var retryScheduled: Bool
 
         /// Creates the fields.
-        public init(stepName: String, stepIndex: Int, mode: ExecutionMode, success: Bool, outputSummary: String? = nil, attempts: Int, latencySeconds: Double, usage: Usage, feedback: String? = nil, errorCategory: ErrorCategory? = nil, retries: [RetryNote]) {
+        public init(stepName: String, stepIndex: Int, mode: ExecutionMode, success: Bool, outputSummary: String? = nil, attempts: Int, latencySeconds: Double, usage: Usage, feedback: String? = nil, errorCategory: ErrorCategory? = nil, retries: [RetryNote], retryScheduled: Bool = false) {
+            self.retryScheduled = retryScheduled
             self.stepName = stepName
             self.stepIndex = stepIndex
             self.mode = mode
@@ -266,9 +266,13 @@ public struct HookEvent: Sendable {
         public var usage: Usage
         /// Wall-clock duration in seconds.
         public var durationSeconds: Double
+        /// Set when recovery found the task's process gone: the attempt that
+        /// process ran, whose span recovery ends after the fact.
+        public var lostAttempt: TaskTrace?
 
         /// Creates the fields.
-        public init(taskID: String, taskRunID: String, stepName: String, status: RunStatus, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil, usage: Usage, durationSeconds: Double) {
+        public init(taskID: String, taskRunID: String, stepName: String, status: RunStatus, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil, usage: Usage, durationSeconds: Double, lostAttempt: TaskTrace? = nil) {
+            self.lostAttempt = lostAttempt
             self.taskID = taskID
             self.taskRunID = taskRunID
             self.stepName = stepName

@@ -107,6 +107,11 @@ public struct TaskOperations: Sendable {
     /// ends); the stored status changes only with the outcome. What the resume
     /// records is `TaskLifecycle.resumed` then `TaskLifecycle.finished`.
     public func resume(taskID: String, newData: JSONValue? = nil) async throws -> TaskOutcome {
+        try await resume(taskID: taskID, newData: newData, kind: .resume)
+    }
+
+    /// `resume`, the new attempt's span linked to the previous one as `kind`.
+    private func resume(taskID: String, newData: JSONValue?, kind: AttemptLink.Kind) async throws -> TaskOutcome {
         try Self.check(taskID)
         guard settings.backgroundTasks.enableResumability else { throw RunnerError.resumabilityDisabled }
         let task: WorkflowState
@@ -119,7 +124,7 @@ public struct TaskOperations: Sendable {
         }
         // Held from here until the outcome is saved, whatever happens.
         defer { store.releaseClaim(taskID: taskID) }
-        return try await run(claimed: task, newData: newData)
+        return try await run(claimed: task, newData: newData, kind: kind)
     }
 
     /// Claims the failed task whose next attempt has waited longest
@@ -130,25 +135,37 @@ public struct TaskOperations: Sendable {
         guard settings.backgroundTasks.enableResumability else { throw RunnerError.resumabilityDisabled }
         guard let task = try await store.claimNextDueTask(owner: owner, now: .now), let taskID = task.taskID else { return nil }
         defer { store.releaseClaim(taskID: taskID) }
-        return try await run(claimed: task, newData: nil)
+        return try await run(claimed: task, newData: nil, kind: task.errorCategory == .lostWorker ? .recovery : .retry)
     }
 
     /// Runs a task this process has claimed and records the outcome.
-    private func run(claimed task: WorkflowState, newData: JSONValue?) async throws -> TaskOutcome {
+    private func run(claimed task: WorkflowState, newData: JSONValue?, kind: AttemptLink.Kind) async throws -> TaskOutcome {
         let taskID = task.taskID ?? task.runID
         guard let stepName = task.stepName, let step = registry.step(named: stepName) else {
             throw RunnerError.stepNotRegistered(taskID: taskID, stepName: task.stepName ?? "(none)", registered: registry.names)
         }
         let inputJSON = TaskLifecycle.input(of: task, newInputJSON: newData?.jsonText)
         let resumed = TaskLifecycle.resumed(task, newInputJSON: newData?.jsonText)
+        // The new attempt continues the trace of the launch, linked to the attempt before it.
+        var link: AttemptLink?
+        let span: SpanPosition
+        if let previous = try? await store.taskTrace(runID: task.runID) {
+            let next = previous.nextAttempt(startingAt: Identifiers.nowUnixNano(), number: resumed.attempts)
+            try? await store.saveTaskTrace(next, runID: task.runID)
+            link = AttemptLink(kind: kind, previous: previous.attempt, previousAttempt: previous.attemptNumber)
+            span = next.attempt
+        } else {
+            span = .root(sampler: settings.telemetry.sampler)
+        }
         let identity = EventIdentity(
             runID: resumed.runID, parentRunID: resumed.parentRunID, taskID: taskID,
-            pipelineName: resumed.pipelineName, pipelineVersion: resumed.pipelineVersion, isBackground: false)
+            pipelineName: resumed.pipelineName, pipelineVersion: resumed.pipelineVersion, isBackground: false, span: span)
         let context = RunContext(json: resumed.contextJSON)
         let budget = settings.backgroundTasks.enableQuota
             ? Quota(costUSD: settings.backgroundTasks.maxCostPerTask, tokens: settings.backgroundTasks.maxTokensPerTask) : nil
         let (outcome, duration) = await executor.executeTask(
-            step, retry: .none, input: StepValue(json: inputJSON), identity: identity, context: context, budget: budget)
+            step, retry: .none, input: StepValue(json: inputJSON), identity: identity, context: context, budget: budget,
+            task: resumed, attempt: resumed.attempts, link: link)
         if let pending = await executor.finishTask(outcome, task: resumed, inputJSON: inputJSON, identity: identity, duration: duration, resumedFrom: task.status) {
             // The step ran but its outcome is not stored: the task keeps its old row and stays resumable.
             throw RunnerError.outcomeNotPersisted(taskID: taskID, status: outcome.status, reason: pending.error)
@@ -212,7 +229,7 @@ public struct TaskOperations: Sendable {
             if entry.retries > 0 { try? await Task.sleep(for: policy.delay(afterAttempt: entry.retries)) }
             entry.retries += 1
             do {
-                let outcome = try await resume(taskID: taskID)
+                let outcome = try await resume(taskID: taskID, newData: nil, kind: .retry)
                 entry.status = outcome.status
                 entry.error = outcome.errorMessage
                 if outcome.status != .failed { break }
@@ -232,9 +249,30 @@ public struct TaskOperations: Sendable {
     /// process has ended (it held a lock the kernel dropped with it): found at
     /// once, whatever the heartbeat and thresholds say. A task whose process
     /// lives is never touched. Returns how many it changed.
+    /// Each task's `taskFinished` event carries the attempt its process was
+    /// running (`TaskEnd.lostAttempt`), so that attempt's span is ended now.
     @discardableResult
     public func recoverOrphanedTasks() async throws -> Int {
-        try await store.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: .now, retry: settings.backgroundTasks.recoverLostTasks == "retry"))
+        let transition = TaskLifecycle.orphaned(at: .now, retry: settings.backgroundTasks.recoverLostTasks == "retry")
+        let ended = try await store.failOrphanedTasks(applying: transition)
+        await announce(ended, transition)
+        return ended.count
+    }
+
+    /// Emits `taskFinished` for tasks a bulk transition ended, with the attempt they were running.
+    private func announce(_ ended: [EndedTask], _ transition: TaskTransition) async {
+        guard !ended.isEmpty, executor.hooks.wants(.taskFinished) else { return }
+        let now = Identifiers.nowUnixNano()
+        for task in ended {
+            let identity = EventIdentity(
+                runID: task.runID, parentRunID: task.parentRunID, taskID: task.taskID, pipelineName: task.pipelineName,
+                pipelineVersion: task.pipelineVersion, isBackground: true, span: task.trace?.attempt ?? .root())
+            let seconds = task.trace.map { Double(now &- min(now, $0.attemptStartUnixNano)) / 1e9 } ?? 0
+            try? await executor.emit(identity, .taskFinished, .taskFinished(HookEvent.TaskEnd(
+                taskID: task.taskID, taskRunID: task.runID, stepName: task.stepName, status: transition.status,
+                errorMessage: transition.errorMessage, errorCategory: transition.errorCategory, usage: Usage(),
+                durationSeconds: seconds, lostAttempt: task.trace)))
+        }
     }
 
     /// Applies `TaskLifecycle.stale` to running background tasks whose
@@ -247,9 +285,10 @@ public struct TaskOperations: Sendable {
     public func cleanupStaleTasks(staleHours: Double? = nil) async throws -> Int {
         let hours = staleHours ?? settings.backgroundTasks.staleTaskTimeoutHours
         let now = Timestamp.now
-        return try await store.failStaleTasks(
-            heartbeatBefore: now.adding(seconds: -Self.seconds(hours: hours)),
-            applying: TaskLifecycle.stale(thresholdHours: hours, at: now))
+        let transition = TaskLifecycle.stale(thresholdHours: hours, at: now)
+        let ended = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -Self.seconds(hours: hours)), applying: transition)
+        await announce(ended, transition)
+        return ended.count
     }
 
     /// Deletes completed, failed-for-good and cancelled runs and tasks past

@@ -1,4 +1,5 @@
 import Synchronization
+import W3CTraceContext
 
 /// What a running step can see and do: its identity, the run context, usage
 /// reporting, pause and abort.
@@ -13,12 +14,19 @@ public final class StepContext: Sendable {
     public let isBackground: Bool
     /// The background task id, when any.
     public let taskID: String?
+    /// The step's own span. Put `span.traceparent` (and `span.tracestate`) on
+    /// an outgoing call so the callee joins the trace below this step. With
+    /// an instrument installed through swift-distributed-tracing,
+    /// `ServiceContext.current` carries this span while the step runs, so
+    /// instrumented clients do this on their own.
+    public let span: SpanPosition
 
     private let mutable: Mutex<(context: RunContext, usage: Usage)>
     private let ledger: QuotaLedger?
     private let budget: Quota?
 
-    init(runID: String, stepName: String, attempt: Int, isBackground: Bool, taskID: String?, context: RunContext, ledger: QuotaLedger?, budget: Quota?) {
+    init(runID: String, stepName: String, attempt: Int, isBackground: Bool, taskID: String?, span: SpanPosition, context: RunContext, ledger: QuotaLedger?, budget: Quota?) {
+        self.span = span
         self.runID = runID
         self.stepName = stepName
         self.attempt = attempt
@@ -28,6 +36,9 @@ public final class StepContext: Sendable {
         self.ledger = ledger
         self.budget = budget
     }
+
+    /// The step span's W3C trace context (trace id, span id, sampling decision, `tracestate`).
+    public var traceContext: TraceContext { span.traceContext }
 
     /// The run context as it is now.
     public var context: RunContext { mutable.withLock { $0.context } }

@@ -6,6 +6,8 @@ extension Runner {
         let result: StepResult
         /// The task's `running` row, saved with the parent's step in one transaction.
         let taskState: WorkflowState?
+        /// The task's trace record, saved with its row.
+        let trace: TaskTrace
         /// Emits the launch step's start, starts the task, and emits `taskLaunched`
         /// and the step's end; call after saving. Returns a hook's failure.
         let begin: @Sendable () async -> (any Error)?
@@ -40,7 +42,13 @@ extension Runner {
         var state = TaskLifecycle.launched(
             taskID: taskID, parentRunID: parent.runID, pipelineName: parent.pipelineName, pipelineVersion: parent.pipelineVersion,
             stepName: item.step.name, inputJSON: input.json, contextJSON: context.jsonText, at: .now)
-        let identity = EventIdentity(runID: taskRunID, parentRunID: parent.runID, taskID: taskID, pipelineName: parent.pipelineName, pipelineVersion: parent.pipelineVersion, isBackground: true)
+        // The launch step's span, and the task's first attempt below it: the task
+        // keeps both, so any later attempt, in any process, continues this trace.
+        let launchSpan = parent.span.child()
+        let trace = TaskTrace(launch: launchSpan, attempt: launchSpan.child(), attemptStartUnixNano: Identifiers.nowUnixNano(), attemptNumber: 1)
+        let identity = EventIdentity(
+            runID: taskRunID, parentRunID: parent.runID, taskID: taskID, pipelineName: parent.pipelineName,
+            pipelineVersion: parent.pipelineVersion, isBackground: true, span: trace.attempt)
 
         let notice = quotaRefused
             ? "Not launched: background quota exhausted (task_id=\(taskID))"
@@ -56,7 +64,7 @@ extension Runner {
             do {
                 try await runner.executor.emit(launchIdentity, .preStep, .preStep(HookEvent.StepStart(
                     stepName: item.step.name, stepIndex: stepIndex, mode: .background, inputSummary: summary(input.json) ?? "",
-                    attemptNumber: 1, quotaBefore: quotaBefore)))
+                    attemptNumber: 1, quotaBefore: quotaBefore, span: launchSpan)))
             } catch {
                 failure = error
             }
@@ -87,7 +95,7 @@ extension Runner {
             }
             return failure
         }
-        return Launch(taskID: taskID, result: result, taskState: background.enableStateTracking ? state : nil, begin: begin)
+        return Launch(taskID: taskID, result: result, taskState: background.enableStateTracking ? state : nil, trace: trace, begin: begin)
     }
 
     /// The body of a background task: runs its step with its own events and persists the outcome.
@@ -96,7 +104,8 @@ extension Runner {
         budget: Quota?, parentLedger: QuotaLedger?
     ) async {
         defer { tracker.remove(runID: identity.runID) }
-        let (outcome, duration) = await executor.executeTask(item.step, retry: item.retry, input: input, identity: identity, context: context, budget: budget)
+        let (outcome, duration) = await executor.executeTask(
+            item.step, retry: item.retry, input: input, identity: identity, context: context, budget: budget, task: initial)
         if let budget { parentLedger?.giveBack(reserved: budget, used: outcome.usage) }
         if let pending = await executor.finishTask(outcome, task: initial, inputJSON: input.json, identity: identity, duration: duration) {
             keep(pending)

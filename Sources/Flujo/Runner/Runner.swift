@@ -58,7 +58,10 @@ public final class Runner: Sendable {
     /// when the state store fails.
     /// - Parameter trace: the caller's W3C trace context (a `traceparent`,
     ///   parsed): the run's spans join that trace, its root a child of the
-    ///   caller's span. Without it the run starts a trace of its own.
+    ///   caller's span. Without it, the application's current `ServiceContext`
+    ///   is asked, through the instrument it installed with
+    ///   swift-distributed-tracing (unless `OTEL_PROPAGATORS=none`); with
+    ///   neither, the run starts a trace of its own.
     public func run<Input: Encodable & Sendable>(
         _ pipeline: Pipeline, input: Input, context: RunContext = RunContext(), quota: Quota? = nil, runID: String? = nil,
         trace: TraceContext? = nil
@@ -66,7 +69,11 @@ public final class Runner: Sendable {
         if tracker.isClosed { throw RunnerError.closed }
         registry.registerMissing(of: pipeline)
         let runID = runID ?? Identifiers.newRunID()
-        let identity = EventIdentity(runID: runID, parentRunID: nil, taskID: nil, pipelineName: pipeline.name, pipelineVersion: pipeline.version, isBackground: false)
+        // The caller's span: the one given, else the application's current one (through its instrument).
+        let caller = trace ?? (settings.telemetry.propagatesTraceContext ? ServiceContextBridge.callerTrace() : nil)
+        let identity = EventIdentity(
+            runID: runID, parentRunID: nil, taskID: nil, pipelineName: pipeline.name, pipelineVersion: pipeline.version, isBackground: false,
+            span: .root(continuing: caller, sampler: settings.telemetry.sampler))
         let ledger = quota.map(QuotaLedger.init)
         let startedAt = Timestamp.now
         let started = ContinuousClock.now
@@ -86,8 +93,7 @@ public final class Runner: Sendable {
 
         do {
             try await executor.emit(identity, .preRun, .preRun(HookEvent.RunStart(
-                inputSummary: summary(value.json) ?? "", initialBudget: quota, totalSteps: pipeline.steps.count,
-                parent: trace.map(HookEvent.TraceParent.init))))
+                inputSummary: summary(value.json) ?? "", initialBudget: quota, totalSteps: pipeline.steps.count, span: identity.span)))
         } catch {
             (status, errorMessage, errorCategory) = Self.stopped(by: executor.hookEnding(error))
         }
@@ -146,7 +152,7 @@ public final class Runner: Sendable {
                     let launch = try await launchBackground(pipeline.steps[index], input: value, parent: identity, stepIndex: index, context: context, parentLedger: ledger)
                     launches.append(launch)
                     taskIDs.append(launch.taskID)
-                    if let taskState = launch.taskState { writes.append(StateWrite(taskState)) }
+                    if let taskState = launch.taskState { writes.append(StateWrite(taskState, trace: launch.trace)) }
                     let record = advance(past: launch.result, at: index)
                     writes.append(StateWrite(state, step: record))
                     index += 1

@@ -8,9 +8,11 @@ struct EventIdentity: Sendable {
     let pipelineName: String
     let pipelineVersion: String
     let isBackground: Bool
+    /// The execution's root span (`pipeline_run`); its steps' spans are children.
+    let span: SpanPosition
 
     func with(isBackground flag: Bool) -> EventIdentity {
-        EventIdentity(runID: runID, parentRunID: parentRunID, taskID: taskID, pipelineName: pipelineName, pipelineVersion: pipelineVersion, isBackground: flag)
+        EventIdentity(runID: runID, parentRunID: parentRunID, taskID: taskID, pipelineName: pipelineName, pipelineVersion: pipelineVersion, isBackground: flag, span: span)
     }
 }
 
@@ -31,6 +33,8 @@ struct StepOutcome: Sendable {
     var retries: [HookEvent.RetryNote]
     /// An abort signal or strict-sink error raised while emitting this step's end event.
     var hookFailure: (any Error)?
+    /// A failed task's next attempt is scheduled: this failure is not the final one.
+    var retryScheduled = false
 
     var status: RunStatus {
         switch ending {
@@ -85,11 +89,14 @@ struct Executor: Sendable {
 
 extension Executor {
     /// Runs a step with its retry policy and emits its start and end events.
+    /// `retryScheduled` tells, for a task, whether a failure of a category
+    /// leaves a next attempt scheduled (so the failure is not the final one).
     func executeStep(
         _ step: AnyStep, retry: RetryPolicy, input: StepValue, identity: EventIdentity, stepIndex: Int,
-        context: RunContext, ledger: QuotaLedger?, budget: Quota?
+        context: RunContext, ledger: QuotaLedger?, budget: Quota?, retryScheduled: (@Sendable (ErrorCategory) -> Bool)? = nil
     ) async -> StepOutcome {
         let started = ContinuousClock.now
+        let span = identity.span.child()
         var usage = Usage()
         var retries: [HookEvent.RetryNote] = []
         var attempt = 1
@@ -98,17 +105,20 @@ extension Executor {
         do {
             try await emit(identity, .preStep, .preStep(HookEvent.StepStart(
                 stepName: step.name, stepIndex: stepIndex, mode: .sync, inputSummary: summary(input.json) ?? "",
-                attemptNumber: 1, quotaBefore: ledger?.current)))
+                attemptNumber: 1, quotaBefore: ledger?.current, span: span)))
         } catch {
             ending = hookEnding(error)
-            return await finishStep(step, stepIndex: stepIndex, identity: identity, started: started, ending: ending, context: context, attempts: 0, usage: usage, retries: retries)
+            return await finishStep(step, stepIndex: stepIndex, identity: identity, started: started, ending: ending, context: context, attempts: 0, usage: usage, retries: retries, retryScheduled: retryScheduled)
         }
+        let propagates = settings.telemetry.propagatesTraceContext
         while true {
             let stepContext = StepContext(
                 runID: identity.runID, stepName: step.name, attempt: attempt, isBackground: identity.isBackground,
-                taskID: identity.taskID, context: context, ledger: ledger, budget: budget)
+                taskID: identity.taskID, span: span, context: context, ledger: ledger, budget: budget)
             do {
-                let output = try await step.execute(input, stepContext)
+                let output = propagates
+                    ? try await ServiceContextBridge.withSpan(span) { try await step.execute(input, stepContext) }
+                    : try await step.execute(input, stepContext)
                 usage = usage + stepContext.usage
                 finalContext = stepContext.context
                 ending = .success(output)
@@ -137,7 +147,7 @@ extension Executor {
                 break
             }
         }
-        return await finishStep(step, stepIndex: stepIndex, identity: identity, started: started, ending: ending, context: finalContext, attempts: attempt, usage: usage, retries: retries)
+        return await finishStep(step, stepIndex: stepIndex, identity: identity, started: started, ending: ending, context: finalContext, attempts: attempt, usage: usage, retries: retries, retryScheduled: retryScheduled)
     }
 
     /// The ending a hook failure causes: an abort signal aborts, a strict sink's error fails.
@@ -148,15 +158,20 @@ extension Executor {
 
     private func finishStep(
         _ step: AnyStep, stepIndex: Int, identity: EventIdentity, started: ContinuousClock.Instant, ending: StepOutcome.Ending,
-        context: RunContext, attempts attempt: Int, usage: Usage, retries: [HookEvent.RetryNote]
+        context: RunContext, attempts attempt: Int, usage: Usage, retries: [HookEvent.RetryNote],
+        retryScheduled: (@Sendable (ErrorCategory) -> Bool)?
     ) async -> StepOutcome {
         var outcome = StepOutcome(
             ending: ending, context: context, attempts: attempt,
             latencySeconds: (ContinuousClock.now - started).seconds, usage: usage, retries: retries)
+        var scheduled = false
+        if outcome.status == .failed, let category = outcome.errorCategory, let retryScheduled { scheduled = retryScheduled(category) }
+        outcome.retryScheduled = scheduled
         let end = HookEvent.StepEnd(
             stepName: step.name, stepIndex: stepIndex, mode: .sync, success: outcome.status == .completed,
             outputSummary: summary(outcome.output?.json), attempts: attempt, latencySeconds: outcome.latencySeconds,
-            usage: usage, feedback: outcome.errorMessage, errorCategory: outcome.errorCategory, retries: retries)
+            usage: usage, feedback: outcome.errorMessage, errorCategory: outcome.errorCategory, retries: retries,
+            retryScheduled: scheduled)
         do {
             switch outcome.ending {
             case .success: try await emit(identity, .postStep, .postStep(end))

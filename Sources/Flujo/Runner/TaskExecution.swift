@@ -15,16 +15,28 @@ extension Executor {
     /// One execution of a task, launched or resumed: its `preRun` event, then
     /// its step. A hook that stops the run before the step becomes the outcome.
     /// Returns the outcome and the execution's wall-clock seconds, for `finishTask`.
+    /// `task` is the row this execution will finish (its attempts decide
+    /// whether a failure leaves a next attempt); `attempt` and `link` name the
+    /// attempt in its trace.
     func executeTask(
-        _ step: AnyStep, retry: RetryPolicy, input: StepValue, identity: EventIdentity, context: RunContext, budget: Quota?
+        _ step: AnyStep, retry: RetryPolicy, input: StepValue, identity: EventIdentity, context: RunContext, budget: Quota?,
+        task: WorkflowState, attempt: Int = 1, link: AttemptLink? = nil
     ) async -> (outcome: StepOutcome, durationSeconds: Double) {
         let started = ContinuousClock.now
         let outcome: StepOutcome
+        let schedule = TaskLifecycle.RetrySchedule(settings.backgroundTasks)
+        let retryScheduled: @Sendable (ErrorCategory) -> Bool = { category in
+            var failed = task
+            failed.status = .failed
+            failed.errorCategory = category
+            return TaskLifecycle.nextAttempt(for: failed, schedule: schedule, at: .now) != nil
+        }
         do {
-            try await emit(identity, .preRun, .preRun(HookEvent.RunStart(inputSummary: summary(input.json) ?? "", initialBudget: budget, totalSteps: 1)))
+            try await emit(identity, .preRun, .preRun(HookEvent.RunStart(
+                inputSummary: summary(input.json) ?? "", initialBudget: budget, totalSteps: 1, span: identity.span, attempt: attempt, link: link)))
             outcome = await executeStep(
                 step, retry: retry, input: input, identity: identity, stepIndex: 0, context: context,
-                ledger: budget.map(QuotaLedger.init), budget: budget)
+                ledger: budget.map(QuotaLedger.init), budget: budget, retryScheduled: retryScheduled)
         } catch {
             outcome = StepOutcome(ending: hookEnding(error), context: context, attempts: 0, latencySeconds: 0, usage: Usage(), retries: [])
         }
@@ -62,7 +74,7 @@ extension Executor {
         }
         try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(
             status: outcome.status, durationSeconds: duration, usage: outcome.usage, stepsRun: 1,
-            errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory)))
+            errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, retryScheduled: outcome.retryScheduled)))
         if identity.isBackground {
             try? await emit(identity, .taskFinished, .taskFinished(HookEvent.TaskEnd(
                 taskID: state.taskID ?? "", taskRunID: state.runID, stepName: state.stepName ?? "", status: outcome.status,

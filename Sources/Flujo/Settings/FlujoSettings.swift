@@ -86,6 +86,13 @@ public struct TelemetrySettings: Sendable, Hashable {
     public var serviceName = "flujo"
     /// How long shutting telemetry down may take (queued spans written, OTLP flushed), in seconds.
     public var shutdownTimeoutSeconds = 5.0
+    /// Which traces are recorded and exported (`OTEL_TRACES_SAMPLER` and
+    /// `OTEL_TRACES_SAMPLER_ARG`; parent-based always-on by default).
+    public var sampler = TraceSampler.parentBasedAlwaysOn
+    /// Whether W3C trace context is taken from callers (`run(trace:)`, the
+    /// application's `ServiceContext`, `TRACEPARENT`) and handed to steps'
+    /// `ServiceContext`: `OTEL_PROPAGATORS=none` turns it off.
+    public var propagatesTraceContext = true
     /// `[telemetry.console]`.
     public var console = ConsoleSettings()
     /// `[telemetry.otlp]`.

@@ -307,6 +307,15 @@ public enum SettingsLoader {
                 loaded.warnings.append("OTEL_PROPAGATORS: \(unsupported.joined(separator: ", ")) not supported (only tracecontext, baggage and none); ignored")
             }
         }
+        loaded.settings.telemetry.propagatesTraceContext = propagates
+        if let name = environment["OTEL_TRACES_SAMPLER"], !name.trimmingCharacters(in: .whitespaces).isEmpty {
+            let (sampler, problem) = TraceSampler.parse(name, argument: environment["OTEL_TRACES_SAMPLER_ARG"])
+            if let sampler {
+                loaded.settings.telemetry.sampler = sampler
+            } else if let problem {
+                loaded.warnings.append("\(problem); using parentbased_always_on")
+            }
+        }
         if propagates, let traceParent = environment["TRACEPARENT"], !traceParent.isEmpty {
             do {
                 loaded.trace = try TraceContext(traceParentHeaderValue: traceParent, traceStateHeaderValue: environment["TRACESTATE"])

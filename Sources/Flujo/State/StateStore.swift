@@ -58,15 +58,21 @@ public protocol StateStore: Sendable {
     /// background task whose heartbeat (`updatedAt`) is older than
     /// `heartbeatBefore` and that records no live owner, in one transaction.
     /// A store that knows the process running each task (see
-    /// `failOrphanedTasks`) leaves those tasks to that rule. Returns how many it changed.
-    func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int
+    /// `failOrphanedTasks`) leaves those tasks to that rule. Returns the tasks it changed.
+    func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> [EndedTask]
 
     /// Applies `transition` (decided by `TaskLifecycle.orphaned`) to every
     /// running background task whose process has ended, whatever its
-    /// heartbeat says, and never to one whose process lives. Returns how many
+    /// heartbeat says, and never to one whose process lives. Returns the tasks
     /// it changed. A store whose tasks cannot outlive their process (in memory)
     /// changes none.
-    func failOrphanedTasks(applying transition: TaskTransition) async throws -> Int
+    func failOrphanedTasks(applying transition: TaskTransition) async throws -> [EndedTask]
+
+    /// The trace record a task keeps (`StateWrite.trace`, `saveTaskTrace`), or nil.
+    func taskTrace(runID: String) async throws -> TaskTrace?
+
+    /// Replaces a task's trace record: a new attempt starts (resume, retry, recovery).
+    func saveTaskTrace(_ trace: TaskTrace, runID: String) async throws
 
 
     /// Claims the failed task that has waited longest for its next attempt
@@ -109,13 +115,46 @@ public struct StateWrite: Sendable, Hashable {
     public var parentUsage: Usage?
     /// When a worker may run the task again (`TaskLifecycle.nextAttempt`); nil: not scheduled.
     public var nextAttemptAt: Timestamp?
+    /// The task's trace record, written with a launch; nil keeps the stored one.
+    public var trace: TaskTrace?
 
     /// Creates a write.
-    public init(_ state: WorkflowState, step: StepRecord? = nil, parentUsage: Usage? = nil, nextAttemptAt: Timestamp? = nil) {
+    public init(_ state: WorkflowState, step: StepRecord? = nil, parentUsage: Usage? = nil, nextAttemptAt: Timestamp? = nil, trace: TaskTrace? = nil) {
         self.state = state
         self.step = step
         self.parentUsage = parentUsage
         self.nextAttemptAt = nextAttemptAt
+        self.trace = trace
+    }
+}
+
+/// A running task a bulk transition ended (stale or orphaned): who it was,
+/// and the attempt its process was running, so that attempt's span can be ended.
+public struct EndedTask: Sendable, Hashable {
+    /// The task's run id.
+    public var runID: String
+    /// The task id.
+    public var taskID: String
+    /// The run that launched it.
+    public var parentRunID: String?
+    /// Its pipeline.
+    public var pipelineName: String
+    /// Its pipeline's version.
+    public var pipelineVersion: String
+    /// The step it runs.
+    public var stepName: String
+    /// Its trace record, when it keeps one.
+    public var trace: TaskTrace?
+
+    /// Creates the record.
+    public init(runID: String, taskID: String, parentRunID: String?, pipelineName: String, pipelineVersion: String, stepName: String, trace: TaskTrace?) {
+        self.runID = runID
+        self.taskID = taskID
+        self.parentRunID = parentRunID
+        self.pipelineName = pipelineName
+        self.pipelineVersion = pipelineVersion
+        self.stepName = stepName
+        self.trace = trace
     }
 }
 

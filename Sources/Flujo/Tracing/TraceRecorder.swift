@@ -2,22 +2,28 @@ import Synchronization
 
 /// Builds spans from hook events and hands finished spans to processors.
 ///
-/// One trace per foreground run: a root span `pipeline_run` and a child span
-/// per step. A background execution gets its own `pipeline_run` span, a child
-/// of its launch step's span in the parent's trace, with its step below it;
-/// all of its spans, and the launch step's, carry `flujo.is_background = true`.
-/// A resume starts a new trace whose root carries `flujo.task_id`.
-/// Register it inline: it only updates a small table and never blocks.
+/// Every span's place in its trace comes from the events (`RunStart.span`,
+/// `StepStart.span`), decided by the engine before the span starts: a run's
+/// root `pipeline_run` (a child of the caller's span when the run was given
+/// one), a child span per step. A background execution's `pipeline_run` is a
+/// child of its launch step's span; so is every later attempt of the task (a
+/// resume, retry or recovery, in any process), linked to the attempt before
+/// it (`flujo.link.kind`) and numbered (`flujo.attempt_number`). A failure
+/// whose next attempt is already scheduled is not the final one: its spans
+/// keep status unset and carry the error as an `exception` event; only the
+/// final failure is status error. When recovery reports an attempt whose
+/// process died (`TaskEnd.lostAttempt`), its `pipeline_run` span is ended then,
+/// with an error naming the lost worker. Spans of a trace that is not sampled
+/// are dropped. Register it inline: it only updates a small table and never blocks.
 public final class TraceRecorder: HookSink {
     public let name = "trace"
     private let destinations: [SpanDestination]
 
     private struct OpenRun {
-        var traceID: [UInt8]
-        var spanID: [UInt8]
-        var parentSpanID: [UInt8]?
+        var position: SpanPosition
         var start: UInt64
         var attributes: [(key: String, value: SpanAttributeValue)]
+        var links: [TraceSpan.Link]
         var isBackground: Bool
         var openStep: OpenStep?
     }
@@ -30,13 +36,7 @@ public final class TraceRecorder: HookSink {
         var isBackground: Bool
     }
 
-    private struct State {
-        var runs: [String: OpenRun] = [:]
-        /// Launch step spans by task id, so a background execution can hang below its launch.
-        var launches: [String: (traceID: [UInt8], spanID: [UInt8])] = [:]
-    }
-
-    private let state = Mutex(State())
+    private let runs = Mutex<[String: OpenRun]>([:])
 
     /// Creates a recorder feeding every span to each of `processors`.
     public convenience init(processors: [any SpanProcessor]) {
@@ -49,7 +49,7 @@ public final class TraceRecorder: HookSink {
     }
 
     public func handle(_ event: HookEvent) async throws {
-        let finished = state.withLock { state in Self.apply(event, to: &state) }
+        let finished = runs.withLock { runs in Self.apply(event, to: &runs) }
         for span in finished {
             for destination in destinations where destination.background.admits(isBackground: span.isBackground) {
                 destination.processor.onEnd(span)
@@ -57,33 +57,28 @@ public final class TraceRecorder: HookSink {
         }
     }
 
-    /// Runs and launches still open (for tests: empty once every run has ended).
-    public var openCounts: (runs: Int, launches: Int) {
-        state.withLock { ($0.runs.count, $0.launches.count) }
+    /// Runs still open (for tests: zero once every run has ended).
+    public var openRunCount: Int {
+        runs.withLock { $0.count }
     }
 
-    private static func randomBytes(_ count: Int) -> [UInt8] {
-        var generator = SystemRandomNumberGenerator()
-        var bytes = [UInt8](repeating: 0, count: count)
-        repeat {
-            for index in bytes.indices { bytes[index] = generator.next() }
-        } while bytes.allSatisfy { $0 == 0 }
-        return bytes
+    /// The status, message and events of a span that ends failed, or not.
+    private static func ending(
+        failed: Bool, retryScheduled: Bool, message: String?, category: ErrorCategory?, at unixNano: UInt64
+    ) -> (status: TraceSpan.Status, message: String?, event: TraceSpan.Event?) {
+        guard failed else { return (.ok, nil, nil) }
+        guard retryScheduled else { return (.error, message, nil) }
+        // Not the final failure: the error is an event, the status stays unset.
+        var attributes: [(key: String, value: SpanAttributeValue)] = [("exception.message", .string(message ?? ""))]
+        if let category { attributes.append(("flujo.error.category", .string(category.rawValue))) }
+        attributes.append(("flujo.retry_scheduled", .bool(true)))
+        return (.unset, nil, TraceSpan.Event(unixNano: unixNano, name: "exception", attributes: attributes))
     }
 
-    private static func apply(_ event: HookEvent, to state: inout State) -> [TraceSpan] {
+    private static func apply(_ event: HookEvent, to runs: inout [String: OpenRun]) -> [TraceSpan] {
         switch event.payload {
         case let .preRun(start):
-            var traceID = randomBytes(16)
-            var parent: [UInt8]?
-            if event.isBackground, let taskID = event.taskID, let launch = state.launches.removeValue(forKey: taskID) {
-                traceID = launch.traceID
-                parent = launch.spanID
-            } else if let caller = start.parent, caller.traceID.count == 16, caller.spanID.count == 8 {
-                // The caller's trace: the run's root is a child of the caller's span.
-                traceID = caller.traceID
-                parent = caller.spanID
-            }
+            let position = start.span ?? .root()
             var attributes: [(key: String, value: SpanAttributeValue)] = [
                 ("flujo.input", .string(start.inputSummary)),
                 ("flujo.run_id", .string(event.runID)),
@@ -95,15 +90,26 @@ public final class TraceRecorder: HookSink {
                 if let tokens = budget.tokens { attributes.append(("flujo.budget.initial_tokens", .int(Int64(tokens)))) }
             }
             if let parentRunID = event.parentRunID { attributes.append(("flujo.parent_run_id", .string(parentRunID))) }
-            if let taskID = event.taskID { attributes.append(("flujo.task_id", .string(taskID))) }
+            if let taskID = event.taskID {
+                attributes.append(("flujo.task_id", .string(taskID)))
+                attributes.append(("flujo.attempt_number", .int(Int64(start.attempt))))
+            }
             if event.isBackground { attributes.append(("flujo.is_background", .bool(true))) }
-            state.runs[event.runID] = OpenRun(
-                traceID: traceID, spanID: randomBytes(8), parentSpanID: parent, start: event.unixNano,
-                attributes: attributes, isBackground: event.isBackground, openStep: nil)
+            var links: [TraceSpan.Link] = []
+            if let link = start.link {
+                attributes.append(("flujo.link.kind", .string(link.kind.rawValue)))
+                links.append(TraceSpan.Link(traceID: link.previous.traceIDBytes, spanID: link.previous.spanIDBytes, attributes: [
+                    ("flujo.link.kind", .string(link.kind.rawValue)),
+                    ("flujo.attempt_number", .int(Int64(link.previousAttempt))),
+                ]))
+            }
+            runs[event.runID] = OpenRun(
+                position: position, start: event.unixNano, attributes: attributes, links: links,
+                isBackground: event.isBackground, openStep: nil)
             return []
 
         case let .preStep(start):
-            guard var run = state.runs[event.runID] else { return [] }
+            guard var run = runs[event.runID] else { return [] }
             var attributes: [(key: String, value: SpanAttributeValue)] = [
                 ("flujo.step.type", .string(start.mode.rawValue)),
                 ("flujo.attempt_number", .int(Int64(start.attemptNumber))),
@@ -115,22 +121,23 @@ public final class TraceRecorder: HookSink {
             }
             if event.isBackground { attributes.append(("flujo.is_background", .bool(true))) }
             if let taskID = event.taskID { attributes.append(("flujo.task_id", .string(taskID))) }
-            run.openStep = OpenStep(spanID: randomBytes(8), name: start.stepName, start: event.unixNano, attributes: attributes, isBackground: event.isBackground)
-            state.runs[event.runID] = run
+            let spanID = start.span?.spanIDBytes ?? run.position.child().spanIDBytes
+            run.openStep = OpenStep(spanID: spanID, name: start.stepName, start: event.unixNano, attributes: attributes, isBackground: event.isBackground)
+            runs[event.runID] = run
             return []
 
         case let .taskLaunched(launch):
-            guard var run = state.runs[event.runID], var step = run.openStep else { return [] }
+            guard var run = runs[event.runID], var step = run.openStep else { return [] }
             step.attributes.append(("flujo.task_id", .string(launch.taskID)))
             run.openStep = step
-            state.runs[event.runID] = run
-            state.launches[launch.taskID] = (run.traceID, step.spanID)
+            runs[event.runID] = run
             return []
 
         case let .postStep(end), let .onStepFailure(end), let .onPause(end):
-            guard var run = state.runs[event.runID], var step = run.openStep else { return [] }
+            guard var run = runs[event.runID], var step = run.openStep else { return [] }
             run.openStep = nil
-            state.runs[event.runID] = run
+            runs[event.runID] = run
+            guard run.position.sampled else { return [] }
             step.attributes += [
                 ("success", .bool(end.success)),
                 ("latency_s", .double(end.latencySeconds)),
@@ -150,21 +157,20 @@ public final class TraceRecorder: HookSink {
                 step.attributes.append(("flujo.status", .string("paused")))
                 events.append(TraceSpan.Event(unixNano: event.unixNano, name: "flujo.paused", attributes: [("message", .string(end.feedback ?? ""))]))
                 status = .unset
-            } else if !end.success {
-                status = .error
-                message = end.feedback
-                step.attributes.append(("feedback", .string(end.feedback ?? "")))
-            } else if let feedback = end.feedback {
-                step.attributes.append(("feedback", .string(feedback)))
+            } else {
+                let ended = ending(failed: !end.success, retryScheduled: end.retryScheduled, message: end.feedback, category: end.errorCategory, at: event.unixNano)
+                (status, message) = (ended.status, ended.message)
+                if let note = ended.event { events.append(note) }
+                if !end.success || end.feedback != nil { step.attributes.append(("feedback", .string(end.feedback ?? ""))) }
             }
             if let category = end.errorCategory { step.attributes.append(("flujo.error.category", .string(category.rawValue))) }
             return [TraceSpan(
-                traceID: run.traceID, spanID: step.spanID, parentSpanID: run.spanID, runID: event.runID, name: step.name,
-                startUnixNano: step.start, endUnixNano: max(event.unixNano, step.start), attributes: step.attributes,
+                traceID: run.position.traceIDBytes, spanID: step.spanID, parentSpanID: run.position.spanIDBytes, runID: event.runID,
+                name: step.name, startUnixNano: step.start, endUnixNano: max(event.unixNano, step.start), attributes: step.attributes,
                 events: events, status: status, statusMessage: message, isBackground: step.isBackground)]
 
         case let .postRun(end):
-            guard var run = state.runs.removeValue(forKey: event.runID) else { return [] }
+            guard var run = runs.removeValue(forKey: event.runID), run.position.sampled else { return [] }
             run.attributes += [
                 ("flujo.status", .string(end.status.rawValue)),
                 ("flujo.budget.actual_cost_usd", .double(end.usage.costUSD)),
@@ -176,16 +182,36 @@ public final class TraceRecorder: HookSink {
                 events.append(TraceSpan.Event(unixNano: event.unixNano, name: "flujo.paused", attributes: [("message", .string(end.errorMessage ?? ""))]))
             }
             let failed = end.status == .failed || end.status == .cancelled
+            let ended = ending(failed: failed, retryScheduled: end.retryScheduled, message: end.errorMessage, category: end.errorCategory, at: event.unixNano)
+            if let note = ended.event { events.append(note) }
             return [TraceSpan(
-                traceID: run.traceID, spanID: run.spanID, parentSpanID: run.parentSpanID, runID: event.runID, name: "pipeline_run",
-                startUnixNano: run.start, endUnixNano: max(event.unixNano, run.start), attributes: run.attributes, events: events,
-                status: failed ? .error : (end.status == .completed ? .ok : .unset), statusMessage: failed ? end.errorMessage : nil,
-                isBackground: run.isBackground)]
+                traceID: run.position.traceIDBytes, spanID: run.position.spanIDBytes, parentSpanID: run.position.parentSpanIDBytes,
+                runID: event.runID, name: "pipeline_run", startUnixNano: run.start, endUnixNano: max(event.unixNano, run.start),
+                attributes: run.attributes, events: events,
+                status: failed ? ended.status : (end.status == .completed ? .ok : .unset), statusMessage: ended.message,
+                isBackground: run.isBackground, links: run.links)]
 
         case let .taskFinished(end):
-            // A launch whose execution never started (refused for lack of budget) leaves nothing behind.
-            state.launches.removeValue(forKey: end.taskID)
-            return []
+            // An attempt whose process died: its root span is ended now, after the fact.
+            guard let lost = end.lostAttempt, runs[end.taskRunID] == nil, lost.attempt.sampled else { return [] }
+            let attributes: [(key: String, value: SpanAttributeValue)] = [
+                ("flujo.run_id", .string(end.taskRunID)),
+                ("flujo.pipeline.name", .string(event.pipelineName)),
+                ("flujo.pipeline.version", .string(event.pipelineVersion)),
+                ("flujo.task_id", .string(end.taskID)),
+                ("flujo.attempt_number", .int(Int64(lost.attemptNumber))),
+                ("flujo.step.name", .string(end.stepName)),
+                ("flujo.status", .string(end.status.rawValue)),
+                ("flujo.error.category", .string((end.errorCategory ?? .lostWorker).rawValue)),
+                ("flujo.ended_by_recovery", .bool(true)),
+            ]
+            let start = lost.attemptStartUnixNano
+            return [TraceSpan(
+                traceID: lost.attempt.traceIDBytes, spanID: lost.attempt.spanIDBytes, parentSpanID: lost.launch.spanIDBytes,
+                runID: end.taskRunID, name: "pipeline_run", startUnixNano: start, endUnixNano: max(event.unixNano, start),
+                attributes: attributes, events: [], status: .error,
+                statusMessage: end.errorMessage ?? "lost worker: the process running this attempt ended",
+                isBackground: true)]
         }
     }
 }

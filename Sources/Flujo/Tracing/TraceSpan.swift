@@ -43,6 +43,32 @@ public struct TraceSpan: Sendable, Hashable {
         }
     }
 
+    /// A link to a span of another attempt: the attempt before a resume, retry or recovery.
+    public struct Link: Sendable, Hashable {
+        /// The linked span's trace, 16 bytes.
+        public var traceID: [UInt8]
+        /// The linked span, 8 bytes.
+        public var spanID: [UInt8]
+        /// Its attributes: `flujo.link.kind` and the linked attempt's number.
+        public var attributes: [(key: String, value: SpanAttributeValue)]
+
+        /// Creates a link.
+        public init(traceID: [UInt8], spanID: [UInt8], attributes: [(key: String, value: SpanAttributeValue)]) {
+            self.traceID = traceID
+            self.spanID = spanID
+            self.attributes = attributes
+        }
+
+        public static func == (lhs: Link, rhs: Link) -> Bool {
+            lhs.traceID == rhs.traceID && lhs.spanID == rhs.spanID
+                && lhs.attributes.elementsEqual(rhs.attributes) { $0.key == $1.key && $0.value == $1.value }
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(spanID)
+        }
+    }
+
     /// The outcome of the span.
     public enum Status: String, Sendable, Hashable {
         case unset, ok, error
@@ -72,13 +98,16 @@ public struct TraceSpan: Sendable, Hashable {
     public var statusMessage: String?
     /// Whether the span belongs to a background execution or its launch.
     public var isBackground: Bool
+    /// Links to spans of other attempts.
+    public var links: [Link]
 
     /// Creates a span.
     public init(
         traceID: [UInt8], spanID: [UInt8], parentSpanID: [UInt8]?, runID: String, name: String, startUnixNano: UInt64,
         endUnixNano: UInt64, attributes: [(key: String, value: SpanAttributeValue)], events: [Event], status: Status,
-        statusMessage: String?, isBackground: Bool
+        statusMessage: String?, isBackground: Bool, links: [Link] = []
     ) {
+        self.links = links
         self.traceID = traceID
         self.spanID = spanID
         self.parentSpanID = parentSpanID
