@@ -102,6 +102,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
         ]),
         .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "flujo"]),
         .testTarget(name: "FlujoOTLPTests", dependencies: [

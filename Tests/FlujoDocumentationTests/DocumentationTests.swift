@@ -5,6 +5,7 @@ import FlujoTestSupport
 import FlujoTesting
 import Foundation
 import Testing
+import W3CTraceContext
 
 /// The package's root folder.
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -138,6 +139,11 @@ struct DocumentationTests {
         await resumer.close()
 
         #expect(await Samples.worker(store, settings).ran == 0, "nothing is due")
+        let notifier = Runner(store: store, settings: settings)
+        _ = try await notifier.run(Pipeline(name: "notify", steps: [.run(Samples.notifyStep())]), input: Order(id: "n", amount: 1))
+        await notifier.close()
+        let sent = try #require(posted.withLock { $0.last })
+        #expect(sent.headers["traceparent"].map { (try? TraceContext(traceParentHeaderValue: $0)) != nil } == true, "a valid traceparent goes out")
         try await Samples.telemetry(store, settings)
         try await SinkSamples.testIt()
         SinkSamples.register(HookBus())

@@ -40,7 +40,24 @@ func orderPipeline() -> Pipeline {
     return pipeline
 }
 
+/// Stands for an application's HTTP client in the samples: records what it was given.
+let posted = Mutex<[(url: String, headers: [String: String])]>([])
+func post(_ order: Order, to url: String, headers: [String: String]) async throws {
+    posted.withLock { $0.append((url, headers)) }
+}
+
 enum Samples {
+    /// Observability: a step hands its own span to an outgoing call.
+    static func notifyStep() -> Step<Order, Order> {
+        let notify = Step<Order, Order>("notify") { order, context in
+            var headers = ["content-type": "application/json", "traceparent": context.span.traceparent]
+            if let state = context.span.tracestate { headers["tracestate"] = state }
+            try await post(order, to: "https://hooks.example.com/orders", headers: headers)   // the callee joins below this step
+            return order
+        }
+        return notify
+    }
+
     /// README: run a pipeline with state in SQLite, configured by flujo.toml and the environment.
     static func quickStart() async throws {
         let pipeline = orderPipeline()

@@ -8,9 +8,11 @@
 //                                               waits FLUJO_HELPER_STEP_MS (150), appends a line to
 //                                               MARKER; prints each outcome ("completed"), or "busy" /
 //                                               "already-completed" when another process won
-//   FlujoTestHelper fanout PATH N TASK_MS        run a pipeline launching N background "sleeper" tasks of
+//   FlujoTestHelper fanout PATH N TASK_MS [MODE]  run a pipeline launching N background "sleeper" tasks of
 //                                               TASK_MS each (heartbeat every 50 ms); prints "launched RUN_ID",
-//                                               then waits for them
+//                                               then waits for them. MODE `no-heartbeat`: no maintenance;
+//                                               `spans`: every span is kept in the store, and "spans-saved"
+//                                               printed once the run's own spans are
 //   FlujoTestHelper filelimit PATH               save run "before"; under a file-size limit (RLIMIT_FSIZE) that the
 //                                               next commit's log writes cross, try to save run "big" and print
 //                                               "refused <error>" (or "committed-big"); lift the limit, save run
@@ -102,9 +104,12 @@ struct FlujoTestHelper {
                 let store = try SQLiteStateStore(path: arguments[1])
                 var settings = FlujoSettings()
                 settings.backgroundTasks.heartbeatIntervalSeconds = 0.05
-                let runner = Runner(store: store, settings: settings)
+                let hooks = HookBus()
+                let mode = arguments.count == 5 ? arguments[4] : ""
+                let spans = mode == "spans" ? SpanPipeline(hooks: hooks, store: store) : nil
+                let runner = Runner(store: store, settings: settings, hooks: hooks)
                 // `no-heartbeat`: the tasks look stale to any threshold; only their owner lock says they live.
-                if arguments.count == 4 || arguments[4] != "no-heartbeat" { runner.startMaintenance() }
+                if mode != "no-heartbeat" { runner.startMaintenance() }
                 let milliseconds = Int(arguments[3]) ?? 100
                 let sleeper = Step<Int, Int>("sleeper") { value, _ in
                     // Spread over twenty seconds, so a kill finds some done and most in flight.
@@ -115,7 +120,14 @@ struct FlujoTestHelper {
                 let pipeline = Pipeline(name: "fanout", steps: (0..<count).map { _ in .background(sleeper) })
                 let result = try await runner.run(pipeline, input: 7)
                 say("launched \(result.runID)")
+                if spans != nil {
+                    while try await !store.spans(runID: result.runID).contains(where: { $0.name == "pipeline_run" && $0.parentSpanID == nil }) {
+                        try await Task.sleep(for: .milliseconds(10))
+                    }
+                    say("spans-saved")
+                }
                 await runner.close(timeout: .seconds(600))
+                await spans?.close()
             case "filelimit" where arguments.count == 2:
                 let path = arguments[1]
                 let store = try SQLiteStateStore(path: path)

@@ -59,6 +59,9 @@ def main():
                             "end": span.end_time_unix_nano,
                             "attributes": {kv.key: value_of(kv.value) for kv in span.attributes},
                             "events": [event.name for event in span.events],
+                            "links": [{"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(),
+                                       "attributes": {kv.key: value_of(kv.value) for kv in link.attributes}}
+                                      for link in span.links],
                             "status_code": span.status.code,
                             "status_message": span.status.message,
                             "scope": scope_spans.scope.name,

@@ -32,9 +32,21 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // A whole foreground run of one trivial step on the in-memory store, with no sink
+    // and no tracer installed: what trace context costs a run when nobody traces.
+    Benchmark("Run of 1 trivial step, in-memory store, no sink, no tracer (per run)", configuration: .init(scalingFactor: .kilo)) { benchmark in
+        let runner = Runner(store: InMemoryStateStore())
+        let trivial = Step<Int, Int>("trivial") { value, _ in value }
+        let pipeline = Pipeline(name: "micro", steps: [.run(trivial)])
+        for _ in benchmark.scaledIterations {
+            blackHole(try await runner.run(pipeline, input: 0))
+        }
+        await runner.close()
+    }
+
     // A whole foreground run of 200 trivial steps on the in-memory store, with no sink.
     Benchmark("Run of 200 trivial steps, in-memory store, no sink") { benchmark in
-        let runner = Runner(store: InMemoryStateStore(), persistSpans: false)
+        let runner = Runner(store: InMemoryStateStore())
         let trivial = Step<Int, Int>("trivial") { value, _ in value }
         let pipeline = Pipeline(name: "micro", steps: Array(repeating: .run(trivial), count: 200))
         for _ in benchmark.scaledIterations {

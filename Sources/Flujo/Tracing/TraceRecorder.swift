@@ -98,6 +98,7 @@ public final class TraceRecorder: HookSink {
             var links: [TraceSpan.Link] = []
             if let link = start.link {
                 attributes.append(("flujo.link.kind", .string(link.kind.rawValue)))
+                attributes.append(("flujo.link.span_id", .string(link.previous.spanID.description)))
                 links.append(TraceSpan.Link(traceID: link.previous.traceIDBytes, spanID: link.previous.spanIDBytes, attributes: [
                     ("flujo.link.kind", .string(link.kind.rawValue)),
                     ("flujo.attempt_number", .int(Int64(link.previousAttempt))),
