@@ -1,19 +1,35 @@
 import Flujo
 import Synchronization
 
-/// Metrics derived from hook events: run and step durations, step outcomes.
-/// Which events reach it (background ones or not) is decided where it is
-/// registered (`HookBus.register(_:delivery:strict:background:)`).
+/// Metrics derived from hook events: run and step durations, step outcomes,
+/// cost and tokens by step. Which events reach it (background ones or not) is
+/// decided where it is registered (`HookBus.register(_:delivery:strict:background:)`).
+///
+/// The step name is the only free-text label. At most `maxStepLabels`
+/// distinct names get a series of their own; later ones share `step="other"`,
+/// so a pipeline that names steps from data cannot grow a scrape without bound.
 public final class EventMetrics: HookSink {
     public let name = "prometheus"
     public var interests: Set<HookEventKind> { [.postRun, .postStep, .onStepFailure, .onPause] }
 
-    private let runDurations = Histogram()
-    private let stepDurations = Mutex<[String: Histogram]>([:])
-    private let stepOutcomes = Mutex<[String: UInt64]>([:])
+    /// The label of the steps past `maxStepLabels`.
+    public static let otherStep = "other"
 
-    /// Creates the sink.
-    public init() {}
+    private struct PerStep {
+        let duration = Histogram()
+        var costUSD = 0.0
+        var tokens: UInt64 = 0
+    }
+
+    private let runDurations = Histogram()
+    private let steps = Mutex<[String: PerStep]>([:])
+    private let stepOutcomes = Mutex<[String: UInt64]>([:])
+    private let maxStepLabels: Int
+
+    /// Creates the sink; `maxStepLabels` is `[telemetry.prometheus] max_step_labels`.
+    public init(maxStepLabels: Int = 200) {
+        self.maxStepLabels = max(1, maxStepLabels)
+    }
 
     public func handle(_ event: HookEvent) async throws {
         switch event.payload {
@@ -31,11 +47,14 @@ public final class EventMetrics: HookSink {
     }
 
     private func record(_ end: HookEvent.StepEnd, status: String) {
-        let histogram = stepDurations.withLock { histograms in
-            if let existing = histograms[end.stepName] { return existing }
-            let created = Histogram()
-            histograms[end.stepName] = created
-            return created
+        let histogram = steps.withLock { steps in
+            var label = end.stepName
+            if steps[label] == nil && steps.count >= maxStepLabels { label = Self.otherStep }
+            var entry = steps[label] ?? PerStep()
+            entry.costUSD += end.usage.costUSD
+            entry.tokens &+= UInt64(max(0, end.usage.tokens))
+            steps[label] = entry
+            return entry.duration
         }
         histogram.observe(end.latencySeconds)
         stepOutcomes.withLock { $0[status, default: 0] += 1 }
@@ -43,13 +62,20 @@ public final class EventMetrics: HookSink {
 
     /// The families this sink maintains.
     func families() -> [MetricFamily] {
-        let steps = stepDurations.withLock { $0 }
+        let steps = steps.withLock { $0 }
         var stepSamples: [MetricFamily.Sample] = []
+        var cost: [MetricFamily.Sample] = []
+        var tokens: [MetricFamily.Sample] = []
         for name in steps.keys.sorted() {
-            stepSamples += steps[name]!.samples(name: "flujo_step_duration_seconds", labels: [("step", name)])
+            let entry = steps[name]!
+            stepSamples += entry.duration.samples(name: "flujo_step_duration_seconds", labels: [("step", name)])
+            cost.append(.init(name: "flujo_step_cost_usd_total", labels: [("step", name)], value: entry.costUSD))
+            tokens.append(.init(name: "flujo_step_tokens_total", labels: [("step", name)], value: Double(entry.tokens)))
         }
         let outcomes = stepOutcomes.withLock { $0 }
         return [
+            MetricFamily(name: "flujo_step_cost_usd_total", help: "Cost reported by steps, in US dollars, by step.", kind: .counter, samples: cost),
+            MetricFamily(name: "flujo_step_tokens_total", help: "Tokens reported by steps, by step.", kind: .counter, samples: tokens),
             MetricFamily(name: "flujo_run_duration_seconds", help: "Duration of finished runs, in seconds.", kind: .histogram,
                          samples: runDurations.samples(name: "flujo_run_duration_seconds", labels: [])),
             MetricFamily(name: "flujo_step_duration_seconds", help: "Duration of finished steps, in seconds, by step.", kind: .histogram, samples: stepSamples),

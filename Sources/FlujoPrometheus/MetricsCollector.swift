@@ -8,6 +8,7 @@ import Flujo
 public final class MetricsCollector: Sendable {
     private let store: (any StateStore)?
     private let events: EventMetrics?
+    private let tasks: TaskMetrics?
     private let hooks: HookBus?
     private let counterSources: [any CounterSource]
 
@@ -15,11 +16,16 @@ public final class MetricsCollector: Sendable {
     /// - Parameters:
     ///   - store: where state gauges come from; nil serves the other families only.
     ///   - events: event-derived metrics, when registered on the bus.
+    ///   - tasks: task lifecycle counters, when registered on the bus.
     ///   - hooks: the bus whose sink errors and drops are exported.
     ///   - counterSources: other components' counters (the OTLP exporter's).
-    public init(store: (any StateStore)?, events: EventMetrics? = nil, hooks: HookBus? = nil, counterSources: [any CounterSource] = []) {
+    public init(
+        store: (any StateStore)?, events: EventMetrics? = nil, tasks: TaskMetrics? = nil, hooks: HookBus? = nil,
+        counterSources: [any CounterSource] = []
+    ) {
         self.store = store
         self.events = events
+        self.tasks = tasks
         self.hooks = hooks
         self.counterSources = counterSources
     }
@@ -28,9 +34,10 @@ public final class MetricsCollector: Sendable {
     public func collect() async throws -> [MetricFamily] {
         var families: [MetricFamily] = []
         if let store {
-            families += Self.stateFamilies(try await store.statusCounters())
+            families += Self.stateFamilies(try await store.statusCounters(), now: .now)
         }
         if let events { families += events.families() }
+        if let tasks { families += tasks.families() }
         if let hooks {
             let errors = hooks.errorCounts
             families.append(MetricFamily(
@@ -53,8 +60,18 @@ public final class MetricsCollector: Sendable {
     }
 
     /// The gauges read from the store's maintained counters.
-    static func stateFamilies(_ counters: StatusCounters) -> [MetricFamily] {
-        [
+    static func stateFamilies(_ counters: StatusCounters, now: Timestamp) -> [MetricFamily] {
+        func age(_ status: RunStatus) -> Double {
+            guard let oldest = counters.oldestTaskUpdate[status] else { return 0 }
+            return max(0, Double(now.millisecondsSince1970 - oldest.millisecondsSince1970) / 1000)
+        }
+        return [
+            MetricFamily(name: "flujo_oldest_failed_task_age_seconds", help: "Age of the oldest failed background task (since its last update), 0 when none.", kind: .gauge,
+                         samples: [.init(name: "flujo_oldest_failed_task_age_seconds", value: age(.failed))]),
+            MetricFamily(name: "flujo_oldest_paused_task_age_seconds", help: "Age of the oldest paused background task (since its last update), 0 when none.", kind: .gauge,
+                         samples: [.init(name: "flujo_oldest_paused_task_age_seconds", value: age(.paused))]),
+            MetricFamily(name: "flujo_oldest_running_task_heartbeat_age_seconds", help: "Age of the oldest heartbeat of a running background task, 0 when none.", kind: .gauge,
+                         samples: [.init(name: "flujo_oldest_running_task_heartbeat_age_seconds", value: age(.running))]),
             MetricFamily(name: "flujo_runs_by_status", help: "Foreground runs in the state store, by status.", kind: .gauge,
                          samples: RunStatus.allCases.map { .init(name: "flujo_runs_by_status", labels: [("status", $0.rawValue)], value: Double(counters.runs[$0] ?? 0)) }),
             MetricFamily(name: "flujo_background_tasks_by_status", help: "Background tasks in the state store, by status.", kind: .gauge,

@@ -17,6 +17,8 @@ extension SQLiteStateStore {
     private static let stepsSQL = SQL("SELECT \(StateRow.stepColumns) FROM steps WHERE run_id = ?1 ORDER BY seq")
     private static let countsSQL = SQL("SELECT is_background, status, count FROM status_counts")
     private static let totalsSQL = SQL("SELECT name, value FROM stat_totals")
+    /// One seek on the background (status, updated_at) index.
+    private static let oldestSQL = SQL("SELECT min(updated_at) FROM workflow_state WHERE is_background_task = 1 AND status = ?1")
     private static let hoursSQL = SQL("SELECT COALESCE(sum(count), 0) FROM created_per_hour WHERE hour >= ?1")
     private static let edgeSQL = SQL("SELECT count(*) FROM workflow_state WHERE created_at >= ?1 AND created_at < ?2")
     private static let spansSQL = SQL("""
@@ -145,10 +147,17 @@ extension SQLiteStateStore {
         var totals: [String: Double] = [:]
         let totalRows = try connection.statement(Self.totalsSQL)
         while try totalRows.step() { totals[totalRows.string(0) ?? ""] = totalRows.double(1) }
+        var oldest: [RunStatus: Timestamp] = [:]
+        let oldestRow = try connection.statement(Self.oldestSQL)
+        for status in StatusCounters.agedStatuses where (background[status] ?? 0) > 0 {
+            oldestRow.reset()
+            oldestRow.bind(1, status.rawValue)
+            if try oldestRow.step(), let time = oldestRow.optionalTimestamp(0) { oldest[status] = time }
+        }
         return StatusCounters(
             runs: runs, backgroundTasks: background, totalRuns: Int(totals["total_runs"] ?? 0),
             durationSumMs: totals["duration_sum_ms"] ?? 0, durationCount: Int(totals["duration_count"] ?? 0),
-            prunedRuns: Int(totals["pruned_runs"] ?? 0))
+            prunedRuns: Int(totals["pruned_runs"] ?? 0), oldestTaskUpdate: oldest)
     }
 
     public func workflowStats(now: Timestamp) async throws -> WorkflowStats {

@@ -33,6 +33,8 @@ public final class Telemetry: Sendable {
     public let otlp: OTLPExporter?
     /// Event-derived metrics, when `[telemetry.prometheus] enabled`.
     public let events: EventMetrics?
+    /// Task lifecycle counters, when `[telemetry.prometheus] enabled`.
+    public let tasks: TaskMetrics?
     /// Spans kept in the store and handed to the exporter; nil when neither is wanted.
     public let spans: SpanPipeline?
     private let settings: FlujoSettings
@@ -65,11 +67,16 @@ public final class Telemetry: Sendable {
             console = nil
         }
         if telemetry.prometheus.enabled {
-            let metrics = EventMetrics()
+            let metrics = EventMetrics(maxStepLabels: telemetry.prometheus.maxStepLabels)
             hooks.register(metrics, background: settings.prometheusBackground)
             events = metrics
+            // Task lifecycle counters count every task: their events are background ones.
+            let taskMetrics = TaskMetrics()
+            hooks.register(taskMetrics, background: .include)
+            tasks = taskMetrics
         } else {
             events = nil
+            tasks = nil
         }
         otlp = telemetry.otlp.enabled ? OTLPExporter(settings: settings, serviceVersion: serviceVersion) : nil
         let spanStore = persistSpans ? store : nil
@@ -86,7 +93,7 @@ public final class Telemetry: Sendable {
     /// A collector of every metric this telemetry knows: state gauges from the
     /// store (when given), event metrics, hook errors and exporter counters.
     public func collector() -> MetricsCollector {
-        MetricsCollector(store: store, events: events, hooks: hooks, counterSources: otlp.map { [$0] } ?? [])
+        MetricsCollector(store: store, events: events, tasks: tasks, hooks: hooks, counterSources: otlp.map { [$0] } ?? [])
     }
 
     /// Starts the `/metrics` server on `[telemetry.prometheus] host` and `port`

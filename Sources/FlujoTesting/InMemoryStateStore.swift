@@ -196,11 +196,17 @@ public final class InMemoryStateStore: StateStore {
         storage.withLock { storage in
             var runs: [RunStatus: Int] = [:], background: [RunStatus: Int] = [:]
             var sum = 0.0, count = 0
+            var oldest: [RunStatus: Timestamp] = [:]
             for state in storage.states.values {
                 if state.isBackgroundTask { background[state.status, default: 0] += 1 } else { runs[state.status, default: 0] += 1 }
                 if let duration = state.executionTimeMs { sum += duration; count += 1 }
+                if state.isBackgroundTask, StatusCounters.agedStatuses.contains(state.status) {
+                    oldest[state.status] = min(oldest[state.status] ?? state.updatedAt, state.updatedAt)
+                }
             }
-            return StatusCounters(runs: runs, backgroundTasks: background, totalRuns: storage.states.count, durationSumMs: sum, durationCount: count, prunedRuns: storage.pruned)
+            return StatusCounters(
+                runs: runs, backgroundTasks: background, totalRuns: storage.states.count, durationSumMs: sum, durationCount: count,
+                prunedRuns: storage.pruned, oldestTaskUpdate: oldest)
         }
     }
 

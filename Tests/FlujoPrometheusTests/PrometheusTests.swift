@@ -71,6 +71,63 @@ struct PrometheusTests {
         #expect((value(result, "flujo_hook_errors", "flujo_hook_errors_total", ["sink": "bro\"ken\\sink\nx", "event": "post_run"]) ?? 0) >= 2)
     }
 
+    @Test("the dashboard set over a real scrape (promtool, prometheus-client): task lifecycle counters, attempts per task, cost and tokens by step, oldest ages; step labels bounded")
+    func dashboardSet() async throws {
+        let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory().appendingPathComponent("s.db").path)
+        var settings = FlujoSettings()
+        settings.backgroundTasks.maxRetries = 1
+        settings.backgroundTasks.retryBaseDelayMs = 0
+        let hooks = HookBus()
+        let events = EventMetrics(maxStepLabels: 3)
+        let tasks = TaskMetrics()
+        hooks.register(events, background: .include)
+        hooks.register(tasks, background: .include)
+        let runner = Runner(store: store, settings: settings, hooks: hooks)
+        let priced = Step<Order, Order>("priced") { order, context in
+            try context.reportUsage(costUSD: 0.25, tokens: 100)
+            return order
+        }
+        let flaky = Step<Order, Order>("flaky") { _, _ in throw URLError(.timedOut) }
+        let invalid = Step<Order, Order>("invalid") { _, context in try context.abort("bad order") }
+        let ok = Step<Order, String>("ok") { order, _ in order.id }
+        let extra = Step<Order, Order>("extra") { order, _ in order }
+        let result = try await runner.run(
+            Pipeline(name: "p", steps: [.run(priced), .run(extra), .background(flaky), .background(ok), .background(priced)]), input: Order(id: "1"))
+        for id in result.backgroundTaskIDs {
+            while try await store.loadTask(taskID: id)?.status == .running { try await Task.sleep(for: .milliseconds(2)) }
+        }
+        // The flaky task: its first failure schedules a retry; the worker's retry fails for good.
+        #expect(try await runner.tasks.resumeNextDue()?.status == .failed)
+        _ = try await runner.run(Pipeline(name: "p", steps: [.background(invalid)]), input: Order(id: "2"))
+        await runner.close()
+        let paused = WorkflowState(
+            runID: "r_bg_old", pipelineName: "p", status: .paused, updatedAt: Timestamp.now.adding(seconds: -3600),
+            isBackgroundTask: true, parentRunID: "r", taskID: "old", stepName: "approve")
+        try await store.save(paused)
+
+        let server = try await MetricsServer.start(host: "127.0.0.1", port: 0, collector: MetricsCollector(store: store, events: events, tasks: tasks, hooks: hooks))
+        let scraped = try await scrape(server)
+        await server.stop()
+        #expect(value(scraped, "flujo_tasks_started", "flujo_tasks_started_total") == 4)
+        #expect(value(scraped, "flujo_tasks_completed", "flujo_tasks_completed_total") == 2)
+        #expect(value(scraped, "flujo_task_attempts_failed", "flujo_task_attempts_failed_total", ["category": "timeout"]) == 2)
+        #expect(value(scraped, "flujo_task_attempts_failed", "flujo_task_attempts_failed_total", ["category": "control_flow"]) == 1)
+        #expect(value(scraped, "flujo_tasks_failed_for_good", "flujo_tasks_failed_for_good_total", ["category": "timeout"]) == 1, "the first failure was not final")
+        #expect(value(scraped, "flujo_tasks_retried", "flujo_tasks_retried_total") == 1)
+        #expect(value(scraped, "flujo_tasks_resumed", "flujo_tasks_resumed_total") == 0)
+        #expect(value(scraped, "flujo_task_attempts", "flujo_task_attempts_count") == 4, "two completed, two failed for good")
+        #expect(value(scraped, "flujo_task_attempts", "flujo_task_attempts_bucket", ["le": "1"]) == 3, "only the flaky task took two")
+        #expect(value(scraped, "flujo_step_cost_usd", "flujo_step_cost_usd_total", ["step": "priced"]) == 0.5)
+        #expect(value(scraped, "flujo_step_tokens", "flujo_step_tokens_total", ["step": "priced"]) == 200)
+        // Three step names have series of their own; later ones share "other".
+        let stepLabels = Set(samples(scraped, "flujo_step_tokens").compactMap { ($0[1] as? [String: String])?["step"] })
+        #expect(stepLabels.count == 4 && stepLabels.contains("other"), "\(stepLabels)")
+        let pausedAge = try #require(value(scraped, "flujo_oldest_paused_task_age_seconds"))
+        #expect(pausedAge >= 3600 && pausedAge < 3700)
+        #expect((value(scraped, "flujo_oldest_failed_task_age_seconds") ?? -1) >= 0)
+        #expect(value(scraped, "flujo_oldest_running_task_heartbeat_age_seconds") == 0, "nothing runs")
+    }
+
     @Test("histograms are cumulative and +Inf equals _count")
     func histogramShape() async throws {
         let store = InMemoryStateStore()

@@ -31,13 +31,17 @@ struct StateStoreConformanceTests {
     static func recount(_ store: any StateStore, runIDs: [String]) async throws -> StatusCounters {
         var runs: [RunStatus: Int] = [:], background: [RunStatus: Int] = [:]
         var sum = 0.0, count = 0, total = 0
+        var oldest: [RunStatus: Timestamp] = [:]
         for id in Set(runIDs) {
             guard let state = try await store.load(runID: id) else { continue }
             total += 1
             if state.isBackgroundTask { background[state.status, default: 0] += 1 } else { runs[state.status, default: 0] += 1 }
             if let duration = state.executionTimeMs { sum += duration; count += 1 }
+            if state.isBackgroundTask, StatusCounters.agedStatuses.contains(state.status) {
+                oldest[state.status] = min(oldest[state.status] ?? state.updatedAt, state.updatedAt)
+            }
         }
-        return StatusCounters(runs: runs, backgroundTasks: background, totalRuns: total, durationSumMs: sum, durationCount: count)
+        return StatusCounters(runs: runs, backgroundTasks: background, totalRuns: total, durationSumMs: sum, durationCount: count, oldestTaskUpdate: oldest)
     }
 
     static func nonZero(_ counts: [RunStatus: Int]) -> [RunStatus: Int] { counts.filter { $0.value != 0 } }
@@ -49,6 +53,7 @@ struct StateStoreConformanceTests {
         #expect(nonZero(counters.backgroundTasks) == nonZero(expected.backgroundTasks), sourceLocation: sourceLocation)
         #expect(counters.totalRuns == expected.totalRuns, sourceLocation: sourceLocation)
         #expect(counters.durationCount == expected.durationCount, sourceLocation: sourceLocation)
+        #expect(counters.oldestTaskUpdate == expected.oldestTaskUpdate, "the oldest failed, paused and running tasks", sourceLocation: sourceLocation)
         #expect(abs(counters.durationSumMs - expected.durationSumMs) < 1e-6, sourceLocation: sourceLocation)
     }
 

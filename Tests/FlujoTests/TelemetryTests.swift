@@ -24,7 +24,7 @@ struct TelemetryTests {
         let store = InMemoryStateStore()
         let on = Telemetry(settings: settings, store: store, consoleWrite: lines.write)
         #expect(on.console != nil && on.events != nil && on.otlp == nil && on.spans != nil)
-        #expect(Set(on.hooks.sinkNames) == ["console", "prometheus", "trace"])
+        #expect(Set(on.hooks.sinkNames) == ["console", "prometheus", "prometheus-tasks", "trace"])
         let runner = Runner(store: store, settings: settings, hooks: on.hooks)
         let receipt = Step<Int, Int>("receipt") { value, _ in value }
         let result = try await runner.run(Pipeline(name: "p", steps: [.run(Step<Int, Int>("validate") { value, _ in value }), .background(receipt)]), input: 1)

@@ -180,4 +180,6 @@ public struct PrometheusSettings: Sendable, Hashable {
     public var port = 9464
     /// Background policy of event-derived metrics; nil: `[telemetry] background`.
     public var background: BackgroundPolicy?
+    /// Distinct step names with series of their own; later ones share `step="other"`.
+    public var maxStepLabels = 200
 }

@@ -78,6 +78,7 @@ public enum SettingsLoader {
         .string("telemetry.prometheus.host", env: ["FLUJO_PROMETHEUS_HOST"], \.telemetry.prometheus.host),
         .int("telemetry.prometheus.port", env: ["FLUJO_PROMETHEUS_PORT"], \.telemetry.prometheus.port, range: 0...65_535),
         .policy("telemetry.prometheus.background", env: ["FLUJO_PROMETHEUS_BACKGROUND"], \.telemetry.prometheus.background),
+        .int("telemetry.prometheus.max_step_labels", env: ["FLUJO_PROMETHEUS_MAX_STEP_LABELS"], \.telemetry.prometheus.maxStepLabels, range: 1...100_000),
     ]
 
     /// Sections a file may contain.

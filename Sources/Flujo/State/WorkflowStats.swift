@@ -38,9 +38,20 @@ public struct StatusCounters: Sendable, Hashable {
     public var durationCount: Int
     /// Runs (background tasks included) deleted by retention; `totalRuns + prunedRuns` never decreases.
     public var prunedRuns: Int
+    /// The oldest `updatedAt` of the background tasks that are failed, paused
+    /// and running (for a running task, its heartbeat), read through an index:
+    /// what "the oldest failed task" and "a stalled worker" alerts watch.
+    public var oldestTaskUpdate: [RunStatus: Timestamp]
+
+    /// The statuses `oldestTaskUpdate` covers.
+    public static let agedStatuses: [RunStatus] = [.failed, .paused, .running]
 
     /// Creates counters.
-    public init(runs: [RunStatus: Int], backgroundTasks: [RunStatus: Int], totalRuns: Int, durationSumMs: Double, durationCount: Int, prunedRuns: Int = 0) {
+    public init(
+        runs: [RunStatus: Int], backgroundTasks: [RunStatus: Int], totalRuns: Int, durationSumMs: Double, durationCount: Int,
+        prunedRuns: Int = 0, oldestTaskUpdate: [RunStatus: Timestamp] = [:]
+    ) {
+        self.oldestTaskUpdate = oldestTaskUpdate
         self.prunedRuns = prunedRuns
         self.runs = runs
         self.backgroundTasks = backgroundTasks

@@ -1,0 +1,105 @@
+import Flujo
+import Synchronization
+
+/// Counters of the background task lifecycle, from hook events: tasks
+/// started, completed, failed (each attempt, and for good), retried, resumed,
+/// recovered and cancelled, and a histogram of attempts per task.
+///
+/// Register it with `background: .include` (as `Telemetry` does): a task's
+/// events are background events, and these counters count every task whatever
+/// the policy of the duration histograms. Labels are bounded: an error
+/// category, never an id.
+public final class TaskMetrics: HookSink {
+    public let name = "prometheus-tasks"
+    public var interests: Set<HookEventKind> { [.preRun, .postRun, .taskFinished] }
+
+    private struct State {
+        var started: UInt64 = 0
+        var completed: UInt64 = 0
+        var cancelled: UInt64 = 0
+        var retried: UInt64 = 0
+        var resumed: UInt64 = 0
+        var recovered: UInt64 = 0
+        var failedAttempts: [String: UInt64] = [:]
+        var failedForGood: [String: UInt64] = [:]
+        /// The attempt number of executions in progress, by run id.
+        var attempts: [String: Int] = [:]
+    }
+
+    private let state = Mutex(State())
+    private let attemptsPerTask = Histogram(bounds: [1, 2, 3, 4, 5, 10, 20])
+
+    /// Creates the sink.
+    public init() {}
+
+    public func handle(_ event: HookEvent) async throws {
+        guard event.taskID != nil else { return }
+        switch event.payload {
+        case let .preRun(start):
+            state.withLock { state in
+                state.attempts[event.runID] = start.attempt
+                switch start.link?.kind {
+                case nil: if start.attempt == 1 { state.started += 1 }
+                case .resume: state.resumed += 1
+                case .retry, .recovery: state.retried += 1
+                }
+            }
+        case let .postRun(end):
+            let finalAttempt = state.withLock { state -> Int? in
+                let attempt = state.attempts.removeValue(forKey: event.runID) ?? 1
+                switch end.status {
+                case .completed:
+                    state.completed += 1
+                    return attempt
+                case .cancelled:
+                    state.cancelled += 1
+                case .failed:
+                    let category = (end.errorCategory ?? .unknown).rawValue
+                    state.failedAttempts[category, default: 0] += 1
+                    if !end.retryScheduled {
+                        state.failedForGood[category, default: 0] += 1
+                        return attempt
+                    }
+                default:
+                    break
+                }
+                return nil
+            }
+            if let finalAttempt { attemptsPerTask.observe(Double(finalAttempt)) }
+        case let .taskFinished(end):
+            // Recovery ended an attempt whose process died: a failed attempt of its own category.
+            guard end.lostAttempt != nil || end.errorCategory == .lostWorker, end.status == .failed else { return }
+            state.withLock { state in
+                state.recovered += 1
+                state.failedAttempts[(end.errorCategory ?? .lostWorker).rawValue, default: 0] += 1
+            }
+        default:
+            break
+        }
+    }
+
+    /// The families this sink maintains.
+    func families() -> [MetricFamily] {
+        let now = state.withLock { $0 }
+        func counter(_ name: String, _ help: String, _ value: UInt64) -> MetricFamily {
+            MetricFamily(name: name, help: help, kind: .counter, samples: [.init(name: name, value: Double(value))])
+        }
+        func byCategory(_ name: String, _ help: String, _ values: [String: UInt64]) -> MetricFamily {
+            MetricFamily(name: name, help: help, kind: .counter, samples: values.keys.sorted().map {
+                .init(name: name, labels: [("category", $0)], value: Double(values[$0]!))
+            })
+        }
+        return [
+            counter("flujo_tasks_started_total", "Background tasks whose first execution started.", now.started),
+            counter("flujo_tasks_completed_total", "Task executions that completed (a task completes once).", now.completed),
+            byCategory("flujo_task_attempts_failed_total", "Task executions that failed, by error category, the final failure included.", now.failedAttempts),
+            byCategory("flujo_tasks_failed_for_good_total", "Tasks whose failure is final (no next attempt scheduled), by error category.", now.failedForGood),
+            counter("flujo_tasks_retried_total", "Task executions started as a retry (tasks retry, or a worker after the backoff or a recovery).", now.retried),
+            counter("flujo_tasks_resumed_total", "Task executions started by a resume.", now.resumed),
+            counter("flujo_tasks_recovered_total", "Running tasks found with their process gone and failed as lost_worker by recovery.", now.recovered),
+            counter("flujo_tasks_cancelled_total", "Task executions cancelled (at shutdown, or by a signal).", now.cancelled),
+            MetricFamily(name: "flujo_task_attempts", help: "Executions a task took until it completed or failed for good.", kind: .histogram,
+                         samples: attemptsPerTask.samples(name: "flujo_task_attempts", labels: [])),
+        ]
+    }
+}
