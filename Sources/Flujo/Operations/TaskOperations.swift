@@ -159,7 +159,8 @@ public struct TaskOperations: Sendable {
         }
         let identity = EventIdentity(
             runID: resumed.runID, parentRunID: resumed.parentRunID, taskID: taskID,
-            pipelineName: resumed.pipelineName, pipelineVersion: resumed.pipelineVersion, isBackground: false, span: span)
+            pipelineName: resumed.pipelineName, pipelineVersion: resumed.pipelineVersion, isBackground: false, span: span,
+            instrumented: settings.telemetry.propagatesTraceContext && ServiceContextBridge.isInstrumented)
         let context = RunContext(json: resumed.contextJSON)
         let budget = settings.backgroundTasks.enableQuota
             ? Quota(costUSD: settings.backgroundTasks.maxCostPerTask, tokens: settings.backgroundTasks.maxTokensPerTask) : nil

@@ -48,7 +48,7 @@ extension Runner {
         let trace = TaskTrace(launch: launchSpan, attempt: launchSpan.child(), attemptStartUnixNano: Identifiers.nowUnixNano(), attemptNumber: 1)
         let identity = EventIdentity(
             runID: taskRunID, parentRunID: parent.runID, taskID: taskID, pipelineName: parent.pipelineName,
-            pipelineVersion: parent.pipelineVersion, isBackground: true, span: trace.attempt)
+            pipelineVersion: parent.pipelineVersion, isBackground: true, span: trace.attempt, instrumented: parent.instrumented)
 
         let notice = quotaRefused
             ? "Not launched: background quota exhausted (task_id=\(taskID))"

@@ -73,7 +73,8 @@ public final class Runner: Sendable {
         let caller = trace ?? (settings.telemetry.propagatesTraceContext ? ServiceContextBridge.callerTrace() : nil)
         let identity = EventIdentity(
             runID: runID, parentRunID: nil, taskID: nil, pipelineName: pipeline.name, pipelineVersion: pipeline.version, isBackground: false,
-            span: .root(continuing: caller, sampler: settings.telemetry.sampler))
+            span: .root(continuing: caller, sampler: settings.telemetry.sampler),
+            instrumented: settings.telemetry.propagatesTraceContext && ServiceContextBridge.isInstrumented)
         let ledger = quota.map(QuotaLedger.init)
         let startedAt = Timestamp.now
         let started = ContinuousClock.now

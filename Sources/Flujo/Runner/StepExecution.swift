@@ -10,9 +10,14 @@ struct EventIdentity: Sendable {
     let isBackground: Bool
     /// The execution's root span (`pipeline_run`); its steps' spans are children.
     let span: SpanPosition
+    /// Steps run with their span in `ServiceContext.current`: propagation is on
+    /// and the application installed an instrument (looked up once per execution).
+    var instrumented = false
 
     func with(isBackground flag: Bool) -> EventIdentity {
-        EventIdentity(runID: runID, parentRunID: parentRunID, taskID: taskID, pipelineName: pipelineName, pipelineVersion: pipelineVersion, isBackground: flag, span: span)
+        EventIdentity(
+            runID: runID, parentRunID: parentRunID, taskID: taskID, pipelineName: pipelineName, pipelineVersion: pipelineVersion,
+            isBackground: flag, span: span, instrumented: instrumented)
     }
 }
 
@@ -110,13 +115,12 @@ extension Executor {
             ending = hookEnding(error)
             return await finishStep(step, stepIndex: stepIndex, identity: identity, started: started, ending: ending, context: context, attempts: 0, usage: usage, retries: retries, retryScheduled: retryScheduled)
         }
-        let propagates = settings.telemetry.propagatesTraceContext
         while true {
             let stepContext = StepContext(
                 runID: identity.runID, stepName: step.name, attempt: attempt, isBackground: identity.isBackground,
                 taskID: identity.taskID, span: span, context: context, ledger: ledger, budget: budget)
             do {
-                let output = propagates
+                let output = identity.instrumented
                     ? try await ServiceContextBridge.withSpan(span) { try await step.execute(input, stepContext) }
                     : try await step.execute(input, stepContext)
                 usage = usage + stepContext.usage

@@ -21,6 +21,11 @@ enum ServiceContextBridge {
         return try? TraceContext(traceParentHeaderValue: traceParent, traceStateHeaderValue: carrier.traceState)
     }
 
+    /// Whether the application installed an instrument (bootstrapped, or bound with `withTracer`).
+    static var isInstrumented: Bool {
+        !(InstrumentationSystem.instrument is NoOpInstrument)
+    }
+
     /// Runs `body` with `ServiceContext.current` carrying `span`, extracted by
     /// the installed instrument, so the spans of instrumented libraries called
     /// in `body` become children of `span`. Without an instrument, runs `body` as it is.

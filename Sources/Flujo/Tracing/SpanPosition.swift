@@ -1,3 +1,4 @@
+import Synchronization
 import W3CTraceContext
 
 /// Where a span sits in its trace: its trace id, its own span id, its parent
@@ -33,17 +34,17 @@ public struct SpanPosition: Sendable, Hashable {
     public static func root(continuing caller: TraceContext? = nil, sampler: TraceSampler = .parentBasedAlwaysOn) -> SpanPosition {
         if let caller {
             return SpanPosition(
-                traceID: caller.traceID, spanID: .random(), parentSpanID: caller.spanID,
+                traceID: caller.traceID, spanID: IDSource.spanID(), parentSpanID: caller.spanID,
                 sampled: sampler.decide(traceID: caller.traceID, parentSampled: caller.flags.contains(.sampled)),
                 traceState: caller.state)
         }
-        let traceID = TraceID.random()
-        return SpanPosition(traceID: traceID, spanID: .random(), sampled: sampler.decide(traceID: traceID, parentSampled: nil))
+        let traceID = IDSource.traceID()
+        return SpanPosition(traceID: traceID, spanID: IDSource.spanID(), sampled: sampler.decide(traceID: traceID, parentSampled: nil))
     }
 
     /// A new span below this one, in the same trace with the same decision.
     public func child() -> SpanPosition {
-        SpanPosition(traceID: traceID, spanID: .random(), parentSpanID: spanID, sampled: sampled, traceState: traceState)
+        SpanPosition(traceID: traceID, spanID: IDSource.spanID(), parentSpanID: spanID, sampled: sampled, traceState: traceState)
     }
 
     /// The span's W3C trace context, as a callee receives it.
@@ -150,6 +151,43 @@ extension SpanID {
         let big = value.bigEndian
         self.init(bytes: withUnsafeBytes(of: big) { raw in
             (raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7])
+        })
+    }
+}
+
+/// Trace and span ids without a system call each: SplitMix64 over a counter
+/// that starts at a random point of the process. SplitMix64 is a bijection,
+/// so no id repeats within a process; its output is evenly spread, as
+/// `traceidratio` sampling needs; and every process starts from its own
+/// random seed. An id is never all zeros.
+enum IDSource {
+    private static let seed: UInt64 = {
+        var generator = SystemRandomNumberGenerator()
+        return generator.next()
+    }()
+    private static let counter = Atomic<UInt64>(0)
+
+    private static func next() -> UInt64 {
+        while true {
+            let step = counter.add(1, ordering: .relaxed).newValue
+            var z = seed &+ step &* 0x9E37_79B9_7F4A_7C15
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            if z != 0 { return z }
+        }
+    }
+
+    static func spanID() -> SpanID {
+        let value = next().bigEndian
+        return SpanID(bytes: withUnsafeBytes(of: value) { raw in (raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7]) })
+    }
+
+    static func traceID() -> TraceID {
+        let high = next().bigEndian
+        let low = next().bigEndian
+        return TraceID(bytes: withUnsafeBytes(of: (high, low)) { raw in
+            (raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7], raw[8], raw[9], raw[10], raw[11], raw[12], raw[13], raw[14], raw[15])
         })
     }
 }
