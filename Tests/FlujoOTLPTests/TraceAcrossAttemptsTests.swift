@@ -191,4 +191,67 @@ struct TraceAcrossAttemptsTests {
         let unknown = try SettingsLoader.load(environment: ["OTEL_TRACES_SAMPLER": "jaeger_remote"])
         #expect(unknown.warnings.count == 1 && unknown.warnings[0].contains("jaeger_remote"))
     }
+
+    @Test("SIGKILL mid-step, recovery and resume in another process: the stored and exported spans form one tree with no missing parent; each lost attempt is ended as an error, each new attempt linked to it (exported links decoded by opentelemetry-proto)")
+    func traceAcrossACrash() async throws {
+        let path = TestSupport.temporaryDirectory("flujo-crashtrace").appendingPathComponent("state.db").path
+        // 20 tasks of 200 ms to 20 s: a kill finds most in flight.
+        let process = try RunningProcess(TestSupport.executable("FlujoTestHelper"), ["fanout", path, "20", "200", "spans"])
+        #expect(await process.waitForLine(timeout: 60) { $0 == "spans-saved" })
+        let runID = String(try #require(process.linesSoFar.first { $0.hasPrefix("launched ") }).dropFirst("launched ".count))
+        await process.kill()
+
+        let store = try SQLiteStateStore(path: path)
+        let receiver = try await Receiver()
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { $0.scheduleDelayMs = 600_000 }, serviceName: "s")
+        let hooks = HookBus()
+        let spans = SpanPipeline(hooks: hooks, store: store, exporters: [SpanDestination(exporter, background: .include)])
+        let runner = Runner(store: store, hooks: hooks)
+        try runner.registry.register(Step<Int, Int>("sleeper") { value, _ in value })
+        let lost = try await runner.tasks.recoverOrphanedTasks()
+        #expect(lost > 0, "the kill left tasks in flight")
+        var resumed = 0
+        while let outcome = try await runner.tasks.resumeNextDue() {
+            #expect(outcome.status == .completed)
+            resumed += 1
+        }
+        #expect(resumed == lost, "recovery makes every lost task due at once")
+        await runner.close()
+        await spans.close()
+        #expect(exporter.forceFlush(timeout: .seconds(30)))
+        let (_, exported) = try await receiver.decoded()
+        await receiver.stop()
+        exporter.shutdown()
+
+        let stored = try await store.spans(runID: runID)
+        // What the recovering process exported hangs below what the killed one stored.
+        let storedIDs = Set(stored.map(\.spanID))
+        #expect(exported.count == 3 * lost, "per lost task: its ended attempt, the new attempt and its step")
+        #expect(exported.allSatisfy { storedIDs.contains($0["parent_span_id"] as? String ?? "") }, "no exported span lacks its parent")
+        #expect(Set(exported.compactMap { $0["trace_id"] as? String }) == Set(stored.map(\.traceID)))
+        for attempt in exported where attributes(attempt)["flujo.link.kind"] as? String == "recovery" {
+            let links = attempt["links"] as? [[String: Any]] ?? []
+            #expect(links.count == 1 && (links.first?["attributes"] as? [String: Any])?["flujo.link.kind"] as? String == "recovery")
+            let linked = exported.first { $0["span_id"] as? String == links.first?["span_id"] as? String }
+            #expect(linked?["status_code"] as? Int == 2 && attributes(linked ?? [:])["flujo.ended_by_recovery"] as? Bool == true)
+        }
+        let ids = Set(stored.map(\.spanID))
+        #expect(Set(stored.map(\.traceID)).count == 1, "one trace, across the crash")
+        #expect(stored.filter { $0.parentSpanID == nil }.count == 1, "one root")
+        let orphans = stored.filter { span in span.parentSpanID.map { !ids.contains($0) } ?? false }
+        #expect(orphans.isEmpty, "every parent is there: \(orphans.map(\.name))")
+        let ended = stored.filter { $0.attributes["flujo.ended_by_recovery"] == "true" }
+        #expect(ended.count == lost, "each lost attempt's span is ended")
+        #expect(ended.allSatisfy { $0.status == "error" && $0.statusMessage?.contains("lost worker") == true && $0.attributes["flujo.attempt_number"] == "1" })
+        let recoveries = stored.filter { $0.name == "pipeline_run" && $0.attributes["flujo.link.kind"] == "recovery" }
+        #expect(recoveries.count == lost)
+        let endedIDs = Set(ended.map(\.spanID))
+        for attempt in recoveries {
+            #expect(attempt.attributes["flujo.attempt_number"] == "2")
+            #expect(endedIDs.contains(attempt.attributes["flujo.link.span_id"] ?? ""), "linked to the lost attempt")
+            let lostAttempt = ended.first { $0.spanID == attempt.attributes["flujo.link.span_id"] }
+            #expect(lostAttempt?.parentSpanID == attempt.parentSpanID, "both attempts are children of the launch step's span")
+            #expect(stored.first { $0.spanID == attempt.parentSpanID }?.attributes["flujo.step.type"] == "background")
+        }
+    }
 }
