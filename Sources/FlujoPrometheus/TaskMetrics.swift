@@ -28,6 +28,7 @@ public final class TaskMetrics: HookSink {
 
     private let state = Mutex(State())
     private let attemptsPerTask = Histogram(bounds: [1, 2, 3, 4, 5, 10, 20])
+    private let endToEnd = Histogram(bounds: [0.01, 0.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600])
 
     /// Creates the sink.
     public init() {}
@@ -65,7 +66,10 @@ public final class TaskMetrics: HookSink {
                 }
                 return nil
             }
-            if let finalAttempt { attemptsPerTask.observe(Double(finalAttempt)) }
+            if let finalAttempt {
+                attemptsPerTask.observe(Double(finalAttempt))
+                if let seconds = end.sinceLaunchSeconds { endToEnd.observe(seconds) }
+            }
         case let .taskFinished(end):
             // Recovery ended an attempt whose process died: a failed attempt of its own category.
             guard end.lostAttempt != nil || end.errorCategory == .lostWorker, end.status == .failed else { return }
@@ -100,6 +104,8 @@ public final class TaskMetrics: HookSink {
             counter("flujo_tasks_cancelled_total", "Task executions cancelled (at shutdown, or by a signal).", now.cancelled),
             MetricFamily(name: "flujo_task_attempts", help: "Executions a task took until it completed or failed for good.", kind: .histogram,
                          samples: attemptsPerTask.samples(name: "flujo_task_attempts", labels: [])),
+            MetricFamily(name: "flujo_task_end_to_end_seconds", help: "Time from a task's launch to its completion or final failure, across every attempt, in seconds.", kind: .histogram,
+                         samples: endToEnd.samples(name: "flujo_task_end_to_end_seconds", labels: [])),
         ]
     }
 }

@@ -117,6 +117,8 @@ struct PrometheusTests {
         #expect(value(scraped, "flujo_tasks_resumed", "flujo_tasks_resumed_total") == 0)
         #expect(value(scraped, "flujo_task_attempts", "flujo_task_attempts_count") == 4, "two completed, two failed for good")
         #expect(value(scraped, "flujo_task_attempts", "flujo_task_attempts_bucket", ["le": "1"]) == 3, "only the flaky task took two")
+        #expect(value(scraped, "flujo_task_end_to_end_seconds", "flujo_task_end_to_end_seconds_count") == 4)
+        #expect((value(scraped, "flujo_task_end_to_end_seconds", "flujo_task_end_to_end_seconds_bucket", ["le": "60"]) ?? 0) == 4)
         #expect(value(scraped, "flujo_step_cost_usd", "flujo_step_cost_usd_total", ["step": "priced"]) == 0.5)
         #expect(value(scraped, "flujo_step_tokens", "flujo_step_tokens_total", ["step": "priced"]) == 200)
         // Three step names have series of their own; later ones share "other".

@@ -121,9 +121,12 @@ public struct HookEvent: Sendable {
         /// A failed task's next attempt is already scheduled (its category is
         /// retryable and attempts are left): this failure is not the final one.
         public var retryScheduled: Bool
+        /// For a task: seconds since it was launched, across every attempt so far.
+        public var sinceLaunchSeconds: Double?
 
         /// Creates the fields.
-        public init(status: RunStatus, durationSeconds: Double, usage: Usage, stepsRun: Int, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil, retryScheduled: Bool = false) {
+        public init(status: RunStatus, durationSeconds: Double, usage: Usage, stepsRun: Int, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil, retryScheduled: Bool = false, sinceLaunchSeconds: Double? = nil) {
+            self.sinceLaunchSeconds = sinceLaunchSeconds
             self.status = status
             self.durationSeconds = durationSeconds
             self.usage = usage
