@@ -34,19 +34,19 @@ public final class EventMetrics: HookSink {
     public func handle(_ event: HookEvent) async throws {
         switch event.payload {
         case let .postRun(end):
-            runDurations.observe(end.durationSeconds)
+            runDurations.observe(end.durationSeconds, exemplar: Self.exemplar(end.span, event))
         case let .postStep(end):
-            record(end, status: "completed")
+            record(end, status: "completed", event)
         case let .onStepFailure(end):
-            record(end, status: "failed")
+            record(end, status: "failed", event)
         case let .onPause(end):
-            record(end, status: "paused")
+            record(end, status: "paused", event)
         default:
             break
         }
     }
 
-    private func record(_ end: HookEvent.StepEnd, status: String) {
+    private func record(_ end: HookEvent.StepEnd, status: String, _ event: HookEvent) {
         let histogram = steps.withLock { steps in
             var label = end.stepName
             if steps[label] == nil && steps.count >= maxStepLabels { label = Self.otherStep }
@@ -56,8 +56,14 @@ public final class EventMetrics: HookSink {
             steps[label] = entry
             return entry.duration
         }
-        histogram.observe(end.latencySeconds)
+        histogram.observe(end.latencySeconds, exemplar: Self.exemplar(end.span, event))
         stepOutcomes.withLock { $0[status, default: 0] += 1 }
+    }
+
+    /// A sampled span's ids, for the exemplar of its observation.
+    private static func exemplar(_ span: SpanPosition?, _ event: HookEvent) -> (traceID: String, spanID: String, unixSeconds: Double)? {
+        guard let span, span.sampled else { return nil }
+        return (span.traceID.description, span.spanID.description, Double(event.unixNano) / 1e9)
     }
 
     /// The families this sink maintains.

@@ -1,40 +1,53 @@
 import Synchronization
 
-/// A cumulative histogram with fixed bucket bounds.
+/// A cumulative histogram with fixed bucket bounds, keeping the latest
+/// exemplar of each bucket (OpenMetrics shows them; Prometheus text does not).
 final class Histogram: Sendable {
     let bounds: [Double]
-    private let state: Mutex<(counts: [UInt64], sum: Double, count: UInt64)>
+    private struct State {
+        var counts: [UInt64]
+        var exemplars: [MetricFamily.Exemplar?]
+        var sum = 0.0
+        var count: UInt64 = 0
+    }
+    private let state: Mutex<State>
 
     /// Default bounds for durations in seconds, from 0.5 ms to 60 s.
     static let durationBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
     init(bounds: [Double] = Histogram.durationBounds) {
         self.bounds = bounds
-        state = Mutex(([UInt64](repeating: 0, count: bounds.count), 0, 0))
+        // One more bucket than bounds: +Inf.
+        state = Mutex(State(counts: [UInt64](repeating: 0, count: bounds.count + 1), exemplars: Array(repeating: nil, count: bounds.count + 1)))
     }
 
-    func observe(_ value: Double) {
+    /// Records a value; `exemplar` (a sampled span's ids) is kept as its bucket's latest.
+    func observe(_ value: Double, exemplar: (traceID: String, spanID: String, unixSeconds: Double)? = nil) {
+        let index = bounds.firstIndex(where: { value <= $0 }) ?? bounds.count
         state.withLock { state in
             // Bucket counts are per bucket here and made cumulative when read.
-            if let index = bounds.firstIndex(where: { value <= $0 }) { state.counts[index] += 1 }
+            state.counts[index] += 1
             state.sum += value
             state.count += 1
+            if let exemplar {
+                state.exemplars[index] = MetricFamily.Exemplar(traceID: exemplar.traceID, spanID: exemplar.spanID, value: value, timestamp: exemplar.unixSeconds)
+            }
         }
     }
 
     /// `_bucket` samples (cumulative, ending with `+Inf` equal to `_count`), `_sum` and `_count`.
     func samples(name: String, labels: [(String, String)]) -> [MetricFamily.Sample] {
-        let (counts, sum, count) = state.withLock { ($0.counts, $0.sum, $0.count) }
+        let snapshot = state.withLock { $0 }
         var samples: [MetricFamily.Sample] = []
         samples.reserveCapacity(bounds.count + 3)
         var cumulative: UInt64 = 0
-        for (bound, bucket) in zip(bounds, counts) {
-            cumulative += bucket
-            samples.append(.init(name: name + "_bucket", labels: labels + [("le", PrometheusText.format(bound))], value: Double(cumulative)))
+        for index in 0...bounds.count {
+            cumulative += snapshot.counts[index]
+            let le = index < bounds.count ? PrometheusText.format(bounds[index]) : "+Inf"
+            samples.append(.init(name: name + "_bucket", labels: labels + [("le", le)], value: Double(cumulative), exemplar: snapshot.exemplars[index]))
         }
-        samples.append(.init(name: name + "_bucket", labels: labels + [("le", "+Inf")], value: Double(count)))
-        samples.append(.init(name: name + "_sum", labels: labels, value: sum))
-        samples.append(.init(name: name + "_count", labels: labels, value: Double(count)))
+        samples.append(.init(name: name + "_sum", labels: labels, value: snapshot.sum))
+        samples.append(.init(name: name + "_count", labels: labels, value: Double(snapshot.count)))
         return samples
     }
 }

@@ -13,12 +13,15 @@ public struct MetricFamily: Sendable, Hashable {
         public var labels: [(String, String)]
         /// The value.
         public var value: Double
+        /// An exemplar (OpenMetrics only): the trace of one observation in this bucket.
+        public var exemplar: Exemplar?
 
         /// Creates a sample.
-        public init(name: String, labels: [(String, String)] = [], value: Double) {
+        public init(name: String, labels: [(String, String)] = [], value: Double, exemplar: Exemplar? = nil) {
             self.name = name
             self.labels = labels
             self.value = value
+            self.exemplar = exemplar
         }
 
         public static func == (lhs: Sample, rhs: Sample) -> Bool {
@@ -28,6 +31,26 @@ public struct MetricFamily: Sendable, Hashable {
         public func hash(into hasher: inout Hasher) {
             hasher.combine(name)
             hasher.combine(value)
+        }
+    }
+
+    /// One observation's trace, shown next to a histogram bucket in OpenMetrics.
+    public struct Exemplar: Sendable, Hashable {
+        /// `trace_id` and `span_id`, 32 and 16 hex digits.
+        public var traceID: String
+        /// The span's id.
+        public var spanID: String
+        /// The observed value.
+        public var value: Double
+        /// When it was observed, seconds since the epoch.
+        public var timestamp: Double
+
+        /// Creates an exemplar.
+        public init(traceID: String, spanID: String, value: Double, timestamp: Double) {
+            self.traceID = traceID
+            self.spanID = spanID
+            self.value = value
+            self.timestamp = timestamp
         }
     }
 

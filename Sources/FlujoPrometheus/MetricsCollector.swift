@@ -87,4 +87,13 @@ public final class MetricsCollector: Sendable {
     public func render() async throws -> String {
         PrometheusText.render(try await collect())
     }
+
+    /// The exposition a scrape asked for with its `Accept` header (OpenMetrics
+    /// with exemplars, or Prometheus text, the default) and its Content-Type:
+    /// for serving `/metrics` from an application's own HTTP server.
+    public func exposition(accept: String?) async throws -> (contentType: String, body: String) {
+        let families = try await collect()
+        if OpenMetricsText.preferred(accept: accept) { return (OpenMetricsText.contentType, OpenMetricsText.render(families)) }
+        return (PrometheusText.contentType, PrometheusText.render(families))
+    }
 }

@@ -188,8 +188,12 @@ public final class MetricsServer: Sendable {
             return (.methodNotAllowed, "text/plain; charset=utf-8", ByteBuffer(string: "method not allowed: use GET\n"), [("Allow", "GET, HEAD")])
         }
         do {
-            let text = PrometheusText.render(try await collector.collect() + counters.families())
-            return (.ok, PrometheusText.contentType, ByteBuffer(string: text), [])
+            // Content negotiation: OpenMetrics (with exemplars) when asked for, Prometheus text otherwise.
+            let families = try await collector.collect() + counters.families()
+            if OpenMetricsText.preferred(accept: request.headers.first(name: "Accept")) {
+                return (.ok, OpenMetricsText.contentType, ByteBuffer(string: OpenMetricsText.render(families)), [("Vary", "Accept")])
+            }
+            return (.ok, PrometheusText.contentType, ByteBuffer(string: PrometheusText.render(families)), [("Vary", "Accept")])
         } catch {
             logger.error("metrics scrape failed: \(error)")
             return (.internalServerError, "text/plain; charset=utf-8", ByteBuffer(string: "scrape failed: \(error)\n"), [])

@@ -9,14 +9,20 @@ import Testing
 struct Order: Codable, Sendable { var id: String }
 
 /// Scrapes a running server with the reference parser and checks the text with promtool.
-func scrape(_ server: MetricsServer) async throws -> [String: Any] {
+func scrape(_ server: MetricsServer, openMetrics: Bool = false) async throws -> [String: Any] {
     let python = try #require(TestSupport.python, "no Python with prometheus-client: run `make test`")
     let file = TestSupport.temporaryDirectory("flujo-prom").appendingPathComponent("metrics.txt")
-    let output = try await TestSupport.run(python, [TestSupport.supportScript("prom_check.py").path, "http://127.0.0.1:\(server.port)", file.path])
+    let output = try await TestSupport.run(
+        python, [TestSupport.supportScript("prom_check.py").path, "http://127.0.0.1:\(server.port)", file.path] + (openMetrics ? ["openmetrics"] : []))
     #expect(output.status == 0, "\(output.stderr)")
-    let promtool = try await TestSupport.run(URL(fileURLWithPath: "/usr/bin/promtool"), ["check", "metrics"], input: try Data(contentsOf: file))
-    #expect(promtool.status == 0, "promtool: \(promtool.stdout) \(promtool.stderr)")
-    #expect(promtool.stdout.isEmpty && promtool.stderr.isEmpty, "promtool reported: \(promtool.stdout) \(promtool.stderr)")
+    // `promtool check metrics` (2.42, Debian 12) reads only the Prometheus text format; an
+    // OpenMetrics body is checked by prometheus-client's OpenMetrics parser, which is strict
+    // about `# EOF`, counter names and exemplars.
+    if !openMetrics {
+        let promtool = try await TestSupport.run(URL(fileURLWithPath: "/usr/bin/promtool"), ["check", "metrics"], input: try Data(contentsOf: file))
+        #expect(promtool.status == 0, "promtool: \(promtool.stdout) \(promtool.stderr)")
+        #expect(promtool.stdout.isEmpty && promtool.stderr.isEmpty, "promtool reported: \(promtool.stdout) \(promtool.stderr)")
+    }
     return try #require(try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any])
 }
 
@@ -107,7 +113,21 @@ struct PrometheusTests {
 
         let server = try await MetricsServer.start(host: "127.0.0.1", port: 0, collector: MetricsCollector(store: store, events: events, tasks: tasks, hooks: hooks))
         let scraped = try await scrape(server)
+        // The same families as OpenMetrics, asked for as Prometheus asks: exemplars on the duration buckets, `# EOF`.
+        let open = try await scrape(server, openMetrics: true)
         await server.stop()
+        #expect(open["content_type"] as? String == "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        #expect(scraped["content_type"] as? String == "text/plain; version=0.0.4; charset=utf-8", "Prometheus text stays the default")
+        #expect(value(open, "flujo_tasks_started", "flujo_tasks_started_total") == 4, "a counter family is named without _total")
+        let exemplars = samples(open, "flujo_step_duration_seconds").compactMap { $0.count > 3 ? $0[3] as? [Any] : nil }
+        #expect(!exemplars.isEmpty, "duration buckets carry exemplars")
+        for exemplar in exemplars {
+            let labels = try #require(exemplar[0] as? [String: String])
+            #expect(labels["trace_id"]?.count == 32 && labels["span_id"]?.count == 16)
+        }
+        let runExemplars = samples(open, "flujo_run_duration_seconds").compactMap { $0.count > 3 ? ($0[3] as? [Any])?[0] as? [String: String] : nil }
+        #expect(runExemplars.contains { $0["trace_id"] != nil }, "the run histogram too")
+
         #expect(value(scraped, "flujo_tasks_started", "flujo_tasks_started_total") == 4)
         #expect(value(scraped, "flujo_tasks_completed", "flujo_tasks_completed_total") == 2)
         #expect(value(scraped, "flujo_task_attempts_failed", "flujo_task_attempts_failed_total", ["category": "timeout"]) == 2)
@@ -128,6 +148,19 @@ struct PrometheusTests {
         #expect(pausedAge >= 3600 && pausedAge < 3700)
         #expect((value(scraped, "flujo_oldest_failed_task_age_seconds") ?? -1) >= 0)
         #expect(value(scraped, "flujo_oldest_running_task_heartbeat_age_seconds") == 0, "nothing runs")
+    }
+
+    @Test("content negotiation: OpenMetrics only when accepted at least as much as text; text is the default")
+    func negotiation() {
+        #expect(OpenMetricsText.preferred(accept: "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"))
+        #expect(OpenMetricsText.preferred(accept: "application/openmetrics-text"))
+        #expect(!OpenMetricsText.preferred(accept: nil))
+        #expect(!OpenMetricsText.preferred(accept: "*/*"))
+        #expect(!OpenMetricsText.preferred(accept: "text/plain"))
+        #expect(!OpenMetricsText.preferred(accept: "text/plain;q=1, application/openmetrics-text;q=0.5"))
+        #expect(!OpenMetricsText.preferred(accept: "application/openmetrics-text;q=0"))
+        let text = OpenMetricsText.render([MetricFamily(name: "flujo_x_total", help: "X.", kind: .counter, samples: [.init(name: "flujo_x_total", value: 2)])])
+        #expect(text == "# TYPE flujo_x counter\n# HELP flujo_x X.\nflujo_x_total 2\n# EOF\n")
     }
 
     @Test("histograms are cumulative and +Inf equals _count")

@@ -123,9 +123,12 @@ public struct HookEvent: Sendable {
         public var retryScheduled: Bool
         /// For a task: seconds since it was launched, across every attempt so far.
         public var sinceLaunchSeconds: Double?
+        /// The run's root span (for exemplars); nil in events made outside the engine.
+        public var span: SpanPosition?
 
         /// Creates the fields.
-        public init(status: RunStatus, durationSeconds: Double, usage: Usage, stepsRun: Int, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil, retryScheduled: Bool = false, sinceLaunchSeconds: Double? = nil) {
+        public init(status: RunStatus, durationSeconds: Double, usage: Usage, stepsRun: Int, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil, retryScheduled: Bool = false, sinceLaunchSeconds: Double? = nil, span: SpanPosition? = nil) {
+            self.span = span
             self.sinceLaunchSeconds = sinceLaunchSeconds
             self.status = status
             self.durationSeconds = durationSeconds
@@ -213,9 +216,12 @@ public struct HookEvent: Sendable {
         public var retries: [RetryNote]
         /// A failed task's next attempt is already scheduled: not the final failure.
         public var retryScheduled: Bool
+        /// The step's span (for exemplars); nil in events made outside the engine.
+        public var span: SpanPosition?
 
         /// Creates the fields.
-        public init(stepName: String, stepIndex: Int, mode: ExecutionMode, success: Bool, outputSummary: String? = nil, attempts: Int, latencySeconds: Double, usage: Usage, feedback: String? = nil, errorCategory: ErrorCategory? = nil, retries: [RetryNote], retryScheduled: Bool = false) {
+        public init(stepName: String, stepIndex: Int, mode: ExecutionMode, success: Bool, outputSummary: String? = nil, attempts: Int, latencySeconds: Double, usage: Usage, feedback: String? = nil, errorCategory: ErrorCategory? = nil, retries: [RetryNote], retryScheduled: Bool = false, span: SpanPosition? = nil) {
+            self.span = span
             self.retryScheduled = retryScheduled
             self.stepName = stepName
             self.stepIndex = stepIndex

@@ -187,7 +187,7 @@ public final class Runner: Sendable {
             errorMessage: errorMessage, errorCategory: errorCategory, backgroundTaskIDs: taskIDs, durationSeconds: duration)
         try? await executor.emit(identity, .postRun, .postRun(HookEvent.RunEnd(
             status: status, durationSeconds: duration, usage: usage, stepsRun: history.count,
-            errorMessage: errorMessage, errorCategory: errorCategory)))
+            errorMessage: errorMessage, errorCategory: errorCategory, span: identity.span)))
         return result
     }
 

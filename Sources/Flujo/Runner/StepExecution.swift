@@ -113,7 +113,7 @@ extension Executor {
                 attemptNumber: 1, quotaBefore: ledger?.current, span: span)))
         } catch {
             ending = hookEnding(error)
-            return await finishStep(step, stepIndex: stepIndex, identity: identity, started: started, ending: ending, context: context, attempts: 0, usage: usage, retries: retries, retryScheduled: retryScheduled)
+            return await finishStep(step, stepIndex: stepIndex, identity: identity, started: started, ending: ending, context: context, attempts: 0, usage: usage, retries: retries, retryScheduled: retryScheduled, span: span)
         }
         while true {
             let stepContext = StepContext(
@@ -151,7 +151,7 @@ extension Executor {
                 break
             }
         }
-        return await finishStep(step, stepIndex: stepIndex, identity: identity, started: started, ending: ending, context: finalContext, attempts: attempt, usage: usage, retries: retries, retryScheduled: retryScheduled)
+        return await finishStep(step, stepIndex: stepIndex, identity: identity, started: started, ending: ending, context: finalContext, attempts: attempt, usage: usage, retries: retries, retryScheduled: retryScheduled, span: span)
     }
 
     /// The ending a hook failure causes: an abort signal aborts, a strict sink's error fails.
@@ -163,7 +163,7 @@ extension Executor {
     private func finishStep(
         _ step: AnyStep, stepIndex: Int, identity: EventIdentity, started: ContinuousClock.Instant, ending: StepOutcome.Ending,
         context: RunContext, attempts attempt: Int, usage: Usage, retries: [HookEvent.RetryNote],
-        retryScheduled: (@Sendable (ErrorCategory) -> Bool)?
+        retryScheduled: (@Sendable (ErrorCategory) -> Bool)?, span: SpanPosition
     ) async -> StepOutcome {
         var outcome = StepOutcome(
             ending: ending, context: context, attempts: attempt,
@@ -175,7 +175,7 @@ extension Executor {
             stepName: step.name, stepIndex: stepIndex, mode: .sync, success: outcome.status == .completed,
             outputSummary: summary(outcome.output?.json), attempts: attempt, latencySeconds: outcome.latencySeconds,
             usage: usage, feedback: outcome.errorMessage, errorCategory: outcome.errorCategory, retries: retries,
-            retryScheduled: scheduled)
+            retryScheduled: scheduled, span: span)
         do {
             switch outcome.ending {
             case .success: try await emit(identity, .postStep, .postStep(end))

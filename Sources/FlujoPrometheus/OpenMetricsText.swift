@@ -1,0 +1,82 @@
+import Foundation
+
+/// Writes metric families in the OpenMetrics 1.0 text format: counters named
+/// without `_total` in their metadata, histogram buckets with the latest
+/// exemplar of each (`# {trace_id="...",span_id="..."} value timestamp`), and
+/// `# EOF` at the end. Label values and HELP are escaped as in Prometheus text.
+public enum OpenMetricsText {
+    /// The Content-Type of the format.
+    public static let contentType = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+    /// The exposition of `families`.
+    public static func render(_ families: [MetricFamily]) -> String {
+        var out = ""
+        out.reserveCapacity(families.count * 200)
+        for family in families.sorted(by: { $0.name < $1.name }) {
+            // OpenMetrics names a counter's family without the `_total` of its sample.
+            let name = family.kind == .counter && family.name.hasSuffix("_total") ? String(family.name.dropLast(6)) : family.name
+            out += "# TYPE \(name) \(family.kind.rawValue)\n"
+            out += "# HELP \(name) \(PrometheusText.escapeHelp(family.help))\n"
+            for sample in family.samples {
+                out += sample.name
+                if !sample.labels.isEmpty {
+                    out += "{"
+                    var first = true
+                    for (label, value) in sample.labels {
+                        if !first { out += "," }
+                        first = false
+                        out += label
+                        out += "=\""
+                        out += PrometheusText.escapeLabelValue(value)
+                        out += "\""
+                    }
+                    out += "}"
+                }
+                out += " "
+                out += PrometheusText.format(sample.value)
+                if let exemplar = sample.exemplar {
+                    out += " # {trace_id=\"\(exemplar.traceID)\",span_id=\"\(exemplar.spanID)\"} "
+                    out += PrometheusText.format(exemplar.value)
+                    out += " "
+                    out += String(format: exemplar.timestamp)
+                }
+                out += "\n"
+            }
+        }
+        out += "# EOF\n"
+        return out
+    }
+
+    /// Which format a scrape asked for in its `Accept` header: OpenMetrics
+    /// when it accepts `application/openmetrics-text` at least as much as
+    /// plain text; Prometheus text otherwise (the default).
+    public static func preferred(accept: String?) -> Bool {
+        guard let accept, !accept.isEmpty else { return false }
+        var openMetrics = 0.0
+        var text = 0.0
+        for range in accept.split(separator: ",") {
+            let parts = range.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard let type = parts.first?.lowercased() else { continue }
+            var quality = 1.0
+            for parameter in parts.dropFirst() where parameter.lowercased().hasPrefix("q=") {
+                quality = Double(parameter.dropFirst(2)) ?? 0
+            }
+            switch type {
+            case "application/openmetrics-text": openMetrics = max(openMetrics, quality)
+            case "text/plain", "text/*", "*/*": text = max(text, quality)
+            default: break
+            }
+        }
+        return openMetrics > 0 && openMetrics >= text
+    }
+}
+
+private extension String {
+    /// Seconds with millisecond precision, as an exemplar timestamp.
+    init(format seconds: Double) {
+        let millis = Int64((seconds * 1000).rounded())
+        let whole = millis / 1000
+        let fraction = abs(millis % 1000)
+        self = "\(whole)." + String(repeating: "0", count: fraction < 10 ? 2 : (fraction < 100 ? 1 : 0)) + "\(fraction)"
+    }
+}
