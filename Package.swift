@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "FlujoPrometheus", targets: ["FlujoPrometheus"]),
         .library(name: "FlujoTelemetry", targets: ["FlujoTelemetry"]),
         .library(name: "FlujoLifecycle", targets: ["FlujoLifecycle"]),
+        .library(name: "FlujoSwiftMetrics", targets: ["FlujoSwiftMetrics"]),
         .library(name: "FlujoCLI", targets: ["FlujoCLI"]),
         .executable(name: "flujo", targets: ["flujo"]),
     ],
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         // C bridges: system libraries from Debian's -dev packages.
@@ -67,6 +69,10 @@ let package = Package(
             "Flujo", "FlujoOTLP", "FlujoPrometheus",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .target(name: "FlujoSwiftMetrics", dependencies: [
+            "Flujo",
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
         .target(name: "FlujoLifecycle", dependencies: [
             "Flujo", "FlujoTelemetry",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -89,7 +95,10 @@ let package = Package(
 
         .target(name: "FlujoTestSupport", path: "Tests/FlujoTestSupport"),
         .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "CSQLiteVFS", "FlujoTestSupport", "FlujoTestHelper"]),
-        .testTarget(name: "FlujoTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus", "FlujoTelemetry", "FlujoTestSupport", "FlujoTestHelper"]),
+        .testTarget(name: "FlujoTests", dependencies: [
+            "Flujo", "FlujoTesting", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus", "FlujoTelemetry", "FlujoTestSupport", "FlujoTestHelper",
+            "FlujoSwiftMetrics", .product(name: "MetricsTestKit", package: "swift-metrics"),
+        ]),
         .testTarget(name: "FlujoPrometheusTests", dependencies: ["Flujo", "FlujoPrometheus", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport"]),
         .testTarget(name: "FlujoLifecycleTests", dependencies: [
             "Flujo", "FlujoSQLite", "FlujoTelemetry", "FlujoLifecycle", "FlujoTesting", "FlujoTestSupport",
@@ -99,6 +108,7 @@ let package = Package(
         .testTarget(name: "FlujoStoreConformanceTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoTestSupport"]),
         .testTarget(name: "FlujoDocumentationTests", dependencies: [
             "Flujo", "FlujoCLI", "FlujoOTLP", "FlujoPrometheus", "FlujoSQLite", "FlujoTelemetry", "FlujoTesting", "FlujoTestSupport", "FlujoLifecycle",
+            "FlujoSwiftMetrics",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),

@@ -13,7 +13,7 @@ public final class EventMetrics: HookSink {
     public var interests: Set<HookEventKind> { [.postRun, .postStep, .onStepFailure, .onPause] }
 
     /// The label of the steps past `maxStepLabels`.
-    public static let otherStep = "other"
+    public static let otherStep = MetricLabels.otherStep
 
     private struct PerStep {
         let duration = Histogram()

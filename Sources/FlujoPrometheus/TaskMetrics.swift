@@ -22,8 +22,6 @@ public final class TaskMetrics: HookSink {
         var recovered: UInt64 = 0
         var failedAttempts: [String: UInt64] = [:]
         var failedForGood: [String: UInt64] = [:]
-        /// The attempt number of executions in progress, by run id.
-        var attempts: [String: Int] = [:]
     }
 
     private let state = Mutex(State())
@@ -34,51 +32,32 @@ public final class TaskMetrics: HookSink {
     public init() {}
 
     public func handle(_ event: HookEvent) async throws {
-        guard event.taskID != nil else { return }
-        switch event.payload {
-        case let .preRun(start):
-            state.withLock { state in
-                state.attempts[event.runID] = start.attempt
-                switch start.link?.kind {
-                case nil: if start.attempt == 1 { state.started += 1 }
-                case .resume: state.resumed += 1
-                case .retry, .recovery: state.retried += 1
+        guard let activity = TaskActivity(event) else { return }
+        var ended: (attempts: Int, seconds: Double?)?
+        state.withLock { state in
+            switch activity {
+            case .started: state.started += 1
+            case .resumed: state.resumed += 1
+            case .retried: state.retried += 1
+            case .cancelled: state.cancelled += 1
+            case let .completed(attempts, seconds):
+                state.completed += 1
+                ended = (attempts, seconds)
+            case let .failed(category, final, attempts, seconds):
+                state.failedAttempts[category.rawValue, default: 0] += 1
+                if final {
+                    state.failedForGood[category.rawValue, default: 0] += 1
+                    ended = (attempts, seconds)
                 }
-            }
-        case let .postRun(end):
-            let finalAttempt = state.withLock { state -> Int? in
-                let attempt = state.attempts.removeValue(forKey: event.runID) ?? 1
-                switch end.status {
-                case .completed:
-                    state.completed += 1
-                    return attempt
-                case .cancelled:
-                    state.cancelled += 1
-                case .failed:
-                    let category = (end.errorCategory ?? .unknown).rawValue
-                    state.failedAttempts[category, default: 0] += 1
-                    if !end.retryScheduled {
-                        state.failedForGood[category, default: 0] += 1
-                        return attempt
-                    }
-                default:
-                    break
-                }
-                return nil
-            }
-            if let finalAttempt {
-                attemptsPerTask.observe(Double(finalAttempt))
-                if let seconds = end.sinceLaunchSeconds { endToEnd.observe(seconds) }
-            }
-        case let .taskFinished(end):
-            // Recovery ended an attempt whose process died: a failed attempt of its own category.
-            guard end.lostAttempt != nil || end.errorCategory == .lostWorker, end.status == .failed else { return }
-            state.withLock { state in
+            case let .recovered(category):
+                // The attempt recovery ended is a failed attempt of its own category.
                 state.recovered += 1
-                state.failedAttempts[(end.errorCategory ?? .lostWorker).rawValue, default: 0] += 1
+                state.failedAttempts[category.rawValue, default: 0] += 1
             }
-        default:
-            break
+        }
+        if let ended {
+            attemptsPerTask.observe(Double(ended.attempts))
+            if let seconds = ended.seconds { endToEnd.observe(seconds) }
         }
     }
 

@@ -147,5 +147,8 @@ struct DocumentationTests {
         try await Samples.telemetry(store, settings)
         try await SinkSamples.testIt()
         SinkSamples.register(HookBus())
+        let bridged = HookBus()
+        SinkSamples.swiftMetrics(bridged)
+        #expect(bridged.sinkNames.contains("swift-metrics"))
     }
 }

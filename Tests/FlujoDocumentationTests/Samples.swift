@@ -8,6 +8,7 @@ import FlujoLifecycle
 import FlujoOTLP
 import FlujoPrometheus
 import FlujoSQLite
+import FlujoSwiftMetrics
 import FlujoTelemetry
 import FlujoTesting
 import Foundation
@@ -185,6 +186,11 @@ enum SinkSamples {
         hooks.register(SlackOnFailure(), delivery: .queued(capacity: 1000))  // own task, bounded queue
         hooks.register(FailureCounter(), strict: true)                    // its errors fail the run
         hooks.register(SlackOnFailure(), background: .skip)              // never sees background executions
+    }
+
+    /// Observability: the swift-metrics bridge.
+    static func swiftMetrics(_ hooks: HookBus) {
+        hooks.register(SwiftMetricsSink(), background: .include)
     }
 
     /// Implementing a hook sink: test it.

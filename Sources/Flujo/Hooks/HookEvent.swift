@@ -125,10 +125,13 @@ public struct HookEvent: Sendable {
         public var sinceLaunchSeconds: Double?
         /// The run's root span (for exemplars); nil in events made outside the engine.
         public var span: SpanPosition?
+        /// For a task: which execution this was, 1 for the first.
+        public var attempt: Int
 
         /// Creates the fields.
-        public init(status: RunStatus, durationSeconds: Double, usage: Usage, stepsRun: Int, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil, retryScheduled: Bool = false, sinceLaunchSeconds: Double? = nil, span: SpanPosition? = nil) {
+        public init(status: RunStatus, durationSeconds: Double, usage: Usage, stepsRun: Int, errorMessage: String? = nil, errorCategory: ErrorCategory? = nil, retryScheduled: Bool = false, sinceLaunchSeconds: Double? = nil, span: SpanPosition? = nil, attempt: Int = 1) {
             self.span = span
+            self.attempt = attempt
             self.sinceLaunchSeconds = sinceLaunchSeconds
             self.status = status
             self.durationSeconds = durationSeconds
