@@ -116,7 +116,7 @@ let package = Package(
         ]),
         .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "FlujoTestSupport", "flujo"]),
         .testTarget(name: "FlujoOTLPTests", dependencies: [
-            "Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport", "FlujoTestHelper", .product(name: "Logging", package: "swift-log"),
+            "Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport", "FlujoTestHelper", "FlujoTelemetry", "FlujoPrometheus", .product(name: "Logging", package: "swift-log"),
             .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
             .product(name: "Tracing", package: "swift-distributed-tracing"),
             .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),

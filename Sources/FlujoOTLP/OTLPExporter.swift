@@ -40,15 +40,7 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
     public init(settings: OTLPSettings, serviceName: String, serviceVersion: String? = nil, logger: Logger = Logger(label: "flujo.otlp")) {
         self.settings = settings
         self.logger = logger
-        var resource: [String: String] = settings.resourceAttributes
-        resource["service.name"] = serviceName
-        if let serviceVersion { resource["service.version"] = serviceVersion }
-        resource["telemetry.sdk.name"] = "flujo"
-        resource["telemetry.sdk.language"] = "swift"
-        resource["telemetry.sdk.version"] = flujoVersion
-        origin = OTLPOrigin(
-            resourceAttributes: resource.keys.sorted().map { OTLPAttribute($0, .string(resource[$0]!)) },
-            scopeName: "flujo", scopeVersion: flujoVersion)
+        origin = OTLPOrigin.flujo(settings: settings, serviceName: serviceName, serviceVersion: serviceVersion)
         // The thread keeps the exporter alive until `shutdown` stops it.
         let thread = Thread { self.run() }
         thread.name = "flujo-otlp-exporter"
@@ -203,5 +195,21 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
         case let .double(number): return .double(number)
         case let .bool(flag): return .bool(flag)
         }
+    }
+}
+
+extension OTLPOrigin {
+    /// Flujo's resource (`service.name`, `service.version`, `telemetry.sdk.*`,
+    /// `OTEL_RESOURCE_ATTRIBUTES`) and instrumentation scope.
+    static func flujo(settings: OTLPSettings, serviceName: String, serviceVersion: String?) -> OTLPOrigin {
+        var resource: [String: String] = settings.resourceAttributes
+        resource["service.name"] = serviceName
+        if let serviceVersion { resource["service.version"] = serviceVersion }
+        resource["telemetry.sdk.name"] = "flujo"
+        resource["telemetry.sdk.language"] = "swift"
+        resource["telemetry.sdk.version"] = flujoVersion
+        return OTLPOrigin(
+            resourceAttributes: resource.keys.sorted().map { OTLPAttribute($0, .string(resource[$0]!)) },
+            scopeName: "flujo", scopeVersion: flujoVersion)
     }
 }

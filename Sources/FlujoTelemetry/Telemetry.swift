@@ -37,6 +37,8 @@ public final class Telemetry: Sendable {
     public let tasks: TaskMetrics?
     /// Spans kept in the store and handed to the exporter; nil when neither is wanted.
     public let spans: SpanPipeline?
+    /// The OTLP metrics push, when `[telemetry.otlp_metrics] enabled`; started by `init`.
+    public let metricsPush: MetricsPush?
     private let settings: FlujoSettings
     private let store: (any StateStore)?
     private let server = Mutex<MetricsServer?>(nil)
@@ -88,12 +90,26 @@ public final class Telemetry: Sendable {
         } else {
             spans = nil
         }
+        if telemetry.otlpMetrics.enabled {
+            let exporter = OTLPMetricsExporter(
+                settings: telemetry.otlpMetrics.transport(from: telemetry.otlp), serviceName: telemetry.serviceName, serviceVersion: serviceVersion,
+                delta: telemetry.otlpMetrics.temporality != "cumulative")
+            let push = MetricsPush(
+                collector: MetricsCollector(store: store, events: events, tasks: tasks, hooks: hooks, counterSources: (otlp.map { [$0] } ?? []) + [exporter]),
+                exporter: exporter, settings: telemetry.otlpMetrics)
+            push.start()
+            metricsPush = push
+        } else {
+            metricsPush = nil
+        }
     }
 
     /// A collector of every metric this telemetry knows: state gauges from the
     /// store (when given), event metrics, hook errors and exporter counters.
     public func collector() -> MetricsCollector {
-        MetricsCollector(store: store, events: events, tasks: tasks, hooks: hooks, counterSources: otlp.map { [$0] } ?? [])
+        MetricsCollector(
+            store: store, events: events, tasks: tasks, hooks: hooks,
+            counterSources: (otlp.map { [$0] } ?? []) + (metricsPush.map { [$0.exporter] } ?? []))
     }
 
     /// Starts the `/metrics` server on `[telemetry.prometheus] host` and `port`
@@ -111,8 +127,8 @@ public final class Telemetry: Sendable {
     /// The running `/metrics` server, if any.
     public var metricsServer: MetricsServer? { server.withLock { $0 } }
 
-    /// Stops the metrics server, writes queued spans to the store, and flushes
-    /// and stops the OTLP exporter within `timeout` (default
+    /// Stops the metrics server, writes queued spans to the store, pushes a
+    /// last metrics snapshot, and flushes and stops the OTLP exporters within `timeout` (default
     /// `[telemetry] shutdown_timeout_seconds`). Call it after `Runner.close()`.
     public func shutdown(timeout: Duration? = nil) async {
         let timeout = timeout ?? .seconds(settings.telemetry.shutdownTimeoutSeconds)
@@ -123,6 +139,8 @@ public final class Telemetry: Sendable {
             await running.stop()
         }
         await spans?.close()
+        // A last snapshot, so counts made since the last interval are not lost.
+        await metricsPush?.shutdown(timeout: timeout)
         if let otlp {
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                 // The exporter's shutdown blocks its caller; keep it off the cooperative pool.

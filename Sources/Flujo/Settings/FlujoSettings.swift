@@ -99,6 +99,48 @@ public struct TelemetrySettings: Sendable, Hashable {
     public var otlp = OTLPSettings()
     /// `[telemetry.prometheus]`.
     public var prometheus = PrometheusSettings()
+    /// `[telemetry.otlp_metrics]`.
+    public var otlpMetrics = OTLPMetricsSettings()
+}
+
+/// `[telemetry.otlp_metrics]`: the same metrics as `/metrics`, pushed over
+/// OTLP/HTTP protobuf to `{endpoint}/v1/metrics` at a fixed interval, through
+/// the transport, retries, gzip and header rules of `[telemetry.otlp]`.
+public struct OTLPMetricsSettings: Sendable, Hashable {
+    /// The defaults.
+    public init() {}
+
+    /// Push metrics; also turned on by `OTEL_METRICS_EXPORTER=otlp` or
+    /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` (Prometheus scrapes are Flujo's
+    /// default, so a generic OTLP endpoint alone does not turn it on).
+    public var enabled = false
+    /// A metrics-specific URL, used as given; nil: `{[telemetry.otlp] endpoint}/v1/metrics`.
+    public var endpoint: String?
+    /// Request headers; empty: those of `[telemetry.otlp]` (values are never logged).
+    public var headers: [String: String] = [:]
+    /// Timeout of one request, in milliseconds.
+    public var timeoutMs = 10_000
+    /// `none` or `gzip`.
+    public var compression = "none"
+    /// How often metrics are pushed, in milliseconds (`OTEL_METRIC_EXPORT_INTERVAL`).
+    public var exportIntervalMs = 60_000
+    /// Deadline of one push, retries included, in milliseconds (`OTEL_METRIC_EXPORT_TIMEOUT`).
+    public var exportTimeoutMs = 30_000
+    /// `cumulative` (the default), `delta` or `lowmemory` (delta for counters
+    /// and histograms), as `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` says.
+    public var temporality = "cumulative"
+
+    /// The transport settings of a push: `[telemetry.otlp]` with this section's URL, headers, timeout and compression.
+    public func transport(from otlp: OTLPSettings) -> OTLPSettings {
+        var settings = otlp
+        let base = otlp.endpoint.hasSuffix("/") ? otlp.endpoint + "v1/metrics" : otlp.endpoint + "/v1/metrics"
+        settings.tracesEndpoint = endpoint ?? base
+        if !headers.isEmpty { settings.headers = headers }
+        settings.timeoutMs = timeoutMs
+        settings.compression = compression
+        settings.exportTimeoutMs = exportTimeoutMs
+        return settings
+    }
 }
 
 /// `[telemetry.console]`.

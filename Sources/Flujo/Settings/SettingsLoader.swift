@@ -74,6 +74,16 @@ public enum SettingsLoader {
         .int("telemetry.otlp.export_timeout_ms", env: ["OTEL_BSP_EXPORT_TIMEOUT"], \.telemetry.otlp.exportTimeoutMs, range: 1...3_600_000, lenient: true),
         .table("telemetry.otlp.resource_attributes", env: ["OTEL_RESOURCE_ATTRIBUTES"], \.telemetry.otlp.resourceAttributes, secret: false),
 
+        .bool("telemetry.otlp_metrics.enabled", env: ["FLUJO_OTLP_METRICS_ENABLED"], \.telemetry.otlpMetrics.enabled),
+        .endpoint("telemetry.otlp_metrics.endpoint", env: ["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"], \.telemetry.otlpMetrics.endpoint, required: false),
+        .table("telemetry.otlp_metrics.headers", env: ["OTEL_EXPORTER_OTLP_METRICS_HEADERS"], \.telemetry.otlpMetrics.headers, secret: true,
+               check: OTLPRules.headerProblem),
+        .int("telemetry.otlp_metrics.timeout_ms", env: ["OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"], \.telemetry.otlpMetrics.timeoutMs, range: 1...3_600_000, lenient: true),
+        .choice("telemetry.otlp_metrics.compression", env: ["OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"], \.telemetry.otlpMetrics.compression, ["none", "gzip"], lenient: true),
+        .int("telemetry.otlp_metrics.export_interval_ms", env: ["OTEL_METRIC_EXPORT_INTERVAL"], \.telemetry.otlpMetrics.exportIntervalMs, range: 1...86_400_000, lenient: true),
+        .int("telemetry.otlp_metrics.export_timeout_ms", env: ["OTEL_METRIC_EXPORT_TIMEOUT"], \.telemetry.otlpMetrics.exportTimeoutMs, range: 1...3_600_000, lenient: true),
+        .choice("telemetry.otlp_metrics.temporality", env: ["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"], \.telemetry.otlpMetrics.temporality, ["cumulative", "delta", "lowmemory"], lenient: true),
+
         .bool("telemetry.prometheus.enabled", env: ["FLUJO_PROMETHEUS_ENABLED"], \.telemetry.prometheus.enabled),
         .string("telemetry.prometheus.host", env: ["FLUJO_PROMETHEUS_HOST"], \.telemetry.prometheus.host),
         .int("telemetry.prometheus.port", env: ["FLUJO_PROMETHEUS_PORT"], \.telemetry.prometheus.port, range: 0...65_535),
@@ -82,7 +92,7 @@ public enum SettingsLoader {
     ]
 
     /// Sections a file may contain.
-    static let sections: Set<String> = ["state", "background_tasks", "telemetry", "telemetry.console", "telemetry.otlp", "telemetry.prometheus"]
+    static let sections: Set<String> = ["state", "background_tasks", "telemetry", "telemetry.console", "telemetry.otlp", "telemetry.otlp_metrics", "telemetry.prometheus"]
 
     /// Loads settings.
     /// - Parameters:
@@ -103,6 +113,9 @@ public enum SettingsLoader {
             }
         }
         try applyEnvironment(environment, to: &loaded)
+        // A generic OTEL_EXPORTER_OTLP_* variable feeds both the traces and the metrics keys: one warning each.
+        var seen = Set<String>()
+        loaded.warnings = loaded.warnings.filter { seen.insert($0).inserted }
         let before = loaded.settings
         overrides(&loaded.settings)
         for key in keys where key.render(before) != key.render(loaded.settings) {
@@ -324,11 +337,31 @@ public enum SettingsLoader {
                 loaded.warnings.append("TRACEPARENT: not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>); ignored, a new trace starts")
             }
         }
+        if environment["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] != nil {
+            loaded.settings.telemetry.otlpMetrics.enabled = true
+            loaded.sources["telemetry.otlp_metrics.enabled"] = .environment("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        }
+        if let exporter = environment["OTEL_METRICS_EXPORTER"] {
+            let names = exporter.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty }
+            if names.contains("otlp") {
+                loaded.settings.telemetry.otlpMetrics.enabled = true
+                loaded.sources["telemetry.otlp_metrics.enabled"] = .environment("OTEL_METRICS_EXPORTER")
+            } else if names == ["none"] {
+                loaded.settings.telemetry.otlpMetrics.enabled = false
+                loaded.sources["telemetry.otlp_metrics.enabled"] = .environment("OTEL_METRICS_EXPORTER")
+            }
+            let unsupported = names.filter { !["otlp", "none", "prometheus"].contains($0) }
+            if !unsupported.isEmpty {
+                loaded.warnings.append("OTEL_METRICS_EXPORTER: \(unsupported.joined(separator: ", ")) not supported (only otlp, prometheus, which is [telemetry.prometheus], and none); ignored")
+            }
+        }
         if let disabled = environment["OTEL_SDK_DISABLED"] {
             switch disabled.trimmingCharacters(in: .whitespaces).lowercased() {
             case "true":
                 loaded.settings.telemetry.otlp.enabled = false
                 loaded.sources["telemetry.otlp.enabled"] = .environment("OTEL_SDK_DISABLED")
+                loaded.settings.telemetry.otlpMetrics.enabled = false
+                loaded.sources["telemetry.otlp_metrics.enabled"] = .environment("OTEL_SDK_DISABLED")
             case "false", "":
                 break
             default:

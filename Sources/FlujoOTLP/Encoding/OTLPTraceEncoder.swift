@@ -118,12 +118,12 @@ public enum OTLPTraceEncoder {
         return out
     }
 
-    private static func binary(_ bytes: [UInt8], _ arena: CArena) -> ProtobufCBinaryData {
+    static func binary(_ bytes: [UInt8], _ arena: CArena) -> ProtobufCBinaryData {
         let copy = arena.bytes(bytes)
         return ProtobufCBinaryData(len: copy.count, data: copy.pointer)
     }
 
-    private static func keyValues(
+    static func keyValues(
         _ attributes: [OTLPAttribute], _ arena: CArena
     ) -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<Opentelemetry__Proto__Common__V1__KeyValue>?>?) {
         guard !attributes.isEmpty else { return (0, nil) }

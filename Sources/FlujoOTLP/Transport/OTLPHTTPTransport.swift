@@ -25,12 +25,20 @@ final class OTLPHTTPTransport {
     private let handle: UnsafeMutableRawPointer?
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private(set) var retries = 0
+    private let decodeResponse: @Sendable ([UInt8]) -> OTLPPartialSuccess?
 
     /// Largest response body read; the rest is discarded.
     static let maxResponseBytes = 4 * 1024 * 1024
 
-    init(settings: OTLPSettings, logger: Logger) {
+    /// A transport posting to `settings.tracesURL` (for metrics, the metrics URL
+    /// `OTLPMetricsSettings.transport(from:)` puts there); `decodeResponse` reads the
+    /// receiver's partial success (traces by default).
+    init(
+        settings: OTLPSettings, logger: Logger,
+        decodeResponse: @escaping @Sendable ([UInt8]) -> OTLPPartialSuccess? = { (try? OTLPTraceEncoder.decodeExportResponse($0)) ?? nil }
+    ) {
         _ = Self.globalInit
+        self.decodeResponse = decodeResponse
         self.url = settings.tracesURL
         self.settings = settings
         self.logger = logger
@@ -77,7 +85,7 @@ final class OTLPHTTPTransport {
             case let .transportError(message):
                 reason = message
             case let .status(code, _, responseBody) where (200..<300).contains(code):
-                return .delivered(partial: (try? OTLPTraceEncoder.decodeExportResponse(responseBody)) ?? nil)
+                return .delivered(partial: decodeResponse(responseBody))
             case let .status(code, retryAfter, _) where [429, 502, 503, 504].contains(code):
                 reason = "HTTP \(code)"
                 retryAfterSeconds = retryAfter
