@@ -59,6 +59,7 @@ let package = Package(
         .target(name: "FlujoTesting", dependencies: ["Flujo"]),
         .target(name: "FlujoPrometheus", dependencies: [
             "Flujo",
+            .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

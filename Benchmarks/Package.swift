@@ -19,6 +19,7 @@ let package = Package(
                 .product(name: "FlujoOTLP", package: "flujo"),
                 .product(name: "FlujoPrometheus", package: "flujo"),
                 .product(name: "FlujoTesting", package: "flujo"),
+                .product(name: "FlujoTelemetry", package: "flujo"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

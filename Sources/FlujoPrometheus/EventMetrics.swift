@@ -1,5 +1,6 @@
 import Flujo
 import Synchronization
+import W3CTraceContext
 
 /// Metrics derived from hook events: run and step durations, step outcomes,
 /// cost and tokens by step. Which events reach it (background ones or not) is
@@ -16,12 +17,20 @@ public final class EventMetrics: HookSink {
     public static let otherStep = MetricLabels.otherStep
 
     private struct PerStep {
-        let duration = Histogram()
-        var costUSD = 0.0
-        var tokens: UInt64 = 0
+        let duration: Histogram
+        var cost: MetricFamily.Sample
+        var tokens: MetricFamily.Sample
+
+        init(label: String) {
+            duration = Histogram(name: "flujo_step_duration_seconds", labels: [("step", label)])
+            cost = MetricFamily.Sample(name: "flujo_step_cost_usd_total", labels: [("step", label)], value: 0)
+            cost.renderedPrefix = PrometheusText.prefix(of: cost)
+            tokens = MetricFamily.Sample(name: "flujo_step_tokens_total", labels: [("step", label)], value: 0)
+            tokens.renderedPrefix = PrometheusText.prefix(of: tokens)
+        }
     }
 
-    private let runDurations = Histogram()
+    private let runDurations = Histogram(name: "flujo_run_duration_seconds")
     private let steps = Mutex<[String: PerStep]>([:])
     private let stepOutcomes = Mutex<[String: UInt64]>([:])
     private let maxStepLabels: Int
@@ -50,20 +59,19 @@ public final class EventMetrics: HookSink {
         let histogram = steps.withLock { steps in
             var label = end.stepName
             if steps[label] == nil && steps.count >= maxStepLabels { label = Self.otherStep }
-            var entry = steps[label] ?? PerStep()
-            entry.costUSD += end.usage.costUSD
-            entry.tokens &+= UInt64(max(0, end.usage.tokens))
-            steps[label] = entry
-            return entry.duration
+            if steps[label] == nil { steps[label] = PerStep(label: label) }
+            steps[label]!.cost.value += end.usage.costUSD
+            steps[label]!.tokens.value += Double(max(0, end.usage.tokens))
+            return steps[label]!.duration
         }
         histogram.observe(end.latencySeconds, exemplar: Self.exemplar(end.span, event))
         stepOutcomes.withLock { $0[status, default: 0] += 1 }
     }
 
     /// A sampled span's ids, for the exemplar of its observation.
-    private static func exemplar(_ span: SpanPosition?, _ event: HookEvent) -> (traceID: String, spanID: String, unixSeconds: Double)? {
+    private static func exemplar(_ span: SpanPosition?, _ event: HookEvent) -> (traceID: TraceID, spanID: SpanID, unixSeconds: Double)? {
         guard let span, span.sampled else { return nil }
-        return (span.traceID.description, span.spanID.description, Double(event.unixNano) / 1e9)
+        return (span.traceID, span.spanID, Double(event.unixNano) / 1e9)
     }
 
     /// The families this sink maintains.
@@ -72,18 +80,21 @@ public final class EventMetrics: HookSink {
         var stepSamples: [MetricFamily.Sample] = []
         var cost: [MetricFamily.Sample] = []
         var tokens: [MetricFamily.Sample] = []
+        stepSamples.reserveCapacity(steps.count * (Histogram.durationBounds.count + 3))
+        cost.reserveCapacity(steps.count)
+        tokens.reserveCapacity(steps.count)
         for name in steps.keys.sorted() {
             let entry = steps[name]!
-            stepSamples += entry.duration.samples(name: "flujo_step_duration_seconds", labels: [("step", name)])
-            cost.append(.init(name: "flujo_step_cost_usd_total", labels: [("step", name)], value: entry.costUSD))
-            tokens.append(.init(name: "flujo_step_tokens_total", labels: [("step", name)], value: Double(entry.tokens)))
+            stepSamples += entry.duration.samples
+            cost.append(entry.cost)
+            tokens.append(entry.tokens)
         }
         let outcomes = stepOutcomes.withLock { $0 }
         return [
             MetricFamily(name: "flujo_step_cost_usd_total", help: "Cost reported by steps, in US dollars, by step.", kind: .counter, samples: cost),
             MetricFamily(name: "flujo_step_tokens_total", help: "Tokens reported by steps, by step.", kind: .counter, samples: tokens),
             MetricFamily(name: "flujo_run_duration_seconds", help: "Duration of finished runs, in seconds.", kind: .histogram,
-                         samples: runDurations.samples(name: "flujo_run_duration_seconds", labels: [])),
+                         samples: runDurations.samples),
             MetricFamily(name: "flujo_step_duration_seconds", help: "Duration of finished steps, in seconds, by step.", kind: .histogram, samples: stepSamples),
             MetricFamily(name: "flujo_steps_total", help: "Finished steps, by outcome.", kind: .counter,
                          samples: ["completed", "failed", "paused"].map { .init(name: "flujo_steps_total", labels: [("status", $0)], value: Double(outcomes[$0] ?? 0)) }),

@@ -1,3 +1,5 @@
+import W3CTraceContext
+
 /// One metric family as the text exposition format describes it.
 public struct MetricFamily: Sendable, Hashable {
     /// `counter`, `gauge` or `histogram`.
@@ -15,6 +17,9 @@ public struct MetricFamily: Sendable, Hashable {
         public var value: Double
         /// An exemplar (OpenMetrics only): the trace of one observation in this bucket.
         public var exemplar: Exemplar?
+        /// The rendered `name{labels} ` of this sample, when its source keeps
+        /// it (a histogram renders the same series at every scrape).
+        var renderedPrefix: [UInt8]?
 
         /// Creates a sample.
         public init(name: String, labels: [(String, String)] = [], value: Double, exemplar: Exemplar? = nil) {
@@ -36,17 +41,17 @@ public struct MetricFamily: Sendable, Hashable {
 
     /// One observation's trace, shown next to a histogram bucket in OpenMetrics.
     public struct Exemplar: Sendable, Hashable {
-        /// `trace_id` and `span_id`, 32 and 16 hex digits.
-        public var traceID: String
-        /// The span's id.
-        public var spanID: String
+        /// The observation's trace (`trace_id`, written as 32 hex digits).
+        public var traceID: TraceID
+        /// Its span (`span_id`, 16 hex digits).
+        public var spanID: SpanID
         /// The observed value.
         public var value: Double
         /// When it was observed, seconds since the epoch.
         public var timestamp: Double
 
         /// Creates an exemplar.
-        public init(traceID: String, spanID: String, value: Double, timestamp: Double) {
+        public init(traceID: TraceID, spanID: SpanID, value: Double, timestamp: Double) {
             self.traceID = traceID
             self.spanID = spanID
             self.value = value

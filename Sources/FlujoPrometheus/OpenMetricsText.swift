@@ -10,41 +10,25 @@ public enum OpenMetricsText {
 
     /// The exposition of `families`.
     public static func render(_ families: [MetricFamily]) -> String {
-        var out = ""
-        out.reserveCapacity(families.count * 200)
+        var out = ExpositionWriter(capacity: families.count * 200)
         for family in families.sorted(by: { $0.name < $1.name }) {
             // OpenMetrics names a counter's family without the `_total` of its sample.
             let name = family.kind == .counter && family.name.hasSuffix("_total") ? String(family.name.dropLast(6)) : family.name
-            out += "# TYPE \(name) \(family.kind.rawValue)\n"
-            out += "# HELP \(name) \(PrometheusText.escapeHelp(family.help))\n"
-            for sample in family.samples {
-                out += sample.name
-                if !sample.labels.isEmpty {
-                    out += "{"
-                    var first = true
-                    for (label, value) in sample.labels {
-                        if !first { out += "," }
-                        first = false
-                        out += label
-                        out += "=\""
-                        out += PrometheusText.escapeLabelValue(value)
-                        out += "\""
-                    }
-                    out += "}"
-                }
-                out += " "
-                out += PrometheusText.format(sample.value)
-                if let exemplar = sample.exemplar {
-                    out += " # {trace_id=\"\(exemplar.traceID)\",span_id=\"\(exemplar.spanID)\"} "
-                    out += PrometheusText.format(exemplar.value)
-                    out += " "
-                    out += String(format: exemplar.timestamp)
-                }
-                out += "\n"
+            out.append("# TYPE ")
+            out.append(name)
+            out.append(" ")
+            out.append(family.kind.rawValue)
+            out.append("\n# HELP ")
+            out.append(name)
+            out.append(" ")
+            out.append(PrometheusText.escapeHelp(family.help))
+            out.append("\n")
+            family.samples.withUnsafeBufferPointer { samples in
+                for index in samples.indices { out.appendLine(samples[index], exemplar: true) }
             }
         }
-        out += "# EOF\n"
-        return out
+        out.append("# EOF\n")
+        return out.text
     }
 
     /// Which format a scrape asked for in its `Accept` header: OpenMetrics
@@ -68,15 +52,5 @@ public enum OpenMetricsText {
             }
         }
         return openMetrics > 0 && openMetrics >= text
-    }
-}
-
-private extension String {
-    /// Seconds with millisecond precision, as an exemplar timestamp.
-    init(format seconds: Double) {
-        let millis = Int64((seconds * 1000).rounded())
-        let whole = millis / 1000
-        let fraction = abs(millis % 1000)
-        self = "\(whole)." + String(repeating: "0", count: fraction < 10 ? 2 : (fraction < 100 ? 1 : 0)) + "\(fraction)"
     }
 }

@@ -1,3 +1,5 @@
+import W3CTraceContext
+
 /// Writes metric families in the Prometheus text exposition format 0.0.4.
 ///
 /// Format: "HELP lines may contain any sequence of UTF-8 characters (after the
@@ -12,32 +14,29 @@ public enum PrometheusText {
 
     /// The exposition of `families`.
     public static func render(_ families: [MetricFamily]) -> String {
-        var out = ""
-        out.reserveCapacity(families.count * 160)
+        var out = ExpositionWriter(capacity: families.count * 160)
         for family in families.sorted(by: { $0.name < $1.name }) {
-            out += "# HELP \(family.name) \(escapeHelp(family.help))\n"
-            out += "# TYPE \(family.name) \(family.kind.rawValue)\n"
-            for sample in family.samples {
-                out += sample.name
-                if !sample.labels.isEmpty {
-                    out += "{"
-                    var first = true
-                    for (name, value) in sample.labels {
-                        if !first { out += "," }
-                        first = false
-                        out += name
-                        out += "=\""
-                        out += escapeLabelValue(value)
-                        out += "\""
-                    }
-                    out += "}"
-                }
-                out += " "
-                out += format(sample.value)
-                out += "\n"
+            out.append("# HELP ")
+            out.append(family.name)
+            out.append(" ")
+            out.append(escapeHelp(family.help))
+            out.append("\n# TYPE ")
+            out.append(family.name)
+            out.append(" ")
+            out.append(family.kind.rawValue)
+            out.append("\n")
+            family.samples.withUnsafeBufferPointer { samples in
+                for index in samples.indices { out.appendLine(samples[index], exemplar: false) }
             }
         }
-        return out
+        return out.text
+    }
+
+    /// `name{label="value",...} ` of a sample, escaped.
+    static func prefix(of sample: MetricFamily.Sample) -> [UInt8] {
+        var out = ExpositionWriter(capacity: 64)
+        out.appendPrefix(sample)
+        return out.bytes
     }
 
     /// Escapes `\` and line feeds.
@@ -76,5 +75,113 @@ public enum PrometheusText {
         if value == -.infinity { return "-Inf" }
         if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
         return String(value)
+    }
+}
+
+/// Builds an exposition as UTF-8 bytes: appends of known ASCII and of
+/// rendered prefixes are copies, numbers are written without a `String`.
+struct ExpositionWriter {
+    var bytes: [UInt8] = []
+
+    init(capacity: Int) {
+        bytes.reserveCapacity(capacity)
+    }
+
+    var text: String { String(decoding: bytes, as: UTF8.self) }
+
+    mutating func append(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes.append(contentsOf: $0) }
+    }
+
+    mutating func appendPrefix(_ sample: borrowing MetricFamily.Sample) {
+        if let prefix = sample.renderedPrefix {
+            bytes.append(contentsOf: prefix)
+            return
+        }
+        append(sample.name)
+        if !sample.labels.isEmpty {
+            bytes.append(UInt8(ascii: "{"))
+            var first = true
+            for (name, value) in sample.labels {
+                if !first { bytes.append(UInt8(ascii: ",")) }
+                first = false
+                append(name)
+                bytes.append(UInt8(ascii: "="))
+                bytes.append(UInt8(ascii: "\""))
+                append(PrometheusText.escapeLabelValue(value))
+                bytes.append(UInt8(ascii: "\""))
+            }
+            bytes.append(UInt8(ascii: "}"))
+        }
+        bytes.append(UInt8(ascii: " "))
+    }
+
+    /// One sample line; with `exemplar`, its exemplar in the OpenMetrics form.
+    mutating func appendLine(_ sample: borrowing MetricFamily.Sample, exemplar: Bool) {
+        appendPrefix(sample)
+        appendValue(sample.value)
+        if exemplar, let exemplar = sample.exemplar {
+            append(" # {trace_id=\"")
+            withUnsafeBytes(of: exemplar.traceID.bytes) { appendHex($0) }
+            append("\",span_id=\"")
+            withUnsafeBytes(of: exemplar.spanID.bytes) { appendHex($0) }
+            append("\"} ")
+            appendValue(exemplar.value)
+            bytes.append(UInt8(ascii: " "))
+            appendMilliseconds(exemplar.timestamp)
+        }
+        bytes.append(UInt8(ascii: "\n"))
+    }
+
+    /// Lowercase hex of bytes.
+    mutating func appendHex(_ raw: UnsafeRawBufferPointer) {
+        let digits: StaticString = "0123456789abcdef"
+        digits.withUTF8Buffer { digits in
+            for byte in raw {
+                bytes.append(digits[Int(byte >> 4)])
+                bytes.append(digits[Int(byte & 0x0f)])
+            }
+        }
+    }
+
+    /// A value as the format writes it: integers without a fraction, `+Inf`, `-Inf`, `NaN`.
+    mutating func appendValue(_ value: Double) {
+        if value == value.rounded(), abs(value) < 1e15 {
+            appendInteger(Int64(value))
+        } else {
+            append(PrometheusText.format(value))
+        }
+    }
+
+    mutating func appendInteger(_ value: Int64) {
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        if magnitude == 0 {
+            bytes.append(UInt8(ascii: "0"))
+            return
+        }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            while magnitude > 0 {
+                buffer[19 - count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                count += 1
+            }
+            bytes.append(contentsOf: buffer[(20 - count)...])
+        }
+    }
+
+    /// Seconds with millisecond precision (`1700000000.123`).
+    mutating func appendMilliseconds(_ seconds: Double) {
+        let millis = Int64((seconds * 1000).rounded())
+        appendInteger(millis / 1000)
+        bytes.append(UInt8(ascii: "."))
+        let fraction = Int(abs(millis % 1000))
+        bytes.append(UInt8(ascii: "0") + UInt8(fraction / 100))
+        bytes.append(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
+        bytes.append(UInt8(ascii: "0") + UInt8(fraction % 10))
     }
 }

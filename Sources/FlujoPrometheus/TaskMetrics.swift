@@ -25,8 +25,8 @@ public final class TaskMetrics: HookSink {
     }
 
     private let state = Mutex(State())
-    private let attemptsPerTask = Histogram(bounds: [1, 2, 3, 4, 5, 10, 20])
-    private let endToEnd = Histogram(bounds: [0.01, 0.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600])
+    private let attemptsPerTask = Histogram(name: "flujo_task_attempts", bounds: [1, 2, 3, 4, 5, 10, 20])
+    private let endToEnd = Histogram(name: "flujo_task_end_to_end_seconds", bounds: [0.01, 0.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600])
 
     /// Creates the sink.
     public init() {}
@@ -82,9 +82,9 @@ public final class TaskMetrics: HookSink {
             counter("flujo_tasks_recovered_total", "Running tasks found with their process gone and failed as lost_worker by recovery.", now.recovered),
             counter("flujo_tasks_cancelled_total", "Task executions cancelled (at shutdown, or by a signal).", now.cancelled),
             MetricFamily(name: "flujo_task_attempts", help: "Executions a task took until it completed or failed for good.", kind: .histogram,
-                         samples: attemptsPerTask.samples(name: "flujo_task_attempts", labels: [])),
+                         samples: attemptsPerTask.samples),
             MetricFamily(name: "flujo_task_end_to_end_seconds", help: "Time from a task's launch to its completion or final failure, across every attempt, in seconds.", kind: .histogram,
-                         samples: endToEnd.samples(name: "flujo_task_end_to_end_seconds", labels: [])),
+                         samples: endToEnd.samples),
         ]
     }
 }

@@ -140,9 +140,11 @@ public final class MetricsPush: Sendable {
             }
             if sample.name.hasSuffix("_bucket"), let le = sample.labels.first(where: { $0.0 == "le" })?.1 {
                 series[key]!.buckets.append((le == "+Inf" ? nil : Double(le), sample.value))
-                if let exemplar = sample.exemplar, let traceID = hexBytes(exemplar.traceID), let spanID = hexBytes(exemplar.spanID) {
+                if let exemplar = sample.exemplar {
                     series[key]!.exemplars.append(OTLPExemplar(
-                        timeUnixNano: UInt64(max(0, exemplar.timestamp) * 1e9), value: exemplar.value, traceID: traceID, spanID: spanID))
+                        timeUnixNano: UInt64(max(0, exemplar.timestamp) * 1e9), value: exemplar.value,
+                        traceID: withUnsafeBytes(of: exemplar.traceID.bytes) { Array($0) },
+                        spanID: withUnsafeBytes(of: exemplar.spanID.bytes) { Array($0) }))
                 }
             } else if sample.name.hasSuffix("_count") {
                 series[key]!.count = sample.value
@@ -159,28 +161,5 @@ public final class MetricsPush: Sendable {
 
     private static func seriesKey(_ labels: [(String, String)]) -> String {
         labels.map { "\u{1}\($0.0)\u{2}\($0.1)" }.joined()
-    }
-
-    private static func hexBytes(_ hex: String) -> [UInt8]? {
-        let digits = Array(hex.utf8)
-        guard digits.count.isMultiple(of: 2) else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(digits.count / 2)
-        var index = 0
-        while index < digits.count {
-            guard let high = hexValue(digits[index]), let low = hexValue(digits[index + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-            index += 2
-        }
-        return bytes
-    }
-
-    private static func hexValue(_ digit: UInt8) -> UInt8? {
-        switch digit {
-        case 0x30...0x39: return digit - 0x30
-        case 0x61...0x66: return digit - 0x61 + 10
-        case 0x41...0x46: return digit - 0x41 + 10
-        default: return nil
-        }
     }
 }

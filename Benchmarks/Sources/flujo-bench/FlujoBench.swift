@@ -6,9 +6,9 @@ import Foundation
 struct FlujoBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flujo-bench",
-        abstract: "Flujo's end-to-end workloads: W1 fan-out, W2 resume, W3 stale cleanup, W4 scrape, W5 hook overhead, W6 OTLP, W7 recovery after SIGKILL, W8 sustained launches.")
+        abstract: "Flujo's end-to-end workloads: W1 fan-out, W2 resume, W3 stale cleanup, W4 scrape, W5 hook overhead, W6 OTLP, W7 recovery after SIGKILL, W8 sustained launches, W10 metrics render, W11 OTLP metrics push.")
 
-    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip, W7, W8 or W9 (W9 runs only when named). Without it, every workload runs, each in its own process.")
+    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip, W7, W8, W10, W10-1M, W11, W11-gzip or W9 (W9 runs only when named). Without it, every workload runs, each in its own process.")
     var workload: String?
 
     @Flag(help: "Print one JSON object as the last line.")
@@ -21,7 +21,7 @@ struct FlujoBench: AsyncParsableCommand {
     @Option(help: .hidden) var tasks: Int?
     @Option(name: .customLong("keep-seconds"), help: "W9: how long completed tasks are kept (default 60).") var keepSeconds: Double?
 
-    static let all = ["W1", "W1-memory", "W2", "W2+10k", "W3", "W4", "W4-1M", "W5", "W6", "W6-gzip", "W7", "W8"]
+    static let all = ["W1", "W1-memory", "W2", "W2+10k", "W3", "W4", "W4-1M", "W5", "W6", "W6-gzip", "W7", "W8", "W10", "W10-1M", "W11", "W11-gzip"]
 
     func run() async throws {
         guard let workload else { return try await runAll() }
@@ -35,6 +35,10 @@ struct FlujoBench: AsyncParsableCommand {
         case "W4": result = try await Workloads.w4(tasks: 10_000, renders: repetitions ?? 1000)
         case "W4-1M": result = try await Workloads.w4(tasks: 1_000_000, renders: repetitions ?? 1000)
         case "W5": result = try await Workloads.w5(repetitions: repetitions ?? 9)
+        case "W10": result = try await Workloads.w10(tasks: 10_000, renders: repetitions ?? 1000)
+        case "W10-1M": result = try await Workloads.w10(tasks: 1_000_000, renders: repetitions ?? 1000)
+        case "W11": result = try await Workloads.w11(pushes: repetitions ?? 200, gzip: false)
+        case "W11-gzip": result = try await Workloads.w11(pushes: repetitions ?? 200, gzip: true)
         case "W6": result = try await Workloads.w6(gzip: false, batches: 200, repetitions: repetitions ?? 3)
         case "W6-gzip": result = try await Workloads.w6(gzip: true, batches: 200, repetitions: repetitions ?? 3)
         case "W7": result = try await Workloads.w7(tasks: tasks ?? 10_000, repetitions: repetitions ?? 3)

@@ -2,6 +2,7 @@ import Flujo
 import FlujoOTLP
 import FlujoPrometheus
 import FlujoSQLite
+import FlujoTelemetry
 import FlujoTesting
 import Foundation
 import Synchronization
@@ -298,6 +299,113 @@ enum Workloads {
             && text.contains("flujo_runs_total \(tasks + 1000)\n")
         return WorkloadResult(workload: tasks >= 1_000_000 ? "W4-1M" : "W4", n: tasks, samples: samples, verified: verified,
                               unit: "seconds per full render", extra: ["bytes": Double(text.utf8.count)])
+    }
+
+    // MARK: W10, W11
+
+    /// Feeds every metrics sink as a busy process would: 50 step names, runs,
+    /// and tasks that start, complete, fail, retry and are recovered.
+    static func fillMetrics(_ events: EventMetrics, _ tasks: TaskMetrics) async throws {
+        func event(_ runID: String, taskID: String?, _ payload: HookEvent.Payload) -> HookEvent {
+            HookEvent(runID: runID, parentRunID: taskID == nil ? nil : "r", taskID: taskID, pipelineName: "w10", pipelineVersion: "1",
+                      isBackground: taskID != nil, unixNano: Identifiers.nowUnixNano(), payload: payload)
+        }
+        for round in 0..<20 {
+            for step in 0..<50 {
+                let span = SpanPosition.root().child()
+                let end = HookEvent.StepEnd(
+                    stepName: "step_\(step)", stepIndex: step, mode: .sync, success: step % 7 != 0, attempts: 1,
+                    latencySeconds: Double(step + round) / 1000, usage: Usage(costUSD: 0.001, tokens: 10), retries: [], span: span)
+                try await events.handle(event("r", taskID: nil, step % 7 == 0 ? .onStepFailure(end) : .postStep(end)))
+            }
+            try await events.handle(event("r", taskID: nil, .postRun(HookEvent.RunEnd(status: .completed, durationSeconds: 0.05, usage: Usage(), stepsRun: 50, span: .root()))))
+            let task = "bg_\(round)"
+            try await tasks.handle(event("r_bg_\(task)", taskID: task, .preRun(HookEvent.RunStart(inputSummary: "", totalSteps: 1))))
+            try await tasks.handle(event("r_bg_\(task)", taskID: task, .postRun(HookEvent.RunEnd(
+                status: round % 3 == 0 ? .failed : .completed, durationSeconds: 0.01, usage: Usage(), stepsRun: 1,
+                errorCategory: round % 3 == 0 ? .timeout : nil, retryScheduled: round % 6 == 0, sinceLaunchSeconds: Double(round)))))
+        }
+    }
+
+    /// A full /metrics render, Prometheus text and OpenMetrics, with 50 steps'
+    /// series in every family, over a store of `tasks` background tasks.
+    static func w10(tasks: Int, renders: Int) async throws -> WorkloadResult {
+        let store = try SQLiteStateStore(path: folder().appendingPathComponent("w10.db").path)
+        var batch: [WorkflowState] = []
+        let now = Timestamp.now
+        for index in 0..<tasks {
+            batch.append(WorkflowState(runID: "r\(index % 1000)_bg_bg_\(index)", pipelineName: "w10", status: RunStatus.allCases[index % RunStatus.allCases.count],
+                                       createdAt: now, executionTimeMs: 5, isBackgroundTask: true, parentRunID: "r\(index % 1000)", taskID: "bg_\(index)", stepName: "s"))
+            if batch.count == 50_000 { try store.saveAll(batch); batch.removeAll(keepingCapacity: true) }
+        }
+        try store.saveAll(batch)
+        let events = EventMetrics()
+        let taskMetrics = TaskMetrics()
+        try await fillMetrics(events, taskMetrics)
+        let collector = MetricsCollector(store: store, events: events, tasks: taskMetrics, hooks: HookBus())
+        var samples: [Double] = []
+        var openSamples: [Double] = []
+        var text = ""
+        var open = ""
+        for _ in 0..<renders {
+            var start = ContinuousClock.now
+            text = try await collector.render()
+            samples.append(elapsed(since: start))
+            start = ContinuousClock.now
+            open = try await collector.exposition(accept: "application/openmetrics-text").body
+            openSamples.append(elapsed(since: start))
+        }
+        var collectSamples: [Double] = []
+        var families: [MetricFamily] = []
+        for _ in 0..<renders {
+            let start = ContinuousClock.now
+            families = try await collector.collect()
+            collectSamples.append(elapsed(since: start))
+        }
+        var renderSamples: [Double] = []
+        for _ in 0..<renders {
+            let start = ContinuousClock.now
+            text = PrometheusText.render(families)
+            renderSamples.append(elapsed(since: start))
+        }
+        let steps = Set(text.split(separator: "\n").filter { $0.hasPrefix("flujo_step_duration_seconds_count{") }).count
+        let verified = steps == 50 && text.contains("flujo_tasks_started_total 20\n") && open.hasSuffix("# EOF\n") && open.contains("# {trace_id=\"")
+        let familyCount = text.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.count
+        return WorkloadResult(workload: tasks >= 1_000_000 ? "W10-1M" : "W10", n: tasks, samples: samples, verified: verified,
+                              unit: "seconds per full Prometheus text render",
+                              extra: ["bytes": Double(text.utf8.count), "families": Double(familyCount), "series_lines": Double(text.split(separator: "\n").count),
+                                      "openmetrics_median_s": openSamples.sorted()[openSamples.count / 2], "openmetrics_bytes": Double(open.utf8.count),
+                                      "collect_median_s": collectSamples.sorted()[collectSamples.count / 2], "text_median_s": renderSamples.sorted()[renderSamples.count / 2]])
+    }
+
+    /// One OTLP metrics push of the W10 families to a local receiver that
+    /// discards them: read, convert, encode (protobuf-c) and send.
+    static func w11(pushes: Int, gzip: Bool) async throws -> WorkloadResult {
+        let server = try await DiscardServer()
+        let store = InMemoryStateStore()
+        let events = EventMetrics()
+        let taskMetrics = TaskMetrics()
+        try await fillMetrics(events, taskMetrics)
+        var otlp = OTLPSettings()
+        otlp.endpoint = "http://127.0.0.1:\(server.port)"
+        var settings = OTLPMetricsSettings()
+        settings.compression = gzip ? "gzip" : "none"
+        let exporter = OTLPMetricsExporter(settings: settings.transport(from: otlp), serviceName: "bench")
+        let push = MetricsPush(collector: MetricsCollector(store: store, events: events, tasks: taskMetrics), exporter: exporter, settings: settings)
+        var samples: [Double] = []
+        let bytesBefore = server.counters.bodyBytes.load(ordering: .relaxed)
+        for _ in 0..<pushes {
+            let start = ContinuousClock.now
+            await push.pushOnce()
+            exporter.forceFlush(timeout: .seconds(60))
+            samples.append(elapsed(since: start))
+        }
+        let bytes = server.counters.bodyBytes.load(ordering: .relaxed) - bytesBefore
+        let stats = exporter.statistics
+        exporter.shutdown()
+        await server.stop()
+        return WorkloadResult(workload: gzip ? "W11-gzip" : "W11", n: pushes, samples: samples, verified: stats.delivered == pushes && stats.failed == 0,
+                              unit: "seconds per push (read, convert, encode, send)", extra: ["bytes_per_push": Double(bytes) / Double(max(1, pushes))])
     }
 
     // MARK: W5
