@@ -1,6 +1,6 @@
 # Everything a fresh Debian machine needs, from one command each:
 #   make demo    install what is missing, build, run the demo pipeline
-#   make test    install what is missing, build, run every test
+#   make test    install what is missing, build, run every test and the example service
 #   make bench   run the benchmarks
 #   make proto   regenerate Sources/COTLP from proto/
 SHELL := /bin/bash
@@ -13,7 +13,7 @@ DEB_PACKAGES := pkg-config curl libsqlite3-dev libcurl4-openssl-dev libprotobuf-
 PKG_CONFIG_MODULES := sqlite3 libcurl libprotobuf-c zlib
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps venv build test demo bench proto proto-check clean
+.PHONY: all deps venv build test example demo bench proto proto-check clean
 
 all: build
 
@@ -46,6 +46,11 @@ test: deps venv proto-check
 	# One test at a time: many tests start processes, servers and signals, and
 	# on two cores their deadlines hold only when they do not all run at once.
 	FLUJO_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python timeout --kill-after=30 1500 $(SWIFT) test --skip-build --no-parallel
+	$(MAKE) example
+
+## The example service (Examples/HummingbirdService): built, started, one order and a scrape, SIGTERM.
+example: deps
+	timeout --kill-after=30 1200 Examples/HummingbirdService/check.sh
 
 demo: deps
 	$(SWIFT) build --product flujo

@@ -50,23 +50,28 @@ public struct WorkerService: Service {
 }
 
 /// `Telemetry` as a `Service`: starts the `/metrics` server (when
-/// `[telemetry.prometheus] enabled`) and, on graceful shutdown, stops it,
-/// writes queued spans and flushes the OTLP exporter within `shutdownTimeout`
-/// (default `[telemetry] shutdown_timeout_seconds`).
+/// `[telemetry.prometheus] enabled`, unless `servesMetrics` is false because
+/// the application serves `/metrics` itself from `telemetry.collector()`) and,
+/// on graceful shutdown, stops it, writes queued spans, pushes the last OTLP
+/// metrics and flushes the OTLP exporters within `shutdownTimeout` (default
+/// `[telemetry] shutdown_timeout_seconds`).
 public struct TelemetryService: Service {
     /// The telemetry.
     public let telemetry: Telemetry
     /// The bound of the flush at shutdown; nil: the setting.
     public let shutdownTimeout: Duration?
+    /// Whether Flujo's own `/metrics` server starts.
+    public let servesMetrics: Bool
 
     /// Creates the service.
-    public init(telemetry: Telemetry, shutdownTimeout: Duration? = nil) {
+    public init(telemetry: Telemetry, shutdownTimeout: Duration? = nil, servesMetrics: Bool = true) {
         self.telemetry = telemetry
         self.shutdownTimeout = shutdownTimeout
+        self.servesMetrics = servesMetrics
     }
 
     public func run() async throws {
-        try await telemetry.startMetricsServer()
+        if servesMetrics { try await telemetry.startMetricsServer() }
         try? await gracefulShutdown()
         await telemetry.shutdown(timeout: shutdownTimeout)
     }
