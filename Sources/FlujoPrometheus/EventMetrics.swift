@@ -77,15 +77,15 @@ public final class EventMetrics: HookSink {
     /// The families this sink maintains.
     func families() -> [MetricFamily] {
         let steps = steps.withLock { $0 }
-        var stepSamples: [MetricFamily.Sample] = []
+        var durations: [any SampleSource] = []
         var cost: [MetricFamily.Sample] = []
         var tokens: [MetricFamily.Sample] = []
-        stepSamples.reserveCapacity(steps.count * (Histogram.durationBounds.count + 3))
+        durations.reserveCapacity(steps.count)
         cost.reserveCapacity(steps.count)
         tokens.reserveCapacity(steps.count)
         for name in steps.keys.sorted() {
             let entry = steps[name]!
-            stepSamples += entry.duration.samples
+            durations.append(entry.duration)
             cost.append(entry.cost)
             tokens.append(entry.tokens)
         }
@@ -94,8 +94,8 @@ public final class EventMetrics: HookSink {
             MetricFamily(name: "flujo_step_cost_usd_total", help: "Cost reported by steps, in US dollars, by step.", kind: .counter, samples: cost),
             MetricFamily(name: "flujo_step_tokens_total", help: "Tokens reported by steps, by step.", kind: .counter, samples: tokens),
             MetricFamily(name: "flujo_run_duration_seconds", help: "Duration of finished runs, in seconds.", kind: .histogram,
-                         samples: runDurations.samples),
-            MetricFamily(name: "flujo_step_duration_seconds", help: "Duration of finished steps, in seconds, by step.", kind: .histogram, samples: stepSamples),
+                         sources: [runDurations]),
+            MetricFamily(name: "flujo_step_duration_seconds", help: "Duration of finished steps, in seconds, by step.", kind: .histogram, sources: durations),
             MetricFamily(name: "flujo_steps_total", help: "Finished steps, by outcome.", kind: .counter,
                          samples: ["completed", "failed", "paused"].map { .init(name: "flujo_steps_total", labels: [("status", $0)], value: Double(outcomes[$0] ?? 0)) }),
         ]

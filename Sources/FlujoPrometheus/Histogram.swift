@@ -7,7 +7,7 @@ import W3CTraceContext
 /// It keeps its own samples (names, labels and rendered prefixes made once)
 /// and updates their values as it observes, so a scrape takes them as they
 /// are: one reference, no sample built.
-final class Histogram: Sendable {
+final class Histogram: SampleSource {
     let bounds: [Double]
     private struct State {
         /// `_bucket` (cumulative) samples, then `_sum` and `_count`.
@@ -52,5 +52,9 @@ final class Histogram: Sendable {
     /// `_bucket` samples (cumulative, ending with `+Inf` equal to `_count`), `_sum` and `_count`.
     var samples: [MetricFamily.Sample] {
         state.withLock { $0.samples }
+    }
+
+    func write(into out: inout ExpositionWriter, exemplars: Bool) {
+        state.withLock { state in out.appendLines(state.samples, exemplars: exemplars) }
     }
 }

@@ -66,13 +66,57 @@ public struct MetricFamily: Sendable, Hashable {
     /// The type.
     public var kind: Kind
     /// Its samples, contiguous.
-    public var samples: [Sample]
+    public var samples: [Sample] {
+        get { sources.isEmpty ? ownSamples : ownSamples + sources.flatMap(\.samples) }
+        set {
+            ownSamples = newValue
+            sources = []
+        }
+    }
+    /// Samples held by the family.
+    var ownSamples: [Sample]
+    /// Series that keep their own samples and write their own lines (histograms),
+    /// after `ownSamples`: a render reads them in place, without copying a sample.
+    var sources: [any SampleSource]
 
     /// Creates a family.
     public init(name: String, help: String, kind: Kind, samples: [Sample]) {
         self.name = name
         self.help = help
         self.kind = kind
-        self.samples = samples
+        ownSamples = samples
+        sources = []
     }
+
+    /// A family whose series write themselves.
+    init(name: String, help: String, kind: Kind, sources: [any SampleSource]) {
+        self.name = name
+        self.help = help
+        self.kind = kind
+        ownSamples = []
+        self.sources = sources
+    }
+
+    public static func == (lhs: MetricFamily, rhs: MetricFamily) -> Bool {
+        lhs.name == rhs.name && lhs.help == rhs.help && lhs.kind == rhs.kind && lhs.samples == rhs.samples
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(kind)
+    }
+
+    /// Writes every sample line.
+    func writeSamples(into out: inout ExpositionWriter, exemplars: Bool) {
+        out.appendLines(ownSamples, exemplars: exemplars)
+        for source in sources { source.write(into: &out, exemplars: exemplars) }
+    }
+}
+
+/// A series that keeps its own samples and writes its lines in place.
+protocol SampleSource: Sendable {
+    /// Its samples, copied.
+    var samples: [MetricFamily.Sample] { get }
+    /// Writes its sample lines.
+    func write(into out: inout ExpositionWriter, exemplars: Bool)
 }

@@ -23,9 +23,7 @@ public enum OpenMetricsText {
             out.append(" ")
             out.append(PrometheusText.escapeHelp(family.help))
             out.append("\n")
-            family.samples.withUnsafeBufferPointer { samples in
-                for index in samples.indices { out.appendLine(samples[index], exemplar: true) }
-            }
+            family.writeSamples(into: &out, exemplars: true)
         }
         out.append("# EOF\n")
         return out.text

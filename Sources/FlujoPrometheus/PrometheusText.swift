@@ -25,9 +25,7 @@ public enum PrometheusText {
             out.append(" ")
             out.append(family.kind.rawValue)
             out.append("\n")
-            family.samples.withUnsafeBufferPointer { samples in
-                for index in samples.indices { out.appendLine(samples[index], exemplar: false) }
-            }
+            family.writeSamples(into: &out, exemplars: false)
         }
         return out.text
     }
@@ -35,7 +33,9 @@ public enum PrometheusText {
     /// `name{label="value",...} ` of a sample, escaped.
     static func prefix(of sample: MetricFamily.Sample) -> [UInt8] {
         var out = ExpositionWriter(capacity: 64)
-        out.appendPrefix(sample)
+        var copy = sample
+        copy.renderedPrefix = nil
+        withUnsafePointer(to: copy) { out.appendPrefix($0) }
         return out.bytes
     }
 
@@ -94,16 +94,16 @@ struct ExpositionWriter {
         text.withUTF8 { bytes.append(contentsOf: $0) }
     }
 
-    mutating func appendPrefix(_ sample: borrowing MetricFamily.Sample) {
-        if let prefix = sample.renderedPrefix {
-            bytes.append(contentsOf: prefix)
+    mutating func appendPrefix(_ sample: UnsafePointer<MetricFamily.Sample>) {
+        if sample.pointee.renderedPrefix != nil {
+            sample.pointee.renderedPrefix!.withUnsafeBufferPointer { bytes.append(contentsOf: $0) }
             return
         }
-        append(sample.name)
-        if !sample.labels.isEmpty {
+        append(sample.pointee.name)
+        if !sample.pointee.labels.isEmpty {
             bytes.append(UInt8(ascii: "{"))
             var first = true
-            for (name, value) in sample.labels {
+            for (name, value) in sample.pointee.labels {
                 if !first { bytes.append(UInt8(ascii: ",")) }
                 first = false
                 append(name)
@@ -117,11 +117,20 @@ struct ExpositionWriter {
         bytes.append(UInt8(ascii: " "))
     }
 
+    /// Every line of `samples`; with `exemplars`, their exemplars in the OpenMetrics form.
+    mutating func appendLines(_ samples: [MetricFamily.Sample], exemplars: Bool) {
+        samples.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            for index in 0..<buffer.count { appendLine(base + index, exemplar: exemplars) }
+        }
+    }
+
     /// One sample line; with `exemplar`, its exemplar in the OpenMetrics form.
-    mutating func appendLine(_ sample: borrowing MetricFamily.Sample, exemplar: Bool) {
+    mutating func appendLine(_ sample: UnsafePointer<MetricFamily.Sample>, exemplar: Bool) {
         appendPrefix(sample)
-        appendValue(sample.value)
-        if exemplar, let exemplar = sample.exemplar {
+        appendValue(sample.pointee.value)
+        if exemplar, sample.pointee.exemplar != nil {
+            let exemplar = sample.pointee.exemplar!
             append(" # {trace_id=\"")
             withUnsafeBytes(of: exemplar.traceID.bytes) { appendHex($0) }
             append("\",span_id=\"")

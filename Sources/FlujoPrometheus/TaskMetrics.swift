@@ -82,9 +82,9 @@ public final class TaskMetrics: HookSink {
             counter("flujo_tasks_recovered_total", "Running tasks found with their process gone and failed as lost_worker by recovery.", now.recovered),
             counter("flujo_tasks_cancelled_total", "Task executions cancelled (at shutdown, or by a signal).", now.cancelled),
             MetricFamily(name: "flujo_task_attempts", help: "Executions a task took until it completed or failed for good.", kind: .histogram,
-                         samples: attemptsPerTask.samples),
+                         sources: [attemptsPerTask]),
             MetricFamily(name: "flujo_task_end_to_end_seconds", help: "Time from a task's launch to its completion or final failure, across every attempt, in seconds.", kind: .histogram,
-                         samples: endToEnd.samples),
+                         sources: [endToEnd]),
         ]
     }
 }

@@ -153,6 +153,7 @@ final class SQLiteConnection: @unchecked Sendable {
     }
 
     private static let begin = SQL("BEGIN IMMEDIATE")
+    private static let beginRead = SQL("BEGIN")
     private static let commit = SQL("COMMIT")
     private static let rollback = SQL("ROLLBACK")
 
@@ -173,6 +174,22 @@ final class SQLiteConnection: @unchecked Sendable {
                 try counterChanges.apply(on: self)
                 resetActive()
             }
+            try statement(Self.commit).run()
+            return value
+        } catch {
+            resetActive()
+            _ = try? statement(Self.rollback).run()
+            throw error
+        }
+    }
+
+    /// Runs reads inside one deferred transaction: one consistent snapshot, and
+    /// one shared lock taken for all of them instead of one per statement.
+    func readTransaction<T>(_ body: () throws(StateStoreError) -> T) throws(StateStoreError) -> T {
+        try statement(Self.beginRead).run()
+        do {
+            let value = try body()
+            resetActive()
             try statement(Self.commit).run()
             return value
         } catch {

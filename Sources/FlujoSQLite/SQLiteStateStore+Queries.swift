@@ -133,7 +133,9 @@ extension SQLiteStateStore {
     // MARK: - Stats
 
     public func statusCounters() async throws -> StatusCounters {
-        try withConnection { (connection) throws(StateStoreError) in try Self.readCounters(connection) }
+        try withConnection { (connection) throws(StateStoreError) in
+            try connection.readTransaction { () throws(StateStoreError) in try Self.readCounters(connection) }
+        }
     }
 
     private static func readCounters(_ connection: SQLiteConnection) throws(StateStoreError) -> StatusCounters {
