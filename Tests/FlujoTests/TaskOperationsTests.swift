@@ -250,6 +250,34 @@ struct TaskOperationsTests {
         await seed.close()
     }
 
+    @Test("maintenance prunes back to back while retention is behind, not once per stale check; kept rows stay")
+    func retentionKeepsUp() async throws {
+        let path = TestSupport.temporaryDirectory("flujo-retention").appendingPathComponent("state.db").path
+        let store = try SQLiteStateStore(path: path)
+        let old = Timestamp.now.adding(seconds: -7200)
+        var rows: [WorkflowState] = (0..<4_500).map { index in
+            WorkflowState(runID: "r_bg_bg_\(index)", pipelineName: "p", status: .completed, createdAt: old, updatedAt: old,
+                          executionTimeMs: 1, isBackgroundTask: true, parentRunID: "r", taskID: "bg_\(index)", stepName: "s")
+        }
+        rows.append(WorkflowState(runID: "r_bg_bg_new", pipelineName: "p", status: .completed, isBackgroundTask: true, parentRunID: "r", taskID: "bg_new", stepName: "s"))
+        try store.saveAll(rows)
+        var settings = FlujoSettings()
+        settings.state.keepCompletedHours = 1
+        settings.backgroundTasks.heartbeatIntervalSeconds = 3600   // one beat would not come within the test
+        settings.backgroundTasks.staleCheckIntervalSeconds = 3600
+        let runner = Runner(store: store, settings: settings)
+        runner.startMaintenance()
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline, (try await store.statusCounters().backgroundTasks[.completed] ?? 0) > 1 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let counters = try await store.statusCounters()
+        #expect(counters.backgroundTasks[.completed] == 1, "4,500 expired rows pruned in five batches, one right after another")
+        #expect(counters.prunedRuns == 4_500)
+        #expect(try await store.loadTask(taskID: "bg_new") != nil)
+        await runner.close()
+    }
+
     @Test("a run id that contains _bg_ is not taken for a background run (defect 7)")
     func noStringSniffing() async throws {
         let (runner, sink, _) = try makeRunner()

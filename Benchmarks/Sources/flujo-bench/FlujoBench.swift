@@ -44,6 +44,7 @@ struct FlujoBench: AsyncParsableCommand {
         case "W7": result = try await Workloads.w7(tasks: tasks ?? 10_000, repetitions: repetitions ?? 3)
         case "W8": result = try await Workloads.w8(runs: 64, tasksPerRun: tasks ?? 50, seconds: 10)
         case "W9": result = try await Workloads.w9(total: tasks ?? 1_000_000, keepSeconds: keepSeconds ?? 60)
+        case "W9-prune": result = try await Workloads.w9Prune(tasks: tasks ?? 200_000, fresh: 200_000)
         case "W7-child":
             try await Workloads.w7Child(path: path ?? "w7.db", tasks: tasks ?? 10_000)
             return

@@ -64,4 +64,28 @@ extension Workloads {
         result.extra["tasks_per_second"] = Double(launched) / seconds
         return result
     }
+
+    /// Retention alone: `tasks` completed tasks past keeping (with `fresh` newer
+    /// ones kept), pruned in batches of 500; rows per second.
+    static func w9Prune(tasks: Int, fresh: Int) async throws -> WorkloadResult {
+        let store = try SQLiteStateStore(path: folder().appendingPathComponent("w9p.db").path)
+        let old = Timestamp.now.adding(seconds: -3600)
+        var batch: [WorkflowState] = []
+        for index in 0..<(tasks + fresh) {
+            let time = index < tasks ? old : Timestamp.now
+            batch.append(WorkflowState(runID: "r\(index % 1000)_bg_bg_\(index)", pipelineName: "w9", status: .completed, createdAt: time, updatedAt: time,
+                                       executionTimeMs: 1, isBackgroundTask: true, parentRunID: "r\(index % 1000)", taskID: "bg_\(index)", stepName: "s"))
+            if batch.count == 50_000 { try store.saveAll(batch); batch.removeAll(keepingCapacity: true) }
+        }
+        try store.saveAll(batch)
+        var settings = settings()
+        settings.state.keepCompletedHours = 0.5
+        let operations = TaskOperations(store: store, settings: settings)
+        let start = ContinuousClock.now
+        let pruned = try await operations.prune(batch: 500)
+        let seconds = elapsed(since: start)
+        let counters = try await store.statusCounters()
+        return WorkloadResult(workload: "W9-prune", n: tasks, samples: [seconds], verified: pruned == tasks && counters.backgroundTasks[.completed] == fresh,
+                              unit: "seconds to prune \(tasks) rows", extra: ["rows_per_second": Double(pruned) / seconds])
+    }
 }

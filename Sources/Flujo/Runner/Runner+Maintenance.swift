@@ -4,9 +4,10 @@ extension Runner {
     /// Starts maintenance: recovery of tasks whose process ended and one stale
     /// cleanup now, then a loop that records the heartbeat of this runner's
     /// running tasks and recovers orphaned tasks every
-    /// `heartbeat_interval_seconds`, and runs the stale cleanup every
-    /// `stale_check_interval_seconds` (0: only now), with retention
-    /// (`[state] keep_*_hours`) in small batches. `close()` stops it. Does nothing when state tracking is off, when
+    /// `heartbeat_interval_seconds`, runs the stale cleanup every
+    /// `stale_check_interval_seconds` (0: only now), and applies retention
+    /// (`[state] keep_*_hours`) in batches of 1,000 rows, back to back while it
+    /// is behind, else once a beat. `close()` stops it. Does nothing when state tracking is off, when
     /// it runs already, or after `close()`.
     ///
     /// Call it in a process whose background tasks may run for longer than
@@ -29,6 +30,16 @@ extension Runner {
                 } catch {
                     runner.logger.warning("recovery or stale cleanup failed: \(error)")
                 }
+                // Retention runs on its own: in batches of 1,000 rows (one short transaction
+                // each), back to back while whole batches come back, so a store that ends
+                // work faster than one beat prunes keeps up; then it waits a beat.
+                let retention = Task {
+                    while !Task.isCancelled {
+                        let deleted = (try? await operations.prune(batch: 1000, maxBatches: 1)) ?? 0
+                        if deleted < 1000 { try? await Task.sleep(for: .seconds(heartbeat)) } else { await Task.yield() }
+                    }
+                }
+                defer { retention.cancel() }
                 var sinceStaleCheck = 0.0
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(heartbeat))
@@ -49,9 +60,8 @@ extension Runner {
                     if staleEvery > 0 && sinceStaleCheck >= staleEvery {
                         sinceStaleCheck = 0
                         _ = try? await operations.cleanupStaleTasks()
-                        // Retention in small batches, so no prune holds the write lock for long.
-                        _ = try? await operations.prune(batch: 500, maxBatches: 20)
                     }
+
                 }
             }
         }
