@@ -9,7 +9,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 SWIFT ?= swift
 VENV := .build/venv
 PYTHON_PACKAGES := opentelemetry-proto==1.45.2 prometheus-client==0.26.0
-DEB_PACKAGES := pkg-config curl libsqlite3-dev libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev prometheus
+DEB_PACKAGES := pkg-config curl libsqlite3-dev libcurl4-openssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev prometheus postgresql
 PKG_CONFIG_MODULES := sqlite3 libcurl libprotobuf-c zlib
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -20,7 +20,8 @@ all: build
 ## System packages: installed only when pkg-config (or the tool) cannot find them.
 deps:
 	@if command -v pkg-config >/dev/null && pkg-config --exists $(PKG_CONFIG_MODULES) \
-	    && command -v protoc-c >/dev/null && command -v promtool >/dev/null && command -v curl >/dev/null; then \
+	    && command -v protoc-c >/dev/null && command -v promtool >/dev/null && command -v curl >/dev/null \
+	    && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  echo "system packages: present"; \
 	else \
 	  echo "system packages: installing $(DEB_PACKAGES)"; \
@@ -45,7 +46,14 @@ test: deps venv proto-check
 	# A test process that crashes can leave `swift test` waiting forever: bound the run.
 	# One test at a time: many tests start processes, servers and signals, and
 	# on two cores their deadlines hold only when they do not all run at once.
-	FLUJO_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python timeout --kill-after=30 1500 $(SWIFT) test --skip-build --no-parallel
+	# A throwaway PostgreSQL cluster (temporary folder, loopback port, unprivileged
+	# user) for the PostgreSQL tests, stopped and deleted whatever happens.
+	@pg=$$(mktemp -d -u /tmp/flujo-pg-XXXXXX); \
+	uri=$$(Tests/Support/postgres.sh start $$pg) || { echo "could not start the PostgreSQL test server"; exit 1; }; \
+	trap "Tests/Support/postgres.sh stop $$pg" EXIT; \
+	echo "PostgreSQL test server: $${uri%%:*}://...@$${uri##*@}"; \
+	FLUJO_TEST_POSTGRES_URI=$$uri FLUJO_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python \
+	  timeout --kill-after=30 1500 $(SWIFT) test --skip-build --no-parallel
 	$(MAKE) example
 
 ## The example service (Examples/HummingbirdService): built, started, one order and a scrape, SIGTERM.

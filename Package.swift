@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "FlujoTelemetry", targets: ["FlujoTelemetry"]),
         .library(name: "FlujoLifecycle", targets: ["FlujoLifecycle"]),
         .library(name: "FlujoSwiftMetrics", targets: ["FlujoSwiftMetrics"]),
+        .library(name: "FlujoPostgres", targets: ["FlujoPostgres"]),
         .library(name: "FlujoCLI", targets: ["FlujoCLI"]),
         .executable(name: "flujo", targets: ["flujo"]),
     ],
@@ -25,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context.git", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // C bridges: system libraries from Debian's -dev packages.
@@ -70,6 +73,13 @@ let package = Package(
             "Flujo", "FlujoOTLP", "FlujoPrometheus",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .target(name: "FlujoPostgres", dependencies: [
+            "Flujo",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "FlujoSwiftMetrics", dependencies: [
             "Flujo",
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -106,6 +116,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "FlujoPostgresTests", dependencies: ["Flujo", "FlujoPostgres", "FlujoTestSupport"]),
         .testTarget(name: "FlujoStoreConformanceTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoTestSupport"]),
         .testTarget(name: "FlujoDocumentationTests", dependencies: [
             "Flujo", "FlujoCLI", "FlujoOTLP", "FlujoPrometheus", "FlujoSQLite", "FlujoTelemetry", "FlujoTesting", "FlujoTestSupport", "FlujoLifecycle",

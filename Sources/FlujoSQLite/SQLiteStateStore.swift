@@ -83,6 +83,13 @@ public final class SQLiteStateStore: StateStore {
     /// Opens (and, unless read-only, creates or migrates) the database at `path`.
     public init(path: String, options: Options = Options()) throws(StateStoreError) {
         self.path = path
+        // A URI of another store (postgres://...) is not a file name: never create a file for it.
+        if let scheme = path.firstRange(of: "://").map({ path[..<$0.lowerBound] }), !scheme.isEmpty,
+           scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }) {
+            throw .cannotOpen(path: path, reason: scheme.lowercased().hasPrefix("postgres")
+                ? "this is a PostgreSQL URI, not a SQLite file; the PostgreSQL state store is not part of this build yet (FlujoPostgres connects and migrates only): use a SQLite path"
+                : "a \(scheme):// URI is not a SQLite file path; give a file path")
+        }
         let exists = path == ":memory:" || FileManager.default.fileExists(atPath: path)
         if !exists && (options.readOnly || !options.createIfMissing) {
             throw .missingDatabase(path: path)

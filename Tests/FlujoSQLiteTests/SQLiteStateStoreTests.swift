@@ -27,6 +27,24 @@ func fullTask(runID: String = "run-1_bg_bg_0123", taskID: String = "bg_0123", st
 
 @Suite("SQLite state store")
 struct SQLiteStateStoreTests {
+    @Test("a postgres:// or other URI is refused as a SQLite path, and no file or folder is made for it")
+    func uriIsNotAPath() throws {
+        let folder = TestSupport.temporaryDirectory("flujo-uri")
+        let previous = FileManager.default.currentDirectoryPath
+        FileManager.default.changeCurrentDirectoryPath(folder.path)
+        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+        for uri in ["postgres://ada@db:5432/orders", "postgresql://ada@db/orders", "mysql://x@y/z"] {
+            do {
+                _ = try SQLiteStateStore(path: uri)
+                Issue.record("\(uri) was opened as a file")
+            } catch let error as StateStoreError {
+                guard case let .cannotOpen(path, reason) = error else { Issue.record("\(error)"); continue }
+                #expect(path == uri && reason.contains("URI"))
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
+    }
+
     @Test("every column survives a round trip")
     func roundTrip() async throws {
         let (store, path) = try makeStore()

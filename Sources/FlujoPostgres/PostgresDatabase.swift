@@ -1,0 +1,179 @@
+import Logging
+import NIOCore
+import NIOSSL
+import PostgresNIO
+
+/// A connection to a PostgreSQL state database, opened and brought to the
+/// current schema: the first part of the PostgreSQL state store.
+///
+/// Connecting is bounded by the URI's `connect_timeout` and every statement by
+/// its `statement_timeout_ms`, so a server that is down or stuck is a clear
+/// one-line error (`PostgresStoreError`), never a hang.
+public final class PostgresDatabase: Sendable {
+    /// Where it is.
+    public let location: PostgresLocation
+    let connection: PostgresConnection
+    let logger: Logger
+
+    private init(location: PostgresLocation, connection: PostgresConnection, logger: Logger) {
+        self.location = location
+        self.connection = connection
+        self.logger = logger
+    }
+
+    /// Connects and migrates the schema to `PostgresSchema.currentVersion`.
+    public static func open(_ location: PostgresLocation, logger: Logger = Logger(label: "flujo.postgres")) async throws(PostgresStoreError) -> PostgresDatabase {
+        let connection = try await connect(location, logger: logger)
+        let database = PostgresDatabase(location: location, connection: connection, logger: logger)
+        do {
+            try await PostgresSchema.migrate(database)
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        return database
+    }
+
+    /// The schema version recorded in the database (0 when none was applied).
+    public func schemaVersion() async throws(PostgresStoreError) -> Int {
+        let rows = try await query("SELECT coalesce(max(version), 0) FROM flujo_schema_versions")
+        return rows.first.map { $0 } ?? 0
+    }
+
+    /// The schema version this Flujo writes.
+    public static let currentSchemaVersion = PostgresSchema.currentVersion
+
+    /// Every version applied, in order.
+    public func appliedVersions() async throws(PostgresStoreError) -> [Int] {
+        try await query("SELECT version FROM flujo_schema_versions ORDER BY version")
+    }
+
+    /// The tables of the database's current schema.
+    public func tableNames() async throws(PostgresStoreError) -> Set<String> {
+        do {
+            var names = Set<String>()
+            let rows = try await connection.query("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()", logger: logger)
+            for try await name in rows.decode(String.self) { names.insert(name) }
+            return names
+        } catch {
+            throw Self.map(error, location)
+        }
+    }
+
+    /// Creates a database on the same server (tests and tools).
+    func createDatabase(_ name: String) async throws(PostgresStoreError) {
+        guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+            throw .statement(location: location.description, message: "database name \(name.debugDescription) is not a plain identifier")
+        }
+        try await execute(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
+    }
+
+    /// Records a schema version as applied (tests of newer databases).
+    func recordVersionForTest(_ version: Int) async throws(PostgresStoreError) {
+        try await execute("INSERT INTO flujo_schema_versions (version) VALUES (\(version))")
+    }
+
+    /// Closes the connection.
+    public func close() async {
+        try? await connection.close()
+    }
+
+    /// Runs a statement; the first column of each row as an Int.
+    func query(_ statement: PostgresQuery) async throws(PostgresStoreError) -> [Int] {
+        do {
+            var values: [Int] = []
+            for try await value in try await connection.query(statement, logger: logger).decode(Int.self) { values.append(value) }
+            return values
+        } catch {
+            throw Self.map(error, location)
+        }
+    }
+
+    /// Runs statements that return nothing.
+    func execute(_ statement: PostgresQuery) async throws(PostgresStoreError) {
+        do {
+            _ = try await connection.query(statement, logger: logger)
+        } catch {
+            throw Self.map(error, location)
+        }
+    }
+
+    private static func connect(_ location: PostgresLocation, logger: Logger) async throws(PostgresStoreError) -> PostgresConnection {
+        let tls: PostgresConnection.Configuration.TLS
+        do {
+            switch location.tls {
+            case .disable: tls = .disable
+            case .prefer: tls = .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+            case .require: tls = .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+            }
+        } catch {
+            throw .cannotConnect(location: location.description, reason: "TLS could not be set up: \(error)")
+        }
+        var configuration = PostgresConnection.Configuration(
+            host: location.host, port: location.port, username: location.user, password: location.password,
+            database: location.database, tls: tls)
+        let timeout = location.connectTimeout.components
+        configuration.options.connectTimeout = .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000)
+        configuration.options.additionalStartupParameters = [
+            ("statement_timeout", String(location.statementTimeoutMs)), ("application_name", "flujo"),
+        ]
+        let ready = configuration
+        do {
+            // connect_timeout bounds the TCP connect; the whole handshake is bounded too.
+            return try await withThrowingTaskGroup(of: PostgresConnection?.self) { group in
+                group.addTask { try await PostgresConnection.connect(configuration: ready, id: 1, logger: logger) }
+                group.addTask {
+                    try await Task.sleep(for: location.connectTimeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let connection = first else {
+                    throw PostgresStoreError.connectTimedOut(location: location.description, seconds: location.connectTimeout.seconds)
+                }
+                return connection
+            }
+        } catch let error as PostgresStoreError {
+            throw error
+        } catch {
+            throw map(error, location)
+        }
+    }
+
+    /// The one-line error a client error stands for.
+    static func map(_ error: any Error, _ location: PostgresLocation) -> PostgresStoreError {
+        let place = location.description
+        guard let error = error as? PSQLError else {
+            return .cannotConnect(location: place, reason: "\(error)")
+        }
+        if let state = error.serverInfo?[.sqlState] {
+            let message = error.serverInfo?[.message] ?? "server error \(state)"
+            switch state {
+            case "28P01", "28000": return .authenticationFailed(location: place, user: location.user)
+            case "3D000": return .databaseMissing(location: place, database: location.database)
+            case "57014": return .statement(location: place, message: "a statement ran past statement_timeout_ms (\(location.statementTimeoutMs) ms) and was cancelled")
+            default: return .statement(location: place, message: "\(message) (SQLSTATE \(state))")
+            }
+        }
+        switch error.code {
+        case .authMechanismRequiresPassword:
+            return .authenticationFailed(location: place, user: location.user)
+        case .connectionError:
+            let reason = error.underlying.map { "\($0)" } ?? "connection failed"
+            if reason.contains("connectTimeout") {
+                return .connectTimedOut(location: place, seconds: location.connectTimeout.seconds)
+            }
+            return .cannotConnect(location: place, reason: reason)
+        case .serverClosedConnection, .clientClosedConnection, .uncleanShutdown:
+            return .cannotConnect(location: place, reason: "the connection was closed")
+        default:
+            return .statement(location: place, message: "\(error.code)")
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let parts = components
+        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+
+/// Where a PostgreSQL state database is: read from a `postgres://` state URI
+/// (`[state] uri`, `FLUJO_STATE_URI`, `--db`).
+///
+/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?connect_timeout=S&statement_timeout_ms=MS&sslmode=disable|prefer|require]`.
+/// The password comes from the URI, else `PGPASSWORD`, else the password file
+/// (`PGPASSFILE`, or `~/.pgpass`: `host:port:database:user:password` lines,
+/// `*` matching anything), as libpq finds it. It is never part of
+/// `description`, of an error, or of a log line.
+public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
+    /// TLS use, as libpq's `sslmode` names it.
+    public enum TLSMode: String, Sendable, Hashable {
+        /// Plain TCP.
+        case disable
+        /// TLS when the server offers it.
+        case prefer
+        /// TLS or no connection.
+        case require
+    }
+
+    /// The server's host name or address.
+    public var host: String
+    /// Its port.
+    public var port: Int
+    /// The role to log in as.
+    public var user: String
+    /// The database.
+    public var database: String
+    /// The password, when one was found.
+    public var password: String?
+    /// How long connecting may take (`connect_timeout`, seconds; default 10).
+    public var connectTimeout: Duration
+    /// The longest a statement may run (`statement_timeout_ms`; default 30,000).
+    public var statementTimeoutMs: Int
+    /// TLS use (`sslmode`; default `prefer`).
+    public var tls: TLSMode
+
+    /// Whether `uri` names a PostgreSQL database.
+    public static func isPostgres(_ uri: String) -> Bool {
+        uri.hasPrefix("postgres://") || uri.hasPrefix("postgresql://")
+    }
+
+    /// Reads a state URI; `environment` supplies `PGPASSWORD`, `PGPASSFILE` and `HOME`.
+    public init(uri: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(PostgresStoreError) {
+        guard Self.isPostgres(uri) else {
+            throw .invalidURI("expected postgres://user@host:port/database, got a URI of another scheme")
+        }
+        guard let components = URLComponents(string: uri) else {
+            throw .invalidURI("not a valid URI (check for spaces or unescaped characters; escape them as %XX)")
+        }
+        guard let host = components.host, !host.isEmpty else {
+            throw .invalidURI("no host: write postgres://user@host:5432/database")
+        }
+        guard let user = components.user, !user.isEmpty else {
+            throw .invalidURI("no user: write postgres://user@\(host):\(components.port ?? 5432)/database")
+        }
+        let database = String(components.path.drop { $0 == "/" })
+        guard !database.isEmpty, !database.contains("/") else {
+            throw .invalidURI("no database: write postgres://\(user)@\(host):\(components.port ?? 5432)/database")
+        }
+        let port = components.port ?? 5432
+        guard (1...65_535).contains(port) else { throw .invalidURI("port \(port) is not between 1 and 65535") }
+        self.host = host
+        self.port = port
+        self.user = user.removingPercentEncoding ?? user
+        self.database = database.removingPercentEncoding ?? database
+        connectTimeout = .seconds(10)
+        statementTimeoutMs = 30_000
+        tls = .prefer
+        for item in components.queryItems ?? [] {
+            let value = item.value ?? ""
+            switch item.name {
+            case "connect_timeout":
+                guard let seconds = Double(value), seconds.isFinite, seconds > 0, seconds <= 3600 else {
+                    throw .invalidURI("connect_timeout \(value.debugDescription) is not a number of seconds between 0 and 3600")
+                }
+                connectTimeout = .milliseconds(Int(seconds * 1000))
+            case "statement_timeout_ms":
+                guard let milliseconds = Int(value), (1...86_400_000).contains(milliseconds) else {
+                    throw .invalidURI("statement_timeout_ms \(value.debugDescription) is not a number of milliseconds between 1 and 86400000")
+                }
+                statementTimeoutMs = milliseconds
+            case "sslmode":
+                guard let mode = TLSMode(rawValue: value) else {
+                    throw .invalidURI("sslmode \(value.debugDescription) is not one of disable, prefer, require")
+                }
+                tls = mode
+            default:
+                throw .invalidURI("unknown parameter \(item.name.debugDescription) (known: connect_timeout, statement_timeout_ms, sslmode)")
+            }
+        }
+        if let secret = components.password {
+            password = secret.removingPercentEncoding ?? secret
+        } else if let secret = environment["PGPASSWORD"], !secret.isEmpty {
+            password = secret
+        } else {
+            let file = environment["PGPASSFILE"] ?? environment["HOME"].map { $0 + "/.pgpass" }
+            password = file.flatMap { Self.passwordFromFile($0, host: host, port: port, database: self.database, user: self.user) }
+        }
+    }
+
+    /// `postgres://user@host:port/database`: never the password.
+    public var description: String { "postgres://\(user)@\(host):\(port)/\(database)" }
+
+    /// The password of the first matching line of a libpq password file.
+    static func passwordFromFile(_ path: String, host: String, port: Int, database: String, user: String) -> String? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        for line in text.split(whereSeparator: \.isNewline) where !line.hasPrefix("#") {
+            // Fields are separated by `:`; `\:` and `\\` escape them.
+            var fields: [String] = [""]
+            var escaped = false
+            for character in line {
+                if escaped {
+                    fields[fields.count - 1].append(character)
+                    escaped = false
+                } else if character == "\\" {
+                    escaped = true
+                } else if character == ":" && fields.count < 5 {
+                    fields.append("")
+                } else {
+                    fields[fields.count - 1].append(character)
+                }
+            }
+            guard fields.count == 5 else { continue }
+            let wanted = [host, String(port), database, user]
+            if zip(fields.prefix(4), wanted).allSatisfy({ $0 == "*" || $0 == $1 }) { return fields[4] }
+        }
+        return nil
+    }
+}

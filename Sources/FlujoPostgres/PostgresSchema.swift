@@ -1,0 +1,149 @@
+import PostgresNIO
+
+/// The layout of a PostgreSQL state database, in versioned migrations.
+///
+/// `flujo_schema_versions` records each version applied, with when. Opening
+/// applies the missing versions in one transaction, under an advisory lock, so
+/// processes that open the same database at once migrate it once. A database
+/// of a newer version is refused with both versions named, and left as it is.
+enum PostgresSchema {
+    static let currentVersion = 1
+
+    /// The advisory lock key migrations hold (`flujo` in ASCII).
+    static let migrationLock: Int64 = 0x666C_756A_6F
+
+    /// Version 1: the tables of the store and the counters kept in the same
+    /// transactions as the rows.
+    static let migrations: [(version: Int, statements: [String])] = [
+        (1, [
+            """
+            CREATE TABLE workflow_state (
+                run_id TEXT PRIMARY KEY,
+                pipeline_id TEXT NOT NULL,
+                pipeline_name TEXT NOT NULL,
+                pipeline_version TEXT NOT NULL,
+                current_step_index INTEGER NOT NULL DEFAULT 0,
+                pipeline_context TEXT NOT NULL DEFAULT '{}',
+                last_step_output TEXT,
+                step_history TEXT NOT NULL DEFAULT '[]',
+                status TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                total_steps INTEGER NOT NULL DEFAULT 0,
+                error_message TEXT,
+                execution_time_ms DOUBLE PRECISION,
+                memory_usage_mb DOUBLE PRECISION,
+                metadata TEXT NOT NULL DEFAULT '{}',
+                is_background_task BOOLEAN NOT NULL DEFAULT FALSE,
+                parent_run_id TEXT,
+                task_id TEXT UNIQUE,
+                error_category TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                resumed_from TEXT,
+                step_name TEXT,
+                cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+                tokens BIGINT NOT NULL DEFAULT 0,
+                owner TEXT,
+                next_attempt_at BIGINT,
+                trace TEXT
+            )
+            """,
+            "CREATE INDEX workflow_state_background ON workflow_state (status, updated_at) WHERE is_background_task",
+            "CREATE INDEX workflow_state_parent ON workflow_state (parent_run_id) WHERE parent_run_id IS NOT NULL",
+            "CREATE INDEX workflow_state_created_at ON workflow_state (created_at)",
+            "CREATE INDEX workflow_state_due ON workflow_state (next_attempt_at) WHERE status = 'failed' AND next_attempt_at IS NOT NULL",
+            "CREATE INDEX workflow_state_owner ON workflow_state (owner) WHERE status = 'running' AND owner IS NOT NULL",
+            """
+            CREATE TABLE runs (
+                run_id TEXT PRIMARY KEY,
+                pipeline_name TEXT NOT NULL,
+                pipeline_version TEXT NOT NULL,
+                status TEXT NOT NULL,
+                started_at BIGINT NOT NULL,
+                ended_at BIGINT,
+                cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+                tokens BIGINT NOT NULL DEFAULT 0,
+                background_cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+                background_tokens BIGINT NOT NULL DEFAULT 0
+            )
+            """,
+            "CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL",
+            """
+            CREATE TABLE steps (
+                run_id TEXT NOT NULL,
+                seq BIGSERIAL,
+                step_index INTEGER NOT NULL,
+                step_name TEXT NOT NULL,
+                success BOOLEAN NOT NULL,
+                output TEXT,
+                attempts INTEGER NOT NULL DEFAULT 1,
+                latency_s DOUBLE PRECISION NOT NULL DEFAULT 0,
+                cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+                tokens BIGINT NOT NULL DEFAULT 0,
+                feedback TEXT,
+                finished_at BIGINT NOT NULL,
+                PRIMARY KEY (run_id, seq)
+            )
+            """,
+            """
+            CREATE TABLE spans (
+                span_id TEXT PRIMARY KEY,
+                trace_id TEXT NOT NULL,
+                parent_span_id TEXT,
+                run_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                start_unix_nano BIGINT NOT NULL,
+                end_unix_nano BIGINT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'unset',
+                status_message TEXT,
+                attributes TEXT NOT NULL DEFAULT '{}',
+                is_background BOOLEAN NOT NULL DEFAULT FALSE
+            )
+            """,
+            "CREATE INDEX spans_run ON spans (run_id)",
+            "CREATE INDEX spans_trace ON spans (trace_id, start_unix_nano)",
+            """
+            CREATE TABLE status_counts (
+                is_background BOOLEAN NOT NULL,
+                status TEXT NOT NULL,
+                count BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (is_background, status)
+            )
+            """,
+            "CREATE TABLE stat_totals (name TEXT PRIMARY KEY, value DOUBLE PRECISION NOT NULL DEFAULT 0)",
+            "CREATE TABLE created_per_hour (hour BIGINT PRIMARY KEY, count BIGINT NOT NULL DEFAULT 0)",
+            """
+            INSERT INTO stat_totals (name, value) VALUES
+                ('total_runs', 0), ('duration_sum_ms', 0), ('duration_count', 0), ('pruned_runs', 0)
+            """,
+        ]),
+    ]
+
+    /// Applies the versions `database` lacks; refuses a newer database. All of
+    /// it runs in one transaction under an advisory lock, so concurrent opens
+    /// (from any process or machine) migrate once and never race on a table.
+    static func migrate(_ database: PostgresDatabase) async throws(PostgresStoreError) {
+        try await database.execute("BEGIN")
+        do throws(PostgresStoreError) {
+            try await database.execute("SELECT pg_advisory_xact_lock(\(migrationLock))")
+            try await database.execute("""
+                CREATE TABLE IF NOT EXISTS flujo_schema_versions (
+                    version INTEGER PRIMARY KEY,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )
+                """)
+            let found = try await database.schemaVersion()
+            if found > currentVersion {
+                throw .newerSchema(location: database.location.description, found: found, supported: currentVersion)
+            }
+            for migration in migrations where migration.version > found {
+                for statement in migration.statements { try await database.execute(PostgresQuery(unsafeSQL: statement)) }
+                try await database.execute("INSERT INTO flujo_schema_versions (version) VALUES (\(migration.version))")
+            }
+            try await database.execute("COMMIT")
+        } catch {
+            try? await database.execute("ROLLBACK")
+            throw error
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import Flujo
+@testable import FlujoPostgres
+import FlujoTestSupport
+import Foundation
+import Glibc
+import Testing
+
+/// The server `make test` starts (Tests/Support/postgres.sh): its state URI.
+let testServerURI = ProcessInfo.processInfo.environment["FLUJO_TEST_POSTGRES_URI"]
+
+/// A database of its own on the test server, for one test.
+func freshDatabase(_ label: String) async throws -> PostgresLocation {
+    let server = try PostgresLocation(uri: try #require(testServerURI))
+    let admin = try await PostgresDatabase.open(server)
+    let name = "flujo_\(label)_\(UInt32.random(in: 0...UInt32.max))"
+    try await admin.createDatabase(name)
+    await admin.close()
+    var location = server
+    location.database = name
+    return location
+}
+
+@Suite("PostgreSQL state location")
+struct PostgresLocationTests {
+    @Test("a state URI is read with its timeouts and TLS mode; the password comes from the URI, PGPASSWORD or the password file, and is never printed")
+    func parse() throws {
+        let full = try PostgresLocation(uri: "postgres://ada:s%3Acret@db.internal:6543/orders?connect_timeout=2.5&statement_timeout_ms=900&sslmode=require", environment: [:])
+        #expect(full.host == "db.internal" && full.port == 6543 && full.user == "ada" && full.database == "orders")
+        #expect(full.password == "s:cret")
+        #expect(full.connectTimeout == .milliseconds(2500) && full.statementTimeoutMs == 900 && full.tls == .require)
+        #expect(full.description == "postgres://ada@db.internal:6543/orders", "no password in what is printed")
+        #expect(!"\(full)".contains("cret"))
+        let defaults = try PostgresLocation(uri: "postgresql://ada@h/db", environment: [:])
+        #expect(defaults.port == 5432 && defaults.password == nil && defaults.tls == .prefer && defaults.statementTimeoutMs == 30_000)
+        #expect(try PostgresLocation(uri: "postgres://ada@h/db", environment: ["PGPASSWORD": "from-env"]).password == "from-env")
+        let folder = TestSupport.temporaryDirectory("flujo-pgpass")
+        let file = folder.appendingPathComponent("pgpass").path
+        try "# comment\nother:5432:*:ada:wrong\nh:5432:db:ada:from-file\n*:*:*:*:any\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try PostgresLocation(uri: "postgres://ada@h/db", environment: ["PGPASSFILE": file]).password == "from-file")
+        #expect(try PostgresLocation(uri: "postgres://bob@x:1/y", environment: ["PGPASSFILE": file]).password == "any")
+        #expect(try PostgresLocation(uri: "postgres://ada:uri@h/db", environment: ["PGPASSWORD": "env"]).password == "uri", "the URI wins")
+    }
+
+    @Test("bad state URIs are refused with what is wrong and how to write it", arguments: [
+        ("sqlite:///tmp/x.db", "another scheme"), ("postgres://h/db", "no user"), ("postgres://ada@/db", "no host"),
+        ("postgres://ada@h", "no database"), ("postgres://ada@h:70000/db", "port"), ("postgres://ada@h/db?connect_timeout=-1", "connect_timeout"),
+        ("postgres://ada@h/db?sslmode=maybe", "sslmode"), ("postgres://ada@h/db?pool=9", "unknown parameter"),
+    ])
+    func invalid(uri: String, expected: String) {
+        do {
+            _ = try PostgresLocation(uri: uri, environment: [:])
+            Issue.record("accepted \(uri)")
+        } catch {
+            #expect("\(error)".contains(expected), "\(error)")
+            #expect("\(error)".hasPrefix("invalid PostgreSQL state URI: "))
+        }
+    }
+}
+
+@Suite("PostgreSQL connection and schema (a real server)", .enabled(if: testServerURI != nil, "no PostgreSQL test server: run `make test`, which starts one"))
+struct PostgresDatabaseTests {
+    @Test("opening migrates a new database to the current schema, once, also when four processes' worth of opens race")
+    func migrates() async throws {
+        let location = try await freshDatabase("migrate")
+        let opened = try await withThrowingTaskGroup(of: PostgresDatabase.self) { group in
+            for _ in 0..<4 { group.addTask { try await PostgresDatabase.open(location) } }
+            var all: [PostgresDatabase] = []
+            for try await database in group { all.append(database) }
+            return all
+        }
+        for database in opened { #expect(try await database.schemaVersion() == PostgresDatabase.currentSchemaVersion) }
+        let tables = try await opened[0].tableNames()
+        #expect(Set(["workflow_state", "runs", "steps", "spans", "status_counts", "stat_totals", "created_per_hour", "flujo_schema_versions"]).isSubset(of: tables))
+        #expect(try await opened[0].appliedVersions() == [1], "each version applied once")
+        for database in opened { await database.close() }
+        let again = try await PostgresDatabase.open(location)
+        #expect(try await again.appliedVersions() == [1])
+        await again.close()
+    }
+
+    @Test("a database of a newer schema is refused with both versions named, and left as it is")
+    func newerRefused() async throws {
+        let location = try await freshDatabase("newer")
+        let database = try await PostgresDatabase.open(location)
+        try await database.recordVersionForTest(99)
+        await database.close()
+        do {
+            _ = try await PostgresDatabase.open(location)
+            Issue.record("a newer database was opened")
+        } catch {
+            #expect(error == .newerSchema(location: location.description, found: 99, supported: PostgresDatabase.currentSchemaVersion))
+            #expect("\(error)".contains("schema version 99, newer than the 1"))
+        }
+    }
+
+    @Test("server down: a one-line error naming host, port and database within the connect timeout, never a hang")
+    func serverDown() async throws {
+        var location = try PostgresLocation(uri: try #require(testServerURI))
+        location.port = try closedPort()
+        location.connectTimeout = .seconds(3)
+        let started = ContinuousClock.now
+        do {
+            _ = try await PostgresDatabase.open(location)
+            Issue.record("connected to a closed port")
+        } catch {
+            #expect("\(error)".hasPrefix("cannot connect to postgres://\(location.user)@\(location.host):\(location.port)/\(location.database)"), "\(error)")
+            #expect(!"\(error)".contains("\n"))
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))
+        // An address that never answers: the connect timeout bounds the wait.
+        var silent = location
+        silent.host = "10.255.255.1"
+        silent.connectTimeout = .milliseconds(700)
+        let waited = ContinuousClock.now
+        do {
+            _ = try await PostgresDatabase.open(silent)
+            Issue.record("connected to a silent address")
+        } catch {
+            #expect("\(error)".contains("10.255.255.1"), "\(error)")
+        }
+        #expect(ContinuousClock.now - waited < .seconds(3), "bounded by connect_timeout")
+    }
+
+    @Test("a wrong password and a missing database are named, and the password is never printed")
+    func authenticationAndMissingDatabase() async throws {
+        var wrong = try PostgresLocation(uri: try #require(testServerURI))
+        wrong.password = "not-the-password-4711"
+        do {
+            _ = try await PostgresDatabase.open(wrong)
+            Issue.record("a wrong password was accepted")
+        } catch {
+            #expect(error == .authenticationFailed(location: wrong.description, user: wrong.user), "\(error)")
+            #expect(!"\(error)".contains("4711"))
+        }
+        var missing = try PostgresLocation(uri: try #require(testServerURI))
+        missing.database = "no_such_database_here"
+        do {
+            _ = try await PostgresDatabase.open(missing)
+            Issue.record("a missing database was opened")
+        } catch {
+            #expect(error == .databaseMissing(location: missing.description, database: "no_such_database_here"), "\(error)")
+            #expect("\(error)".contains("createdb no_such_database_here"))
+        }
+    }
+}
+
+/// A loopback port nothing listens on.
+func closedPort() throws -> Int {
+    let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(socket) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
