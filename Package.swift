@@ -117,7 +117,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "FlujoPostgresTests", dependencies: ["Flujo", "FlujoPostgres", "FlujoTestSupport"]),
-        .testTarget(name: "FlujoStoreConformanceTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoTestSupport"]),
+        .testTarget(name: "FlujoStoreConformanceTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoPostgres", "FlujoTestSupport"]),
         .testTarget(name: "FlujoDocumentationTests", dependencies: [
             "Flujo", "FlujoCLI", "FlujoOTLP", "FlujoPrometheus", "FlujoSQLite", "FlujoTelemetry", "FlujoTesting", "FlujoTestSupport", "FlujoLifecycle",
             "FlujoSwiftMetrics",

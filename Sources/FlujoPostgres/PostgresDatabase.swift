@@ -21,6 +21,14 @@ public final class PostgresDatabase: Sendable {
         self.logger = logger
     }
 
+    deinit {
+        // A connection must be closed before it is released: one nobody closed is
+        // closed now, and kept until it is.
+        let connection = self.connection
+        let closing: EventLoopFuture<Void> = connection.close()
+        closing.whenComplete { _ in withExtendedLifetime(connection) {} }
+    }
+
     /// Connects and migrates the schema to `PostgresSchema.currentVersion`.
     public static func open(_ location: PostgresLocation, logger: Logger = Logger(label: "flujo.postgres")) async throws(PostgresStoreError) -> PostgresDatabase {
         let connection = try await connect(location, logger: logger)
@@ -60,6 +68,13 @@ public final class PostgresDatabase: Sendable {
         }
     }
 
+    /// Creates a database named `name` on the server of `server` (tests and tools).
+    public static func createDatabase(_ name: String, on server: PostgresLocation) async throws(PostgresStoreError) {
+        let admin = try await open(server)
+        defer { Task { await admin.close() } }
+        try await admin.createDatabase(name)
+    }
+
     /// Creates a database on the same server (tests and tools).
     func createDatabase(_ name: String) async throws(PostgresStoreError) {
         guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
@@ -84,6 +99,21 @@ public final class PostgresDatabase: Sendable {
             var values: [Int] = []
             for try await value in try await connection.query(statement, logger: logger).decode(Int.self) { values.append(value) }
             return values
+        } catch {
+            throw Self.map(error, location)
+        }
+    }
+
+    /// Runs a statement and decodes each row.
+    func rows<T>(_ statement: PostgresQuery, _ decode: (PostgresRandomAccessRow) throws -> T) async throws(PostgresStoreError) -> [T] {
+        do {
+            var values: [T] = []
+            for try await row in try await connection.query(statement, logger: logger) {
+                values.append(try decode(row.makeRandomAccess()))
+            }
+            return values
+        } catch let error as PostgresStoreError {
+            throw error
         } catch {
             throw Self.map(error, location)
         }
@@ -134,8 +164,10 @@ public final class PostgresDatabase: Sendable {
             }
         } catch let error as PostgresStoreError {
             throw error
-        } catch {
+        } catch let error as PSQLError {
             throw map(error, location)
+        } catch {
+            throw .cannotConnect(location: location.description, reason: "\(error)")
         }
     }
 
@@ -143,7 +175,7 @@ public final class PostgresDatabase: Sendable {
     static func map(_ error: any Error, _ location: PostgresLocation) -> PostgresStoreError {
         let place = location.description
         guard let error = error as? PSQLError else {
-            return .cannotConnect(location: place, reason: "\(error)")
+            return .statement(location: place, message: "\(error)")
         }
         if let state = error.serverInfo?[.sqlState] {
             let message = error.serverInfo?[.message] ?? "server error \(state)"

@@ -116,6 +116,48 @@ enum PostgresSchema {
             INSERT INTO stat_totals (name, value) VALUES
                 ('total_runs', 0), ('duration_sum_ms', 0), ('duration_count', 0), ('pruned_runs', 0)
             """,
+            // The counters follow every change of a row in the same transaction, so a
+            // count never scans and always equals a recount. Only retention deletes rows.
+            """
+            CREATE FUNCTION flujo_count_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP = 'INSERT' OR TG_OP = 'UPDATE' THEN
+                    INSERT INTO status_counts (is_background, status, count) VALUES (NEW.is_background_task, NEW.status, 1)
+                    ON CONFLICT (is_background, status) DO UPDATE SET count = status_counts.count + 1;
+                END IF;
+                IF TG_OP = 'DELETE' OR TG_OP = 'UPDATE' THEN
+                    UPDATE status_counts SET count = count - 1 WHERE is_background = OLD.is_background_task AND status = OLD.status;
+                END IF;
+                IF TG_OP = 'INSERT' THEN
+                    UPDATE stat_totals SET value = value + 1 WHERE name = 'total_runs';
+                    INSERT INTO created_per_hour (hour, count) VALUES (NEW.created_at / 3600000, 1)
+                    ON CONFLICT (hour) DO UPDATE SET count = created_per_hour.count + 1;
+                    IF NEW.execution_time_ms IS NOT NULL THEN
+                        UPDATE stat_totals SET value = value + NEW.execution_time_ms WHERE name = 'duration_sum_ms';
+                        UPDATE stat_totals SET value = value + 1 WHERE name = 'duration_count';
+                    END IF;
+                ELSIF TG_OP = 'DELETE' THEN
+                    UPDATE stat_totals SET value = value - 1 WHERE name = 'total_runs';
+                    UPDATE stat_totals SET value = value + 1 WHERE name = 'pruned_runs';
+                    UPDATE created_per_hour SET count = count - 1 WHERE hour = OLD.created_at / 3600000;
+                    IF OLD.execution_time_ms IS NOT NULL THEN
+                        UPDATE stat_totals SET value = value - OLD.execution_time_ms WHERE name = 'duration_sum_ms';
+                        UPDATE stat_totals SET value = value - 1 WHERE name = 'duration_count';
+                    END IF;
+                ELSIF OLD.execution_time_ms IS DISTINCT FROM NEW.execution_time_ms THEN
+                    UPDATE stat_totals SET value = value + coalesce(NEW.execution_time_ms, 0) - coalesce(OLD.execution_time_ms, 0)
+                        WHERE name = 'duration_sum_ms';
+                    UPDATE stat_totals SET value = value + (CASE WHEN NEW.execution_time_ms IS NULL THEN 0 ELSE 1 END)
+                        - (CASE WHEN OLD.execution_time_ms IS NULL THEN 0 ELSE 1 END) WHERE name = 'duration_count';
+                END IF;
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE TRIGGER workflow_state_counted AFTER INSERT OR DELETE OR UPDATE OF status, execution_time_ms ON workflow_state
+            FOR EACH ROW EXECUTE FUNCTION flujo_count_rows()
+            """,
         ]),
     ]
 

@@ -61,7 +61,7 @@ struct StateStoreConformanceTests {
 
     @Test("a saved task reads back field for field, by run id and by task id", arguments: StoreKind.allCases)
     func roundTrip(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let task = Self.task("bg_0123")
         try await store.save(task)
         #expect(try await store.load(runID: task.runID) == task)
@@ -72,7 +72,7 @@ struct StateStoreConformanceTests {
 
     @Test("created_at, the background flag, the parent and the task id are written once", arguments: StoreKind.allCases)
     func identityKept(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let original = Self.task("bg_1")
         try await store.save(original)
         var rewritten = original
@@ -91,7 +91,7 @@ struct StateStoreConformanceTests {
 
     @Test("ids and texts with quotes, SQL, control characters and non-ASCII are kept exactly", arguments: StoreKind.allCases)
     func hostileText(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let ids = ["x'); DROP TABLE workflow_state; --", "☃ snow\u{0}man", "tab\there\nnewline\u{1B}[31m", "", String(repeating: "z", count: 4096)]
         for (index, id) in ids.enumerated() {
             var task = Self.task(id, parent: "p\(index)")
@@ -106,7 +106,7 @@ struct StateStoreConformanceTests {
 
     @Test("listings: newest update first, ties by run id; every filter, limit and offset", arguments: StoreKind.allCases)
     func listings(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let base = Timestamp(millisecondsSince1970: 1_700_000_000_000)
         let statuses: [RunStatus] = [.failed, .paused, .completed, .running, .cancelled]
         var saved: [WorkflowState] = []
@@ -142,7 +142,7 @@ struct StateStoreConformanceTests {
 
     @Test("task ids by prefix and by neighbour, in byte order", arguments: StoreKind.allCases)
     func taskIDLookups(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         for id in ["bg_abc1", "bg_abc2", "bg_abd0", "bg_b", "bg_Z", "bg_é"] { try await store.save(Self.task(id, parent: id)) }
         #expect(try await store.taskIDs(withPrefix: "bg_abc", limit: 10) == ["bg_abc1", "bg_abc2"])
         #expect(try await store.taskIDs(withPrefix: "bg_", limit: 3) == ["bg_Z", "bg_abc1", "bg_abc2"])
@@ -157,7 +157,7 @@ struct StateStoreConformanceTests {
 
     @Test("a claim is exclusive among concurrent callers and ends when released", arguments: StoreKind.allCases)
     func claims(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         try await store.save(Self.task("bg_claim", status: .failed))
         try await store.save(Self.task("bg_done", status: .completed))
         let outcomes = await withTaskGroup(of: ClaimResult?.self) { group in
@@ -186,9 +186,9 @@ struct StateStoreConformanceTests {
 
     @Test("a second store on the same state sees the claim, where stores share state", arguments: StoreKind.allCases.filter(\.claimsSpanStores))
     func claimsAcrossStores(_ kind: StoreKind) async throws {
-        let path = StoreKind.newDatabasePath()
-        let first = try kind.open(path)
-        let second = try kind.open(path)
+        let path = try await kind.newLocation()
+        let first = try await kind.open(path)
+        let second = try await kind.open(path)
         try await first.save(Self.task("bg_shared"))
         guard case .claimed = try await first.claimTask(taskID: "bg_shared", owner: "first") else {
             Issue.record("the first claim succeeds")
@@ -209,7 +209,7 @@ struct StateStoreConformanceTests {
 
     @Test("the next due task: oldest due first, each to one claimer only, never one not yet due or not scheduled", arguments: StoreKind.allCases)
     func nextDue(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let now = Timestamp.now
         var writes: [StateWrite] = []
         for index in 0..<10 { writes.append(StateWrite(Self.task("bg_due\(index)"), nextAttemptAt: now.adding(seconds: -Double(100 - index)))) }
@@ -233,7 +233,7 @@ struct StateStoreConformanceTests {
 
     @Test("heartbeats touch running rows only; stale cleanup applies the lifecycle's transition to old running tasks only", arguments: StoreKind.allCases)
     func heartbeatsAndStale(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let now = Timestamp.now
         let old = now.adding(seconds: -48 * 3600)
         try await store.save(Self.task("bg_old", status: .running, updatedAt: old))
@@ -270,7 +270,7 @@ struct StateStoreConformanceTests {
 
     @Test("a task's trace record is saved with its launch, kept by later saves, replaced by a new attempt, and gone with the row", arguments: StoreKind.allCases)
     func taskTraceRecord(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let launch = SpanPosition.root().child()
         let first = TaskTrace(launch: launch, attempt: launch.child(), attemptStartUnixNano: 1_700_000_000_000_000_000, attemptNumber: 1)
         var task = Self.task("bg_traced", status: .failed)
@@ -296,7 +296,7 @@ struct StateStoreConformanceTests {
 
     @Test("retention deletes ended rows past their cutoff with their steps and spans, never running, paused or retryable ones; counters follow", arguments: StoreKind.allCases)
     func prune(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let now = Timestamp.now
         let old = now.adding(seconds: -48 * 3600)
         func row(_ id: String, _ status: RunStatus, _ category: ErrorCategory?, updated: Timestamp) -> WorkflowState {
@@ -344,7 +344,7 @@ struct StateStoreConformanceTests {
 
     @Test("the maintained counters equal a recount after inserts, status changes, batches and cleanup", arguments: StoreKind.allCases)
     func counters(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         var ids: [String] = []
         var random = SeededRandomNumberGenerator(seed: 7)
         let statuses = RunStatus.allCases
@@ -376,7 +376,7 @@ struct StateStoreConformanceTests {
 
     @Test("recent runs count what was created in the last 24 hours; the mean duration is over runs that recorded one", arguments: StoreKind.allCases)
     func workflowStats(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let now = Timestamp.now
         try await store.save(Self.run("new-1", status: .completed, createdAt: now.adding(seconds: -60)))
         try await store.save(Self.run("new-2", status: .running, createdAt: now.adding(seconds: -23 * 3600)))
@@ -393,7 +393,7 @@ struct StateStoreConformanceTests {
 
     @Test("usage reported for a parent adds up; steps come back in the order written", arguments: StoreKind.allCases)
     func totalsAndSteps(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         var parent = Self.run("parent")
         parent.costUSD = 1.5
         parent.tokens = 10
@@ -411,7 +411,7 @@ struct StateStoreConformanceTests {
 
     @Test("spans are kept, replaced by id, and read back by trace in start order", arguments: StoreKind.allCases)
     func spans(_ kind: StoreKind) async throws {
-        let store = try kind.make()
+        let store = try await kind.make()
         let root = SpanRecord(traceID: "t1", spanID: "a", parentSpanID: nil, runID: "r", name: "pipeline_run", startUnixNano: 10, endUnixNano: 90, status: "ok", statusMessage: nil, attributes: ["k": "v\"q"], isBackground: false)
         let child = SpanRecord(traceID: "t1", spanID: "b", parentSpanID: "a", runID: "r_bg_x", name: "bg", startUnixNano: 20, endUnixNano: 30, status: "error", statusMessage: "boom", attributes: [:], isBackground: true)
         let other = SpanRecord(traceID: "t2", spanID: "c", parentSpanID: nil, runID: "s", name: "pipeline_run", startUnixNano: 5, endUnixNano: 6, status: "ok", statusMessage: nil, attributes: [:], isBackground: false)

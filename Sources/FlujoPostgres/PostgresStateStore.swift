@@ -1,0 +1,554 @@
+import Flujo
+import Logging
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// The state store on a PostgreSQL server, for workers on several machines.
+///
+/// It keeps the store contract (the conformance suite runs against it):
+/// claims are session-level advisory locks on a connection of their own, so
+/// exactly one resumer holds a task across machines and a dead connection
+/// releases its claims; a running task records its owner as the server
+/// process of that connection (its pid and start time), so recovery knows at
+/// once when the owner is gone. Counters follow the rows in the same
+/// transactions (triggers of schema version 1).
+public final class PostgresStateStore: StateStore {
+    /// Where the state is.
+    public let location: PostgresLocation
+    let database: PostgresDatabase
+    /// Holds the advisory locks: claims and this store's ownership of its running tasks.
+    let locks: PostgresDatabase
+    /// This store's identity as the owner of running tasks: the locks connection's server process.
+    let ownerToken: String
+    /// Statements on `database` run one transaction at a time.
+    private let gate = AsyncGate()
+    /// Claims this store holds: task id to owner.
+    private let held = Mutex<[String: String]>([:])
+
+    /// The advisory lock namespace of claims (two-key form: namespace, hash of the task id).
+    static let claimNamespace: Int32 = 0x464C_4A43
+
+    private init(location: PostgresLocation, database: PostgresDatabase, locks: PostgresDatabase, ownerToken: String) {
+        self.location = location
+        self.database = database
+        self.locks = locks
+        self.ownerToken = ownerToken
+    }
+
+    /// Opens the store: connects twice (statements, locks) and migrates the schema.
+    public static func open(_ location: PostgresLocation, logger: Logger = Logger(label: "flujo.postgres")) async throws(PostgresStoreError) -> PostgresStateStore {
+        let database = try await PostgresDatabase.open(location, logger: logger)
+        let locks: PostgresDatabase
+        do {
+            locks = try await PostgresDatabase.open(location, logger: logger)
+        } catch {
+            await database.close()
+            throw error
+        }
+        let token = try await locks.rows("SELECT pg_backend_pid()::bigint, floor(extract(epoch FROM backend_start) * 1000000)::bigint FROM pg_stat_activity WHERE pid = pg_backend_pid()") { row in
+            "pg:\(try row[0].decode(Int64.self))@\(try row[1].decode(Int64.self))"
+        }
+        return PostgresStateStore(location: location, database: database, locks: locks, ownerToken: token.first ?? "pg:unknown")
+    }
+
+    /// Closes both connections; claims and ownership end with them.
+    public func close() async {
+        await database.close()
+        await locks.close()
+    }
+
+    // MARK: - Writes
+
+    static let stateColumns = """
+        run_id, pipeline_id, pipeline_name, pipeline_version, current_step_index, pipeline_context,
+        last_step_output, step_history, status, created_at, updated_at, total_steps, error_message,
+        execution_time_ms, memory_usage_mb, metadata, is_background_task, parent_run_id, task_id,
+        error_category, attempts, resumed_from, step_name, cost_usd, tokens
+        """
+
+    public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
+        try await save([StateWrite(state, step: step, parentUsage: parentUsage)])
+    }
+
+    public func save(_ writes: [StateWrite]) async throws {
+        guard !writes.isEmpty else { return }
+        try await transaction { db in
+            for write in writes { try await self.write(write, on: db) }
+        }
+    }
+
+    private func write(_ item: StateWrite, on db: PostgresDatabase) async throws(PostgresStoreError) {
+        let state = item.state
+        let owner = state.isBackgroundTask && state.status == .running ? ownerToken : nil
+        let trace = item.trace?.encoded
+        let category = state.errorCategory?.rawValue
+        try await db.execute("""
+            INSERT INTO workflow_state (\(unescaped: Self.stateColumns), owner, next_attempt_at, trace)
+            VALUES (\(state.runID.pg), \(state.pipelineID.pg), \(state.pipelineName.pg), \(state.pipelineVersion.pg), \(state.currentStepIndex),
+                    \(state.contextJSON.pg), \(state.lastStepOutputJSON?.pg), \(state.stepHistoryJSON.pg), \(state.status.rawValue),
+                    \(state.createdAt.millisecondsSince1970), \(state.updatedAt.millisecondsSince1970), \(state.totalSteps),
+                    \(state.errorMessage?.pg), \(state.executionTimeMs), \(state.memoryUsageMB), \(state.metadataJSON.pg),
+                    \(state.isBackgroundTask), \(state.parentRunID?.pg), \(state.taskID?.pg), \(category), \(state.attempts),
+                    \(state.resumedFrom?.pg), \(state.stepName?.pg), \(state.costUSD), \(state.tokens), \(owner),
+                    \(item.nextAttemptAt?.millisecondsSince1970), \(trace))
+            ON CONFLICT (run_id) DO UPDATE SET
+                pipeline_id = excluded.pipeline_id, pipeline_name = excluded.pipeline_name, pipeline_version = excluded.pipeline_version,
+                current_step_index = excluded.current_step_index, pipeline_context = excluded.pipeline_context,
+                last_step_output = excluded.last_step_output, step_history = excluded.step_history, status = excluded.status,
+                updated_at = excluded.updated_at, total_steps = excluded.total_steps, error_message = excluded.error_message,
+                execution_time_ms = excluded.execution_time_ms, memory_usage_mb = excluded.memory_usage_mb,
+                metadata = excluded.metadata, error_category = excluded.error_category, attempts = excluded.attempts,
+                resumed_from = excluded.resumed_from, step_name = excluded.step_name, cost_usd = excluded.cost_usd,
+                tokens = excluded.tokens, owner = excluded.owner, next_attempt_at = excluded.next_attempt_at,
+                trace = coalesce(excluded.trace, workflow_state.trace)
+            """)
+        if !state.isBackgroundTask {
+            let ended = state.status == .running ? nil : Optional(state.updatedAt.millisecondsSince1970)
+            try await db.execute("""
+                INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, started_at, ended_at, cost_usd, tokens)
+                VALUES (\(state.runID.pg), \(state.pipelineName.pg), \(state.pipelineVersion.pg), \(state.status.rawValue),
+                        \(state.createdAt.millisecondsSince1970), \(ended), \(state.costUSD), \(state.tokens))
+                ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
+                    cost_usd = excluded.cost_usd, tokens = excluded.tokens
+                """)
+        }
+        if let step = item.step {
+            try await db.execute("""
+                INSERT INTO steps (run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at)
+                VALUES (\(step.runID.pg), \(step.stepIndex), \(step.stepName.pg), \(step.success), \(step.outputJSON?.pg), \(step.attempts),
+                        \(step.latencySeconds), \(step.costUSD), \(step.tokens), \(step.feedback?.pg), \(step.finishedAt.millisecondsSince1970))
+                """)
+        }
+        if let usage = item.parentUsage, let parent = state.parentRunID, usage.costUSD != 0 || usage.tokens != 0 {
+            try await db.execute("""
+                UPDATE runs SET background_cost_usd = background_cost_usd + \(usage.costUSD),
+                    background_tokens = background_tokens + \(usage.tokens) WHERE run_id = \(parent.pg)
+                """)
+        }
+    }
+
+    public func heartbeat(runIDs: [String], at time: Timestamp) async throws {
+        guard !runIDs.isEmpty else { return }
+        try await transaction { db in
+            try await db.execute("UPDATE workflow_state SET updated_at = \(time.millisecondsSince1970) WHERE run_id = ANY(\(runIDs.map(\.pg))) AND status = 'running'")
+        }
+    }
+
+    public func saveTaskTrace(_ trace: TaskTrace, runID: String) async throws {
+        try await transaction { db in
+            try await db.execute("UPDATE workflow_state SET trace = \(trace.encoded) WHERE run_id = \(runID.pg)")
+        }
+    }
+
+    public func saveSpans(_ spans: [SpanRecord]) async throws {
+        guard !spans.isEmpty else { return }
+        try await transaction { db in
+            for span in spans {
+                try await db.execute("""
+                    INSERT INTO spans (span_id, trace_id, parent_span_id, run_id, name, start_unix_nano, end_unix_nano, status,
+                                       status_message, attributes, is_background)
+                    VALUES (\(span.spanID.pg), \(span.traceID.pg), \(span.parentSpanID?.pg), \(span.runID.pg), \(span.name.pg),
+                            \(Int64(bitPattern: span.startUnixNano)), \(Int64(bitPattern: span.endUnixNano)), \(span.status),
+                            \(span.statusMessage?.pg), \(JSONText.object(span.attributes).pg), \(span.isBackground))
+                    ON CONFLICT (span_id) DO UPDATE SET trace_id = excluded.trace_id, parent_span_id = excluded.parent_span_id,
+                        run_id = excluded.run_id, name = excluded.name, start_unix_nano = excluded.start_unix_nano,
+                        end_unix_nano = excluded.end_unix_nano, status = excluded.status, status_message = excluded.status_message,
+                        attributes = excluded.attributes, is_background = excluded.is_background
+                    """)
+            }
+        }
+    }
+
+    // MARK: - Bulk transitions
+
+    static let endedColumns = "run_id, task_id, parent_run_id, pipeline_name, pipeline_version, step_name, trace"
+
+    static func endedTask(_ row: PostgresRandomAccessRow) throws -> EndedTask {
+        EndedTask(
+            runID: try row.text(0), taskID: try row.optionalText(1) ?? "",
+            parentRunID: try row.optionalText(2), pipelineName: try row.text(3),
+            pipelineVersion: try row.text(4), stepName: try row.optionalText(5) ?? "",
+            trace: try row[6].decode(String?.self).flatMap(TaskTrace.init(encoded:)))
+    }
+
+    public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> [EndedTask] {
+        try await transaction { db in
+            try await db.rows("""
+                UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
+                    error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
+                    next_attempt_at = \(transition.nextAttemptAt?.millisecondsSince1970)
+                WHERE is_background_task AND status = 'running' AND updated_at < \(heartbeatBefore.millisecondsSince1970) AND owner IS NULL
+                RETURNING \(unescaped: Self.endedColumns)
+                """, Self.endedTask)
+        }
+    }
+
+    public func failOrphanedTasks(applying transition: TaskTransition) async throws -> [EndedTask] {
+        try await transaction { db in
+            // An owner is a server process: gone when no session of that pid and start time remains.
+            try await db.rows("""
+                UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
+                    error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
+                    owner = NULL, next_attempt_at = \(transition.nextAttemptAt?.millisecondsSince1970)
+                WHERE is_background_task AND status = 'running' AND owner IS NOT NULL AND owner NOT IN (
+                    SELECT 'pg:' || pid || '@' || floor(extract(epoch FROM backend_start) * 1000000)::bigint FROM pg_stat_activity)
+                RETURNING \(unescaped: Self.endedColumns)
+                """, Self.endedTask)
+        }
+    }
+
+    // MARK: - Claims
+
+    public func claimTask(taskID: String, owner: String) async throws -> ClaimResult {
+        // Advisory locks are re-entrant within a session: this store admits one claimer per task itself.
+        let reserved = held.withLock { held -> Bool in
+            guard held[taskID] == nil else { return false }
+            held[taskID] = owner
+            return true
+        }
+        guard reserved else {
+            return try await loadTask(taskID: taskID) == nil ? .notFound : .notClaimable(status: .running, owner: held.withLock { $0[taskID] })
+        }
+        do {
+            guard try await tryLock(taskID) else {
+                held.withLock { $0[taskID] = nil }
+                return try await loadTask(taskID: taskID) == nil ? .notFound : .notClaimable(status: .running, owner: nil)
+            }
+            guard let state = try await loadTask(taskID: taskID) else {
+                try await unlock(taskID)
+                held.withLock { $0[taskID] = nil }
+                return .notFound
+            }
+            guard [.failed, .paused, .cancelled].contains(state.status) else {
+                try await unlock(taskID)
+                held.withLock { $0[taskID] = nil }
+                return .notClaimable(status: state.status, owner: nil)
+            }
+            return .claimed(state)
+        } catch {
+            try? await unlock(taskID)
+            held.withLock { $0[taskID] = nil }
+            throw error
+        }
+    }
+
+    public func releaseClaim(taskID: String) {
+        guard held.withLock({ $0.removeValue(forKey: taskID) }) != nil else { return }
+        // The contract makes the release synchronous: the next claim, in any
+        // process, must find the task free. The lock connection runs on its own
+        // event loop, never on the caller's thread, so waiting here cannot deadlock.
+        _ = try? locks.connection.query("SELECT pg_advisory_unlock(\(Self.claimNamespace), hashtext(\(taskID.pg)))", logger: locks.logger).wait()
+    }
+
+    public func claimedTaskIDs(among taskIDs: [String]) async throws -> Set<String> {
+        guard !taskIDs.isEmpty else { return [] }
+        let claimed = try await locks.rows("""
+            SELECT t.id FROM unnest(\(taskIDs.map(\.pg))::text[]) AS t(id)
+            WHERE EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                AND l.classid::bigint = \(Int64(Self.claimNamespace)) AND l.objid::bigint = (hashtext(t.id)::bigint & 4294967295))
+            """) { try $0.text(0) }
+        return Set(claimed)
+    }
+
+    public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
+        let due = try await select("""
+            SELECT task_id FROM workflow_state
+            WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND next_attempt_at <= \(now.millisecondsSince1970) AND task_id IS NOT NULL
+            ORDER BY next_attempt_at, run_id LIMIT 64
+            """) { try $0.text(0) }
+        for taskID in due {
+            guard !held.withLock({ $0[taskID] != nil }) else { continue }
+            if case let .claimed(state) = try await claimTask(taskID: taskID, owner: owner) {
+                if state.status == .failed { return state }
+                releaseClaim(taskID: taskID)
+            }
+        }
+        return nil
+    }
+
+    private func tryLock(_ taskID: String) async throws(PostgresStoreError) -> Bool {
+        let got = try await locks.rows("SELECT pg_try_advisory_lock(\(Self.claimNamespace), hashtext(\(taskID.pg)))") { try $0[0].decode(Bool.self) }
+        return got.first ?? false
+    }
+
+    private func unlock(_ taskID: String) async throws(PostgresStoreError) {
+        _ = try await locks.rows("SELECT pg_advisory_unlock(\(Self.claimNamespace), hashtext(\(taskID.pg)))") { try $0[0].decode(Bool.self) }
+    }
+
+    // MARK: - Reads
+
+    static func readState(_ row: PostgresRandomAccessRow) throws -> WorkflowState {
+        WorkflowState(
+            runID: try row.text(0), pipelineName: try row.text(2),
+            pipelineVersion: try row.text(3), pipelineID: try row.text(1),
+            currentStepIndex: try row[4].decode(Int.self), contextJSON: try row.text(5),
+            lastStepOutputJSON: try row.optionalText(6), stepHistoryJSON: try row.text(7),
+            status: RunStatus(rawValue: try row[8].decode(String.self)) ?? .failed,
+            createdAt: Timestamp(millisecondsSince1970: try row[9].decode(Int64.self)),
+            updatedAt: Timestamp(millisecondsSince1970: try row[10].decode(Int64.self)),
+            totalSteps: try row[11].decode(Int.self), errorMessage: try row.optionalText(12),
+            executionTimeMs: try row[13].decode(Double?.self), memoryUsageMB: try row[14].decode(Double?.self),
+            metadataJSON: try row.text(15), isBackgroundTask: try row[16].decode(Bool.self),
+            parentRunID: try row.optionalText(17), taskID: try row.optionalText(18),
+            errorCategory: try row[19].decode(String?.self).flatMap(ErrorCategory.init(rawValue:)),
+            attempts: try row[20].decode(Int.self), resumedFrom: try row.optionalText(21),
+            stepName: try row.optionalText(22), costUSD: try row[23].decode(Double.self), tokens: try row[24].decode(Int.self))
+    }
+
+    public func load(runID: String) async throws -> WorkflowState? {
+        try await select("SELECT \(unescaped: Self.stateColumns) FROM workflow_state WHERE run_id = \(runID.pg)", Self.readState).first
+    }
+
+    public func loadTask(taskID: String) async throws -> WorkflowState? {
+        try await select("SELECT \(unescaped: Self.stateColumns) FROM workflow_state WHERE task_id = \(taskID.pg)", Self.readState).first
+    }
+
+    public func listBackgroundTasks(_ query: BackgroundTaskQuery) async throws -> [WorkflowState] {
+        if let statuses = query.statuses, statuses.isEmpty { return [] }
+        guard query.limit > 0 else { return [] }
+        let statuses = query.statuses.map { $0.map(\.rawValue) }
+        return try await select("""
+            SELECT \(unescaped: Self.stateColumns) FROM workflow_state
+            WHERE is_background_task
+              AND (\(query.parentRunID?.pg)::text IS NULL OR parent_run_id = \(query.parentRunID?.pg))
+              AND (\(query.updatedSince?.millisecondsSince1970)::bigint IS NULL OR updated_at >= \(query.updatedSince?.millisecondsSince1970))
+              AND (\(statuses)::text[] IS NULL OR status = ANY(\(statuses)))
+            ORDER BY updated_at DESC, run_id COLLATE "C"
+            LIMIT \(query.limit) OFFSET \(max(0, query.offset))
+            """, Self.readState)
+    }
+
+    public func taskIDNeighbors(of taskID: String) async throws -> [String] {
+        let found = try await select("""
+            SELECT (SELECT task_id FROM workflow_state WHERE task_id COLLATE "C" <= \(taskID.pg) ORDER BY task_id COLLATE "C" DESC LIMIT 1),
+                   (SELECT task_id FROM workflow_state WHERE task_id COLLATE "C" > \(taskID.pg) ORDER BY task_id COLLATE "C" LIMIT 1)
+            """) { row in [try row.optionalText(0), try row.optionalText(1)] }
+        return (found.first ?? []).compactMap { $0 }
+    }
+
+    public func taskIDs(withPrefix prefix: String, limit: Int) async throws -> [String] {
+        guard limit > 0 else { return [] }
+        return try await select("""
+            SELECT task_id FROM workflow_state WHERE task_id IS NOT NULL AND starts_with(task_id, \(prefix.pg))
+            ORDER BY task_id COLLATE "C" LIMIT \(limit)
+            """) { try $0.text(0) }
+    }
+
+    public func taskTrace(runID: String) async throws -> TaskTrace? {
+        try await select("SELECT trace FROM workflow_state WHERE run_id = \(runID.pg)") { try $0[0].decode(String?.self) }
+            .first.flatMap { $0 }.flatMap(TaskTrace.init(encoded:))
+    }
+
+    public func runTotals(runID: String) async throws -> RunTotals? {
+        try await select("""
+            SELECT w.cost_usd, w.tokens, coalesce(r.background_cost_usd, 0), coalesce(r.background_tokens, 0)
+            FROM workflow_state AS w LEFT JOIN runs AS r ON r.run_id = w.run_id WHERE w.run_id = \(runID.pg)
+            """) { row in
+            RunTotals(costUSD: try row[0].decode(Double.self), tokens: try row[1].decode(Int.self),
+                      backgroundCostUSD: try row[2].decode(Double.self), backgroundTokens: try row[3].decode(Int.self))
+        }.first
+    }
+
+    public func steps(runID: String) async throws -> [StepRecord] {
+        try await select("""
+            SELECT run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at
+            FROM steps WHERE run_id = \(runID.pg) ORDER BY seq
+            """) { row in
+            StepRecord(
+                runID: try row.text(0), stepIndex: try row[1].decode(Int.self), stepName: try row.text(2),
+                success: try row[3].decode(Bool.self), outputJSON: try row.optionalText(4), attempts: try row[5].decode(Int.self),
+                latencySeconds: try row[6].decode(Double.self), costUSD: try row[7].decode(Double.self), tokens: try row[8].decode(Int.self),
+                feedback: try row.optionalText(9), finishedAt: Timestamp(millisecondsSince1970: try row[10].decode(Int64.self)))
+        }
+    }
+
+    public func spans(runID: String) async throws -> [SpanRecord] {
+        try await select("""
+            SELECT span_id, trace_id, parent_span_id, run_id, name, start_unix_nano, end_unix_nano, status, status_message, attributes, is_background
+            FROM spans WHERE trace_id IN (SELECT trace_id FROM spans WHERE run_id = \(runID.pg))
+            ORDER BY start_unix_nano, span_id COLLATE "C"
+            """) { row in
+            SpanRecord(
+                traceID: try row.text(1), spanID: try row.text(0), parentSpanID: try row.optionalText(2),
+                runID: try row.text(3), name: try row.text(4),
+                startUnixNano: UInt64(bitPattern: try row[5].decode(Int64.self)), endUnixNano: UInt64(bitPattern: try row[6].decode(Int64.self)),
+                status: try row[7].decode(String.self), statusMessage: try row.optionalText(8),
+                attributes: JSONText.parseStringObject(try row.text(9)), isBackground: try row[10].decode(Bool.self))
+        }
+    }
+
+    public func statusCounters() async throws -> StatusCounters {
+        var runs: [RunStatus: Int] = [:]
+        var background: [RunStatus: Int] = [:]
+        for (isBackground, status, count) in try await select("SELECT is_background, status, count FROM status_counts", { row in
+            (try row[0].decode(Bool.self), try row[1].decode(String.self), try row[2].decode(Int.self))
+        }) {
+            guard let status = RunStatus(rawValue: status), count != 0 else { continue }
+            if isBackground { background[status, default: 0] += count } else { runs[status, default: 0] += count }
+        }
+        var totals: [String: Double] = [:]
+        for (name, value) in try await select("SELECT name, value FROM stat_totals", { row in
+            (try row[0].decode(String.self), try row[1].decode(Double.self))
+        }) { totals[name] = value }
+        var oldest: [RunStatus: Timestamp] = [:]
+        for status in StatusCounters.agedStatuses where (background[status] ?? 0) > 0 {
+            let time = try await select("SELECT min(updated_at) FROM workflow_state WHERE is_background_task AND status = \(status.rawValue)") {
+                try $0[0].decode(Int64?.self)
+            }
+            if let value = time.first ?? nil { oldest[status] = Timestamp(millisecondsSince1970: value) }
+        }
+        return StatusCounters(
+            runs: runs, backgroundTasks: background, totalRuns: Int(totals["total_runs"] ?? 0),
+            durationSumMs: totals["duration_sum_ms"] ?? 0, durationCount: Int(totals["duration_count"] ?? 0),
+            prunedRuns: Int(totals["pruned_runs"] ?? 0), oldestTaskUpdate: oldest)
+    }
+
+    public func workflowStats(now: Timestamp) async throws -> WorkflowStats {
+        let counters = try await statusCounters()
+        let since = now.millisecondsSince1970 - 24 * 3_600_000
+        let firstWholeHour = since / 3_600_000 + 1
+        let whole = try await select("SELECT coalesce(sum(count), 0)::bigint FROM created_per_hour WHERE hour >= \(firstWholeHour)") {
+            try $0[0].decode(Int.self)
+        }.first ?? 0
+        let partial = try await select("""
+            SELECT count(*)::bigint FROM workflow_state WHERE created_at >= \(since) AND created_at < \(firstWholeHour * 3_600_000)
+            """) { try $0[0].decode(Int.self) }.first ?? 0
+        return WorkflowStats(
+            totalWorkflows: counters.totalRuns, statusCounts: counters.runs, backgroundStatusCounts: counters.backgroundTasks,
+            recentWorkflows24h: whole + partial,
+            averageExecutionTimeMs: counters.durationCount > 0 ? counters.durationSumMs / Double(counters.durationCount) : 0)
+    }
+
+    // MARK: - Retention
+
+    public func prune(_ policy: PrunePolicy, limit: Int, dryRun: Bool) async throws -> Int {
+        let completed = policy.cutoffs[.completed]?.millisecondsSince1970
+        let failed = policy.cutoffs[.failed]?.millisecondsSince1970
+        let cancelled = policy.cutoffs[.cancelled]?.millisecondsSince1970
+        let kept = policy.keptFailureCategories.map(\.rawValue).sorted()
+        func doomed(_ select: String, _ suffix: String) -> PostgresQuery {
+            """
+            SELECT \(unescaped: select) FROM workflow_state AS w
+            WHERE (w.status = 'completed' AND w.updated_at < \(completed))
+               OR (w.status = 'failed' AND w.updated_at < \(failed) AND w.error_category IS NOT NULL AND NOT (w.error_category = ANY(\(kept))))
+               OR (w.status = 'cancelled' AND w.updated_at < \(cancelled))
+            \(unescaped: suffix)
+            """
+        }
+        if dryRun {
+            return try await select(doomed("count(*)::bigint", "")) { try $0[0].decode(Int.self) }.first ?? 0
+        }
+        let limit = max(0, limit)
+        guard limit > 0 else { return 0 }
+        return try await transaction { db in
+            let rows = try await db.rows(doomed("w.run_id", "LIMIT \(limit) FOR UPDATE SKIP LOCKED")) { try $0[0].decode(String.self) }
+            guard !rows.isEmpty else { return 0 }
+            for table in ["steps", "spans", "runs", "workflow_state"] {
+                try await db.execute("DELETE FROM \(unescaped: table) WHERE run_id = ANY(\(rows))")
+            }
+            return rows.count
+        }
+    }
+
+    // MARK: - Transactions
+
+    /// Runs a read on the statements connection, between transactions.
+    private func select<T>(_ query: PostgresQuery, _ decode: (PostgresRandomAccessRow) throws -> T) async throws -> [T] {
+        await gate.enter()
+        defer { gate.leave() }
+        return try await database.rows(query, decode)
+    }
+
+    /// Runs `body` in one transaction on the statements connection, one at a time.
+    private func transaction<T: Sendable>(_ body: (PostgresDatabase) async throws -> T) async throws -> T {
+        await gate.enter()
+        defer { gate.leave() }
+        try await database.execute("BEGIN")
+        do {
+            let value = try await body(database)
+            try await database.execute("COMMIT")
+            return value
+        } catch {
+            try? await database.execute("ROLLBACK")
+            throw error
+        }
+    }
+}
+
+/// Lets one task at a time through, in arrival order, across suspension points.
+final class AsyncGate: Sendable {
+    private let state = Mutex<(busy: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func enter() async {
+        if state.withLock({ state -> Bool in
+            if state.busy { return false }
+            state.busy = true
+            return true
+        }) { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if !state.busy {
+                    state.busy = true
+                    return true
+                }
+                state.waiting.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    func leave() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.waiting.isEmpty {
+                state.busy = false
+                return nil
+            }
+            return state.waiting.removeFirst()
+        }
+        next?.resume()
+    }
+}
+
+extension String {
+    /// The text as stored: PostgreSQL text cannot hold NUL, so NUL is written
+    /// as SUB followed by `0`, and SUB as SUB SUB. `fromStored` reverses it.
+    var pg: String {
+        guard contains(where: { $0 == "\u{0}" || $0 == "\u{1A}" }) else { return self }
+        var out = ""
+        for scalar in unicodeScalars {
+            switch scalar {
+            case "\u{0}": out += "\u{1A}0"
+            case "\u{1A}": out += "\u{1A}\u{1A}"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    /// Stored text back as it was given.
+    static func fromStored(_ text: String) -> String {
+        guard text.contains("\u{1A}") else { return text }
+        var out = ""
+        var escaped = false
+        for scalar in text.unicodeScalars {
+            if escaped {
+                out.unicodeScalars.append(scalar == "0" ? "\u{0}" : scalar)
+                escaped = false
+            } else if scalar == "\u{1A}" {
+                escaped = true
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}
+
+extension PostgresRandomAccessRow {
+    /// A text column, as it was given.
+    func text(_ index: Int) throws -> String { String.fromStored(try self[index].decode(String.self)) }
+    /// An optional text column, as it was given.
+    func optionalText(_ index: Int) throws -> String? { try self[index].decode(String?.self).map(String.fromStored) }
+}
