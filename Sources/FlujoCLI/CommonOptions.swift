@@ -1,5 +1,6 @@
 import ArgumentParser
 import Flujo
+import FlujoPostgres
 import FlujoSQLite
 import Foundation
 
@@ -9,8 +10,8 @@ public struct CommonOptions: ParsableArguments {
     @Option(name: .long, help: "Configuration file (default: ./flujo.toml when present).")
     public var config: String?
 
-    /// `--db PATH`.
-    @Option(name: .long, help: "State database file (default: [state] uri, .flujo/state.db).")
+    /// `--db PATH` or a `postgres://` URI.
+    @Option(name: .long, help: "State database: a SQLite file, or a postgres://user@host:port/database URI (default: [state] uri, .flujo/state.db).")
     public var db: String?
 
     public init() {}
@@ -44,9 +45,31 @@ public struct CommonOptions: ParsableArguments {
         return loaded
     }
 
-    /// Opens the state database. Read-only commands open it read-only: they
+    /// Opens the state store `[state] uri` names: a SQLite file, or a
+    /// PostgreSQL database for a `postgres://` URI. Read-only commands never
+    /// create, migrate or write it.
+    public func openStateStore(_ settings: FlujoSettings, readOnly: Bool) async throws -> any StateStore {
+        let uri = settings.state.uri
+        guard PostgresLocation.isPostgres(uri) else { return try openStore(settings, readOnly: readOnly) }
+        do {
+            return try await PostgresStateStore.open(try PostgresLocation(uri: uri), migrate: !readOnly)
+        } catch {
+            throw CLIError("\(error)")
+        }
+    }
+
+    /// Refuses a PostgreSQL URI for a command that works on SQLite files only.
+    static func refusePostgres(_ settings: FlujoSettings, _ command: String) throws {
+        guard PostgresLocation.isPostgres(settings.state.uri) else { return }
+        throw CLIError(
+            "\(command) works on SQLite files; \(settings.state.shownLocation) is a PostgreSQL database, migrated when a command that writes opens it",
+            exitCode: 2)
+    }
+
+    /// Opens the SQLite state database. Read-only commands open it read-only: they
     /// never create, migrate or write it.
     public func openStore(_ settings: FlujoSettings, readOnly: Bool) throws -> SQLiteStateStore {
+        try Self.refusePostgres(settings, "this command")
         if let problem = Self.nonPersistentProblem(settings.state.path) { throw CLIError(problem, exitCode: 2) }
         do {
             return try SQLiteStateStore(settings: settings.state, readOnly: readOnly)

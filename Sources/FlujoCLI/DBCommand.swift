@@ -18,6 +18,7 @@ public struct DBCommand: AsyncParsableCommand {
 
         func run() async throws {
             let loaded = try common.loadSettings()
+            try CommonOptions.refusePostgres(loaded.settings, "db upgrade")
             let path = loaded.settings.state.path
             guard FileManager.default.fileExists(atPath: path) else {
                 throw CLIError(StateStoreError.missingDatabase(path: path).description)
@@ -39,6 +40,7 @@ public struct DBCommand: AsyncParsableCommand {
 
         func run() async throws {
             let loaded = try common.loadSettings()
+            try CommonOptions.refusePostgres(loaded.settings, "db check")
             let path = loaded.settings.state.path
             let report: DatabaseCheckReport
             do {

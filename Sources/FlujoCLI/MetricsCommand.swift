@@ -19,7 +19,7 @@ public struct MetricsCommand: AsyncParsableCommand {
 
     public func run() async throws {
         let loaded = try common.loadSettings()
-        let store = try common.openStore(loaded.settings, readOnly: true)
+        let store = try await common.openStateStore(loaded.settings, readOnly: true)
         let collector = MetricsCollector(store: store)
         guard serve else {
             FileHandle.standardOutput.write(Data(try await collector.render().utf8))

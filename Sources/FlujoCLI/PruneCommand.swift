@@ -19,7 +19,7 @@ public struct PruneCommand: AsyncParsableCommand {
     }
 
     public func run() async throws {
-        let operations = try TasksCommand.operations(common, readOnly: dryRun)
+        let operations = try await TasksCommand.operations(common, readOnly: dryRun)
         let settings = operations.settings.state
         if olderThan == nil && settings.keepCompletedHours == 0 && settings.keepFailedHours == 0 && settings.keepCancelledHours == 0 {
             throw CLIError("nothing is past keeping: set [state] keep_completed_hours, keep_failed_hours or keep_cancelled_hours, or pass --older-than HOURS", exitCode: 2)

@@ -12,7 +12,7 @@ public struct StatsCommand: AsyncParsableCommand {
 
     public func run() async throws {
         let loaded = try common.loadSettings()
-        let store = try common.openStore(loaded.settings, readOnly: true)
+        let store = try await common.openStateStore(loaded.settings, readOnly: true)
         let stats = try await store.workflowStats(now: .now)
         func counts(_ values: [RunStatus: Int]) -> [String: Int] {
             Dictionary(uniqueKeysWithValues: RunStatus.allCases.map { ($0.rawValue, values[$0] ?? 0) })
@@ -27,7 +27,7 @@ public struct StatsCommand: AsyncParsableCommand {
             ] as [String: Any]))
             return
         }
-        Output.line("state: \(loaded.settings.state.path)")
+        Output.line("state: \(loaded.settings.state.shownLocation)")
         Output.line("runs (background tasks included): \(stats.totalWorkflows), \(stats.recentWorkflows24h) in the last 24 h, mean duration \(String(format: "%.1f", stats.averageExecutionTimeMs)) ms")
         Output.line()
         Output.line(table(["status", "runs", "background tasks"], RunStatus.allCases.map {

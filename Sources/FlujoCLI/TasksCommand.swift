@@ -14,16 +14,16 @@ public struct TasksCommand: AsyncParsableCommand {
 
     /// The task operations over the configured store, with the application's
     /// steps; read-only for the commands that only read.
-    static func operations(_ common: CommonOptions, readOnly: Bool) throws -> TaskOperations {
+    static func operations(_ common: CommonOptions, readOnly: Bool) async throws -> TaskOperations {
         let loaded = try common.loadSettings()
-        let store = try common.openStore(loaded.settings, readOnly: readOnly)
+        let store = try await common.openStateStore(loaded.settings, readOnly: readOnly)
         return TaskOperations(store: store, settings: loaded.settings, registry: CLIContext.registry)
     }
 
     /// The task operations of a command that resumes, with its spans kept in the store.
-    static func resumer(_ common: CommonOptions) throws -> (TaskOperations, Telemetry) {
+    static func resumer(_ common: CommonOptions) async throws -> (TaskOperations, Telemetry) {
         let loaded = try common.loadSettings()
-        let store = try common.openStore(loaded.settings, readOnly: false)
+        let store = try await common.openStateStore(loaded.settings, readOnly: false)
         let telemetry = Telemetry(settings: loaded.settings, store: store)
         return (TaskOperations(store: store, settings: loaded.settings, registry: CLIContext.registry, hooks: telemetry.hooks), telemetry)
     }
@@ -41,7 +41,7 @@ public struct TasksCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let operations = try TasksCommand.operations(common, readOnly: true)
+            let operations = try await TasksCommand.operations(common, readOnly: true)
             let tasks = try await operations.list(BackgroundTaskQuery(parentRunID: parent, statuses: status.map { [$0] }, limit: limit))
             printTasks(tasks, json: output.json)
         }
@@ -59,7 +59,7 @@ public struct TasksCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let operations = try TasksCommand.operations(common, readOnly: true)
+            let operations = try await TasksCommand.operations(common, readOnly: true)
             printTasks(try await operations.failed(parentRunID: parent, hoursBack: hours), json: output.json)
         }
     }
@@ -71,7 +71,7 @@ public struct TasksCommand: AsyncParsableCommand {
         @Argument(help: "The task id (bg_...).") var taskID: String
 
         func run() async throws {
-            let operations = try TasksCommand.operations(common, readOnly: true)
+            let operations = try await TasksCommand.operations(common, readOnly: true)
             let task: BackgroundTask
             let state: WorkflowState
             do {
@@ -131,7 +131,7 @@ public struct TasksCommand: AsyncParsableCommand {
                     throw CLIError("--data is not valid JSON: \(error.detail)", exitCode: 2)
                 }
             }
-            let (operations, telemetry) = try TasksCommand.resumer(common)
+            let (operations, telemetry) = try await TasksCommand.resumer(common)
             let outcome: TaskOutcome
             do {
                 outcome = try await operations.resume(taskID: taskID, newData: newData)
@@ -164,7 +164,7 @@ public struct TasksCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let (operations, telemetry) = try TasksCommand.resumer(common)
+            let (operations, telemetry) = try await TasksCommand.resumer(common)
             let showProgress = Output.stderrIsTerminal
             let report: RetryReport
             let (parent, maxRetries, concurrency) = (self.parent, self.maxRetries, self.concurrency)
@@ -213,7 +213,7 @@ public struct TasksCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let operations = try TasksCommand.operations(common, readOnly: false)
+            let operations = try await TasksCommand.operations(common, readOnly: false)
             let orphaned = try await operations.recoverOrphanedTasks()
             Output.line("failed \(orphaned) running task(s) whose process has ended (lost worker; resumable)")
             let count = try await operations.cleanupStaleTasks(staleHours: staleHours)

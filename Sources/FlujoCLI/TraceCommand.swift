@@ -12,13 +12,13 @@ public struct TraceCommand: AsyncParsableCommand {
 
     public func run() async throws {
         let loaded = try common.loadSettings()
-        let store = try common.openStore(loaded.settings, readOnly: true)
+        let store = try await common.openStateStore(loaded.settings, readOnly: true)
         let spans = try await store.spans(runID: runID)
         guard !spans.isEmpty else {
             if try await store.load(runID: runID) != nil {
-                throw CLIError("run '\(runID)' has no spans in \(loaded.settings.state.path) (it ran with span persistence off, or is still running).")
+                throw CLIError("run '\(runID)' has no spans in \(loaded.settings.state.shownLocation) (it ran with span persistence off, or is still running).")
             }
-            throw CLIError("no run '\(runID)' in \(loaded.settings.state.path). List runs with `flujo tasks list` or `flujo stats`.")
+            throw CLIError("no run '\(runID)' in \(loaded.settings.state.shownLocation). List runs with `flujo tasks list` or `flujo stats`.")
         }
         Output.line("trace \(spans[0].traceID)")
         for line in TraceCommand.render(spans) { Output.line(TerminalText.escaped(line)) }

@@ -22,7 +22,7 @@ public struct WorkerCommand: AsyncParsableCommand {
     }
 
     public func run() async throws {
-        let (operations, telemetry) = try TasksCommand.resumer(common)
+        let (operations, telemetry) = try await TasksCommand.resumer(common)
         let worker = TaskWorker(operations: operations, concurrency: concurrency, pollInterval: .milliseconds(pollMs))
         let once = self.once
         let working = Task { await worker.run(once: once) }

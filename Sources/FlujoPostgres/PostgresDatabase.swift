@@ -29,15 +29,25 @@ public final class PostgresDatabase: Sendable {
         closing.whenComplete { _ in withExtendedLifetime(connection) {} }
     }
 
-    /// Connects and migrates the schema to `PostgresSchema.currentVersion`.
-    public static func open(_ location: PostgresLocation, logger: Logger = Logger(label: "flujo.postgres")) async throws(PostgresStoreError) -> PostgresDatabase {
+    /// Connects and migrates the schema to `PostgresSchema.currentVersion`;
+    /// with `migrate: false` (read-only commands), changes nothing and refuses
+    /// a database that is not at the current version.
+    public static func open(
+        _ location: PostgresLocation, migrate: Bool = true, logger: Logger = Logger(label: "flujo.postgres")
+    ) async throws(PostgresStoreError) -> PostgresDatabase {
         let connection = try await connect(location, logger: logger)
         let database = PostgresDatabase(location: location, connection: connection, logger: logger)
-        do {
+        if migrate {
             try await PostgresSchema.migrate(database)
-        } catch {
-            try? await connection.close()
-            throw error
+        } else {
+            let tables = try await database.tableNames()
+            let found = tables.contains("flujo_schema_versions") ? try await database.schemaVersion() : 0
+            if found == 0 {
+                throw .statement(location: location.description, message: "no Flujo state here yet; a command that writes (flujo demo, a resume) creates it")
+            }
+            if found > PostgresSchema.currentVersion {
+                throw .newerSchema(location: location.description, found: found, supported: PostgresSchema.currentVersion)
+            }
         }
         return database
     }

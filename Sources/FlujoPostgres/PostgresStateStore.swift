@@ -36,12 +36,15 @@ public final class PostgresStateStore: StateStore {
         self.ownerToken = ownerToken
     }
 
-    /// Opens the store: connects twice (statements, locks) and migrates the schema.
-    public static func open(_ location: PostgresLocation, logger: Logger = Logger(label: "flujo.postgres")) async throws(PostgresStoreError) -> PostgresStateStore {
-        let database = try await PostgresDatabase.open(location, logger: logger)
+    /// Opens the store: connects twice (statements, locks) and migrates the
+    /// schema (with `migrate: false`, read-only commands change nothing).
+    public static func open(
+        _ location: PostgresLocation, migrate: Bool = true, logger: Logger = Logger(label: "flujo.postgres")
+    ) async throws(PostgresStoreError) -> PostgresStateStore {
+        let database = try await PostgresDatabase.open(location, migrate: migrate, logger: logger)
         let locks: PostgresDatabase
         do {
-            locks = try await PostgresDatabase.open(location, logger: logger)
+            locks = try await PostgresDatabase.open(location, migrate: false, logger: logger)
         } catch {
             await database.close()
             throw error
@@ -50,6 +53,13 @@ public final class PostgresStateStore: StateStore {
             "pg:\(try row[0].decode(Int64.self))@\(try row[1].decode(Int64.self))"
         }
         return PostgresStateStore(location: location, database: database, locks: locks, ownerToken: token.first ?? "pg:unknown")
+    }
+
+    /// The server processes of both connections (tests that kill them).
+    func backendPIDs() async throws -> [Int32] {
+        let statements = try await select("SELECT pg_backend_pid()") { try $0[0].decode(Int32.self) }
+        let locking = try await locks.rows("SELECT pg_backend_pid()") { try $0[0].decode(Int32.self) }
+        return statements + locking
     }
 
     /// Closes both connections; claims and ownership end with them.

@@ -87,7 +87,7 @@ public final class SQLiteStateStore: StateStore {
         if let scheme = path.firstRange(of: "://").map({ path[..<$0.lowerBound] }), !scheme.isEmpty,
            scheme.allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }) {
             throw .cannotOpen(path: path, reason: scheme.lowercased().hasPrefix("postgres")
-                ? "this is a PostgreSQL URI, not a SQLite file; the PostgreSQL state store is not part of this build yet (FlujoPostgres connects and migrates only): use a SQLite path"
+                ? "this is a PostgreSQL URI, not a SQLite file: open it with FlujoPostgres's PostgresStateStore (the flujo command does)"
                 : "a \(scheme):// URI is not a SQLite file path; give a file path")
         }
         let exists = path == ":memory:" || FileManager.default.fileExists(atPath: path)

@@ -44,7 +44,7 @@ struct DemoCommand: AsyncParsableCommand {
             settings.telemetry.prometheus.enabled = true
             settings.telemetry.prometheus.port = metricsPort
         }
-        let store = try common.openStore(settings, readOnly: false)
+        let store = try await common.openStateStore(settings, readOnly: false)
         let telemetry = Telemetry(settings: settings, store: store)
         let runner = Runner(store: store, settings: settings, registry: CLIContext.registry, hooks: telemetry.hooks)
         runner.startMaintenance()
@@ -91,7 +91,7 @@ struct DemoCommand: AsyncParsableCommand {
         await Interrupt.waitIfStopping()
 
         let tasks = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: result.runID, limit: 10_000))
-        printSummary(result, tasks: tasks, databasePath: settings.state.path)
+        printSummary(result, tasks: tasks, databasePath: settings.state.shownLocation)
         if let server {
             Output.line("serving metrics on \(server.url) (Ctrl-C to stop)")
             _ = await Interrupt.wait()
@@ -108,7 +108,8 @@ struct DemoCommand: AsyncParsableCommand {
         var counts: [RunStatus: Int] = [:]
         for task in tasks { counts[task.status, default: 0] += 1 }
         let byStatus = RunStatus.allCases.compactMap { status in counts[status].map { "\($0) \(status.rawValue)" } }.joined(separator: ", ")
-        let db = common.db.map { " --db \($0)" } ?? (common.config.map { " --config \($0)" } ?? "")
+        // A password given in a URI is never printed: the hints name the URI without it.
+        let db = common.db.map { _ in " --db \(databasePath)" } ?? (common.config.map { " --config \($0)" } ?? "")
         Output.line()
         Output.line("run        \(result.runID) \(result.status.rawValue) in \(String(format: "%.1f", result.durationSeconds * 1000)) ms")
         Output.line("steps      \(result.steps.map(\.name).joined(separator: ", "))")

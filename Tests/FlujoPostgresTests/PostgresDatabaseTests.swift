@@ -93,6 +93,37 @@ struct PostgresDatabaseTests {
         }
     }
 
+    @Test("a store whose connections are killed (pg_terminate_backend) loses its claims and its running tasks at once: another store claims and recovers them")
+    func terminatedBackends() async throws {
+        let location = try await freshDatabase("terminate")
+        let first = try await PostgresStateStore.open(location)
+        let second = try await PostgresStateStore.open(location)
+        try await first.save(WorkflowState(runID: "r_bg_bg_f", pipelineName: "p", status: .failed, isBackgroundTask: true, parentRunID: "r", taskID: "bg_f", errorCategory: .network))
+        try await first.save(WorkflowState(runID: "r_bg_bg_r", pipelineName: "p", status: .running, isBackgroundTask: true, parentRunID: "r", taskID: "bg_r"))
+        guard case .claimed = try await first.claimTask(taskID: "bg_f", owner: "first") else {
+            Issue.record("the first claim succeeds")
+            return
+        }
+        #expect(try await second.claimTask(taskID: "bg_f", owner: "second") == .notClaimable(status: .running, owner: nil))
+        #expect(try await second.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: .now)).isEmpty, "the owner lives: nothing is orphaned")
+        #expect(try await second.failStaleTasks(heartbeatBefore: .now.adding(seconds: 3600), applying: TaskLifecycle.stale(thresholdHours: 0.0001, at: .now)).isEmpty,
+                "a task with a known owner is never failed by the heartbeat rule")
+        let admin = try await PostgresDatabase.open(location)
+        for pid in try await first.backendPIDs() { try await admin.execute("SELECT pg_terminate_backend(\(pid))") }
+        await admin.close()
+        let deadline = ContinuousClock.now + .seconds(10)
+        var claimed = false
+        while !claimed && ContinuousClock.now < deadline {
+            if case .claimed = try await second.claimTask(taskID: "bg_f", owner: "second") { claimed = true } else { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(claimed, "the killed connection's claim was released")
+        second.releaseClaim(taskID: "bg_f")
+        let ended = try await second.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: .now))
+        #expect(ended.map(\.taskID) == ["bg_r"], "its running task is recovered at once, with no threshold")
+        #expect(try await second.loadTask(taskID: "bg_r")?.errorCategory == .lostWorker)
+        await second.close()
+    }
+
     @Test("server down: a one-line error naming host, port and database within the connect timeout, never a hang")
     func serverDown() async throws {
         var location = try PostgresLocation(uri: try #require(testServerURI))

@@ -31,6 +31,14 @@ public struct StateSettings: Sendable, Hashable {
     /// The most spans of one run kept in the store for `flujo trace` (its root always is); 0: no limit.
     public var maxSpansPerRun = 10_000
 
+    /// The location as it may be shown: a URI's password (`scheme://user:password@`) is left out.
+    public var shownLocation: String {
+        guard let scheme = uri.range(of: "://"), let at = uri[scheme.upperBound...].firstIndex(of: "@") else { return path }
+        let credentials = uri[scheme.upperBound..<at]
+        guard let colon = credentials.firstIndex(of: ":") else { return uri }
+        return String(uri[..<colon]) + String(uri[at...])
+    }
+
     /// The file path the URI names.
     public var path: String {
         for prefix in ["sqlite:///", "sqlite://"] where uri.hasPrefix(prefix) {
