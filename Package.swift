@@ -100,7 +100,7 @@ let package = Package(
         ]),
         .executableTarget(
             name: "FlujoTestHelper",
-            dependencies: ["Flujo", "FlujoSQLite", "CSQLite"],
+            dependencies: ["Flujo", "FlujoSQLite", "FlujoPostgres", "CSQLite"],
             path: "Tests/FlujoTestHelper"
         ),
 
@@ -116,7 +116,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "FlujoPostgresTests", dependencies: ["Flujo", "FlujoPostgres", "FlujoTestSupport"]),
+        .testTarget(name: "FlujoPostgresTests", dependencies: ["Flujo", "FlujoPostgres", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoStoreConformanceTests", dependencies: ["Flujo", "FlujoTesting", "FlujoSQLite", "FlujoPostgres", "FlujoTestSupport"]),
         .testTarget(name: "FlujoDocumentationTests", dependencies: [
             "Flujo", "FlujoCLI", "FlujoOTLP", "FlujoPrometheus", "FlujoSQLite", "FlujoTelemetry", "FlujoTesting", "FlujoTestSupport", "FlujoLifecycle",

@@ -8,6 +8,7 @@
 //                                               waits FLUJO_HELPER_STEP_MS (150), appends a line to
 //                                               MARKER; prints each outcome ("completed"), or "busy" /
 //                                               "already-completed" when another process won
+//   (PATH of `worker` and `fanout` may be a postgres:// URI)
 //   FlujoTestHelper fanout PATH N TASK_MS [MODE]  run a pipeline launching N background "sleeper" tasks of
 //                                               TASK_MS each (heartbeat every 50 ms); prints "launched RUN_ID",
 //                                               then waits for them. MODE `no-heartbeat`: no maintenance;
@@ -19,8 +20,15 @@
 //                                               "after" and print "recovered"
 import CSQLite
 import Flujo
+import FlujoPostgres
 import FlujoSQLite
 import Foundation
+
+/// A store on a SQLite file, or on PostgreSQL for a postgres:// URI.
+func openStore(_ location: String) async throws -> any StateStore {
+    if PostgresLocation.isPostgres(location) { return try await PostgresStateStore.open(try PostgresLocation(uri: location)) }
+    return try SQLiteStateStore(path: location)
+}
 
 @main
 struct FlujoTestHelper {
@@ -87,7 +95,7 @@ struct FlujoTestHelper {
                 await runner.close()
             case "worker" where arguments.count == 4:
                 // A worker process: runs due tasks whose step is `record` until none is due.
-                let store = try SQLiteStateStore(path: arguments[1])
+                let store = try await openStore(arguments[1])
                 let marker = arguments[2]
                 let registry = StepRegistry()
                 try registry.register(Step<JSONValue, JSONValue>("record") { input, context in
@@ -101,7 +109,7 @@ struct FlujoTestHelper {
                 let report = await worker.run(once: true)
                 say("done \(report.ran)")
             case "fanout" where arguments.count == 4 || arguments.count == 5:
-                let store = try SQLiteStateStore(path: arguments[1])
+                let store = try await openStore(arguments[1])
                 var settings = FlujoSettings()
                 settings.backgroundTasks.heartbeatIntervalSeconds = 0.05
                 let hooks = HookBus()

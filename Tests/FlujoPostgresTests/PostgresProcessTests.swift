@@ -1,0 +1,77 @@
+@testable import FlujoPostgres
+import Flujo
+import FlujoTestSupport
+import Foundation
+import Testing
+
+@Suite("PostgreSQL with several processes (a real server)", .enabled(if: testServerURI != nil, "no PostgreSQL test server: run `make test`, which starts one"))
+struct PostgresProcessTests {
+    let helper = TestSupport.executable("FlujoTestHelper")
+
+    /// The URI of a new database on the test server.
+    func newDatabase(_ label: String) async throws -> (uri: String, location: PostgresLocation) {
+        let location = try await freshDatabase(label)
+        let server = try #require(testServerURI)
+        let base = try PostgresLocation(uri: server)
+        return (server.replacingOccurrences(of: "/\(base.database)", with: "/\(location.database)"), location)
+    }
+
+    @Test("4 worker processes on one database resume 1,000 failed tasks: each runs exactly once, and all complete")
+    func fourWorkers() async throws {
+        let (uri, location) = try await newDatabase("workers")
+        let folder = TestSupport.temporaryDirectory("flujo-pg-workers")
+        let marker = folder.appendingPathComponent("marker").path
+        FileManager.default.createFile(atPath: marker, contents: nil)
+        var settings = FlujoSettings()
+        settings.backgroundTasks.retryBaseDelayMs = 1
+        let store = try await PostgresStateStore.open(location)
+        let runner = Runner(store: store, settings: settings)
+        let broken = Step<JSONValue, JSONValue>("record") { _, _ in throw URLError(.networkConnectionLost) }
+        let result = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(broken), count: 1000)), input: JSONValue.number(1))
+        await runner.close(timeout: .seconds(300))
+        #expect(try await store.statusCounters().backgroundTasks[.failed] == 1000)
+        let workers = try (0..<4).map { _ in try RunningProcess(helper, ["worker", uri, marker, "4"]) }
+        for worker in workers { await worker.waitForExit() }
+        let ran = try String(contentsOfFile: marker, encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ")[1] }
+        #expect(ran.count == 1000, "each task ran once in all: \(ran.count) runs")
+        #expect(Set(ran).count == 1000, "no task ran twice")
+        #expect(Set(ran.map(String.init)) == Set(result.backgroundTaskIDs))
+        #expect(try await store.statusCounters().backgroundTasks[.completed] == 1000)
+        let done = workers.flatMap { $0.linesSoFar }.filter { $0.hasPrefix("done ") }.compactMap { Int($0.dropFirst(5)) }
+        #expect(done.reduce(0, +) == 1000 && done.count == 4)
+        await store.close()
+    }
+
+    @Test("SIGKILL of a process running tasks on PostgreSQL: another process finds them at once, with no threshold, and resumes them")
+    func killedProcess() async throws {
+        let (uri, location) = try await newDatabase("sigkill")
+        // 20 tasks of at least 60 s, in a process that records no heartbeat.
+        let process = try RunningProcess(helper, ["fanout", uri, "20", "60000", "no-heartbeat"])
+        #expect(await process.waitForLine(timeout: 60) { $0.hasPrefix("launched ") })
+        let store = try await PostgresStateStore.open(location)
+        let operations = TaskOperations(store: store)
+        #expect(try await operations.recoverOrphanedTasks() == 0, "its owner lives")
+        #expect(try await operations.cleanupStaleTasks(staleHours: 0.0001) == 0, "no threshold fails a task whose owner lives")
+        await process.kill()
+        let started = ContinuousClock.now
+        var recovered = 0
+        while recovered < 20 && ContinuousClock.now - started < .seconds(10) {
+            recovered += try await operations.recoverOrphanedTasks()
+            if recovered < 20 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(recovered == 20, "every running task of the dead process found")
+        #expect(ContinuousClock.now - started < .seconds(5), "found at once: \(ContinuousClock.now - started)")
+        let failed = try await store.listBackgroundTasks(BackgroundTaskQuery(statuses: [.failed], limit: 100))
+        #expect(failed.count == 20 && failed.allSatisfy { $0.errorCategory == .lostWorker })
+        let registry = StepRegistry()
+        try registry.register(Step<Int, Int>("sleeper") { value, _ in value })
+        let resumer = TaskOperations(store: store, registry: registry)
+        var completed = 0
+        while let outcome = try await resumer.resumeNextDue() {
+            #expect(outcome.status == .completed)
+            completed += 1
+        }
+        #expect(completed == 20, "recovery made them due; a worker resumes each once")
+        await store.close()
+    }
+}
