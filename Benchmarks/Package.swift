@@ -20,6 +20,7 @@ let package = Package(
                 .product(name: "FlujoPrometheus", package: "flujo"),
                 .product(name: "FlujoTesting", package: "flujo"),
                 .product(name: "FlujoTelemetry", package: "flujo"),
+                .product(name: "FlujoPostgres", package: "flujo"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

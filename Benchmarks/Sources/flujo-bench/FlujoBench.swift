@@ -18,12 +18,14 @@ struct FlujoBench: AsyncParsableCommand {
     var repetitions: Int?
 
     @Option(help: .hidden) var path: String?
+    @Option(help: "W1, W2 and W5 on a PostgreSQL server: a postgres:// URI (each workload creates a database of its own there).") var store: String?
     @Option(help: .hidden) var tasks: Int?
     @Option(name: .customLong("keep-seconds"), help: "W9: how long completed tasks are kept (default 60).") var keepSeconds: Double?
 
     static let all = ["W1", "W1-memory", "W2", "W2+10k", "W3", "W4", "W4-1M", "W5", "W6", "W6-gzip", "W7", "W8", "W10", "W10-1M", "W11", "W11-gzip"]
 
     func run() async throws {
+        Workloads.storeURI = store
         guard let workload else { return try await runAll() }
         let result: WorkloadResult
         switch workload {

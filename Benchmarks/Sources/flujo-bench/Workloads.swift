@@ -1,5 +1,6 @@
 import Flujo
 import FlujoOTLP
+import FlujoPostgres
 import FlujoPrometheus
 import FlujoSQLite
 import FlujoTelemetry
@@ -122,7 +123,7 @@ enum Workloads {
     static func w1(repetitions: Int, inMemory: Bool = false) async throws -> WorkloadResult {
         var verified = true
         let path = folder().appendingPathComponent("w1.db").path
-        let store: any StateStore = inMemory ? InMemoryStateStore() : try SQLiteStateStore(path: path)
+        let store: any StateStore = inMemory ? InMemoryStateStore() : try await makeStore(path: path, label: "w1")
         let pipeline = Pipeline(name: "w1", steps: [.run(first)] + Array(repeating: .background(tiny), count: 200))
         /// One run: seconds until every task is persisted, and until the run returned.
         func once() async throws -> (total: Double, launched: Double) {
@@ -165,6 +166,20 @@ enum Workloads {
     /// `work` until the write-ahead log has reached the size at which it is
     /// checkpointed (4,000 pages), then starts the log over, so later writes
     /// reuse its file instead of growing it.
+    /// `--store`: a postgres:// URI whose server gets a new database per workload; nil: SQLite files.
+    nonisolated(unsafe) static var storeURI: String?
+
+    /// The store a workload runs on: a SQLite file at `path`, or a new database on `--store`'s server.
+    static func makeStore(path: String, label: String) async throws -> any StateStore {
+        guard let uri = storeURI else { return try SQLiteStateStore(path: path) }
+        let server = try PostgresLocation(uri: uri)
+        let name = "flujo_bench_\(label)_\(UInt32.random(in: 0...UInt32.max))"
+        try await PostgresDatabase.createDatabase(name, on: server)
+        var location = server
+        location.database = name
+        return try await PostgresStateStore.open(location)
+    }
+
     static func settle(_ store: SQLiteStateStore, path: String, work: () async throws -> Void) async throws {
         let full = 4000 * 4096
         func walSize() -> Int {
@@ -199,13 +214,13 @@ enum Workloads {
     /// a service's steady state (`settle`) before the measured ones.
     static func w2(repetitions: Int, otherFailed: Int) async throws -> WorkloadResult {
         let path = folder().appendingPathComponent("w2.db").path
-        let store = try SQLiteStateStore(path: path)
+        let store = try await makeStore(path: path, label: "w2")
         if otherFailed > 0 {
             let now = Timestamp.now
-            try store.saveAll((0..<otherFailed).map { index in
+            try await store.save((0..<otherFailed).map { index in StateWrite(
                 WorkflowState(runID: "other_bg_bg_\(index)", pipelineName: "other", status: .failed, createdAt: now,
                               errorMessage: "boom", metadataJSON: "{}", isBackgroundTask: true, parentRunID: "other",
-                              taskID: "bg_other_\(index)", errorCategory: .network, attempts: 1, stepName: "picky")
+                              taskID: "bg_other_\(index)", errorCategory: .network, attempts: 1, stepName: "picky"))
             })
         }
         var verified = true
@@ -232,7 +247,7 @@ enum Workloads {
         }
         var fresh: [Double] = []
         for _ in 0..<3 { fresh.append(try await once()) }
-        try await settle(store, path: path) { _ = try await once() }
+        if let sqlite = store as? SQLiteStateStore { try await settle(sqlite, path: path) { _ = try await once() } }
         var samples: [Double] = []
         for _ in 0..<repetitions { samples.append(try await once()) }
         return WorkloadResult(workload: otherFailed > 0 ? "W2+10k" : "W2", n: 100, samples: samples, verified: verified,
@@ -420,7 +435,7 @@ enum Workloads {
             var samples: [Double] = []
             var verified = true
             let path = folder().appendingPathComponent("w5.db").path
-            let store = try SQLiteStateStore(path: path)
+            let store = try await makeStore(path: path, label: "w5")
             let hooks = HookBus()
             for index in 0..<sinks { hooks.register(NoopSink(name: "noop\(index)")) }
             let runner = Runner(store: store, settings: settings(), hooks: hooks)
@@ -432,7 +447,7 @@ enum Workloads {
                 fresh.append(elapsed(since: start) / 200)
             }
             freshMedian = freshMedian ?? fresh.sorted()[fresh.count / 2]
-            try await settle(store, path: path) { _ = try await runner.run(pipeline, input: 0) }
+            if let sqlite = store as? SQLiteStateStore { try await settle(sqlite, path: path) { _ = try await runner.run(pipeline, input: 0) } }
             for _ in 0..<repetitions {
                 let start = ContinuousClock.now
                 let result = try await runner.run(pipeline, input: 0)
