@@ -155,8 +155,14 @@ enum PostgresSchema {
             $$
             """,
             """
-            CREATE TRIGGER workflow_state_counted AFTER INSERT OR DELETE OR UPDATE OF status, execution_time_ms ON workflow_state
+            CREATE TRIGGER workflow_state_counted AFTER INSERT OR DELETE ON workflow_state
             FOR EACH ROW EXECUTE FUNCTION flujo_count_rows()
+            """,
+            // Most updates (a step's progress) change neither status nor duration: no counter is touched.
+            """
+            CREATE TRIGGER workflow_state_recounted AFTER UPDATE ON workflow_state
+            FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.execution_time_ms IS DISTINCT FROM NEW.execution_time_ms)
+            EXECUTE FUNCTION flujo_count_rows()
             """,
         ]),
     ]

@@ -83,9 +83,92 @@ public final class PostgresStateStore: StateStore {
 
     public func save(_ writes: [StateWrite]) async throws {
         guard !writes.isEmpty else { return }
+        if writes.count == 1 {
+            // One write is one statement: its own transaction, one round trip.
+            await gate.enter()
+            defer { gate.leave() }
+            let item = writes[0]
+            if let step = item.step, item.state.status == .running, item.parentUsage == nil, item.trace == nil {
+                // A step of a running run changes only its progress columns, as in SQLite.
+                let state = item.state
+                let written = try await database.rows("""
+                    WITH progress AS (
+                        UPDATE workflow_state SET current_step_index = \(state.currentStepIndex), pipeline_context = \(state.contextJSON.pg),
+                            last_step_output = \(state.lastStepOutputJSON?.pg), updated_at = \(state.updatedAt.millisecondsSince1970),
+                            cost_usd = \(state.costUSD), tokens = \(state.tokens)
+                        WHERE run_id = \(state.runID.pg) AND status = 'running'
+                        RETURNING run_id
+                    )
+                    INSERT INTO steps (run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at)
+                    SELECT \(step.runID.pg), \(step.stepIndex), \(step.stepName.pg), \(step.success), \(step.outputJSON?.pg), \(step.attempts),
+                           \(step.latencySeconds), \(step.costUSD), \(step.tokens), \(step.feedback?.pg), \(step.finishedAt.millisecondsSince1970)
+                    FROM progress
+                    RETURNING 1
+                    """) { try $0[0].decode(Int.self) }
+                if !written.isEmpty { return }
+            }
+            try await database.execute(Self.singleWrite(item, owner: ownerToken))
+            return
+        }
         try await transaction { db in
             for write in writes { try await self.write(write, on: db) }
         }
+    }
+
+    /// A whole write as one statement: the state's upsert, its run's row (foreground),
+    /// its step, and the usage added to its parent, as data-modifying CTEs.
+    static func singleWrite(_ item: StateWrite, owner ownerToken: String) -> PostgresQuery {
+        let state = item.state
+        let owner = state.isBackgroundTask && state.status == .running ? ownerToken : nil
+        let category = state.errorCategory?.rawValue
+        let ended = state.status == .running ? nil : Optional(state.updatedAt.millisecondsSince1970)
+        let step = item.step
+        let usage = item.parentUsage ?? Usage()
+        let addsUsage = state.parentRunID != nil && (usage.costUSD != 0 || usage.tokens != 0)
+        return """
+            WITH state AS (
+                INSERT INTO workflow_state (\(unescaped: stateColumns), owner, next_attempt_at, trace)
+                VALUES (\(state.runID.pg), \(state.pipelineID.pg), \(state.pipelineName.pg), \(state.pipelineVersion.pg), \(state.currentStepIndex),
+                        \(state.contextJSON.pg), \(state.lastStepOutputJSON?.pg), \(state.stepHistoryJSON.pg), \(state.status.rawValue),
+                        \(state.createdAt.millisecondsSince1970), \(state.updatedAt.millisecondsSince1970), \(state.totalSteps),
+                        \(state.errorMessage?.pg), \(state.executionTimeMs), \(state.memoryUsageMB), \(state.metadataJSON.pg),
+                        \(state.isBackgroundTask), \(state.parentRunID?.pg), \(state.taskID?.pg), \(category), \(state.attempts),
+                        \(state.resumedFrom?.pg), \(state.stepName?.pg), \(state.costUSD), \(state.tokens), \(owner),
+                        \(item.nextAttemptAt?.millisecondsSince1970), \(item.trace?.encoded))
+                ON CONFLICT (run_id) DO UPDATE SET
+                    pipeline_id = excluded.pipeline_id, pipeline_name = excluded.pipeline_name, pipeline_version = excluded.pipeline_version,
+                    current_step_index = excluded.current_step_index, pipeline_context = excluded.pipeline_context,
+                    last_step_output = excluded.last_step_output, step_history = excluded.step_history, status = excluded.status,
+                    updated_at = excluded.updated_at, total_steps = excluded.total_steps, error_message = excluded.error_message,
+                    execution_time_ms = excluded.execution_time_ms, memory_usage_mb = excluded.memory_usage_mb,
+                    metadata = excluded.metadata, error_category = excluded.error_category, attempts = excluded.attempts,
+                    resumed_from = excluded.resumed_from, step_name = excluded.step_name, cost_usd = excluded.cost_usd,
+                    tokens = excluded.tokens, owner = excluded.owner, next_attempt_at = excluded.next_attempt_at,
+                    trace = coalesce(excluded.trace, workflow_state.trace)
+                RETURNING 1
+            ), run AS (
+                INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, started_at, ended_at, cost_usd, tokens)
+                SELECT \(state.runID.pg), \(state.pipelineName.pg), \(state.pipelineVersion.pg), \(state.status.rawValue),
+                       \(state.createdAt.millisecondsSince1970)::bigint, \(ended)::bigint, \(state.costUSD)::double precision, \(state.tokens)::bigint
+                WHERE NOT \(state.isBackgroundTask)::boolean
+                ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
+                    cost_usd = excluded.cost_usd, tokens = excluded.tokens
+                RETURNING 1
+            ), step AS (
+                INSERT INTO steps (run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at)
+                SELECT \(step?.runID.pg), \(step?.stepIndex)::integer, \(step?.stepName.pg), \(step?.success)::boolean, \(step?.outputJSON?.pg),
+                       \(step?.attempts)::integer, \(step?.latencySeconds)::double precision, \(step?.costUSD)::double precision,
+                       \(step?.tokens)::bigint, \(step?.feedback?.pg), \(step?.finishedAt.millisecondsSince1970)::bigint
+                WHERE \(step != nil)::boolean
+                RETURNING 1
+            ), parent AS (
+                UPDATE runs SET background_cost_usd = background_cost_usd + \(usage.costUSD)::double precision,
+                    background_tokens = background_tokens + \(usage.tokens)::bigint
+                WHERE run_id = \(state.parentRunID?.pg) AND \(addsUsage)::boolean
+                RETURNING 1
+            )
+            SELECT 1
+            """
     }
 
     private func write(_ item: StateWrite, on db: PostgresDatabase) async throws(PostgresStoreError) {
