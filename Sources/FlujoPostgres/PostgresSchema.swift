@@ -158,6 +158,20 @@ enum PostgresSchema {
             CREATE TRIGGER workflow_state_counted AFTER INSERT OR DELETE ON workflow_state
             FOR EACH ROW EXECUTE FUNCTION flujo_count_rows()
             """,
+            // Workers LISTEN on flujo_due: a task that becomes failed with a next attempt wakes them.
+            """
+            CREATE FUNCTION flujo_notify_due() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_notify('flujo_due', '');
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE TRIGGER workflow_state_due AFTER INSERT OR UPDATE OF status, next_attempt_at ON workflow_state
+            FOR EACH ROW WHEN (NEW.status = 'failed' AND NEW.next_attempt_at IS NOT NULL)
+            EXECUTE FUNCTION flujo_notify_due()
+            """,
             // Most updates (a step's progress) change neither status nor duration: no counter is touched.
             """
             CREATE TRIGGER workflow_state_recounted AFTER UPDATE ON workflow_state

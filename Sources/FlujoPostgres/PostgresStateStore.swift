@@ -25,6 +25,9 @@ public final class PostgresStateStore: StateStore {
     private let gate = AsyncGate()
     /// Claims this store holds: task id to owner.
     private let held = Mutex<[String: String]>([:])
+    /// `flujo_due` notifications received (LISTEN on a connection of its own, opened by the first wait).
+    private let dueSignals = Atomic<Int>(0)
+    private let listener = Mutex<(started: Bool, task: Task<Void, Never>?)>((false, nil))
 
     /// The advisory lock namespace of claims (two-key form: namespace, hash of the task id).
     static let claimNamespace: Int32 = 0x464C_4A43
@@ -62,8 +65,45 @@ public final class PostgresStateStore: StateStore {
         return statements + locking
     }
 
+    /// Waits until a task becomes due (a `flujo_due` notification, sent by the
+    /// schema's trigger when a task is failed with a next attempt) or `timeout`
+    /// passes. Without the listener (it could not connect, or lost its
+    /// connection), the wait lasts the whole time: workers poll.
+    public func waitForDueWork(upTo timeout: Duration) async {
+        startListening()
+        let seen = dueSignals.load(ordering: .acquiring)
+        let deadline = ContinuousClock.now + timeout
+        while !Task.isCancelled, ContinuousClock.now < deadline, dueSignals.load(ordering: .acquiring) == seen {
+            try? await Task.sleep(for: min(.milliseconds(10), deadline - ContinuousClock.now))
+        }
+    }
+
+    private func startListening() {
+        let start = listener.withLock { state -> Bool in
+            guard !state.started else { return false }
+            state.started = true
+            return true
+        }
+        guard start else { return }
+        let location = self.location
+        let task = Task { [weak self] in
+            do {
+                let connection = try await PostgresDatabase.open(location, migrate: false)
+                for try await _ in try await connection.connection.listen("flujo_due") {
+                    guard let self else { break }
+                    self.dueSignals.add(1, ordering: .releasing)
+                }
+                await connection.close()
+            } catch {
+                // Polling goes on without it.
+            }
+        }
+        listener.withLock { $0.task = task }
+    }
+
     /// Closes both connections; claims and ownership end with them.
     public func close() async {
+        listener.withLock { $0.task }?.cancel()
         await database.close()
         await locks.close()
     }

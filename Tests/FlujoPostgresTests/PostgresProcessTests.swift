@@ -2,6 +2,7 @@
 import Flujo
 import FlujoTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 @Suite("PostgreSQL with several processes (a real server)", .enabled(if: testServerURI != nil, "no PostgreSQL test server: run `make test`, which starts one"))
@@ -74,4 +75,38 @@ struct PostgresProcessTests {
         #expect(completed == 20, "recovery made them due; a worker resumes each once")
         await store.close()
     }
+
+    @Test("an idle worker wakes on LISTEN/NOTIFY when a task becomes due, long before its poll interval")
+    func notifiedWorker() async throws {
+        let (_, location) = try await newDatabase("notify")
+        let workerStore = try await PostgresStateStore.open(location)
+        let writer = try await PostgresStateStore.open(location)
+        let registry = StepRegistry()
+        try registry.register(Step<JSONValue, JSONValue>("record") { value, _ in value })
+        let worker = TaskWorker(operations: TaskOperations(store: workerStore, registry: registry), concurrency: 1, pollInterval: .seconds(60))
+        let ran = ManagedAtomicCounter()
+        let running = Task { await worker.run(once: false) { _ in ran.increment() } }
+        try await Task.sleep(for: .milliseconds(300))   // the worker found nothing and waits
+        let started = ContinuousClock.now
+        try await writer.save([StateWrite(
+            WorkflowState(runID: "r_bg_bg_n", pipelineName: "p", status: .failed, isBackgroundTask: true, parentRunID: "r", taskID: "bg_n",
+                          errorCategory: .network, attempts: 1, stepName: "record"),
+            nextAttemptAt: .now)])
+        while ran.value == 0 && ContinuousClock.now - started < .seconds(20) { try await Task.sleep(for: .milliseconds(10)) }
+        let waited = ContinuousClock.now - started
+        running.cancel()
+        _ = await running.value
+        #expect(ran.value == 1)
+        #expect(waited < .seconds(5), "woken by the notification, not the 60 s poll: \(waited)")
+        #expect(try await writer.loadTask(taskID: "bg_n")?.status == .completed)
+        await workerStore.close()
+        await writer.close()
+    }
+}
+
+/// A counter shared with a worker's callback.
+final class ManagedAtomicCounter: Sendable {
+    private let count = Mutex(0)
+    func increment() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }

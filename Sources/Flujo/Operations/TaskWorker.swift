@@ -64,7 +64,8 @@ public struct TaskWorker: Sendable {
                 logger.warning("worker could not run a task: \(error)")
                 if once { break }
             }
-            try? await Task.sleep(for: pollInterval)
+            // Polls every `pollInterval`, or sooner when the store says work became due.
+            await operations.store.waitForDueWork(upTo: pollInterval)
         }
         return report
     }

@@ -103,6 +103,18 @@ public protocol StateStore: Sendable {
 
     /// Every span of the trace that contains the run's spans, ordered by start.
     func spans(runID: String) async throws -> [SpanRecord]
+
+    /// A worker's idle wait: returns when work may have become due, or after
+    /// `timeout`. A store that is told when a task becomes due (PostgreSQL's
+    /// `LISTEN/NOTIFY`) returns early; the default waits the whole time.
+    func waitForDueWork(upTo timeout: Duration) async
+}
+
+extension StateStore {
+    /// Waits the whole time: the worker polls.
+    public func waitForDueWork(upTo timeout: Duration) async {
+        try? await Task.sleep(for: timeout)
+    }
 }
 
 /// One state to save, with the step to append and the usage to add to its parent.
