@@ -150,8 +150,9 @@ public final class PostgresStateStore: StateStore {
             try await database.execute(Self.singleWrite(item, owner: ownerToken))
             return
         }
+        let owner = ownerToken
         try await transaction { db in
-            for write in writes { try await self.write(write, on: db) }
+            for write in writes { try await db.execute(Self.singleWrite(write, owner: owner)) }
         }
     }
 
@@ -209,56 +210,6 @@ public final class PostgresStateStore: StateStore {
             )
             SELECT 1
             """
-    }
-
-    private func write(_ item: StateWrite, on db: PostgresDatabase) async throws(PostgresStoreError) {
-        let state = item.state
-        let owner = state.isBackgroundTask && state.status == .running ? ownerToken : nil
-        let trace = item.trace?.encoded
-        let category = state.errorCategory?.rawValue
-        try await db.execute("""
-            INSERT INTO workflow_state (\(unescaped: Self.stateColumns), owner, next_attempt_at, trace)
-            VALUES (\(state.runID.pg), \(state.pipelineID.pg), \(state.pipelineName.pg), \(state.pipelineVersion.pg), \(state.currentStepIndex),
-                    \(state.contextJSON.pg), \(state.lastStepOutputJSON?.pg), \(state.stepHistoryJSON.pg), \(state.status.rawValue),
-                    \(state.createdAt.millisecondsSince1970), \(state.updatedAt.millisecondsSince1970), \(state.totalSteps),
-                    \(state.errorMessage?.pg), \(state.executionTimeMs), \(state.memoryUsageMB), \(state.metadataJSON.pg),
-                    \(state.isBackgroundTask), \(state.parentRunID?.pg), \(state.taskID?.pg), \(category), \(state.attempts),
-                    \(state.resumedFrom?.pg), \(state.stepName?.pg), \(state.costUSD), \(state.tokens), \(owner),
-                    \(item.nextAttemptAt?.millisecondsSince1970), \(trace))
-            ON CONFLICT (run_id) DO UPDATE SET
-                pipeline_id = excluded.pipeline_id, pipeline_name = excluded.pipeline_name, pipeline_version = excluded.pipeline_version,
-                current_step_index = excluded.current_step_index, pipeline_context = excluded.pipeline_context,
-                last_step_output = excluded.last_step_output, step_history = excluded.step_history, status = excluded.status,
-                updated_at = excluded.updated_at, total_steps = excluded.total_steps, error_message = excluded.error_message,
-                execution_time_ms = excluded.execution_time_ms, memory_usage_mb = excluded.memory_usage_mb,
-                metadata = excluded.metadata, error_category = excluded.error_category, attempts = excluded.attempts,
-                resumed_from = excluded.resumed_from, step_name = excluded.step_name, cost_usd = excluded.cost_usd,
-                tokens = excluded.tokens, owner = excluded.owner, next_attempt_at = excluded.next_attempt_at,
-                trace = coalesce(excluded.trace, workflow_state.trace)
-            """)
-        if !state.isBackgroundTask {
-            let ended = state.status == .running ? nil : Optional(state.updatedAt.millisecondsSince1970)
-            try await db.execute("""
-                INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, started_at, ended_at, cost_usd, tokens)
-                VALUES (\(state.runID.pg), \(state.pipelineName.pg), \(state.pipelineVersion.pg), \(state.status.rawValue),
-                        \(state.createdAt.millisecondsSince1970), \(ended), \(state.costUSD), \(state.tokens))
-                ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
-                    cost_usd = excluded.cost_usd, tokens = excluded.tokens
-                """)
-        }
-        if let step = item.step {
-            try await db.execute("""
-                INSERT INTO steps (run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at)
-                VALUES (\(step.runID.pg), \(step.stepIndex), \(step.stepName.pg), \(step.success), \(step.outputJSON?.pg), \(step.attempts),
-                        \(step.latencySeconds), \(step.costUSD), \(step.tokens), \(step.feedback?.pg), \(step.finishedAt.millisecondsSince1970))
-                """)
-        }
-        if let usage = item.parentUsage, let parent = state.parentRunID, usage.costUSD != 0 || usage.tokens != 0 {
-            try await db.execute("""
-                UPDATE runs SET background_cost_usd = background_cost_usd + \(usage.costUSD),
-                    background_tokens = background_tokens + \(usage.tokens) WHERE run_id = \(parent.pg)
-                """)
-        }
     }
 
     public func heartbeat(runIDs: [String], at time: Timestamp) async throws {
