@@ -13,18 +13,11 @@ public enum OTLPMetricsEncoder {
 
         let resourceMetrics = arena.allocate(Opentelemetry__Proto__Metrics__V1__ResourceMetrics.self)
         opentelemetry__proto__metrics__v1__resource_metrics__init(resourceMetrics)
-        let resource = arena.allocate(Opentelemetry__Proto__Resource__V1__Resource.self)
-        opentelemetry__proto__resource__v1__resource__init(resource)
-        (resource.pointee.n_attributes, resource.pointee.attributes) = OTLPTraceEncoder.keyValues(origin.resourceAttributes, arena)
-        resourceMetrics.pointee.resource = resource
+        resourceMetrics.pointee.resource = OTLPCommon.resource(origin, arena)
 
         let scopeMetrics = arena.allocate(Opentelemetry__Proto__Metrics__V1__ScopeMetrics.self)
         opentelemetry__proto__metrics__v1__scope_metrics__init(scopeMetrics)
-        let scope = arena.allocate(Opentelemetry__Proto__Common__V1__InstrumentationScope.self)
-        opentelemetry__proto__common__v1__instrumentation_scope__init(scope)
-        scope.pointee.name = arena.string(origin.scopeName)
-        scope.pointee.version = arena.string(origin.scopeVersion)
-        scopeMetrics.pointee.scope = scope
+        scopeMetrics.pointee.scope = OTLPCommon.scope(origin, arena)
 
         let list = arena.allocate(UnsafeMutablePointer<Opentelemetry__Proto__Metrics__V1__Metric>?.self, count: metrics.count)
         for (index, metric) in metrics.enumerated() { list[index] = encode(metric, arena) }
@@ -93,7 +86,7 @@ public enum OTLPMetricsEncoder {
             for (index, point) in points.enumerated() {
                 let item = arena.allocate(Opentelemetry__Proto__Metrics__V1__HistogramDataPoint.self)
                 opentelemetry__proto__metrics__v1__histogram_data_point__init(item)
-                (item.pointee.n_attributes, item.pointee.attributes) = OTLPTraceEncoder.keyValues(point.attributes, arena)
+                (item.pointee.n_attributes, item.pointee.attributes) = OTLPCommon.keyValues(point.attributes, arena)
                 item.pointee.start_time_unix_nano = point.startTimeUnixNano
                 item.pointee.time_unix_nano = point.timeUnixNano
                 item.pointee.count = point.count
@@ -113,8 +106,8 @@ public enum OTLPMetricsEncoder {
                         let entry = arena.allocate(Opentelemetry__Proto__Metrics__V1__Exemplar.self)
                         opentelemetry__proto__metrics__v1__exemplar__init(entry)
                         entry.pointee.time_unix_nano = exemplar.timeUnixNano
-                        entry.pointee.trace_id = OTLPTraceEncoder.binary(exemplar.traceID, arena)
-                        entry.pointee.span_id = OTLPTraceEncoder.binary(exemplar.spanID, arena)
+                        entry.pointee.trace_id = OTLPCommon.binary(exemplar.traceID, arena)
+                        entry.pointee.span_id = OTLPCommon.binary(exemplar.spanID, arena)
                         entry.pointee.value_case = OPENTELEMETRY__PROTO__METRICS__V1__EXEMPLAR__VALUE_AS_DOUBLE
                         entry.pointee.as_double = exemplar.value
                         exemplars[position] = entry
@@ -140,7 +133,7 @@ public enum OTLPMetricsEncoder {
         for (index, point) in points.enumerated() {
             let item = arena.allocate(Opentelemetry__Proto__Metrics__V1__NumberDataPoint.self)
             opentelemetry__proto__metrics__v1__number_data_point__init(item)
-            (item.pointee.n_attributes, item.pointee.attributes) = OTLPTraceEncoder.keyValues(point.attributes, arena)
+            (item.pointee.n_attributes, item.pointee.attributes) = OTLPCommon.keyValues(point.attributes, arena)
             item.pointee.start_time_unix_nano = point.startTimeUnixNano
             item.pointee.time_unix_nano = point.timeUnixNano
             item.pointee.value_case = OPENTELEMETRY__PROTO__METRICS__V1__NUMBER_DATA_POINT__VALUE_AS_DOUBLE

@@ -16,18 +16,11 @@ public enum OTLPTraceEncoder {
 
         let resourceSpans = arena.allocate(Opentelemetry__Proto__Trace__V1__ResourceSpans.self)
         opentelemetry__proto__trace__v1__resource_spans__init(resourceSpans)
-        let resource = arena.allocate(Opentelemetry__Proto__Resource__V1__Resource.self)
-        opentelemetry__proto__resource__v1__resource__init(resource)
-        (resource.pointee.n_attributes, resource.pointee.attributes) = keyValues(origin.resourceAttributes, arena)
-        resourceSpans.pointee.resource = resource
+        resourceSpans.pointee.resource = OTLPCommon.resource(origin, arena)
 
         let scopeSpans = arena.allocate(Opentelemetry__Proto__Trace__V1__ScopeSpans.self)
         opentelemetry__proto__trace__v1__scope_spans__init(scopeSpans)
-        let scope = arena.allocate(Opentelemetry__Proto__Common__V1__InstrumentationScope.self)
-        opentelemetry__proto__common__v1__instrumentation_scope__init(scope)
-        scope.pointee.name = arena.string(origin.scopeName)
-        scope.pointee.version = arena.string(origin.scopeVersion)
-        scopeSpans.pointee.scope = scope
+        scopeSpans.pointee.scope = OTLPCommon.scope(origin, arena)
 
         let spanPointers = arena.allocate(UnsafeMutablePointer<Opentelemetry__Proto__Trace__V1__Span>?.self, count: spans.count)
         for (index, span) in spans.enumerated() {
@@ -73,14 +66,14 @@ public enum OTLPTraceEncoder {
     private static func encode(_ span: OTLPSpan, _ arena: CArena) -> UnsafeMutablePointer<Opentelemetry__Proto__Trace__V1__Span> {
         let out = arena.allocate(Opentelemetry__Proto__Trace__V1__Span.self)
         opentelemetry__proto__trace__v1__span__init(out)
-        out.pointee.trace_id = binary(span.traceID, arena)
-        out.pointee.span_id = binary(span.spanID, arena)
-        out.pointee.parent_span_id = binary(span.parentSpanID, arena)
+        out.pointee.trace_id = OTLPCommon.binary(span.traceID, arena)
+        out.pointee.span_id = OTLPCommon.binary(span.spanID, arena)
+        out.pointee.parent_span_id = OTLPCommon.binary(span.parentSpanID, arena)
         out.pointee.name = arena.string(span.name)
         out.pointee.kind = Opentelemetry__Proto__Trace__V1__Span__SpanKind(rawValue: UInt32(span.kind.rawValue))
         out.pointee.start_time_unix_nano = span.startTimeUnixNano
         out.pointee.end_time_unix_nano = span.endTimeUnixNano
-        (out.pointee.n_attributes, out.pointee.attributes) = keyValues(span.attributes, arena)
+        (out.pointee.n_attributes, out.pointee.attributes) = OTLPCommon.keyValues(span.attributes, arena)
 
         if !span.events.isEmpty {
             let list = arena.allocate(UnsafeMutablePointer<Opentelemetry__Proto__Trace__V1__Span__Event>?.self, count: span.events.count)
@@ -89,7 +82,7 @@ public enum OTLPTraceEncoder {
                 opentelemetry__proto__trace__v1__span__event__init(item)
                 item.pointee.time_unix_nano = event.timeUnixNano
                 item.pointee.name = arena.string(event.name)
-                (item.pointee.n_attributes, item.pointee.attributes) = keyValues(event.attributes, arena)
+                (item.pointee.n_attributes, item.pointee.attributes) = OTLPCommon.keyValues(event.attributes, arena)
                 list[index] = item
             }
             out.pointee.n_events = span.events.count
@@ -100,9 +93,9 @@ public enum OTLPTraceEncoder {
             for (index, link) in span.links.enumerated() {
                 let item = arena.allocate(Opentelemetry__Proto__Trace__V1__Span__Link.self)
                 opentelemetry__proto__trace__v1__span__link__init(item)
-                item.pointee.trace_id = binary(link.traceID, arena)
-                item.pointee.span_id = binary(link.spanID, arena)
-                (item.pointee.n_attributes, item.pointee.attributes) = keyValues(link.attributes, arena)
+                item.pointee.trace_id = OTLPCommon.binary(link.traceID, arena)
+                item.pointee.span_id = OTLPCommon.binary(link.spanID, arena)
+                (item.pointee.n_attributes, item.pointee.attributes) = OTLPCommon.keyValues(link.attributes, arena)
                 list[index] = item
             }
             out.pointee.n_links = span.links.count
@@ -114,64 +107,6 @@ public enum OTLPTraceEncoder {
             status.pointee.code = Opentelemetry__Proto__Trace__V1__Status__StatusCode(rawValue: UInt32(span.status.code.rawValue))
             status.pointee.message = arena.string(span.status.message)
             out.pointee.status = status
-        }
-        return out
-    }
-
-    static func binary(_ bytes: [UInt8], _ arena: CArena) -> ProtobufCBinaryData {
-        let copy = arena.bytes(bytes)
-        return ProtobufCBinaryData(len: copy.count, data: copy.pointer)
-    }
-
-    static func keyValues(
-        _ attributes: [OTLPAttribute], _ arena: CArena
-    ) -> (Int, UnsafeMutablePointer<UnsafeMutablePointer<Opentelemetry__Proto__Common__V1__KeyValue>?>?) {
-        guard !attributes.isEmpty else { return (0, nil) }
-        let list = arena.allocate(UnsafeMutablePointer<Opentelemetry__Proto__Common__V1__KeyValue>?.self, count: attributes.count)
-        for (index, attribute) in attributes.enumerated() {
-            let pair = arena.allocate(Opentelemetry__Proto__Common__V1__KeyValue.self)
-            opentelemetry__proto__common__v1__key_value__init(pair)
-            pair.pointee.key = arena.string(attribute.key)
-            pair.pointee.value = anyValue(attribute.value, arena)
-            list[index] = pair
-        }
-        return (attributes.count, list)
-    }
-
-    private static func anyValue(_ value: OTLPValue, _ arena: CArena) -> UnsafeMutablePointer<Opentelemetry__Proto__Common__V1__AnyValue> {
-        let out = arena.allocate(Opentelemetry__Proto__Common__V1__AnyValue.self)
-        opentelemetry__proto__common__v1__any_value__init(out)
-        switch value {
-        case let .string(text):
-            out.pointee.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE
-            out.pointee.string_value = arena.string(text)
-        case let .bool(flag):
-            out.pointee.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE
-            out.pointee.bool_value = flag ? 1 : 0
-        case let .int(number):
-            out.pointee.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE
-            out.pointee.int_value = number
-        case let .double(number):
-            out.pointee.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE
-            out.pointee.double_value = number
-        case let .bytes(bytes):
-            out.pointee.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BYTES_VALUE
-            out.pointee.bytes_value = binary(bytes, arena)
-        case let .array(values):
-            out.pointee.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE
-            let array = arena.allocate(Opentelemetry__Proto__Common__V1__ArrayValue.self)
-            opentelemetry__proto__common__v1__array_value__init(array)
-            let list = arena.allocate(UnsafeMutablePointer<Opentelemetry__Proto__Common__V1__AnyValue>?.self, count: values.count)
-            for (index, item) in values.enumerated() { list[index] = anyValue(item, arena) }
-            array.pointee.n_values = values.count
-            array.pointee.values = values.isEmpty ? nil : list
-            out.pointee.array_value = array
-        case let .keyValues(pairs):
-            out.pointee.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_KVLIST_VALUE
-            let kvlist = arena.allocate(Opentelemetry__Proto__Common__V1__KeyValueList.self)
-            opentelemetry__proto__common__v1__key_value_list__init(kvlist)
-            (kvlist.pointee.n_values, kvlist.pointee.values) = keyValues(pairs, arena)
-            out.pointee.kvlist_value = kvlist
         }
         return out
     }
