@@ -163,9 +163,11 @@ final class SQLiteConnection: @unchecked Sendable {
 
     /// Runs `body` inside `BEGIN IMMEDIATE ... COMMIT`, rolling back on any error.
     /// The counter changes `body` noted are written just before the commit.
-    /// The three statements are prepared once, like every other.
-    func transaction<T>(_ body: () throws(StateStoreError) -> T) throws(StateStoreError) -> T {
-        try statement(Self.begin).run()
+    /// With `reading`, a deferred `BEGIN`: reads in one consistent snapshot,
+    /// under one shared lock instead of one per statement.
+    /// The statements are prepared once, like every other.
+    func transaction<T>(reading: Bool = false, _ body: () throws(StateStoreError) -> T) throws(StateStoreError) -> T {
+        try statement(reading ? Self.beginRead : Self.begin).run()
         counterChanges = CounterChanges()
         do {
             let value = try body()
@@ -174,22 +176,6 @@ final class SQLiteConnection: @unchecked Sendable {
                 try counterChanges.apply(on: self)
                 resetActive()
             }
-            try statement(Self.commit).run()
-            return value
-        } catch {
-            resetActive()
-            _ = try? statement(Self.rollback).run()
-            throw error
-        }
-    }
-
-    /// Runs reads inside one deferred transaction: one consistent snapshot, and
-    /// one shared lock taken for all of them instead of one per statement.
-    func readTransaction<T>(_ body: () throws(StateStoreError) -> T) throws(StateStoreError) -> T {
-        try statement(Self.beginRead).run()
-        do {
-            let value = try body()
-            resetActive()
             try statement(Self.commit).run()
             return value
         } catch {

@@ -134,7 +134,7 @@ extension SQLiteStateStore {
 
     public func statusCounters() async throws -> StatusCounters {
         try withConnection { (connection) throws(StateStoreError) in
-            try connection.readTransaction { () throws(StateStoreError) in try Self.readCounters(connection) }
+            try connection.transaction(reading: true) { () throws(StateStoreError) in try Self.readCounters(connection) }
         }
     }
 
