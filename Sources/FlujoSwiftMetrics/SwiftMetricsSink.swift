@@ -29,6 +29,7 @@ public final class SwiftMetricsSink: HookSink {
     public var interests: Set<HookEventKind> { [.preRun, .postRun, .postStep, .onStepFailure, .onPause, .taskFinished] }
 
     private struct Key: Hashable {
+        let kind: ObjectIdentifier
         let label: String
         let dimensions: [String]
     }
@@ -36,10 +37,8 @@ public final class SwiftMetricsSink: HookSink {
     private let factory: any MetricsFactory
     private let maxStepLabels: Int
     private let steps = Mutex<Set<String>>([])
-    private let counters = Mutex<[Key: Counter]>([:])
-    private let floatingCounters = Mutex<[Key: FloatingPointCounter]>([:])
-    private let timers = Mutex<[Key: CoreMetrics.Timer]>([:])
-    private let recorders = Mutex<[Key: Recorder]>([:])
+    /// Every metric made so far, by kind, label and dimensions: each is made once.
+    private let made = Mutex<[Key: AnyObject]>([:])
 
     /// Creates the sink on `factory` (the bootstrapped `MetricsSystem.factory` by default).
     public init(factory: any MetricsFactory = MetricsSystem.factory, maxStepLabels: Int = 200) {
@@ -100,47 +99,32 @@ public final class SwiftMetricsSink: HookSink {
         return seconds >= 9e9 ? Int64.max : Int64(seconds * 1e9)
     }
 
-    private static func key(_ label: String, _ dimensions: [(String, String)]) -> Key {
-        Key(label: label, dimensions: dimensions.flatMap { [$0.0, $0.1] })
+    /// The metric of this kind, label and dimensions, made on first use.
+    private func metric<Metric: AnyObject>(
+        _ label: String, _ dimensions: [(String, String)], make: (String, [(String, String)], any MetricsFactory) -> Metric
+    ) -> Metric {
+        made.withLock { made in
+            let key = Key(kind: ObjectIdentifier(Metric.self), label: label, dimensions: dimensions.flatMap { [$0.0, $0.1] })
+            if let existing = made[key] as? Metric { return existing }
+            let created = make(label, dimensions, factory)
+            made[key] = created
+            return created
+        }
     }
 
     private func counter(_ label: String, _ dimensions: [(String, String)] = []) -> Counter {
-        counters.withLock { made in
-            let key = Self.key(label, dimensions)
-            if let existing = made[key] { return existing }
-            let created = Counter(label: label, dimensions: dimensions, factory: factory)
-            made[key] = created
-            return created
-        }
+        metric(label, dimensions) { Counter(label: $0, dimensions: $1, factory: $2) }
     }
 
     private func floatingCounter(_ label: String, _ dimensions: [(String, String)]) -> FloatingPointCounter {
-        floatingCounters.withLock { made in
-            let key = Self.key(label, dimensions)
-            if let existing = made[key] { return existing }
-            let created = FloatingPointCounter(label: label, dimensions: dimensions, factory: factory)
-            made[key] = created
-            return created
-        }
+        metric(label, dimensions) { FloatingPointCounter(label: $0, dimensions: $1, factory: $2) }
     }
 
     private func timer(_ label: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Timer {
-        timers.withLock { made in
-            let key = Self.key(label, dimensions)
-            if let existing = made[key] { return existing }
-            let created = CoreMetrics.Timer(label: label, dimensions: dimensions, factory: factory)
-            made[key] = created
-            return created
-        }
+        metric(label, dimensions) { CoreMetrics.Timer(label: $0, dimensions: $1, factory: $2) }
     }
 
     private func recorder(_ label: String) -> Recorder {
-        recorders.withLock { made in
-            let key = Self.key(label, [])
-            if let existing = made[key] { return existing }
-            let created = Recorder(label: label, dimensions: [], aggregate: true, factory: factory)
-            made[key] = created
-            return created
-        }
+        metric(label, []) { Recorder(label: $0, dimensions: $1, aggregate: true, factory: $2) }
     }
 }
