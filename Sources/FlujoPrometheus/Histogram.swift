@@ -5,12 +5,13 @@ import W3CTraceContext
 /// exemplar of each bucket (OpenMetrics shows them; Prometheus text does not).
 ///
 /// It keeps its own samples (names, labels and rendered prefixes made once)
-/// and updates their values as it observes, so a scrape takes them as they
-/// are: one reference, no sample built.
+/// and updates their values as it observes: an observation adds to one
+/// bucket, and a scrape writes the lines from them in place, making the
+/// buckets cumulative as it goes, with no sample built.
 final class Histogram: SampleSource {
     let bounds: [Double]
     private struct State {
-        /// `_bucket` (cumulative) samples, then `_sum` and `_count`.
+        /// `_bucket` samples, each counting its own bucket only, then `_sum` and `_count`.
         var samples: [MetricFamily.Sample]
     }
     private let state: Mutex<State>
@@ -38,8 +39,7 @@ final class Histogram: SampleSource {
         let last = bounds.count
         state.withLock { state in
             state.samples.withUnsafeMutableBufferPointer { samples in
-                // Buckets are cumulative: this one and every wider one count the value.
-                for bucket in index...last { samples[bucket].value += 1 }
+                samples[index].value += 1
                 samples[last + 1].value += value
                 samples[last + 2].value += 1
                 if let exemplar {
@@ -51,10 +51,30 @@ final class Histogram: SampleSource {
 
     /// `_bucket` samples (cumulative, ending with `+Inf` equal to `_count`), `_sum` and `_count`.
     var samples: [MetricFamily.Sample] {
-        state.withLock { $0.samples }
+        var samples = state.withLock { $0.samples }
+        var cumulative = 0.0
+        for index in 0...bounds.count {
+            cumulative += samples[index].value
+            samples[index].value = cumulative
+        }
+        return samples
     }
 
     func write(into out: inout ExpositionWriter, exemplars: Bool) {
-        state.withLock { state in out.appendLines(state.samples, exemplars: exemplars) }
+        let buckets = bounds.count + 1
+        state.withLock { state in
+            state.samples.withUnsafeBufferPointer { samples in
+                guard let base = samples.baseAddress else { return }
+                var cumulative = 0.0
+                for index in 0..<samples.count {
+                    if index < buckets {
+                        cumulative += samples[index].value
+                        out.appendLine(base + index, value: cumulative, exemplar: exemplars)
+                    } else {
+                        out.appendLine(base + index, exemplar: exemplars)
+                    }
+                }
+            }
+        }
     }
 }

@@ -125,10 +125,11 @@ struct ExpositionWriter {
         }
     }
 
-    /// One sample line; with `exemplar`, its exemplar in the OpenMetrics form.
-    mutating func appendLine(_ sample: UnsafePointer<MetricFamily.Sample>, exemplar: Bool) {
+    /// One sample line, with `value` in place of the sample's when given; with
+    /// `exemplar`, its exemplar in the OpenMetrics form.
+    mutating func appendLine(_ sample: UnsafePointer<MetricFamily.Sample>, value: Double? = nil, exemplar: Bool) {
         appendPrefix(sample)
-        appendValue(sample.pointee.value)
+        appendValue(value ?? sample.pointee.value)
         if exemplar, sample.pointee.exemplar != nil {
             let exemplar = sample.pointee.exemplar!
             append(" # {trace_id=\"")
