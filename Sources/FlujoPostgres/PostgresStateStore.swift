@@ -219,12 +219,6 @@ public final class PostgresStateStore: StateStore {
         }
     }
 
-    public func saveTaskTrace(_ trace: TaskTrace, runID: String) async throws {
-        try await transaction { db in
-            try await db.execute("UPDATE workflow_state SET trace = \(trace.encoded) WHERE run_id = \(runID.pg)")
-        }
-    }
-
     public func saveSpans(_ spans: [SpanRecord]) async throws {
         guard !spans.isEmpty else { return }
         try await transaction { db in

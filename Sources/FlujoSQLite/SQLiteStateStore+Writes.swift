@@ -70,7 +70,6 @@ extension SQLiteStateStore {
         RETURNING \(endedColumns)
         """)
     private static let traceSQL = SQL("SELECT trace FROM workflow_state WHERE run_id = ?1")
-    private static let saveTraceSQL = SQL("UPDATE workflow_state SET trace = ?2 WHERE run_id = ?1")
     private static let addUsageSQL = SQL("UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
 
     private static let saveSpanSQL = SQL("""
@@ -108,15 +107,6 @@ extension SQLiteStateStore {
             statement.bind(1, runID)
             guard try statement.step() else { return nil }
             return statement.string(0).flatMap(TaskTrace.init(encoded:))
-        }
-    }
-
-    public func saveTaskTrace(_ trace: TaskTrace, runID: String) async throws {
-        try await write { (connection) throws(StateStoreError) in
-            let statement = try connection.statement(Self.saveTraceSQL)
-            statement.bind(1, runID)
-            statement.bind(2, trace.encoded)
-            try statement.run()
         }
     }
 

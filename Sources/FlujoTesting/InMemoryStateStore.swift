@@ -144,12 +144,6 @@ public final class InMemoryStateStore: StateStore {
         storage.withLock { $0.traces[runID] }
     }
 
-    public func saveTaskTrace(_ trace: TaskTrace, runID: String) async throws {
-        storage.withLock { storage in
-            if storage.states[runID] != nil { storage.traces[runID] = trace }
-        }
-    }
-
     public func prune(_ policy: PrunePolicy, limit: Int, dryRun: Bool) async throws -> Int {
         storage.withLock { storage in
             let doomed = storage.states.values.filter(policy.prunes).map(\.runID).sorted()

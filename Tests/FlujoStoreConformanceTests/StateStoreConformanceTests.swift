@@ -283,7 +283,7 @@ struct StateStoreConformanceTests {
         try await store.save(task)
         #expect(try await store.taskTrace(runID: task.runID) == first)
         let second = first.nextAttempt(startingAt: 1_700_000_001_000_000_000, number: 2)
-        try await store.saveTaskTrace(second, runID: task.runID)
+        try await store.save([StateWrite(task, trace: second)])
         let read = try #require(try await store.taskTrace(runID: task.runID))
         #expect(read == second)
         #expect(read.launch == first.launch && read.attempt.parentSpanID == first.launch.spanID && read.attempt.spanID != first.attempt.spanID)

@@ -147,12 +147,14 @@ public struct TaskOperations: Sendable {
         let inputJSON = TaskLifecycle.input(of: task, newInputJSON: newData?.jsonText)
         let resumed = TaskLifecycle.resumed(task, newInputJSON: newData?.jsonText)
         // The new attempt continues the trace of the launch, linked to the attempt before it.
+        // Its record is saved with its outcome: the next attempt links to an attempt that ended.
         var link: AttemptLink?
+        var trace: TaskTrace?
         let span: SpanPosition
         if let previous = try? await store.taskTrace(runID: task.runID) {
             let next = previous.nextAttempt(startingAt: Identifiers.nowUnixNano(), number: resumed.attempts)
-            try? await store.saveTaskTrace(next, runID: task.runID)
             link = AttemptLink(kind: kind, previous: previous.attempt, previousAttempt: previous.attemptNumber)
+            trace = next
             span = next.attempt
         } else {
             span = .root(sampler: settings.telemetry.sampler)
@@ -167,7 +169,7 @@ public struct TaskOperations: Sendable {
         let (outcome, duration) = await executor.executeTask(
             step, retry: .none, input: StepValue(json: inputJSON), identity: identity, context: context, budget: budget,
             task: resumed, attempt: resumed.attempts, link: link)
-        if let pending = await executor.finishTask(outcome, task: resumed, inputJSON: inputJSON, identity: identity, duration: duration, resumedFrom: task.status) {
+        if let pending = await executor.finishTask(outcome, task: resumed, inputJSON: inputJSON, identity: identity, duration: duration, resumedFrom: task.status, trace: trace) {
             // The step ran but its outcome is not stored: the task keeps its old row and stays resumable.
             throw RunnerError.outcomeNotPersisted(taskID: taskID, status: outcome.status, reason: pending.error)
         }

@@ -136,7 +136,7 @@ extension Runner {
     func writePending() async {
         for pending in tracker.pendingOutcomes {
             do {
-                try await store.save([StateWrite(pending.state, step: pending.step, parentUsage: pending.parentUsage, nextAttemptAt: pending.nextAttemptAt)])
+                try await store.save([StateWrite(pending.state, step: pending.step, parentUsage: pending.parentUsage, nextAttemptAt: pending.nextAttemptAt, trace: pending.trace)])
                 tracker.removePending(runID: pending.state.runID)
                 logger.notice("wrote the outcome of task \(pending.state.taskID ?? pending.state.runID) after \(pending.attempts) failed attempt(s)")
             } catch {

@@ -7,6 +7,7 @@ struct PendingOutcome: Sendable {
     let step: StepRecord
     let parentUsage: Usage
     let nextAttemptAt: Timestamp?
+    let trace: TaskTrace?
     var error: String
     var attempts = 1
 }
@@ -46,8 +47,9 @@ extension Executor {
     /// Persists a task's outcome as `TaskLifecycle.finished` records it, adds
     /// its usage to its parent, and emits its end events. Returns the outcome
     /// when it could not be written, for the caller to keep and write again.
+    /// `trace` is the attempt's trace record, saved with the outcome.
     @discardableResult
-    func finishTask(_ outcome: StepOutcome, task: WorkflowState, inputJSON: String, identity: EventIdentity, duration: Double, resumedFrom: RunStatus? = nil) async -> PendingOutcome? {
+    func finishTask(_ outcome: StepOutcome, task: WorkflowState, inputJSON: String, identity: EventIdentity, duration: Double, resumedFrom: RunStatus? = nil, trace: TaskTrace? = nil) async -> PendingOutcome? {
         var pending: PendingOutcome?
         let result = StepResult(
             name: task.stepName ?? "", outputJSON: outcome.output?.json, success: outcome.status == .completed,
@@ -66,10 +68,10 @@ extension Executor {
                 tokens: result.usage.tokens, feedback: result.feedback, finishedAt: state.updatedAt)
             let next = TaskLifecycle.nextAttempt(for: state, schedule: TaskLifecycle.RetrySchedule(settings.backgroundTasks), at: state.updatedAt)
             do {
-                try await store.save([StateWrite(state, step: step, parentUsage: outcome.usage, nextAttemptAt: next)])
+                try await store.save([StateWrite(state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, trace: trace)])
             } catch {
                 logger.warning("could not persist the outcome of task \(state.taskID ?? state.runID) yet: \(error)")
-                pending = PendingOutcome(state: state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, error: "\(error)")
+                pending = PendingOutcome(state: state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, trace: trace, error: "\(error)")
             }
         }
         try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(

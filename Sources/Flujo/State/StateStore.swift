@@ -68,11 +68,8 @@ public protocol StateStore: Sendable {
     /// changes none.
     func failOrphanedTasks(applying transition: TaskTransition) async throws -> [EndedTask]
 
-    /// The trace record a task keeps (`StateWrite.trace`, `saveTaskTrace`), or nil.
+    /// The trace record a task keeps (written by a `StateWrite` that carries one), or nil.
     func taskTrace(runID: String) async throws -> TaskTrace?
-
-    /// Replaces a task's trace record: a new attempt starts (resume, retry, recovery).
-    func saveTaskTrace(_ trace: TaskTrace, runID: String) async throws
 
 
     /// Claims the failed task that has waited longest for its next attempt
@@ -127,7 +124,8 @@ public struct StateWrite: Sendable, Hashable {
     public var parentUsage: Usage?
     /// When a worker may run the task again (`TaskLifecycle.nextAttempt`); nil: not scheduled.
     public var nextAttemptAt: Timestamp?
-    /// The task's trace record, written with a launch; nil keeps the stored one.
+    /// The task's trace record, written with a launch and with each later attempt's
+    /// outcome; nil keeps the stored one.
     public var trace: TaskTrace?
 
     /// Creates a write.
