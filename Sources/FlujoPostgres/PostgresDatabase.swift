@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import PostgresNIO
+import Synchronization
 
 /// A connection to a PostgreSQL state database, opened and brought to the
 /// current schema: the first part of the PostgreSQL state store.
@@ -12,12 +13,22 @@ import PostgresNIO
 public final class PostgresDatabase: Sendable {
     /// Where it is.
     public let location: PostgresLocation
-    let connection: PostgresConnection
     let logger: Logger
+    /// The connection in use: replaced by a new one when it is lost.
+    private let current: Mutex<PostgresConnection>
+    private let lifecycle = Mutex<Lifecycle>(Lifecycle())
+    /// Run on every new connection before it is used (the locks connection takes its locks back).
+    private let restore = Mutex<(@Sendable (PostgresConnection) async throws -> Void)?>(nil)
+
+    private struct Lifecycle {
+        var closed = false
+        var reconnecting: Task<PostgresConnection, any Error>?
+        var watched = false
+    }
 
     private init(location: PostgresLocation, connection: PostgresConnection, logger: Logger) {
         self.location = location
-        self.connection = connection
+        self.current = Mutex(connection)
         self.logger = logger
     }
 
@@ -27,6 +38,100 @@ public final class PostgresDatabase: Sendable {
         let connection = self.connection
         let closing: EventLoopFuture<Void> = connection.close()
         closing.whenComplete { _ in withExtendedLifetime(connection) {} }
+    }
+
+    /// The connection in use (it may have been lost: statements use `live()`).
+    var connection: PostgresConnection { current.withLock { $0 } }
+
+    /// The connection in use, or a new one when it was lost (a server restart,
+    /// a killed session). Connecting again is tried for the location's
+    /// `reconnectWindow` (at least once), by one caller at a time.
+    func live() async throws(PostgresStoreError) -> PostgresConnection {
+        let connection = self.connection
+        if !connection.isClosed { return connection }
+        return try await reconnect()
+    }
+
+    /// Runs `body` on every connection made from now on, before it is used.
+    func onReconnect(_ body: @escaping @Sendable (PostgresConnection) async throws -> Void) {
+        restore.withLock { $0 = body }
+    }
+
+    /// Connects again as soon as the connection is lost, not at its next use:
+    /// for the connection whose session holds locks, which must be taken back
+    /// within the reconnect window.
+    func keepConnected() {
+        let start = lifecycle.withLock { state -> Bool in
+            defer { state.watched = true }
+            return !state.watched
+        }
+        if start { watch(connection) }
+    }
+
+    private func watch(_ connection: PostgresConnection) {
+        connection.closeFuture.whenComplete { [weak self] _ in
+            Task { [weak self] in
+                while let self, !self.lifecycle.withLock({ $0.closed }), self.connection === connection {
+                    do {
+                        _ = try await self.reconnect()
+                        return
+                    } catch {
+                        self.logger.warning("PostgreSQL state connection lost; connecting again: \(error)")
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+            }
+        }
+    }
+
+    private func reconnect() async throws(PostgresStoreError) -> PostgresConnection {
+        let task = lifecycle.withLock { state -> Task<PostgresConnection, any Error>? in
+            guard !state.closed else { return nil }
+            if let running = state.reconnecting { return running }
+            let running = Task { try await self.connectAgain() }
+            state.reconnecting = running
+            return running
+        }
+        guard let task else { throw .cannotConnect(location: location.description, reason: "the store was closed") }
+        do {
+            return try await task.value
+        } catch let error as PostgresStoreError {
+            throw error
+        } catch {
+            throw Self.map(error, location)
+        }
+    }
+
+    private func connectAgain() async throws -> PostgresConnection {
+        defer { lifecycle.withLock { $0.reconnecting = nil } }
+        let old = connection
+        if !old.isClosed { return old }
+        let deadline = ContinuousClock.now + location.reconnectWindow
+        var delay = Duration.milliseconds(50)
+        while true {
+            do {
+                let connection = try await Self.connect(location, logger: logger)
+                do {
+                    try await restore.withLock({ $0 })?(connection)
+                } catch {
+                    try? await connection.close()
+                    throw error
+                }
+                let watched = lifecycle.withLock { state -> Bool? in state.closed ? nil : state.watched }
+                guard let watched else {
+                    try? await connection.close()
+                    throw PostgresStoreError.cannotConnect(location: location.description, reason: "the store was closed")
+                }
+                current.withLock { $0 = connection }
+                if watched { watch(connection) }
+                logger.notice("PostgreSQL state connection to \(location) made again")
+                return connection
+            } catch {
+                guard ContinuousClock.now + delay < deadline else { throw error }
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(1))
+            }
+        }
     }
 
     /// Connects and migrates the schema to `PostgresSchema.currentVersion`;
@@ -70,7 +175,7 @@ public final class PostgresDatabase: Sendable {
     public func tableNames() async throws(PostgresStoreError) -> Set<String> {
         do {
             var names = Set<String>()
-            let rows = try await connection.query("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()", logger: logger)
+            let rows = try await live().query("SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema()", logger: logger)
             for try await name in rows.decode(String.self) { names.insert(name) }
             return names
         } catch {
@@ -98,8 +203,14 @@ public final class PostgresDatabase: Sendable {
         try await execute("INSERT INTO flujo_schema_versions (version) VALUES (\(version))")
     }
 
-    /// Closes the connection.
+    /// Closes the connection; it is not made again.
     public func close() async {
+        let reconnecting = lifecycle.withLock { state in
+            state.closed = true
+            return state.reconnecting
+        }
+        reconnecting?.cancel()
+        _ = try? await reconnecting?.value
         try? await connection.close()
     }
 
@@ -107,7 +218,7 @@ public final class PostgresDatabase: Sendable {
     func query(_ statement: PostgresQuery) async throws(PostgresStoreError) -> [Int] {
         do {
             var values: [Int] = []
-            for try await value in try await connection.query(statement, logger: logger).decode(Int.self) { values.append(value) }
+            for try await value in try await live().query(statement, logger: logger).decode(Int.self) { values.append(value) }
             return values
         } catch {
             throw Self.map(error, location)
@@ -118,7 +229,7 @@ public final class PostgresDatabase: Sendable {
     func rows<T>(_ statement: PostgresQuery, _ decode: (PostgresRandomAccessRow) throws -> T) async throws(PostgresStoreError) -> [T] {
         do {
             var values: [T] = []
-            for try await row in try await connection.query(statement, logger: logger) {
+            for try await row in try await live().query(statement, logger: logger) {
                 values.append(try decode(row.makeRandomAccess()))
             }
             return values
@@ -132,7 +243,7 @@ public final class PostgresDatabase: Sendable {
     /// Runs statements that return nothing.
     func execute(_ statement: PostgresQuery) async throws(PostgresStoreError) {
         do {
-            _ = try await connection.query(statement, logger: logger)
+            _ = try await live().query(statement, logger: logger)
         } catch {
             throw Self.map(error, location)
         }

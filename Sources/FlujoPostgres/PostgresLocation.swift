@@ -3,7 +3,7 @@ import Foundation
 /// Where a PostgreSQL state database is: read from a `postgres://` state URI
 /// (`[state] uri`, `FLUJO_STATE_URI`, `--db`).
 ///
-/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?connect_timeout=S&statement_timeout_ms=MS&sslmode=disable|prefer|require]`.
+/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?connect_timeout=S&statement_timeout_ms=MS&reconnect_window=S&sslmode=disable|prefer|require]`.
 /// The password comes from the URI, else `PGPASSWORD`, else the password file
 /// (`PGPASSFILE`, or `~/.pgpass`: `host:port:database:user:password` lines,
 /// `*` matching anything), as libpq finds it. It is never part of
@@ -35,6 +35,11 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
     public var statementTimeoutMs: Int
     /// TLS use (`sslmode`; default `prefer`).
     public var tls: TLSMode
+    /// How long a store whose connection was lost (a server restart, a killed
+    /// session) has to connect again and take its locks back, and so how long
+    /// after a server starts no task is claimed or recovered
+    /// (`reconnect_window`, seconds; default 10).
+    public var reconnectWindow: Duration
 
     /// Whether `uri` names a PostgreSQL database.
     public static func isPostgres(_ uri: String) -> Bool {
@@ -68,6 +73,7 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
         connectTimeout = .seconds(10)
         statementTimeoutMs = 30_000
         tls = .prefer
+        reconnectWindow = .seconds(10)
         for item in components.queryItems ?? [] {
             let value = item.value ?? ""
             switch item.name {
@@ -81,13 +87,18 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
                     throw .invalidURI("statement_timeout_ms \(value.debugDescription) is not a number of milliseconds between 1 and 86400000")
                 }
                 statementTimeoutMs = milliseconds
+            case "reconnect_window":
+                guard let seconds = Double(value), seconds.isFinite, seconds >= 0, seconds <= 3600 else {
+                    throw .invalidURI("reconnect_window \(value.debugDescription) is not a number of seconds between 0 and 3600")
+                }
+                reconnectWindow = .milliseconds(Int(seconds * 1000))
             case "sslmode":
                 guard let mode = TLSMode(rawValue: value) else {
                     throw .invalidURI("sslmode \(value.debugDescription) is not one of disable, prefer, require")
                 }
                 tls = mode
             default:
-                throw .invalidURI("unknown parameter \(item.name.debugDescription) (known: connect_timeout, statement_timeout_ms, sslmode)")
+                throw .invalidURI("unknown parameter \(item.name.debugDescription) (known: connect_timeout, statement_timeout_ms, reconnect_window, sslmode)")
             }
         }
         if let secret = components.password {

@@ -9,22 +9,40 @@ import Synchronization
 /// It keeps the store contract (the conformance suite runs against it):
 /// claims are session-level advisory locks on a connection of their own, so
 /// exactly one resumer holds a task across machines and a dead connection
-/// releases its claims; a running task records its owner as the server
-/// process of that connection (its pid and start time), so recovery knows at
-/// once when the owner is gone. Counters follow the rows in the same
-/// transactions (triggers of schema version 1).
+/// releases its claims. A store is an owner of running tasks with an identity
+/// of its own (`pg:` and a random key), alive while its locks connection holds
+/// the advisory lock of that key, so recovery knows at once when the owner is
+/// gone. Counters follow the rows in the same transactions (triggers of schema
+/// version 1).
+///
+/// Connections that are lost are made again. After a server restart every
+/// lock is gone, so for the location's `reconnectWindow` after the server
+/// starts no task is claimed or recovered, while live stores connect again and
+/// take back their owner lock and their claims. A store whose claim was taken
+/// by another while its session was gone (a session killed on a running
+/// server), or whose running task was recovered meanwhile, has its outcome
+/// refused (`StateStoreError.superseded`) instead of overwriting the newer attempt's.
 public final class PostgresStateStore: StateStore {
     /// Where the state is.
     public let location: PostgresLocation
     let database: PostgresDatabase
     /// Holds the advisory locks: claims and this store's ownership of its running tasks.
     let locks: PostgresDatabase
-    /// This store's identity as the owner of running tasks: the locks connection's server process.
+    /// This store's identity as the owner of running tasks: `pg:` and the key of its owner lock.
     let ownerToken: String
+    /// The key of the owner lock (single-key form, below 2^62).
+    let ownerKey: Int64
     /// Statements on `database` run one transaction at a time.
     private let gate = AsyncGate()
     /// Claims this store holds: task id to owner.
     private let held = Mutex<[String: String]>([:])
+    /// Claims held whose session was lost and which could not be taken back: their outcomes are refused.
+    private let lostClaims = Mutex<Set<String>>([])
+    /// Background runs this store saved as running under its owner: their later writes must find them so.
+    private let owned = Mutex<Set<String>>([])
+    /// The locks connection's session: its server process, and when its server started (on this
+    /// clock), which tells a restart from a session killed on a running server.
+    private let session = Mutex<(pid: Int32, serverStart: ContinuousClock.Instant)>((0, .now))
     /// `flujo_due` notifications received (LISTEN on a connection of its own, opened by the first wait).
     private let dueSignals = Atomic<Int>(0)
     private let listener = Mutex<(started: Bool, task: Task<Void, Never>?)>((false, nil))
@@ -32,15 +50,16 @@ public final class PostgresStateStore: StateStore {
     /// The advisory lock namespace of claims (two-key form: namespace, hash of the task id).
     static let claimNamespace: Int32 = 0x464C_4A43
 
-    private init(location: PostgresLocation, database: PostgresDatabase, locks: PostgresDatabase, ownerToken: String) {
+    private init(location: PostgresLocation, database: PostgresDatabase, locks: PostgresDatabase, ownerKey: Int64) {
         self.location = location
         self.database = database
         self.locks = locks
-        self.ownerToken = ownerToken
+        self.ownerKey = ownerKey
+        self.ownerToken = "pg:\(ownerKey)"
     }
 
-    /// Opens the store: connects twice (statements, locks) and migrates the
-    /// schema (with `migrate: false`, read-only commands change nothing).
+    /// Opens the store: connects twice (statements, locks), takes its owner
+    /// lock and migrates the schema (with `migrate: false`, read-only commands change nothing).
     public static func open(
         _ location: PostgresLocation, migrate: Bool = true, logger: Logger = Logger(label: "flujo.postgres")
     ) async throws(PostgresStoreError) -> PostgresStateStore {
@@ -52,10 +71,48 @@ public final class PostgresStateStore: StateStore {
             await database.close()
             throw error
         }
-        let token = try await locks.rows("SELECT pg_backend_pid()::bigint, floor(extract(epoch FROM backend_start) * 1000000)::bigint FROM pg_stat_activity WHERE pid = pg_backend_pid()") { row in
-            "pg:\(try row[0].decode(Int64.self))@\(try row[1].decode(Int64.self))"
+        let store = PostgresStateStore(location: location, database: database, locks: locks, ownerKey: Int64.random(in: 1..<(1 << 62)))
+        do {
+            try await store.takeLocks(on: locks.connection, restarted: false)
+        } catch {
+            await store.close()
+            throw PostgresDatabase.map(error, location)
         }
-        return PostgresStateStore(location: location, database: database, locks: locks, ownerToken: token.first ?? "pg:unknown")
+        locks.onReconnect { [weak store] connection in try await store?.takeLocks(on: connection, restarted: nil) }
+        locks.keepConnected()
+        return store
+    }
+
+    /// Takes the owner lock on a new locks session and notes the session.
+    /// On a session made again (`restarted` nil: found out here) after a server
+    /// restart, takes back this store's claims too: no other store could claim
+    /// them within the reconnect window. After a session killed on a running
+    /// server, its claims were free for others at once: they are lost.
+    private func takeLocks(on connection: PostgresConnection, restarted: Bool?) async throws {
+        _ = try await connection.query("SELECT pg_advisory_lock(\(ownerKey))", logger: locks.logger)
+        var found: (Int32, Int64)?
+        for try await row in try await connection.query(
+            "SELECT pg_backend_pid(), (extract(epoch FROM clock_timestamp() - pg_postmaster_start_time()) * 1000)::bigint",
+            logger: locks.logger
+        ).decode((Int32, Int64).self) { found = row }
+        guard let (pid, uptimeMs) = found else { return }
+        let serverStart = ContinuousClock.now - .milliseconds(uptimeMs)
+        let previous = session.withLock { session in
+            defer { session = (pid, serverStart) }
+            return session.serverStart
+        }
+        guard restarted != false else { return }
+        // A restart: the server started after the previous session's (beyond clock noise).
+        let afterRestart = serverStart - previous > .seconds(1)
+        for taskID in held.withLock({ Array($0.keys) }) {
+            var taken = false
+            if afterRestart {
+                for try await got in try await connection.query(
+                    "SELECT pg_try_advisory_lock(\(Self.claimNamespace), hashtext(\(taskID.pg)))", logger: locks.logger
+                ).decode(Bool.self) { taken = got }
+            }
+            if !taken { lostClaims.withLock { _ = $0.insert(taskID) } }
+        }
     }
 
     /// The server processes of both connections (tests that kill them).
@@ -89,7 +146,7 @@ public final class PostgresStateStore: StateStore {
         let task = Task { [weak self] in
             do {
                 let connection = try await PostgresDatabase.open(location, migrate: false)
-                for try await _ in try await connection.connection.listen("flujo_due") {
+                for try await _ in try await connection.live().listen("flujo_due") {
                     guard let self else { break }
                     self.dueSignals.add(1, ordering: .releasing)
                 }
@@ -123,12 +180,13 @@ public final class PostgresStateStore: StateStore {
 
     public func save(_ writes: [StateWrite]) async throws {
         guard !writes.isEmpty else { return }
+        let fences = try writes.map { try fence(for: $0.state) }
         if writes.count == 1 {
             // One write is one statement: its own transaction, one round trip.
             await gate.enter()
             defer { gate.leave() }
             let item = writes[0]
-            if let step = item.step, item.state.status == .running, item.parentUsage == nil, item.trace == nil {
+            if let step = item.step, item.state.status == .running, !item.state.isBackgroundTask, item.parentUsage == nil, item.trace == nil {
                 // A step of a running run changes only its progress columns, as in SQLite.
                 let state = item.state
                 let written = try await database.rows("""
@@ -147,18 +205,59 @@ public final class PostgresStateStore: StateStore {
                     """) { try $0[0].decode(Int.self) }
                 if !written.isEmpty { return }
             }
-            try await database.execute(Self.singleWrite(item, owner: ownerToken))
-            return
+            try await write(item, fence: fences[0], on: database)
+        } else {
+            try await transaction { db in
+                for (write, fence) in zip(writes, fences) { try await self.write(write, fence: fence, on: db) }
+            }
         }
-        let owner = ownerToken
-        try await transaction { db in
-            for write in writes { try await db.execute(Self.singleWrite(write, owner: owner)) }
+        owned.withLock { owned in
+            for write in writes where write.state.isBackgroundTask {
+                if write.state.status == .running { owned.insert(write.state.runID) } else { owned.remove(write.state.runID) }
+            }
+        }
+    }
+
+    /// What a write of a background task must find in its row to replace it.
+    enum WriteFence: Sendable {
+        /// Nothing: a new task, or one this store neither runs nor resumes.
+        case none
+        /// Still running under this store's owner: no one recovered it meanwhile.
+        case owned
+        /// The claim still held by this store's locks session `pid`.
+        case claimed(pid: Int32, taskID: String)
+    }
+
+    private func fence(for state: WorkflowState) throws -> WriteFence {
+        guard state.isBackgroundTask else { return .none }
+        if let taskID = state.taskID, held.withLock({ $0[taskID] != nil }) {
+            if lostClaims.withLock({ $0.contains(taskID) }) {
+                throw StateStoreError.superseded(taskID: taskID, reason: "this process's claim on it ended with its database session, and another worker could take it")
+            }
+            return .claimed(pid: session.withLock { $0.pid }, taskID: taskID)
+        }
+        return owned.withLock { $0.contains(state.runID) } ? .owned : .none
+    }
+
+    private func write(_ item: StateWrite, fence: WriteFence, on db: PostgresDatabase) async throws {
+        let written = try await db.query(Self.singleWrite(item, owner: ownerToken, fence: fence))
+        guard written.first == 1 else {
+            let state = item.state
+            let reason: String
+            if case .claimed = fence {
+                reason = "this process's claim on it ended with its database session, and another worker took it"
+            } else {
+                reason = "it was recovered as a lost worker's task while this process's database session was gone"
+            }
+            throw StateStoreError.superseded(taskID: state.taskID ?? state.runID, reason: reason)
         }
     }
 
     /// A whole write as one statement: the state's upsert, its run's row (foreground),
     /// its step, and the usage added to its parent, as data-modifying CTEs.
-    static func singleWrite(_ item: StateWrite, owner ownerToken: String) -> PostgresQuery {
+    /// The upsert replaces a row only as `fence` allows; when it does not, nothing
+    /// is written and the statement returns 0 (else 1).
+    static func singleWrite(_ item: StateWrite, owner ownerToken: String, fence: WriteFence = .none) -> PostgresQuery {
         let state = item.state
         let owner = state.isBackgroundTask && state.status == .running ? ownerToken : nil
         let category = state.errorCategory?.rawValue
@@ -166,6 +265,20 @@ public final class PostgresStateStore: StateStore {
         let step = item.step
         let usage = item.parentUsage ?? Usage()
         let addsUsage = state.parentRunID != nil && (usage.costUSD != 0 || usage.tokens != 0)
+        let condition: String
+        switch fence {
+        case .none:
+            condition = "true"
+        case .owned:
+            condition = "workflow_state.owner = '\(ownerToken)' AND workflow_state.status = 'running'"
+        case let .claimed(pid, taskID):
+            // Spliced in as SQL text: the task id is written as a quoted literal.
+            let literal = "'" + taskID.pg.replacingOccurrences(of: "'", with: "''") + "'"
+            condition = """
+                EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid = \(pid)
+                    AND l.classid::bigint = \(Int64(claimNamespace)) AND l.objid::bigint = (hashtext(\(literal))::bigint & 4294967295))
+                """
+        }
         return """
             WITH state AS (
                 INSERT INTO workflow_state (\(unescaped: stateColumns), owner, next_attempt_at, trace)
@@ -186,12 +299,13 @@ public final class PostgresStateStore: StateStore {
                     resumed_from = excluded.resumed_from, step_name = excluded.step_name, cost_usd = excluded.cost_usd,
                     tokens = excluded.tokens, owner = excluded.owner, next_attempt_at = excluded.next_attempt_at,
                     trace = coalesce(excluded.trace, workflow_state.trace)
+                WHERE \(unescaped: condition)
                 RETURNING 1
             ), run AS (
                 INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, started_at, ended_at, cost_usd, tokens)
                 SELECT \(state.runID.pg), \(state.pipelineName.pg), \(state.pipelineVersion.pg), \(state.status.rawValue),
                        \(state.createdAt.millisecondsSince1970)::bigint, \(ended)::bigint, \(state.costUSD)::double precision, \(state.tokens)::bigint
-                WHERE NOT \(state.isBackgroundTask)::boolean
+                WHERE NOT \(state.isBackgroundTask)::boolean AND EXISTS (SELECT 1 FROM state)
                 ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
                     cost_usd = excluded.cost_usd, tokens = excluded.tokens
                 RETURNING 1
@@ -200,15 +314,15 @@ public final class PostgresStateStore: StateStore {
                 SELECT \(step?.runID.pg), \(step?.stepIndex)::integer, \(step?.stepName.pg), \(step?.success)::boolean, \(step?.outputJSON?.pg),
                        \(step?.attempts)::integer, \(step?.latencySeconds)::double precision, \(step?.costUSD)::double precision,
                        \(step?.tokens)::bigint, \(step?.feedback?.pg), \(step?.finishedAt.millisecondsSince1970)::bigint
-                WHERE \(step != nil)::boolean
+                WHERE \(step != nil)::boolean AND EXISTS (SELECT 1 FROM state)
                 RETURNING 1
             ), parent AS (
                 UPDATE runs SET background_cost_usd = background_cost_usd + \(usage.costUSD)::double precision,
                     background_tokens = background_tokens + \(usage.tokens)::bigint
-                WHERE run_id = \(state.parentRunID?.pg) AND \(addsUsage)::boolean
+                WHERE run_id = \(state.parentRunID?.pg) AND \(addsUsage)::boolean AND EXISTS (SELECT 1 FROM state)
                 RETURNING 1
             )
-            SELECT 1
+            SELECT count(*)::bigint FROM state
             """
     }
 
@@ -264,13 +378,19 @@ public final class PostgresStateStore: StateStore {
 
     public func failOrphanedTasks(applying transition: TaskTransition) async throws -> [EndedTask] {
         try await transaction { db in
-            // An owner is a server process: gone when no session of that pid and start time remains.
+            // An owner is gone when no session holds its owner lock (single-key advisory
+            // locks: the key's high and low halves). Within the reconnect window after
+            // the server started, live owners are taking their locks back: no verdict.
             try await db.rows("""
                 UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
                     error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
                     owner = NULL, next_attempt_at = \(transition.nextAttemptAt?.millisecondsSince1970)
-                WHERE is_background_task AND status = 'running' AND owner IS NOT NULL AND owner NOT IN (
-                    SELECT 'pg:' || pid || '@' || floor(extract(epoch FROM backend_start) * 1000000)::bigint FROM pg_stat_activity)
+                WHERE is_background_task AND status = 'running' AND owner IS NOT NULL
+                  AND clock_timestamp() - pg_postmaster_start_time() >= \(location.reconnectWindow.seconds) * interval '1 second'
+                  AND owner NOT IN (
+                    SELECT 'pg:' || ((l.classid::bigint << 32) | l.objid::bigint) FROM pg_locks AS l
+                    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
                 RETURNING \(unescaped: Self.endedColumns)
                 """, Self.endedTask)
         }
@@ -313,9 +433,11 @@ public final class PostgresStateStore: StateStore {
 
     public func releaseClaim(taskID: String) {
         guard held.withLock({ $0.removeValue(forKey: taskID) }) != nil else { return }
+        if lostClaims.withLock({ $0.remove(taskID) }) != nil { return }
         // The contract makes the release synchronous: the next claim, in any
         // process, must find the task free. The lock connection runs on its own
         // event loop, never on the caller's thread, so waiting here cannot deadlock.
+        guard !locks.connection.isClosed else { return }
         _ = try? locks.connection.query("SELECT pg_advisory_unlock(\(Self.claimNamespace), hashtext(\(taskID.pg)))", logger: locks.logger).wait()
     }
 
@@ -345,9 +467,20 @@ public final class PostgresStateStore: StateStore {
         return nil
     }
 
-    private func tryLock(_ taskID: String) async throws(PostgresStoreError) -> Bool {
-        let got = try await locks.rows("SELECT pg_try_advisory_lock(\(Self.claimNamespace), hashtext(\(taskID.pg)))") { try $0[0].decode(Bool.self) }
-        return got.first ?? false
+    /// Takes a claim's lock if it is free. Within the reconnect window after the
+    /// server started, stores that lived through a restart are taking their
+    /// claims back: the attempt waits until the window is over (the server's clock decides).
+    private func tryLock(_ taskID: String) async throws -> Bool {
+        while true {
+            let got = try await locks.rows("""
+                SELECT CASE WHEN up >= \(location.reconnectWindow.seconds) THEN pg_try_advisory_lock(\(Self.claimNamespace), hashtext(\(taskID.pg))) END,
+                       greatest(0, \(location.reconnectWindow.seconds) - up)
+                FROM (SELECT extract(epoch FROM clock_timestamp() - pg_postmaster_start_time())::double precision AS up) AS server
+                """) { (try $0[0].decode(Bool?.self), try $0[1].decode(Double.self)) }
+            guard let (taken, wait) = got.first else { return false }
+            if let taken { return taken }
+            try await Task.sleep(for: .milliseconds(Int(wait * 1000) + 1))
+        }
     }
 
     private func unlock(_ taskID: String) async throws(PostgresStoreError) {

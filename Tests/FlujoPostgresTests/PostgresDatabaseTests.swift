@@ -93,7 +93,7 @@ struct PostgresDatabaseTests {
         }
     }
 
-    @Test("a store whose connections are killed (pg_terminate_backend) loses its claims and its running tasks at once: another store claims and recovers them")
+    @Test("a store whose sessions are killed (pg_terminate_backend): its claim is released at once and another store takes the task; its late outcomes never overwrite a newer attempt")
     func terminatedBackends() async throws {
         let location = try await freshDatabase("terminate")
         let first = try await PostgresStateStore.open(location)
@@ -116,12 +116,46 @@ struct PostgresDatabaseTests {
         while !claimed && ContinuousClock.now < deadline {
             if case .claimed = try await second.claimTask(taskID: "bg_f", owner: "second") { claimed = true } else { try await Task.sleep(for: .milliseconds(20)) }
         }
-        #expect(claimed, "the killed connection's claim was released")
+        #expect(claimed, "the killed session's claim was released")
+        // The first store connects again, but its claim is gone: its outcome is refused.
+        let late = await saveEventually(first, WorkflowState(
+            runID: "r_bg_bg_f", pipelineName: "p", status: .completed, isBackgroundTask: true, parentRunID: "r", taskID: "bg_f", attempts: 2))
+        #expect(late?.isSuperseded == true, "refused for good: \(String(describing: late))")
+        #expect(try await second.loadTask(taskID: "bg_f")?.status == .failed, "the row waits for the new claimer's outcome")
         second.releaseClaim(taskID: "bg_f")
+        first.releaseClaim(taskID: "bg_f")
+        // Its running task: either recovered before the first store took its owner lock back
+        // (then its outcome is refused), or still its own (then its outcome is written).
         let ended = try await second.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: .now))
-        #expect(ended.map(\.taskID) == ["bg_r"], "its running task is recovered at once, with no threshold")
-        #expect(try await second.loadTask(taskID: "bg_r")?.errorCategory == .lostWorker)
+        let outcome = await saveEventually(first, WorkflowState(
+            runID: "r_bg_bg_r", pipelineName: "p", status: .completed, isBackgroundTask: true, parentRunID: "r", taskID: "bg_r"))
+        if ended.map(\.taskID) == ["bg_r"] {
+            #expect(outcome?.isSuperseded == true)
+            #expect(try await second.loadTask(taskID: "bg_r")?.errorCategory == .lostWorker)
+        } else {
+            #expect(ended.isEmpty)
+            #expect(outcome == nil)
+            #expect(try await second.loadTask(taskID: "bg_r")?.status == .completed)
+        }
+        #expect(try await second.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: .now)).isEmpty, "the first store's owner lock is back")
+        await first.close()
         await second.close()
+    }
+
+    /// Saves `state`, again while the store is connecting again; nil once saved, or the error that refused it for good.
+    func saveEventually(_ store: PostgresStateStore, _ state: WorkflowState) async -> StateStoreError? {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while true {
+            do {
+                try await store.save(state)
+                return nil
+            } catch let error as StateStoreError {
+                return error
+            } catch {
+                if ContinuousClock.now > deadline { return .storage(path: "", code: 0, message: "\(error)") }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
     }
 
     @Test("server down: a one-line error naming host, port and database within the connect timeout, never a hang")

@@ -76,6 +76,77 @@ struct PostgresProcessTests {
         await store.close()
     }
 
+    @Test("the server restarted mid-run: stores connect again and take their locks back, outcomes are written once it is up, no task is lost, recovered or run twice")
+    func serverRestart() async throws {
+        // A server of its own: a restart must not disturb the other tests' server.
+        // Directly in /tmp: as root, the server runs as `nobody`, who must reach its folder.
+        let cluster = "/tmp/flujo-pg-restart-\(UInt32.random(in: 0...UInt32.max))"
+        let script = TestSupport.supportScript("postgres.sh")
+        let started = try await TestSupport.run(script, ["start", cluster])
+        defer {
+            let stop = Process()
+            stop.executableURL = script
+            stop.arguments = ["stop", cluster]
+            try? stop.run()
+            stop.waitUntilExit()
+        }
+        try #require(started.status == 0, "the test server starts: \(started.stderr)")
+        // A short reconnect window: live stores must take their locks back within it, or a rival takes their work.
+        let uri = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines) + "?reconnect_window=2"
+        let location = try PostgresLocation(uri: uri)
+        let store = try await PostgresStateStore.open(location)
+        for index in 0..<8 {
+            try await store.save([StateWrite(
+                WorkflowState(runID: "r_bg_bg_w\(index)", pipelineName: "p", status: .failed, isBackgroundTask: true, parentRunID: "r",
+                              taskID: "bg_w\(index)", errorCategory: .network, attempts: 1, stepName: "record"),
+                nextAttemptAt: .now)])
+        }
+        let folder = TestSupport.temporaryDirectory("flujo-pg-restart-marker")
+        let marker = folder.appendingPathComponent("marker").path
+        FileManager.default.createFile(atPath: marker, contents: nil)
+        // A worker holding 8 claims through the restart (steps of 6 s), and a process running
+        // 20 tasks it launched (1 to 7 s: some end while the server is down, most after the window).
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLUJO_HELPER_STEP_MS"] = "6000"
+        let worker = try RunningProcess(helper, ["worker", uri, marker, "8"], environment: environment)
+        let launcher = try RunningProcess(helper, ["fanout", uri, "20", "1000", "quick"])
+        #expect(await launcher.waitForLine(timeout: 60) { $0.hasPrefix("launched ") })
+        let claimedAll = await worker.waitForLine(timeout: 60) { _ in worker.linesSoFar.filter { $0.hasPrefix("running ") }.count == 8 }
+        #expect(claimedAll)
+        // A rival process's work, all along: recovery and claims of due tasks.
+        let registry = StepRegistry()
+        let rivalRuns = ManagedAtomicCounter()
+        try registry.register(Step<JSONValue, JSONValue>("record") { value, _ in rivalRuns.increment(); return value })
+        try registry.register(Step<Int, Int>("sleeper") { value, _ in rivalRuns.increment(); return value })
+        let rival = TaskOperations(store: store, registry: registry)
+        let recovered = ManagedAtomicCounter()
+        let rivalry = Task {
+            while !Task.isCancelled {
+                if let count = try? await rival.recoverOrphanedTasks() { for _ in 0..<count { recovered.increment() } }
+                _ = try? await rival.resumeNextDue()
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        let restart = try await TestSupport.run(script, ["restart", cluster, "1"])
+        #expect(restart.status == 0, "the server restarts: \(restart.stderr)")
+        await launcher.waitForExit()
+        await worker.waitForExit()
+        // The window is over and the rival has had its chances at anything left behind.
+        try await Task.sleep(for: .seconds(1))
+        rivalry.cancel()
+        _ = await rivalry.value
+        #expect(launcher.terminationStatus == 0 && launcher.linesSoFar.contains("closed, unpersisted 0"), "every outcome written: \(launcher.linesSoFar.suffix(2))")
+        #expect(worker.terminationStatus == 0 && worker.linesSoFar.contains("done 8"), "the worker completed its 8 tasks: \(worker.linesSoFar.suffix(2))")
+        #expect(recovered.value == 0, "no live process's task was recovered")
+        #expect(rivalRuns.value == 0, "no task ran a second time")
+        let ran = try String(contentsOfFile: marker, encoding: .utf8).split(separator: "\n").map { String($0.split(separator: " ")[1]) }
+        #expect(ran.sorted() == (0..<8).map { "bg_w\($0)" }.sorted(), "each claimed task ran once")
+        let counters = try await store.statusCounters()
+        #expect(counters.backgroundTasks[.completed] == 28 && counters.backgroundTasks[.running, default: 0] == 0 && counters.backgroundTasks[.failed, default: 0] == 0,
+                "all 28 tasks completed: \(counters.backgroundTasks)")
+        await store.close()
+    }
+
     @Test("an idle worker wakes on LISTEN/NOTIFY when a task becomes due, long before its poll interval")
     func notifiedWorker() async throws {
         let (_, location) = try await newDatabase("notify")

@@ -8,12 +8,16 @@
 //                                               waits FLUJO_HELPER_STEP_MS (150), appends a line to
 //                                               MARKER; prints each outcome ("completed"), or "busy" /
 //                                               "already-completed" when another process won
+//   FlujoTestHelper worker PATH MARKER N          run due tasks whose step is "record", N at a time, until none is
+//                                               due; each appends a line to MARKER (after printing "running TASK_ID"
+//                                               and waiting FLUJO_HELPER_STEP_MS, when set); prints "done RAN"
 //   (PATH of `worker` and `fanout` may be a postgres:// URI)
 //   FlujoTestHelper fanout PATH N TASK_MS [MODE]  run a pipeline launching N background "sleeper" tasks of
 //                                               TASK_MS each (heartbeat every 50 ms); prints "launched RUN_ID",
 //                                               then waits for them. MODE `no-heartbeat`: no maintenance;
 //                                               `spans`: every span is kept in the store, and "spans-saved"
-//                                               printed once the run's own spans are
+//                                               printed once the run's own spans are; `quick`: tasks spread
+//                                               over 6 s instead of 20. Prints "closed, unpersisted N" at the end
 //   FlujoTestHelper filelimit PATH               save run "before"; under a file-size limit (RLIMIT_FSIZE) that the
 //                                               next commit's log writes cross, try to save run "big" and print
 //                                               "refused <error>" (or "committed-big"); lift the limit, save run
@@ -98,7 +102,12 @@ struct FlujoTestHelper {
                 let store = try await openStore(arguments[1])
                 let marker = arguments[2]
                 let registry = StepRegistry()
+                let stepMilliseconds = Int(ProcessInfo.processInfo.environment["FLUJO_HELPER_STEP_MS"] ?? "") ?? 0
                 try registry.register(Step<JSONValue, JSONValue>("record") { input, context in
+                    if stepMilliseconds > 0 {
+                        say("running \(context.taskID ?? context.runID)")
+                        try await Task.sleep(for: .milliseconds(stepMilliseconds))
+                    }
                     let descriptor = open(marker, O_WRONLY | O_APPEND)
                     let line = Array("ran \(context.taskID ?? context.runID) pid \(getpid())\n".utf8)
                     _ = line.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
@@ -119,9 +128,10 @@ struct FlujoTestHelper {
                 // `no-heartbeat`: the tasks look stale to any threshold; only their owner lock says they live.
                 if mode != "no-heartbeat" { runner.startMaintenance() }
                 let milliseconds = Int(arguments[3]) ?? 100
+                // Spread over twenty seconds (six in mode `quick`), so a kill finds some done and most in flight.
+                let spread = mode == "quick" ? 6_000 : 20_000
                 let sleeper = Step<Int, Int>("sleeper") { value, _ in
-                    // Spread over twenty seconds, so a kill finds some done and most in flight.
-                    try await Task.sleep(for: .milliseconds(milliseconds + Int.random(in: 0..<20_000)))
+                    try await Task.sleep(for: .milliseconds(milliseconds + Int.random(in: 0..<spread)))
                     return value
                 }
                 let count = Int(arguments[2]) ?? 10
@@ -134,8 +144,10 @@ struct FlujoTestHelper {
                     }
                     say("spans-saved")
                 }
-                await runner.close(timeout: .seconds(600))
+                let report = await runner.close(timeout: .seconds(600))
                 await spans?.close()
+                say("closed, unpersisted \(report.unpersisted.count)")
+                if !report.isComplete { exit(1) }
             case "filelimit" where arguments.count == 2:
                 let path = arguments[1]
                 let store = try SQLiteStateStore(path: path)

@@ -3,12 +3,20 @@
 # port, an unprivileged user, stopped and deleted at the end.
 #
 #   Tests/Support/postgres.sh start FOLDER   initdb + start; prints the state URI
+#   Tests/Support/postgres.sh restart FOLDER [PAUSE]  stop the server (fast: sessions are ended),
+#                                            wait PAUSE seconds (default 0), start it again
 #   Tests/Support/postgres.sh stop FOLDER    stop the server and delete FOLDER
 #
 # The server binaries come from Debian's postgresql package (make test installs
 # it when missing). As root, the cluster belongs to `nobody`: PostgreSQL refuses
 # to run as root.
 set -euo pipefail
+# The server must not keep descriptors of whoever called this script: a parent
+# that learns of the script's end through one of them would wait for the server.
+for fd in /proc/$$/fd/*; do
+  fd=${fd##*/}
+  case $fd in 0|1|2|255) ;; *) eval "exec $fd>&-" 2>/dev/null || true ;; esac
+done
 command=$1
 folder=$2
 bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
@@ -32,11 +40,19 @@ start)
   PGPASSWORD=flujo-test-password "$bin/createdb" -h 127.0.0.1 -p "$port" -U flujo flujo_test
   echo "postgres://flujo:flujo-test-password@127.0.0.1:$port/flujo_test"
   ;;
+restart)
+  as_owner "$bin/pg_ctl" -D "$folder/data" -m fast -w -t 60 stop >/dev/null
+  sleep "${3:-0}"
+  # The same options as at start: pg_ctl keeps them in postmaster.opts.
+  opts="$(sed -e 's/^[^ ]* //' -e 's/"-D" "[^"]*" //g' "$folder/data/postmaster.opts")"
+  as_owner "$bin/pg_ctl" -D "$folder/data" -l "$folder/server.log" -w -t 60 -o "$opts" start >/dev/null \
+    || { tail -20 "$folder/server.log" >&2; exit 1; }
+  ;;
 stop)
   if [ -d "$folder/data" ]; then as_owner "$bin/pg_ctl" -D "$folder/data" -m immediate stop >/dev/null 2>&1 || true; fi
   rm -rf "$folder"
   ;;
 *)
-  echo "usage: $0 start|stop FOLDER" >&2; exit 2
+  echo "usage: $0 start|restart|stop FOLDER" >&2; exit 2
   ;;
 esac

@@ -169,14 +169,32 @@ public struct TaskOperations: Sendable {
         let (outcome, duration) = await executor.executeTask(
             step, retry: .none, input: StepValue(json: inputJSON), identity: identity, context: context, budget: budget,
             task: resumed, attempt: resumed.attempts, link: link)
-        if let pending = await executor.finishTask(outcome, task: resumed, inputJSON: inputJSON, identity: identity, duration: duration, resumedFrom: task.status, trace: trace) {
-            // The step ran but its outcome is not stored: the task keeps its old row and stays resumable.
-            throw RunnerError.outcomeNotPersisted(taskID: taskID, status: outcome.status, reason: pending.error)
-        }
-        return TaskOutcome(
+        let result = TaskOutcome(
             taskID: taskID, runID: resumed.runID, status: outcome.status, outputJSON: outcome.output?.json,
             errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, attempts: resumed.attempts)
+        if var pending = await executor.finishTask(outcome, task: resumed, inputJSON: inputJSON, identity: identity, duration: duration, resumedFrom: task.status, trace: trace) {
+            // Written again, with backoff, for up to `outcomeRetryWindow` while the claim is held
+            // (a database restarting); then the task keeps its old row and stays resumable.
+            var delay = Duration.milliseconds(50)
+            let deadline = ContinuousClock.now + Self.outcomeRetryWindow
+            while !pending.superseded, ContinuousClock.now + delay < deadline {
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(2))
+                do {
+                    try await store.save([StateWrite(pending.state, step: pending.step, parentUsage: pending.parentUsage, nextAttemptAt: pending.nextAttemptAt, trace: pending.trace)])
+                    return result
+                } catch {
+                    pending.error = "\(error)"
+                    pending.superseded = (error as? StateStoreError)?.isSuperseded ?? false
+                }
+            }
+            throw RunnerError.outcomeNotPersisted(taskID: taskID, status: outcome.status, reason: pending.error)
+        }
+        return result
     }
+
+    /// How long a resume keeps writing an outcome that could not be written, before giving up.
+    static let outcomeRetryWindow = Duration.seconds(30)
 
     /// Retries failed background tasks, each up to `maxRetries` times with
     /// exponential backoff and jitter between tries, `concurrency` tasks at a

@@ -117,6 +117,8 @@ extension Runner {
     /// row stays `running` under this process's owner: if the process ends
     /// first, recovery fails it as a lost worker, resumable.
     func keep(_ pending: PendingOutcome) {
+        // A refused outcome was logged where it was refused; another attempt decides the task.
+        guard !pending.superseded else { return }
         _ = tracker.addPending(pending)
         let runner = self
         tracker.startPendingWriter {
@@ -139,6 +141,9 @@ extension Runner {
                 try await store.save([StateWrite(pending.state, step: pending.step, parentUsage: pending.parentUsage, nextAttemptAt: pending.nextAttemptAt, trace: pending.trace)])
                 tracker.removePending(runID: pending.state.runID)
                 logger.notice("wrote the outcome of task \(pending.state.taskID ?? pending.state.runID) after \(pending.attempts) failed attempt(s)")
+            } catch let error as StateStoreError where error.isSuperseded {
+                tracker.removePending(runID: pending.state.runID)
+                logger.error("\(error)")
             } catch {
                 tracker.notePendingFailure(runID: pending.state.runID, error: "\(error)")
             }

@@ -9,6 +9,8 @@ struct PendingOutcome: Sendable {
     let nextAttemptAt: Timestamp?
     let trace: TaskTrace?
     var error: String
+    /// Refused for good (`StateStoreError.superseded`): never written again.
+    var superseded = false
     var attempts = 1
 }
 
@@ -70,8 +72,15 @@ extension Executor {
             do {
                 try await store.save([StateWrite(state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, trace: trace)])
             } catch {
-                logger.warning("could not persist the outcome of task \(state.taskID ?? state.runID) yet: \(error)")
-                pending = PendingOutcome(state: state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, trace: trace, error: "\(error)")
+                // Refused for good when another process took the task over: it is not written again.
+                let superseded = (error as? StateStoreError)?.isSuperseded ?? false
+                if superseded {
+                    logger.error("\(error)")
+                } else {
+                    logger.warning("could not persist the outcome of task \(state.taskID ?? state.runID) yet: \(error)")
+                }
+                pending = PendingOutcome(
+                    state: state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, trace: trace, error: "\(error)", superseded: superseded)
             }
         }
         try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(

@@ -24,6 +24,11 @@ public enum StateStoreError: Error, Sendable, Hashable, CustomStringConvertible 
     case missingDatabase(path: String)
     /// Any other storage error, with the engine's code and message.
     case storage(path: String, code: Int32, message: String)
+    /// An outcome refused because another process has taken the task over
+    /// since this one started its attempt (a store shared over a network, whose
+    /// session was lost meanwhile). Writing it again cannot succeed: the newer
+    /// attempt decides the task.
+    case superseded(taskID: String, reason: String)
 
     public var description: String {
         switch self {
@@ -54,6 +59,16 @@ public enum StateStoreError: Error, Sendable, Hashable, CustomStringConvertible 
             return "no state database at \(path). Run a pipeline first (for example `flujo demo`), or pass the right file with --db."
         case let .storage(path, code, message):
             return "state database \(path): \(message) (SQLite code \(code))"
+        case let .superseded(taskID, reason):
+            return "the outcome of task \(taskID) was not saved: \(reason). Its next attempt decides it; `flujo tasks show \(taskID)` tells which."
         }
+    }
+}
+
+extension StateStoreError {
+    /// Whether the write was refused for good (`superseded`).
+    public var isSuperseded: Bool {
+        if case .superseded = self { return true }
+        return false
     }
 }
