@@ -7,13 +7,13 @@ import PostgresNIO
 /// processes that open the same database at once migrate it once. A database
 /// of a newer version is refused with both versions named, and left as it is.
 enum PostgresSchema {
-    static let currentVersion = 1
+    static let currentVersion = 2
 
     /// The advisory lock key migrations hold (`flujo` in ASCII).
     static let migrationLock: Int64 = 0x666C_756A_6F
 
     /// Version 1: the tables of the store and the counters kept in the same
-    /// transactions as the rows.
+    /// transactions as the rows. Version 2: the order of due tasks indexed.
     static let migrations: [(version: Int, statements: [String])] = [
         (1, [
             """
@@ -178,6 +178,15 @@ enum PostgresSchema {
             FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.execution_time_ms IS DISTINCT FROM NEW.execution_time_ms)
             EXECUTE FUNCTION flujo_count_rows()
             """,
+        ]),
+        // Version 2: due tasks indexed in the order claimers take them, so the next
+        // one is the index's first entry instead of a sort of every due task.
+        (2, [
+            """
+            CREATE INDEX workflow_state_due_order ON workflow_state (next_attempt_at, run_id)
+            WHERE status = 'failed' AND next_attempt_at IS NOT NULL
+            """,
+            "DROP INDEX workflow_state_due",
         ]),
     ]
 

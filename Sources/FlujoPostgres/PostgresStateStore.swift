@@ -452,19 +452,47 @@ public final class PostgresStateStore: StateStore {
     }
 
     public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
-        let due = try await select("""
-            SELECT task_id FROM workflow_state
-            WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND next_attempt_at <= \(now.millisecondsSince1970) AND task_id IS NOT NULL
-            ORDER BY next_attempt_at, run_id LIMIT 64
-            """) { try $0.text(0) }
-        for taskID in due {
-            guard !held.withLock({ $0[taskID] != nil }) else { continue }
-            if case let .claimed(state) = try await claimTask(taskID: taskID, owner: owner) {
-                if state.status == .failed { return state }
-                releaseClaim(taskID: taskID)
+        // One statement on the locks session: the oldest due task whose claim no
+        // session holds (pg_locks) and whose row no other claimer is reading
+        // (SKIP LOCKED: the row lock lasts until this statement has taken the
+        // claim, after which pg_locks shows it), its claim, and its row.
+        // Concurrent claimers get different tasks without trying each other's.
+        let window = location.reconnectWindow.seconds
+        while true {
+            let claimed = try await locks.rows("""
+                WITH candidate AS (
+                    SELECT run_id, task_id FROM workflow_state
+                    WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND next_attempt_at <= \(now.millisecondsSince1970) AND task_id IS NOT NULL
+                      AND clock_timestamp() - pg_postmaster_start_time() >= \(window) * interval '1 second'
+                      AND (hashtext(task_id)::bigint & 4294967295) NOT IN (
+                        SELECT l.objid::bigint FROM pg_locks AS l
+                        WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid::bigint = \(Int64(Self.claimNamespace))
+                          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+                    ORDER BY next_attempt_at, run_id LIMIT 1
+                    FOR UPDATE SKIP LOCKED
+                )
+                SELECT \(unescaped: Self.stateColumns.split(separator: ",").map { "w." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", "))
+                FROM workflow_state AS w JOIN candidate AS c ON c.run_id = w.run_id
+                WHERE pg_try_advisory_lock(\(Self.claimNamespace), hashtext(c.task_id))
+                """, Self.readState)
+            if let state = claimed.first, let taskID = state.taskID {
+                let fresh = held.withLock { held -> Bool in
+                    guard held[taskID] == nil else { return false }
+                    held[taskID] = owner
+                    return true
+                }
+                if fresh { return state }
+                // Held by this store already (the session's locks are re-entrant): undo the second hold.
+                try await unlock(taskID)
+                continue
             }
+            // None due, or the server started within the reconnect window: then wait it out.
+            let wait = try await locks.rows("""
+                SELECT greatest(0, \(window) - extract(epoch FROM clock_timestamp() - pg_postmaster_start_time())::double precision)
+                """) { try $0[0].decode(Double.self) }.first ?? 0
+            guard wait > 0 else { return nil }
+            try await Task.sleep(for: .milliseconds(Int(wait * 1000) + 1))
         }
-        return nil
     }
 
     /// Takes a claim's lock if it is free. Within the reconnect window after the

@@ -8,7 +8,7 @@ struct FlujoBench: AsyncParsableCommand {
         commandName: "flujo-bench",
         abstract: "Flujo's end-to-end workloads: W1 fan-out, W2 resume, W3 stale cleanup, W4 scrape, W5 hook overhead, W6 OTLP, W7 recovery after SIGKILL, W8 sustained launches, W10 metrics render, W11 OTLP metrics push.")
 
-    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip, W7, W8, W10, W10-1M, W11, W11-gzip or W9 (W9 runs only when named). Without it, every workload runs, each in its own process.")
+    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip, W7, W8, W10, W10-1M, W11, W11-gzip, W9 or W12 (W9 and W12 run only when named; W12 compares PostgreSQL claim strategies and needs --store). Without it, every workload runs, each in its own process.")
     var workload: String?
 
     @Flag(help: "Print one JSON object as the last line.")
@@ -18,7 +18,7 @@ struct FlujoBench: AsyncParsableCommand {
     var repetitions: Int?
 
     @Option(help: .hidden) var path: String?
-    @Option(help: "W1, W2 and W5 on a PostgreSQL server: a postgres:// URI (each workload creates a database of its own there).") var store: String?
+    @Option(help: "W1, W2, W5, W7 and W8 on a PostgreSQL server: a postgres:// URI (each workload creates a database of its own there; W7 and W8 use 4 processes).") var store: String?
     @Option(help: .hidden) var tasks: Int?
     @Option(name: .customLong("keep-seconds"), help: "W9: how long completed tasks are kept (default 60).") var keepSeconds: Double?
 
@@ -48,7 +48,18 @@ struct FlujoBench: AsyncParsableCommand {
         case "W9": result = try await Workloads.w9(total: tasks ?? 1_000_000, keepSeconds: keepSeconds ?? 60)
         case "W9-prune": result = try await Workloads.w9Prune(tasks: tasks ?? 200_000, fresh: 200_000)
         case "W7-child":
-            try await Workloads.w7Child(path: path ?? "w7.db", tasks: tasks ?? 10_000)
+            try await Workloads.w7Child(location: path ?? "w7.db", tasks: tasks ?? 10_000)
+            return
+        case "W7-worker":
+            try await Workloads.w7Worker(location: path ?? "w7.db", concurrency: tasks ?? 16)
+            return
+        case "W12": result = try await Workloads.w12(tasks: tasks ?? 10_000)
+        case "W12-child-advisory", "W12-child-skip-locked":
+            let strategy = Workloads.ClaimStrategy(rawValue: String(workload.dropFirst("W12-child-".count))) ?? .advisory
+            try await Workloads.w12Child(location: path ?? "", strategy: strategy, claimers: tasks ?? 16)
+            return
+        case "W8-child":
+            try await Workloads.w8Child(location: path ?? "w8.db", runs: repetitions ?? 16, tasksPerRun: tasks ?? 50, seconds: 10)
             return
         default: throw ValidationError("unknown workload \(workload); choose one of \(Self.all.joined(separator: ", "))")
         }

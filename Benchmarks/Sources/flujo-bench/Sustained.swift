@@ -1,4 +1,5 @@
 import Flujo
+import FlujoPostgres
 import FlujoSQLite
 import Foundation
 import Synchronization
@@ -9,14 +10,58 @@ extension Workloads {
     /// is waited for. Reports durable tasks per second (tasks whose `completed`
     /// row is committed, over the time until the last one was) and the launch
     /// latency of a run (until `run` returned: its tasks' rows committed).
-    static func w8(runs: Int, tasksPerRun: Int, seconds: Double) async throws -> WorkloadResult {
-        let path = folder().appendingPathComponent("w8.db").path
-        let store = try SQLiteStateStore(path: path)
+    /// On PostgreSQL (`--store`), `processes` processes share the loops and the database.
+    static func w8(runs: Int, tasksPerRun: Int, seconds: Double, processes: Int = 4) async throws -> WorkloadResult {
+        let location = try await newLocation(path: folder().appendingPathComponent("w8.db").path, label: "w8")
+        let start = ContinuousClock.now
+        var latencies: [Double] = []
+        var complete = true
+        var peak = 0.0
+        if storeURI == nil {
+            let part = try await w8Part(location: location, runs: runs, tasksPerRun: tasksPerRun, seconds: seconds)
+            (latencies, complete, peak) = (part.latencies, part.complete, peakRSSMB())
+        } else {
+            let children = try (0..<processes).map { _ in
+                try childProcess(["--workload", "W8-child", "--path", location, "--tasks", String(tasksPerRun), "--repetitions", String(runs / processes)])
+            }
+            let pipes = children.map { child in
+                let pipe = Pipe()
+                child.standardOutput = pipe
+                return pipe
+            }
+            for child in children { try child.run() }
+            for (child, pipe) in zip(children, pipes) {
+                let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                child.waitUntilExit()
+                let object = (try? JSONSerialization.jsonObject(with: Data((output.split(separator: "\n").last ?? "").utf8)) as? [String: Any]) ?? [:]
+                latencies += (object["latencies"] as? [Double]) ?? []
+                complete = complete && child.terminationStatus == 0 && (object["complete"] as? Bool) == true
+                peak = max(peak, (object["peak_rss_mb"] as? Double) ?? 0)
+            }
+        }
+        let total = elapsed(since: start)
+        let store = try await openStore(location)
+        let completed = try await store.statusCounters().backgroundTasks[.completed] ?? 0
+        if let postgres = store as? PostgresStateStore { await postgres.close() }
+        let sorted = latencies.sorted()
+        var result = WorkloadResult(
+            workload: "W8", n: completed, samples: [total], verified: complete && completed == latencies.count * tasksPerRun,
+            unit: "seconds for every task of \(runs) concurrent runs over \(Int(seconds)) s to be completed and committed")
+        result.extra["tasks_per_second"] = Double(completed) / total
+        result.extra["launch_p50_s"] = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+        result.extra["launch_p99_s"] = sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, sorted.count * 99 / 100)]
+        result.extra["peak_rss_mb"] = peak
+        result.extra["processes"] = storeURI == nil ? 1 : Double(processes)
+        return result
+    }
+
+    /// One process's share of W8: its launch latencies, and whether every outcome was written.
+    static func w8Part(location: String, runs: Int, tasksPerRun: Int, seconds: Double) async throws -> (latencies: [Double], complete: Bool) {
+        let store = try await openStore(location)
         let runner = Runner(store: store, settings: settings())
         let tiny = Step<Int, Int>("tiny") { value, _ in value }
         let pipeline = Pipeline(name: "w8", steps: Array(repeating: .background(tiny), count: tasksPerRun))
-        let start = ContinuousClock.now
-        let deadline = start + .milliseconds(Int(seconds * 1000))
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         let latencies = await withTaskGroup(of: [Double].self) { group in
             for _ in 0..<runs {
                 group.addTask {
@@ -32,16 +77,14 @@ extension Workloads {
             return await group.reduce(into: [Double]()) { $0 += $1 }
         }
         let report = await runner.close(timeout: .seconds(120))
-        let total = elapsed(since: start)
-        let completed = try await store.statusCounters().backgroundTasks[.completed] ?? 0
-        let sorted = latencies.sorted()
-        var result = WorkloadResult(
-            workload: "W8", n: completed, samples: [total], verified: report.isComplete && completed == latencies.count * tasksPerRun,
-            unit: "seconds for every task of \(runs) concurrent runs over \(Int(seconds)) s to be completed and committed")
-        result.extra["tasks_per_second"] = Double(completed) / total
-        result.extra["launch_p50_s"] = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
-        result.extra["launch_p99_s"] = sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, sorted.count * 99 / 100)]
-        result.extra["peak_rss_mb"] = peakRSSMB()
-        return result
+        if let postgres = store as? PostgresStateStore { await postgres.close() }
+        return (latencies, report.isComplete)
+    }
+
+    /// A W8 child process: its share, printed as one JSON line.
+    static func w8Child(location: String, runs: Int, tasksPerRun: Int, seconds: Double) async throws {
+        let part = try await w8Part(location: location, runs: runs, tasksPerRun: tasksPerRun, seconds: seconds)
+        let object: [String: Any] = ["latencies": part.latencies, "complete": part.complete, "peak_rss_mb": peakRSSMB()]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
     }
 }

@@ -180,6 +180,24 @@ enum Workloads {
         return try await PostgresStateStore.open(location)
     }
 
+    /// Where a workload shared by several processes keeps its state: the SQLite
+    /// file at `path`, or the URI of a new database on `--store`'s server.
+    static func newLocation(path: String, label: String) async throws -> String {
+        guard let uri = storeURI else { return path }
+        let server = try PostgresLocation(uri: uri)
+        let name = "flujo_bench_\(label)_\(UInt32.random(in: 0...UInt32.max))"
+        try await PostgresDatabase.createDatabase(name, on: server)
+        guard var components = URLComponents(string: uri) else { throw PostgresStoreError.invalidURI("unreadable --store") }
+        components.path = "/" + name
+        return components.string ?? uri
+    }
+
+    /// Opens the state at a location of `newLocation`.
+    static func openStore(_ location: String) async throws -> any StateStore {
+        if PostgresLocation.isPostgres(location) { return try await PostgresStateStore.open(try PostgresLocation(uri: location)) }
+        return try SQLiteStateStore(path: location)
+    }
+
     static func settle(_ store: SQLiteStateStore, path: String, work: () async throws -> Void) async throws {
         let full = 4000 * 4096
         func walSize() -> Int {
