@@ -3,7 +3,7 @@ import Foundation
 /// Where a PostgreSQL state database is: read from a `postgres://` state URI
 /// (`[state] uri`, `FLUJO_STATE_URI`, `--db`).
 ///
-/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?connect_timeout=S&statement_timeout_ms=MS&reconnect_window=S&sslmode=disable|prefer|require]`.
+/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?connect_timeout=S&statement_timeout_ms=MS&reconnect_window=S&pool_size=N&sslmode=disable|prefer|require]`.
 /// The password comes from the URI, else `PGPASSWORD`, else the password file
 /// (`PGPASSFILE`, or `~/.pgpass`: `host:port:database:user:password` lines,
 /// `*` matching anything), as libpq finds it. It is never part of
@@ -40,6 +40,10 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
     /// after a server starts no task is claimed or recovered
     /// (`reconnect_window`, seconds; default 10).
     public var reconnectWindow: Duration
+    /// The most connections a store opens for its statements (`pool_size`;
+    /// default 4), besides the one holding its locks. They are opened as
+    /// concurrent work needs them.
+    public var poolSize: Int
 
     /// Whether `uri` names a PostgreSQL database.
     public static func isPostgres(_ uri: String) -> Bool {
@@ -74,6 +78,7 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
         statementTimeoutMs = 30_000
         tls = .prefer
         reconnectWindow = .seconds(10)
+        poolSize = 4
         for item in components.queryItems ?? [] {
             let value = item.value ?? ""
             switch item.name {
@@ -92,13 +97,18 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
                     throw .invalidURI("reconnect_window \(value.debugDescription) is not a number of seconds between 0 and 3600")
                 }
                 reconnectWindow = .milliseconds(Int(seconds * 1000))
+            case "pool_size":
+                guard let count = Int(value), (1...256).contains(count) else {
+                    throw .invalidURI("pool_size \(value.debugDescription) is not a whole number from 1 to 256")
+                }
+                poolSize = count
             case "sslmode":
                 guard let mode = TLSMode(rawValue: value) else {
                     throw .invalidURI("sslmode \(value.debugDescription) is not one of disable, prefer, require")
                 }
                 tls = mode
             default:
-                throw .invalidURI("unknown parameter \(item.name.debugDescription) (known: connect_timeout, statement_timeout_ms, reconnect_window, sslmode)")
+                throw .invalidURI("unknown parameter \(item.name.debugDescription) (known: connect_timeout, statement_timeout_ms, reconnect_window, pool_size, sslmode)")
             }
         }
         if let secret = components.password {

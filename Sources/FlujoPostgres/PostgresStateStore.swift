@@ -25,15 +25,16 @@ import Synchronization
 public final class PostgresStateStore: StateStore {
     /// Where the state is.
     public let location: PostgresLocation
+    /// The statements connections: the first one, opened (and migrated) with the store.
     let database: PostgresDatabase
+    /// Where statements run: up to the location's `poolSize` connections, opened as needed.
+    private let pool: ConnectionPool
     /// Holds the advisory locks: claims and this store's ownership of its running tasks.
     let locks: PostgresDatabase
     /// This store's identity as the owner of running tasks: `pg:` and the key of its owner lock.
     let ownerToken: String
     /// The key of the owner lock (single-key form, below 2^62).
     let ownerKey: Int64
-    /// Statements on `database` run one transaction at a time.
-    private let gate = AsyncGate()
     /// Claims this store holds: task id to owner.
     private let held = Mutex<[String: String]>([:])
     /// Claims held whose session was lost and which could not be taken back: their outcomes are refused.
@@ -53,6 +54,7 @@ public final class PostgresStateStore: StateStore {
     private init(location: PostgresLocation, database: PostgresDatabase, locks: PostgresDatabase, ownerKey: Int64) {
         self.location = location
         self.database = database
+        self.pool = ConnectionPool(first: database, size: location.poolSize)
         self.locks = locks
         self.ownerKey = ownerKey
         self.ownerToken = "pg:\(ownerKey)"
@@ -117,9 +119,11 @@ public final class PostgresStateStore: StateStore {
 
     /// The server processes of both connections (tests that kill them).
     func backendPIDs() async throws -> [Int32] {
-        let statements = try await select("SELECT pg_backend_pid()") { try $0[0].decode(Int32.self) }
-        let locking = try await locks.rows("SELECT pg_backend_pid()") { try $0[0].decode(Int32.self) }
-        return statements + locking
+        var pids: [Int32] = []
+        for connection in pool.opened {
+            pids += try await connection.rows("SELECT pg_backend_pid()") { try $0[0].decode(Int32.self) }
+        }
+        return pids + (try await locks.rows("SELECT pg_backend_pid()") { try $0[0].decode(Int32.self) })
     }
 
     /// Waits until a task becomes due (a `flujo_due` notification, sent by the
@@ -161,7 +165,7 @@ public final class PostgresStateStore: StateStore {
     /// Closes both connections; claims and ownership end with them.
     public func close() async {
         listener.withLock { $0.task }?.cancel()
-        await database.close()
+        for connection in pool.opened { await connection.close() }
         await locks.close()
     }
 
@@ -183,8 +187,8 @@ public final class PostgresStateStore: StateStore {
         let fences = try writes.map { try fence(for: $0.state) }
         if writes.count == 1 {
             // One write is one statement: its own transaction, one round trip.
-            await gate.enter()
-            defer { gate.leave() }
+            let database = try await pool.acquire()
+            defer { pool.release(database) }
             let item = writes[0]
             if let step = item.step, item.state.status == .running, !item.state.isBackgroundTask, item.parentUsage == nil, item.trace == nil {
                 // A step of a running run changes only its progress columns, as in SQLite.
@@ -441,6 +445,12 @@ public final class PostgresStateStore: StateStore {
         _ = try? locks.connection.query("SELECT pg_advisory_unlock(\(Self.claimNamespace), hashtext(\(taskID.pg)))", logger: locks.logger).wait()
     }
 
+    public func endClaim(taskID: String) async {
+        guard held.withLock({ $0.removeValue(forKey: taskID) }) != nil else { return }
+        if lostClaims.withLock({ $0.remove(taskID) }) != nil { return }
+        try? await unlock(taskID)
+    }
+
     public func claimedTaskIDs(among taskIDs: [String]) async throws -> Set<String> {
         guard !taskIDs.isEmpty else { return [] }
         let claimed = try await locks.rows("""
@@ -692,17 +702,17 @@ public final class PostgresStateStore: StateStore {
 
     // MARK: - Transactions
 
-    /// Runs a read on the statements connection, between transactions.
+    /// Runs a read on a statements connection.
     private func select<T>(_ query: PostgresQuery, _ decode: (PostgresRandomAccessRow) throws -> T) async throws -> [T] {
-        await gate.enter()
-        defer { gate.leave() }
+        let database = try await pool.acquire()
+        defer { pool.release(database) }
         return try await database.rows(query, decode)
     }
 
-    /// Runs `body` in one transaction on the statements connection, one at a time.
+    /// Runs `body` in one transaction on a statements connection of its own.
     private func transaction<T: Sendable>(_ body: (PostgresDatabase) async throws -> T) async throws -> T {
-        await gate.enter()
-        defer { gate.leave() }
+        let database = try await pool.acquire()
+        defer { pool.release(database) }
         try await database.execute("BEGIN")
         do {
             let value = try await body(database)
@@ -715,38 +725,78 @@ public final class PostgresStateStore: StateStore {
     }
 }
 
-/// Lets one task at a time through, in arrival order, across suspension points.
-final class AsyncGate: Sendable {
-    private let state = Mutex<(busy: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+/// The statements connections of a store: one per statement or transaction in
+/// flight, up to `size`, opened when all are busy; callers beyond wait in arrival order.
+final class ConnectionPool: Sendable {
+    private let size: Int
+    private let location: PostgresLocation
+    private let logger: Logger
+    private let state: Mutex<(opened: [PostgresDatabase], free: [PostgresDatabase], opening: Int, waiting: [CheckedContinuation<PostgresDatabase, Never>])>
 
-    func enter() async {
-        if state.withLock({ state -> Bool in
-            if state.busy { return false }
-            state.busy = true
-            return true
-        }) { return }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { state -> Bool in
-                if !state.busy {
-                    state.busy = true
-                    return true
-                }
-                state.waiting.append(continuation)
-                return false
+    init(first: PostgresDatabase, size: Int) {
+        self.size = max(1, size)
+        self.location = first.location
+        self.logger = first.logger
+        state = Mutex(([first], [first], 0, []))
+    }
+
+    /// Every connection opened so far.
+    var opened: [PostgresDatabase] { state.withLock { $0.opened } }
+
+    /// A free connection, a new one when all are busy and the pool is not full, or the next one released.
+    func acquire() async throws -> PostgresDatabase {
+        enum Next { case use(PostgresDatabase), open, wait }
+        let next = state.withLock { state -> Next in
+            if let free = state.free.popLast() { return .use(free) }
+            if state.opened.count + state.opening < size {
+                state.opening += 1
+                return .open
             }
-            if now { continuation.resume() }
+            return .wait
+        }
+        switch next {
+        case let .use(database):
+            return database
+        case .open:
+            do {
+                let database = try await PostgresDatabase.open(location, migrate: false, logger: logger)
+                state.withLock {
+                    $0.opening -= 1
+                    $0.opened.append(database)
+                }
+                return database
+            } catch {
+                // The server refuses more connections (or is gone): wait for one of those open.
+                state.withLock { $0.opening -= 1 }
+                logger.debug("no further PostgreSQL state connection: \(error)")
+                return await waitForRelease()
+            }
+        case .wait:
+            return await waitForRelease()
         }
     }
 
-    func leave() {
-        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+    private func waitForRelease() async -> PostgresDatabase {
+        await withCheckedContinuation { (continuation: CheckedContinuation<PostgresDatabase, Never>) in
+            let free = state.withLock { state -> PostgresDatabase? in
+                if let free = state.free.popLast() { return free }
+                state.waiting.append(continuation)
+                return nil
+            }
+            if let free { continuation.resume(returning: free) }
+        }
+    }
+
+    /// Gives a connection back: to the first waiter, or to the free list.
+    func release(_ database: PostgresDatabase) {
+        let waiter = state.withLock { state -> CheckedContinuation<PostgresDatabase, Never>? in
             if state.waiting.isEmpty {
-                state.busy = false
+                state.free.append(database)
                 return nil
             }
             return state.waiting.removeFirst()
         }
-        next?.resume()
+        waiter?.resume(returning: database)
     }
 }
 

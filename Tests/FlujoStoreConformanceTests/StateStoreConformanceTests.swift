@@ -177,6 +177,13 @@ struct StateStoreConformanceTests {
             return
         }
         #expect(again.taskID == "bg_claim")
+        // Ended without blocking a thread: free when it returns.
+        await store.endClaim(taskID: "bg_claim")
+        #expect(try await store.claimedTaskIDs(among: ["bg_claim"]).isEmpty)
+        guard case .claimed = try await store.claimTask(taskID: "bg_claim", owner: "last") else {
+            Issue.record("an ended claim can be taken again")
+            return
+        }
         store.releaseClaim(taskID: "bg_claim")
         #expect(try await store.claimTask(taskID: "bg_done", owner: "x") == .notClaimable(status: .completed, owner: nil))
         #expect(try await store.claimTask(taskID: "missing", owner: "x") == .notFound)

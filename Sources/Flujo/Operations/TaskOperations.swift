@@ -123,8 +123,7 @@ public struct TaskOperations: Sendable {
             throw RunnerError.alreadyBeingResumed(taskID: taskID, owner: owner)
         }
         // Held from here until the outcome is saved, whatever happens.
-        defer { store.releaseClaim(taskID: taskID) }
-        return try await run(claimed: task, newData: newData, kind: kind)
+        return try await releasing(taskID) { try await run(claimed: task, newData: newData, kind: kind) }
     }
 
     /// Claims the failed task whose next attempt has waited longest
@@ -134,8 +133,19 @@ public struct TaskOperations: Sendable {
     public func resumeNextDue() async throws -> TaskOutcome? {
         guard settings.backgroundTasks.enableResumability else { throw RunnerError.resumabilityDisabled }
         guard let task = try await store.claimNextDueTask(owner: owner, now: .now), let taskID = task.taskID else { return nil }
-        defer { store.releaseClaim(taskID: taskID) }
-        return try await run(claimed: task, newData: nil, kind: task.errorCategory == .lostWorker ? .recovery : .retry)
+        return try await releasing(taskID) { try await run(claimed: task, newData: nil, kind: task.errorCategory == .lostWorker ? .recovery : .retry) }
+    }
+
+    /// Runs `body`, then ends the claim on `taskID`, whatever happens.
+    private func releasing<T>(_ taskID: String, _ body: () async throws -> T) async throws -> T {
+        do {
+            let value = try await body()
+            await store.endClaim(taskID: taskID)
+            return value
+        } catch {
+            await store.endClaim(taskID: taskID)
+            throw error
+        }
     }
 
     /// Runs a task this process has claimed and records the outcome.

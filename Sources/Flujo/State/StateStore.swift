@@ -47,6 +47,10 @@ public protocol StateStore: Sendable {
     /// (or gave up). Does nothing when this store does not hold it.
     func releaseClaim(taskID: String)
 
+    /// `releaseClaim(taskID:)` without blocking a thread while a store over a
+    /// network ends the claim; the claim is free when it returns.
+    func endClaim(taskID: String) async
+
     /// Which of these tasks are claimed now, by any store in any process:
     /// the tasks being resumed, whose rows still show their old status.
     func claimedTaskIDs(among taskIDs: [String]) async throws -> Set<String>
@@ -108,6 +112,11 @@ public protocol StateStore: Sendable {
 }
 
 extension StateStore {
+    /// Ends the claim with `releaseClaim(taskID:)`.
+    public func endClaim(taskID: String) async {
+        releaseClaim(taskID: taskID)
+    }
+
     /// Waits the whole time: the worker polls.
     public func waitForDueWork(upTo timeout: Duration) async {
         try? await Task.sleep(for: timeout)
