@@ -7,13 +7,14 @@ import PostgresNIO
 /// processes that open the same database at once migrate it once. A database
 /// of a newer version is refused with both versions named, and left as it is.
 enum PostgresSchema {
-    static let currentVersion = 2
+    static let currentVersion = 3
 
     /// The advisory lock key migrations hold (`flujo` in ASCII).
     static let migrationLock: Int64 = 0x666C_756A_6F
 
     /// Version 1: the tables of the store and the counters kept in the same
     /// transactions as the rows. Version 2: the order of due tasks indexed.
+    /// Version 3: the counters kept per statement.
     static let migrations: [(version: Int, statements: [String])] = [
         (1, [
             """
@@ -187,6 +188,87 @@ enum PostgresSchema {
             WHERE status = 'failed' AND next_attempt_at IS NOT NULL
             """,
             "DROP INDEX workflow_state_due",
+        ]),
+        // Version 3: the counters follow each statement, not each row: a statement
+        // that changes 10,000 rows (recovery, retention) updates each counter row
+        // once. The deltas come from the statement's transition tables.
+        (3, [
+            "DROP TRIGGER workflow_state_counted ON workflow_state",
+            "DROP TRIGGER workflow_state_recounted ON workflow_state",
+            "DROP FUNCTION flujo_count_rows()",
+            """
+            CREATE FUNCTION flujo_count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NOT EXISTS (SELECT 1 FROM new_rows) THEN RETURN NULL; END IF;
+                INSERT INTO status_counts (is_background, status, count)
+                SELECT is_background_task, status, count(*) FROM new_rows GROUP BY 1, 2
+                ON CONFLICT (is_background, status) DO UPDATE SET count = status_counts.count + excluded.count;
+                INSERT INTO created_per_hour (hour, count)
+                SELECT created_at / 3600000, count(*) FROM new_rows GROUP BY 1
+                ON CONFLICT (hour) DO UPDATE SET count = created_per_hour.count + excluded.count;
+                UPDATE stat_totals AS t SET value = t.value + CASE t.name
+                        WHEN 'total_runs' THEN c.rows WHEN 'duration_sum_ms' THEN c.total ELSE c.timed END
+                FROM (SELECT count(*)::double precision AS rows, coalesce(sum(execution_time_ms), 0) AS total,
+                             count(execution_time_ms)::double precision AS timed FROM new_rows) AS c
+                WHERE t.name = 'total_runs' OR (c.timed > 0 AND t.name IN ('duration_sum_ms', 'duration_count'));
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE FUNCTION flujo_count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                -- Most updates (a step's progress, a heartbeat) change neither status nor duration.
+                IF NOT EXISTS (SELECT 1 FROM old_rows AS o JOIN new_rows AS n ON n.run_id = o.run_id
+                               WHERE o.status IS DISTINCT FROM n.status OR o.execution_time_ms IS DISTINCT FROM n.execution_time_ms) THEN
+                    RETURN NULL;
+                END IF;
+                INSERT INTO status_counts (is_background, status, count)
+                SELECT b, s, sum(d) FROM (
+                    SELECT is_background_task AS b, status AS s, 1 AS d FROM new_rows
+                    UNION ALL SELECT is_background_task, status, -1 FROM old_rows) AS changes
+                GROUP BY b, s HAVING sum(d) <> 0
+                ON CONFLICT (is_background, status) DO UPDATE SET count = status_counts.count + excluded.count;
+                UPDATE stat_totals AS t SET value = t.value + CASE t.name WHEN 'duration_sum_ms' THEN c.total ELSE c.timed END
+                FROM (SELECT (SELECT coalesce(sum(execution_time_ms), 0) FROM new_rows) - (SELECT coalesce(sum(execution_time_ms), 0) FROM old_rows) AS total,
+                             ((SELECT count(execution_time_ms) FROM new_rows) - (SELECT count(execution_time_ms) FROM old_rows))::double precision AS timed) AS c
+                WHERE t.name IN ('duration_sum_ms', 'duration_count') AND (c.total <> 0 OR c.timed <> 0);
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE FUNCTION flujo_count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NOT EXISTS (SELECT 1 FROM old_rows) THEN RETURN NULL; END IF;
+                UPDATE status_counts AS t SET count = t.count - c.rows
+                FROM (SELECT is_background_task AS b, status AS s, count(*) AS rows FROM old_rows GROUP BY 1, 2) AS c
+                WHERE t.is_background = c.b AND t.status = c.s;
+                UPDATE created_per_hour AS t SET count = t.count - c.rows
+                FROM (SELECT created_at / 3600000 AS hour, count(*) AS rows FROM old_rows GROUP BY 1) AS c
+                WHERE t.hour = c.hour;
+                UPDATE stat_totals AS t SET value = t.value + CASE t.name
+                        WHEN 'total_runs' THEN -c.rows WHEN 'pruned_runs' THEN c.rows
+                        WHEN 'duration_sum_ms' THEN -c.total ELSE -c.timed END
+                FROM (SELECT count(*)::double precision AS rows, coalesce(sum(execution_time_ms), 0) AS total,
+                             count(execution_time_ms)::double precision AS timed FROM old_rows) AS c
+                WHERE t.name IN ('total_runs', 'pruned_runs') OR (c.timed > 0 AND t.name IN ('duration_sum_ms', 'duration_count'));
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE TRIGGER workflow_state_counted_inserts AFTER INSERT ON workflow_state
+            REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flujo_count_inserted()
+            """,
+            """
+            CREATE TRIGGER workflow_state_counted_updates AFTER UPDATE ON workflow_state
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION flujo_count_updated()
+            """,
+            """
+            CREATE TRIGGER workflow_state_counted_deletes AFTER DELETE ON workflow_state
+            REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION flujo_count_deleted()
+            """,
         ]),
     ]
 
