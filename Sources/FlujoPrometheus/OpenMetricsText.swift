@@ -10,7 +10,7 @@ public enum OpenMetricsText {
 
     /// The exposition of `families`.
     public static func render(_ families: [MetricFamily]) -> String {
-        var out = ExpositionWriter(capacity: families.count * 200)
+        var out = ExpositionWriter(capacity: max(families.count * 200, ExpositionWriter.lastSize.load(ordering: .relaxed) * 9 / 8))
         for family in families.sorted(by: { $0.name < $1.name }) {
             // OpenMetrics names a counter's family without the `_total` of its sample.
             let name = family.kind == .counter && family.name.hasSuffix("_total") ? String(family.name.dropLast(6)) : family.name

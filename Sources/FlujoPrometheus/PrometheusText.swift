@@ -1,3 +1,4 @@
+import Synchronization
 import W3CTraceContext
 
 /// Writes metric families in the Prometheus text exposition format 0.0.4.
@@ -14,7 +15,7 @@ public enum PrometheusText {
 
     /// The exposition of `families`.
     public static func render(_ families: [MetricFamily]) -> String {
-        var out = ExpositionWriter(capacity: families.count * 160)
+        var out = ExpositionWriter(capacity: max(families.count * 160, ExpositionWriter.lastSize.load(ordering: .relaxed)))
         for family in families.sorted(by: { $0.name < $1.name }) {
             out.append("# HELP ")
             out.append(family.name)
@@ -27,6 +28,7 @@ public enum PrometheusText {
             out.append("\n")
             family.writeSamples(into: &out, exemplars: false)
         }
+        ExpositionWriter.lastSize.store(out.bytes.count + out.bytes.count / 8, ordering: .relaxed)
         return out.text
     }
 
@@ -82,6 +84,9 @@ public enum PrometheusText {
 /// rendered prefixes are copies, numbers are written without a `String`.
 struct ExpositionWriter {
     var bytes: [UInt8] = []
+    /// The size of the last exposition (and an eighth more), reserved for the next
+    /// one: it grows once instead of doubling its way up at every scrape.
+    static let lastSize = Atomic<Int>(0)
 
     init(capacity: Int) {
         bytes.reserveCapacity(capacity)
