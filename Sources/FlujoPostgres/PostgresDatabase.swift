@@ -140,10 +140,17 @@ public final class PostgresDatabase: Sendable {
     public static func open(
         _ location: PostgresLocation, migrate: Bool = true, logger: Logger = Logger(label: "flujo.postgres")
     ) async throws(PostgresStoreError) -> PostgresDatabase {
+        try await open(location, migrate: migrate, upTo: PostgresSchema.currentVersion, logger: logger)
+    }
+
+    /// `open`, migrating no further than version `target` (tests of upgrades).
+    static func open(
+        _ location: PostgresLocation, migrate: Bool, upTo target: Int, logger: Logger = Logger(label: "flujo.postgres")
+    ) async throws(PostgresStoreError) -> PostgresDatabase {
         let connection = try await connect(location, logger: logger)
         let database = PostgresDatabase(location: location, connection: connection, logger: logger)
         if migrate {
-            try await PostgresSchema.migrate(database)
+            try await PostgresSchema.migrate(database, upTo: target)
         } else {
             let tables = try await database.tableNames()
             let found = tables.contains("flujo_schema_versions") ? try await database.schemaVersion() : 0

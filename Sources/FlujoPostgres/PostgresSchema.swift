@@ -275,7 +275,8 @@ enum PostgresSchema {
     /// Applies the versions `database` lacks; refuses a newer database. All of
     /// it runs in one transaction under an advisory lock, so concurrent opens
     /// (from any process or machine) migrate once and never race on a table.
-    static func migrate(_ database: PostgresDatabase) async throws(PostgresStoreError) {
+    /// `upTo` stops at an older version (tests of upgrades).
+    static func migrate(_ database: PostgresDatabase, upTo target: Int = currentVersion) async throws(PostgresStoreError) {
         try await database.execute("BEGIN")
         do throws(PostgresStoreError) {
             try await database.execute("SELECT pg_advisory_xact_lock(\(migrationLock))")
@@ -289,7 +290,7 @@ enum PostgresSchema {
             if found > currentVersion {
                 throw .newerSchema(location: database.location.description, found: found, supported: currentVersion)
             }
-            for migration in migrations where migration.version > found {
+            for migration in migrations where migration.version > found && migration.version <= target {
                 for statement in migration.statements { try await database.execute(PostgresQuery(unsafeSQL: statement)) }
                 try await database.execute("INSERT INTO flujo_schema_versions (version) VALUES (\(migration.version))")
             }

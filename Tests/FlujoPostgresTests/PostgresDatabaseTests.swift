@@ -78,6 +78,44 @@ struct PostgresDatabaseTests {
         await again.close()
     }
 
+    @Test("a database of schema version 1 with rows is upgraded to the current version; its counters stay equal to a recount through single and bulk changes")
+    func upgradesFromVersionOne() async throws {
+        let location = try await freshDatabase("upgrade")
+        let old = try await PostgresDatabase.open(location, migrate: true, upTo: 1)
+        #expect(try await old.appliedVersions() == [1])
+        // Rows written under version 1's per-row counters.
+        for (index, status) in ["running", "failed", "completed", "running", "paused"].enumerated() {
+            try await old.execute("""
+                INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at, updated_at,
+                                            is_background_task, task_id, execution_time_ms, owner)
+                VALUES (\("r_bg_bg_\(index)"), 'p', 'p', '1', \(status), \(index), \(index), true, \("bg_\(index)"), 5, 'pg:1')
+                """)
+        }
+        await old.close()
+        let store = try await PostgresStateStore.open(location)
+        #expect(try await store.database.appliedVersions() == Array(1...PostgresDatabase.currentSchemaVersion))
+        func expectRecount(_ moment: Comment) async throws {
+            let recount = try await store.database.rows("SELECT status, count(*)::bigint FROM workflow_state WHERE is_background_task GROUP BY status") {
+                (try $0[0].decode(String.self), try $0[1].decode(Int.self))
+            }
+            let expected = Dictionary(uniqueKeysWithValues: recount.compactMap { pair in RunStatus(rawValue: pair.0).map { ($0, pair.1) } })
+            let counters = try await store.statusCounters()
+            #expect(counters.backgroundTasks == expected, moment)
+            #expect(counters.totalRuns == (try await store.database.query("SELECT count(*)::bigint FROM workflow_state").first ?? -1), moment)
+            #expect(counters.durationCount == (try await store.database.query("SELECT count(execution_time_ms)::bigint FROM workflow_state").first ?? -1), moment)
+        }
+        try await expectRecount("after the upgrade")
+        try await store.save(WorkflowState(runID: "r_bg_bg_1", pipelineName: "p", status: .completed, executionTimeMs: 7, isBackgroundTask: true, taskID: "bg_1"))
+        try await store.save(WorkflowState(runID: "r_bg_bg_new", pipelineName: "p", status: .failed, isBackgroundTask: true, taskID: "bg_new"))
+        try await expectRecount("after single changes")
+        // Both running tasks belong to an owner no session holds: one statement changes both.
+        #expect(try await store.failOrphanedTasks(applying: TaskLifecycle.orphaned(at: .now)).count == 2)
+        try await expectRecount("after a bulk change")
+        #expect(try await store.prune(PrunePolicy(cutoffs: [.completed: .now.adding(seconds: 60), .failed: .now.adding(seconds: 60)], keptFailureCategories: []), limit: 100, dryRun: false) > 0)
+        try await expectRecount("after retention")
+        await store.close()
+    }
+
     @Test("a database of a newer schema is refused with both versions named, and left as it is")
     func newerRefused() async throws {
         let location = try await freshDatabase("newer")
