@@ -210,6 +210,11 @@ public final class PostgresStateStore: StateStore {
                 if !written.isEmpty { return }
             }
             try await write(item, fence: fences[0], on: database)
+        } else if fences.allSatisfy({ if case .none = $0 { true } else { false } }), let combined = Self.combinedWrite(writes, owner: ownerToken) {
+            // A launch (its parent's step and the task) in one statement: one round trip.
+            let database = try await pool.acquire()
+            defer { pool.release(database) }
+            _ = try await database.query(combined)
         } else {
             try await transaction { db in
                 for (write, fence) in zip(writes, fences) { try await self.write(write, fence: fence, on: db) }
@@ -262,9 +267,37 @@ public final class PostgresStateStore: StateStore {
     /// The upsert replaces a row only as `fence` allows; when it does not, nothing
     /// is written and the statement returns 0 (else 1).
     static func singleWrite(_ item: StateWrite, owner ownerToken: String, fence: WriteFence = .none) -> PostgresQuery {
+        var binds = PostgresBindings()
+        let ctes = writeCTEs(item, owner: ownerToken, fence: fence, suffix: "", binds: &binds)
+        return PostgresQuery(unsafeSQL: "WITH \(ctes) SELECT count(*)::bigint FROM state", binds: binds)
+    }
+
+    /// Several writes as one statement, when none fences and none touches a row
+    /// another touches (a statement cannot change a row twice); nil otherwise.
+    /// Returns the number of states written (all of them).
+    static func combinedWrite(_ items: [StateWrite], owner ownerToken: String) -> PostgresQuery? {
+        var runIDs = Set<String>()
+        var usedParents = Set<String>()
+        for item in items {
+            guard runIDs.insert(item.state.runID).inserted else { return nil }
+            let usage = item.parentUsage ?? Usage()
+            if let parent = item.state.parentRunID, usage.costUSD != 0 || usage.tokens != 0 { usedParents.insert(parent) }
+        }
+        guard usedParents.isDisjoint(with: runIDs) else { return nil }
+        var binds = PostgresBindings()
+        let ctes = items.enumerated().map { index, item in writeCTEs(item, owner: ownerToken, fence: .none, suffix: "_\(index)", binds: &binds) }
+        let counts = items.indices.map { "(SELECT count(*) FROM state_\($0))" }.joined(separator: " + ")
+        return PostgresQuery(unsafeSQL: "WITH \(ctes.joined(separator: ", ")) SELECT (\(counts))::bigint", binds: binds)
+    }
+
+    /// The CTEs of one write, named with `suffix`, their values appended to `binds`.
+    private static func writeCTEs(_ item: StateWrite, owner ownerToken: String, fence: WriteFence, suffix: String, binds: inout PostgresBindings) -> String {
+        func bind<T: PostgresDynamicTypeEncodable>(_ value: T?) -> String {
+            binds.append(value)
+            return "$\(binds.count)"
+        }
         let state = item.state
         let owner = state.isBackgroundTask && state.status == .running ? ownerToken : nil
-        let category = state.errorCategory?.rawValue
         let ended = state.status == .running ? nil : Optional(state.updatedAt.millisecondsSince1970)
         let step = item.step
         let usage = item.parentUsage ?? Usage()
@@ -274,25 +307,25 @@ public final class PostgresStateStore: StateStore {
         case .none:
             condition = "true"
         case .owned:
-            condition = "workflow_state.owner = '\(ownerToken)' AND workflow_state.status = 'running'"
+            condition = "workflow_state.owner = \(bind(ownerToken)) AND workflow_state.status = 'running'"
         case let .claimed(pid, taskID):
-            // Spliced in as SQL text: the task id is written as a quoted literal.
-            let literal = "'" + taskID.pg.replacingOccurrences(of: "'", with: "''") + "'"
             condition = """
-                EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid = \(pid)
-                    AND l.classid::bigint = \(Int64(claimNamespace)) AND l.objid::bigint = (hashtext(\(literal))::bigint & 4294967295))
+                EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid = \(bind(pid))
+                    AND l.classid::bigint = \(Int64(claimNamespace)) AND l.objid::bigint = (hashtext(\(bind(taskID.pg)))::bigint & 4294967295))
                 """
         }
+        let stateName = "state" + suffix
         return """
-            WITH state AS (
-                INSERT INTO workflow_state (\(unescaped: stateColumns), owner, next_attempt_at, trace)
-                VALUES (\(state.runID.pg), \(state.pipelineID.pg), \(state.pipelineName.pg), \(state.pipelineVersion.pg), \(state.currentStepIndex),
-                        \(state.contextJSON.pg), \(state.lastStepOutputJSON?.pg), \(state.stepHistoryJSON.pg), \(state.status.rawValue),
-                        \(state.createdAt.millisecondsSince1970), \(state.updatedAt.millisecondsSince1970), \(state.totalSteps),
-                        \(state.errorMessage?.pg), \(state.executionTimeMs), \(state.memoryUsageMB), \(state.metadataJSON.pg),
-                        \(state.isBackgroundTask), \(state.parentRunID?.pg), \(state.taskID?.pg), \(category), \(state.attempts),
-                        \(state.resumedFrom?.pg), \(state.stepName?.pg), \(state.costUSD), \(state.tokens), \(owner),
-                        \(item.nextAttemptAt?.millisecondsSince1970), \(item.trace?.encoded))
+            \(stateName) AS (
+                INSERT INTO workflow_state (\(stateColumns), owner, next_attempt_at, trace)
+                VALUES (\(bind(state.runID.pg)), \(bind(state.pipelineID.pg)), \(bind(state.pipelineName.pg)), \(bind(state.pipelineVersion.pg)),
+                        \(bind(state.currentStepIndex)), \(bind(state.contextJSON.pg)), \(bind(state.lastStepOutputJSON?.pg)),
+                        \(bind(state.stepHistoryJSON.pg)), \(bind(state.status.rawValue)), \(bind(state.createdAt.millisecondsSince1970)),
+                        \(bind(state.updatedAt.millisecondsSince1970)), \(bind(state.totalSteps)), \(bind(state.errorMessage?.pg)),
+                        \(bind(state.executionTimeMs)), \(bind(state.memoryUsageMB)), \(bind(state.metadataJSON.pg)), \(bind(state.isBackgroundTask)),
+                        \(bind(state.parentRunID?.pg)), \(bind(state.taskID?.pg)), \(bind(state.errorCategory?.rawValue)), \(bind(state.attempts)),
+                        \(bind(state.resumedFrom?.pg)), \(bind(state.stepName?.pg)), \(bind(state.costUSD)), \(bind(state.tokens)), \(bind(owner)),
+                        \(bind(item.nextAttemptAt?.millisecondsSince1970)), \(bind(item.trace?.encoded)))
                 ON CONFLICT (run_id) DO UPDATE SET
                     pipeline_id = excluded.pipeline_id, pipeline_name = excluded.pipeline_name, pipeline_version = excluded.pipeline_version,
                     current_step_index = excluded.current_step_index, pipeline_context = excluded.pipeline_context,
@@ -303,38 +336,40 @@ public final class PostgresStateStore: StateStore {
                     resumed_from = excluded.resumed_from, step_name = excluded.step_name, cost_usd = excluded.cost_usd,
                     tokens = excluded.tokens, owner = excluded.owner, next_attempt_at = excluded.next_attempt_at,
                     trace = coalesce(excluded.trace, workflow_state.trace)
-                WHERE \(unescaped: condition)
+                WHERE \(condition)
                 RETURNING 1
-            ), run AS (
+            ), run\(suffix) AS (
                 INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, started_at, ended_at, cost_usd, tokens)
-                SELECT \(state.runID.pg), \(state.pipelineName.pg), \(state.pipelineVersion.pg), \(state.status.rawValue),
-                       \(state.createdAt.millisecondsSince1970)::bigint, \(ended)::bigint, \(state.costUSD)::double precision, \(state.tokens)::bigint
-                WHERE NOT \(state.isBackgroundTask)::boolean AND EXISTS (SELECT 1 FROM state)
+                SELECT \(bind(state.runID.pg)), \(bind(state.pipelineName.pg)), \(bind(state.pipelineVersion.pg)), \(bind(state.status.rawValue)),
+                       \(bind(state.createdAt.millisecondsSince1970))::bigint, \(bind(ended))::bigint, \(bind(state.costUSD))::double precision,
+                       \(bind(state.tokens))::bigint
+                WHERE NOT \(bind(state.isBackgroundTask))::boolean AND EXISTS (SELECT 1 FROM \(stateName))
                 ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
                     cost_usd = excluded.cost_usd, tokens = excluded.tokens
                 RETURNING 1
-            ), step AS (
+            ), step\(suffix) AS (
                 INSERT INTO steps (run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at)
-                SELECT \(step?.runID.pg), \(step?.stepIndex)::integer, \(step?.stepName.pg), \(step?.success)::boolean, \(step?.outputJSON?.pg),
-                       \(step?.attempts)::integer, \(step?.latencySeconds)::double precision, \(step?.costUSD)::double precision,
-                       \(step?.tokens)::bigint, \(step?.feedback?.pg), \(step?.finishedAt.millisecondsSince1970)::bigint
-                WHERE \(step != nil)::boolean AND EXISTS (SELECT 1 FROM state)
+                SELECT \(bind(step?.runID.pg)), \(bind(step?.stepIndex))::integer, \(bind(step?.stepName.pg)), \(bind(step?.success))::boolean,
+                       \(bind(step?.outputJSON?.pg)), \(bind(step?.attempts))::integer, \(bind(step?.latencySeconds))::double precision,
+                       \(bind(step?.costUSD))::double precision, \(bind(step?.tokens))::bigint, \(bind(step?.feedback?.pg)),
+                       \(bind(step?.finishedAt.millisecondsSince1970))::bigint
+                WHERE \(bind(step != nil))::boolean AND EXISTS (SELECT 1 FROM \(stateName))
                 RETURNING 1
-            ), parent AS (
-                UPDATE runs SET background_cost_usd = background_cost_usd + \(usage.costUSD)::double precision,
-                    background_tokens = background_tokens + \(usage.tokens)::bigint
-                WHERE run_id = \(state.parentRunID?.pg) AND \(addsUsage)::boolean AND EXISTS (SELECT 1 FROM state)
+            ), parent\(suffix) AS (
+                UPDATE runs SET background_cost_usd = background_cost_usd + \(bind(usage.costUSD))::double precision,
+                    background_tokens = background_tokens + \(bind(usage.tokens))::bigint
+                WHERE run_id = \(bind(state.parentRunID?.pg)) AND \(bind(addsUsage))::boolean AND EXISTS (SELECT 1 FROM \(stateName))
                 RETURNING 1
             )
-            SELECT count(*)::bigint FROM state
             """
     }
 
     public func heartbeat(runIDs: [String], at time: Timestamp) async throws {
         guard !runIDs.isEmpty else { return }
-        try await transaction { db in
-            try await db.execute("UPDATE workflow_state SET updated_at = \(time.millisecondsSince1970) WHERE run_id = ANY(\(runIDs.map(\.pg))) AND status = 'running'")
-        }
+        // One statement: its own transaction.
+        let database = try await pool.acquire()
+        defer { pool.release(database) }
+        try await database.execute("UPDATE workflow_state SET updated_at = \(time.millisecondsSince1970) WHERE run_id = ANY(\(runIDs.map(\.pg))) AND status = 'running'")
     }
 
     public func saveSpans(_ spans: [SpanRecord]) async throws {
