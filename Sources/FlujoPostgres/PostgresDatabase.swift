@@ -232,6 +232,17 @@ public final class PostgresDatabase: Sendable {
         }
     }
 
+    /// Runs a prepared statement (prepared on this connection at its first use).
+    func prepared<Statement: PostgresPreparedStatement>(_ statement: Statement) async throws(PostgresStoreError) -> [Statement.Row] {
+        do {
+            var rows: [Statement.Row] = []
+            for try await row in try await live().execute(statement, logger: logger) { rows.append(row) }
+            return rows
+        } catch {
+            throw Self.map(error, location)
+        }
+    }
+
     /// Runs a statement and decodes each row.
     func rows<T>(_ statement: PostgresQuery, _ decode: (PostgresRandomAccessRow) throws -> T) async throws(PostgresStoreError) -> [T] {
         do {

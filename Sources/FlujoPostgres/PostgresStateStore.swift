@@ -192,21 +192,7 @@ public final class PostgresStateStore: StateStore {
             let item = writes[0]
             if let step = item.step, item.state.status == .running, !item.state.isBackgroundTask, item.parentUsage == nil, item.trace == nil {
                 // A step of a running run changes only its progress columns, as in SQLite.
-                let state = item.state
-                let written = try await database.rows("""
-                    WITH progress AS (
-                        UPDATE workflow_state SET current_step_index = \(state.currentStepIndex), pipeline_context = \(state.contextJSON.pg),
-                            last_step_output = \(state.lastStepOutputJSON?.pg), updated_at = \(state.updatedAt.millisecondsSince1970),
-                            cost_usd = \(state.costUSD), tokens = \(state.tokens)
-                        WHERE run_id = \(state.runID.pg) AND status = 'running'
-                        RETURNING run_id
-                    )
-                    INSERT INTO steps (run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at)
-                    SELECT \(step.runID.pg), \(step.stepIndex), \(step.stepName.pg), \(step.success), \(step.outputJSON?.pg), \(step.attempts),
-                           \(step.latencySeconds), \(step.costUSD), \(step.tokens), \(step.feedback?.pg), \(step.finishedAt.millisecondsSince1970)
-                    FROM progress
-                    RETURNING 1
-                    """) { try $0[0].decode(Int.self) }
+                let written = try await database.prepared(ProgressWrite(bindings: Self.progressBindings(item.state, step: step)))
                 if !written.isEmpty { return }
             }
             try await write(item, fence: fences[0], on: database)
@@ -249,7 +235,14 @@ public final class PostgresStateStore: StateStore {
     }
 
     private func write(_ item: StateWrite, fence: WriteFence, on db: PostgresDatabase) async throws {
-        let written = try await db.query(Self.singleWrite(item, owner: ownerToken, fence: fence))
+        // Prepared once per connection and variant: the server parses and plans it once.
+        let binds = Self.singleWrite(item, owner: ownerToken, fence: fence).binds
+        let written: [Int]
+        switch fence {
+        case .none: written = try await db.prepared(PreparedWrite<UnfencedWrite>(bindings: binds))
+        case .owned: written = try await db.prepared(PreparedWrite<OwnedWrite>(bindings: binds))
+        case .claimed: written = try await db.prepared(PreparedWrite<ClaimedWrite>(bindings: binds))
+        }
         guard written.first == 1 else {
             let state = item.state
             let reason: String
@@ -267,9 +260,16 @@ public final class PostgresStateStore: StateStore {
     /// The upsert replaces a row only as `fence` allows; when it does not, nothing
     /// is written and the statement returns 0 (else 1).
     static func singleWrite(_ item: StateWrite, owner ownerToken: String, fence: WriteFence = .none) -> PostgresQuery {
+        singleWriteTyped(item, owner: ownerToken, fence: fence).query
+    }
+
+    /// `singleWrite` and the type of each bound value (a prepared statement
+    /// declares them: a null alone would leave its type to the server's guess).
+    static func singleWriteTyped(_ item: StateWrite, owner ownerToken: String, fence: WriteFence) -> (query: PostgresQuery, types: [PostgresDataType]) {
         var binds = PostgresBindings()
-        let ctes = writeCTEs(item, owner: ownerToken, fence: fence, suffix: "", binds: &binds)
-        return PostgresQuery(unsafeSQL: "WITH \(ctes) SELECT count(*)::bigint FROM state", binds: binds)
+        var types: [PostgresDataType] = []
+        let ctes = writeCTEs(item, owner: ownerToken, fence: fence, suffix: "", binds: &binds, types: &types)
+        return (PostgresQuery(unsafeSQL: "WITH \(ctes) SELECT count(*)::bigint FROM state", binds: binds), types)
     }
 
     /// Several writes as one statement, when none fences and none touches a row
@@ -285,15 +285,65 @@ public final class PostgresStateStore: StateStore {
         }
         guard usedParents.isDisjoint(with: runIDs) else { return nil }
         var binds = PostgresBindings()
-        let ctes = items.enumerated().map { index, item in writeCTEs(item, owner: ownerToken, fence: .none, suffix: "_\(index)", binds: &binds) }
+        var types: [PostgresDataType] = []
+        let ctes = items.enumerated().map { index, item in
+            writeCTEs(item, owner: ownerToken, fence: .none, suffix: "_\(index)", binds: &binds, types: &types)
+        }
         let counts = items.indices.map { "(SELECT count(*) FROM state_\($0))" }.joined(separator: " + ")
         return PostgresQuery(unsafeSQL: "WITH \(ctes.joined(separator: ", ")) SELECT (\(counts))::bigint", binds: binds)
     }
 
+    /// The statement of a single write with a fence of `fence`'s kind: its text
+    /// depends on nothing else (every value is bound).
+    static func writeSQL(_ fence: WriteFence) -> (sql: String, types: [PostgresDataType]) {
+        let typed = singleWriteTyped(StateWrite(WorkflowState(runID: "", pipelineName: "")), owner: "", fence: fence)
+        return (typed.query.sql, typed.types)
+    }
+
+    /// A step's progress: the run's progress columns and the step, when the run is running.
+    static let progressSQL = """
+        WITH progress AS (
+            UPDATE workflow_state SET current_step_index = $1, pipeline_context = $2, last_step_output = $3, updated_at = $4,
+                cost_usd = $5, tokens = $6
+            WHERE run_id = $7 AND status = 'running'
+            RETURNING run_id
+        )
+        INSERT INTO steps (run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at)
+        SELECT $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18
+        FROM progress
+        RETURNING 1
+        """
+
+    static func progressBindings(_ state: WorkflowState, step: StepRecord) -> PostgresBindings {
+        var binds = PostgresBindings(capacity: 18)
+        binds.append(state.currentStepIndex)
+        binds.append(state.contextJSON.pg)
+        binds.append(state.lastStepOutputJSON?.pg)
+        binds.append(state.updatedAt.millisecondsSince1970)
+        binds.append(state.costUSD)
+        binds.append(state.tokens)
+        binds.append(state.runID.pg)
+        binds.append(step.runID.pg)
+        binds.append(step.stepIndex)
+        binds.append(step.stepName.pg)
+        binds.append(step.success)
+        binds.append(step.outputJSON?.pg)
+        binds.append(step.attempts)
+        binds.append(step.latencySeconds)
+        binds.append(step.costUSD)
+        binds.append(step.tokens)
+        binds.append(step.feedback?.pg)
+        binds.append(step.finishedAt.millisecondsSince1970)
+        return binds
+    }
+
     /// The CTEs of one write, named with `suffix`, their values appended to `binds`.
-    private static func writeCTEs(_ item: StateWrite, owner ownerToken: String, fence: WriteFence, suffix: String, binds: inout PostgresBindings) -> String {
-        func bind<T: PostgresDynamicTypeEncodable>(_ value: T?) -> String {
+    private static func writeCTEs(
+        _ item: StateWrite, owner ownerToken: String, fence: WriteFence, suffix: String, binds: inout PostgresBindings, types: inout [PostgresDataType]
+    ) -> String {
+        func bind<T: PostgresNonThrowingEncodable>(_ value: T?) -> String {
             binds.append(value)
+            types.append(T.psqlType)
             return "$\(binds.count)"
         }
         let state = item.state
@@ -758,6 +808,46 @@ public final class PostgresStateStore: StateStore {
             throw error
         }
     }
+}
+
+/// Which statement a write is, by its fence: each is prepared once per connection.
+protocol WriteVariant: Sendable {
+    static var statement: (sql: String, types: [PostgresDataType]) { get }
+}
+
+enum UnfencedWrite: WriteVariant {
+    static let statement = PostgresStateStore.writeSQL(.none)
+}
+
+enum OwnedWrite: WriteVariant {
+    static let statement = PostgresStateStore.writeSQL(.owned)
+}
+
+enum ClaimedWrite: WriteVariant {
+    static let statement = PostgresStateStore.writeSQL(.claimed(pid: 0, taskID: ""))
+}
+
+/// A single write, prepared: its values bound, its statement parsed and planned once per connection.
+struct PreparedWrite<Variant: WriteVariant>: PostgresPreparedStatement {
+    typealias Row = Int
+    static var sql: String { Variant.statement.sql }
+    static var bindingDataTypes: [PostgresDataType] { Variant.statement.types }
+    let bindings: PostgresBindings
+    func makeBindings() throws -> PostgresBindings { bindings }
+    func decodeRow(_ row: PostgresRow) throws -> Int { try row.decode(Int.self) }
+}
+
+/// A step's progress, prepared.
+struct ProgressWrite: PostgresPreparedStatement {
+    typealias Row = Int
+    static var sql: String { PostgresStateStore.progressSQL }
+    static let bindingDataTypes: [PostgresDataType] = [
+        .int8, .text, .text, .int8, .float8, .int8, .text,
+        .text, .int8, .text, .bool, .text, .int8, .float8, .float8, .int8, .text, .int8,
+    ]
+    let bindings: PostgresBindings
+    func makeBindings() throws -> PostgresBindings { bindings }
+    func decodeRow(_ row: PostgresRow) throws -> Int { try row.decode(Int.self) }
 }
 
 /// The statements connections of a store: one per statement or transaction in
