@@ -28,7 +28,7 @@ public final class PostgresStateStore: StateStore {
     /// The statements connections: the first one, opened (and migrated) with the store.
     let database: PostgresDatabase
     /// Where statements run: up to the location's `poolSize` connections, opened as needed.
-    private let pool: ConnectionPool
+    let pool: ConnectionPool
     /// Holds the advisory locks: claims and this store's ownership of its running tasks.
     let locks: PostgresDatabase
     /// This store's identity as the owner of running tasks: `pg:` and the key of its owner lock.

@@ -24,7 +24,10 @@ func freshDatabase(_ label: String) async throws -> PostgresLocation {
 struct PostgresLocationTests {
     @Test("a state URI is read with its timeouts and TLS mode; the password comes from the URI, PGPASSWORD or the password file, and is never printed")
     func parse() throws {
-        let full = try PostgresLocation(uri: "postgres://ada:s%3Acret@db.internal:6543/orders?connect_timeout=2.5&statement_timeout_ms=900&sslmode=require", environment: [:])
+        let full = try PostgresLocation(
+            uri: "postgres://ada:s%3Acret@db.internal:6543/orders?connect_timeout=2.5&statement_timeout_ms=900&sslmode=require&reconnect_window=1.5&pool_size=8",
+            environment: [:])
+        #expect(full.reconnectWindow == .milliseconds(1500) && full.poolSize == 8)
         #expect(full.host == "db.internal" && full.port == 6543 && full.user == "ada" && full.database == "orders")
         #expect(full.password == "s:cret")
         #expect(full.connectTimeout == .milliseconds(2500) && full.statementTimeoutMs == 900 && full.tls == .require)
@@ -32,6 +35,7 @@ struct PostgresLocationTests {
         #expect(!"\(full)".contains("cret"))
         let defaults = try PostgresLocation(uri: "postgresql://ada@h/db", environment: [:])
         #expect(defaults.port == 5432 && defaults.password == nil && defaults.tls == .prefer && defaults.statementTimeoutMs == 30_000)
+        #expect(defaults.reconnectWindow == .seconds(10) && defaults.poolSize == 4)
         #expect(try PostgresLocation(uri: "postgres://ada@h/db", environment: ["PGPASSWORD": "from-env"]).password == "from-env")
         let folder = TestSupport.temporaryDirectory("flujo-pgpass")
         let file = folder.appendingPathComponent("pgpass").path
@@ -45,6 +49,8 @@ struct PostgresLocationTests {
         ("sqlite:///tmp/x.db", "another scheme"), ("postgres://h/db", "no user"), ("postgres://ada@/db", "no host"),
         ("postgres://ada@h", "no database"), ("postgres://ada@h:70000/db", "port"), ("postgres://ada@h/db?connect_timeout=-1", "connect_timeout"),
         ("postgres://ada@h/db?sslmode=maybe", "sslmode"), ("postgres://ada@h/db?pool=9", "unknown parameter"),
+        ("postgres://ada@h/db?pool_size=0", "pool_size"), ("postgres://ada@h/db?pool_size=many", "pool_size"),
+        ("postgres://ada@h/db?reconnect_window=-2", "reconnect_window"), ("postgres://ada@h/db?reconnect_window=nan", "reconnect_window"),
     ])
     func invalid(uri: String, expected: String) {
         do {
@@ -113,6 +119,29 @@ struct PostgresDatabaseTests {
         try await expectRecount("after a bulk change")
         #expect(try await store.prune(PrunePolicy(cutoffs: [.completed: .now.adding(seconds: 60), .failed: .now.adding(seconds: 60)], keptFailureCategories: []), limit: 100, dryRun: false) > 0)
         try await expectRecount("after retention")
+        await store.close()
+    }
+
+    @Test("statements run on up to pool_size connections at once, opened as work needs them; callers beyond wait their turn")
+    func pool() async throws {
+        var location = try await freshDatabase("pool")
+        location.poolSize = 2
+        let store = try await PostgresStateStore.open(location)
+        #expect(store.pool.opened.count == 1, "one connection until more are needed")
+        let started = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<6 {
+                group.addTask {
+                    let database = try await store.pool.acquire()
+                    defer { store.pool.release(database) }
+                    _ = try await database.query("SELECT 1 FROM pg_sleep(0.3)")
+                }
+            }
+            try await group.waitForAll()
+        }
+        let took = ContinuousClock.now - started
+        #expect(store.pool.opened.count == 2)
+        #expect(took >= .milliseconds(850) && took < .milliseconds(1700), "three waves of two, not six in a row nor six at once: \(took)")
         await store.close()
     }
 
