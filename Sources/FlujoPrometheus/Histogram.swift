@@ -15,6 +15,10 @@ final class Histogram: SampleSource {
         var samples: [MetricFamily.Sample]
     }
     private let state: Mutex<State>
+    /// Every sample's rendered `name{labels} `, one after another, and where each ends:
+    /// a scrape copies them without touching a sample's own storage.
+    private let prefixes: [UInt8]
+    private let prefixEnds: [Int]
 
     /// Default bounds for durations in seconds, from 0.5 ms to 60 s.
     static let durationBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
@@ -29,7 +33,16 @@ final class Histogram: SampleSource {
         }
         samples.append(.init(name: name + "_sum", labels: labels, value: 0))
         samples.append(.init(name: name + "_count", labels: labels, value: 0))
-        for index in samples.indices { samples[index].renderedPrefix = PrometheusText.prefix(of: samples[index]) }
+        var prefixes: [UInt8] = []
+        var prefixEnds: [Int] = []
+        for index in samples.indices {
+            let prefix = PrometheusText.prefix(of: samples[index])
+            samples[index].renderedPrefix = prefix
+            prefixes += prefix
+            prefixEnds.append(prefixes.count)
+        }
+        self.prefixes = prefixes
+        self.prefixEnds = prefixEnds
         state = Mutex(State(samples: samples))
     }
 
@@ -62,16 +75,24 @@ final class Histogram: SampleSource {
 
     func write(into out: inout ExpositionWriter, exemplars: Bool) {
         let buckets = bounds.count + 1
-        state.withLock { state in
-            state.samples.withUnsafeBufferPointer { samples in
-                guard let base = samples.baseAddress else { return }
-                var cumulative = 0.0
-                for index in 0..<samples.count {
-                    if index < buckets {
-                        cumulative += samples[index].value
-                        out.appendLine(base + index, value: cumulative, exemplar: exemplars)
-                    } else {
-                        out.appendLine(base + index, exemplar: exemplars)
+        prefixes.withUnsafeBufferPointer { prefixes in
+            prefixEnds.withUnsafeBufferPointer { ends in
+                state.withLock { state in
+                    state.samples.withUnsafeBufferPointer { samples in
+                        var cumulative = 0.0
+                        var start = 0
+                        for index in 0..<samples.count {
+                            let value: Double
+                            if index < buckets {
+                                cumulative += samples[index].value
+                                value = cumulative
+                            } else {
+                                value = samples[index].value
+                            }
+                            let prefix = UnsafeBufferPointer(rebasing: prefixes[start..<ends[index]])
+                            out.appendLine(prefix: prefix, value: value, exemplar: exemplars ? samples[index].exemplar : nil)
+                            start = ends[index]
+                        }
                     }
                 }
             }

@@ -135,18 +135,28 @@ struct ExpositionWriter {
     mutating func appendLine(_ sample: UnsafePointer<MetricFamily.Sample>, value: Double? = nil, exemplar: Bool) {
         appendPrefix(sample)
         appendValue(value ?? sample.pointee.value)
-        if exemplar, sample.pointee.exemplar != nil {
-            let exemplar = sample.pointee.exemplar!
-            append(" # {trace_id=\"")
-            withUnsafeBytes(of: exemplar.traceID.bytes) { appendHex($0) }
-            append("\",span_id=\"")
-            withUnsafeBytes(of: exemplar.spanID.bytes) { appendHex($0) }
-            append("\"} ")
-            appendValue(exemplar.value)
-            bytes.append(UInt8(ascii: " "))
-            appendMilliseconds(exemplar.timestamp)
-        }
+        if exemplar, let found = sample.pointee.exemplar { appendExemplar(found) }
         bytes.append(UInt8(ascii: "\n"))
+    }
+
+    /// One sample line from its rendered prefix; with `exemplar`, the exemplar in the OpenMetrics form.
+    mutating func appendLine(prefix: UnsafeBufferPointer<UInt8>, value: Double, exemplar: MetricFamily.Exemplar?) {
+        bytes.append(contentsOf: prefix)
+        appendValue(value)
+        if let exemplar { appendExemplar(exemplar) }
+        bytes.append(UInt8(ascii: "\n"))
+    }
+
+    /// ` # {trace_id="…",span_id="…"} value timestamp`.
+    mutating func appendExemplar(_ exemplar: MetricFamily.Exemplar) {
+        append(" # {trace_id=\"")
+        withUnsafeBytes(of: exemplar.traceID.bytes) { appendHex($0) }
+        append("\",span_id=\"")
+        withUnsafeBytes(of: exemplar.spanID.bytes) { appendHex($0) }
+        append("\"} ")
+        appendValue(exemplar.value)
+        bytes.append(UInt8(ascii: " "))
+        appendMilliseconds(exemplar.timestamp)
     }
 
     /// Lowercase hex of bytes.
