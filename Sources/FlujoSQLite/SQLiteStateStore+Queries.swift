@@ -15,10 +15,16 @@ extension SQLiteStateStore {
         FROM workflow_state AS w LEFT JOIN runs AS r ON r.run_id = w.run_id WHERE w.run_id = ?1
         """)
     private static let stepsSQL = SQL("SELECT \(StateRow.stepColumns) FROM steps WHERE run_id = ?1 ORDER BY seq")
-    private static let countsSQL = SQL("SELECT is_background, status, count FROM status_counts")
-    private static let totalsSQL = SQL("SELECT name, value FROM stat_totals")
-    /// One seek on the background (status, updated_at) index.
-    private static let oldestSQL = SQL("SELECT min(updated_at) FROM workflow_state WHERE is_background_task = 1 AND status = ?1")
+    /// Every counter in one statement (one consistent read, no transaction of its own):
+    /// the status counts (kind 0), the totals (kind 1), and the oldest update of each
+    /// aged status (kind 2: one seek each on the background (status, updated_at) index).
+    private static let countersSQL = SQL("""
+        SELECT 0, is_background, status, count FROM status_counts
+        UNION ALL SELECT 1, 0, name, value FROM stat_totals
+        \(StatusCounters.agedStatuses.map { status in
+            "UNION ALL SELECT 2, 1, '\(status.rawValue)', (SELECT min(updated_at) FROM workflow_state WHERE is_background_task = 1 AND status = '\(status.rawValue)')"
+        }.joined(separator: "\n"))
+        """)
     private static let hoursSQL = SQL("SELECT COALESCE(sum(count), 0) FROM created_per_hour WHERE hour >= ?1")
     private static let edgeSQL = SQL("SELECT count(*) FROM workflow_state WHERE created_at >= ?1 AND created_at < ?2")
     private static let spansSQL = SQL("""
@@ -133,29 +139,28 @@ extension SQLiteStateStore {
     // MARK: - Stats
 
     public func statusCounters() async throws -> StatusCounters {
-        try withConnection { (connection) throws(StateStoreError) in
-            try connection.transaction(reading: true) { () throws(StateStoreError) in try Self.readCounters(connection) }
-        }
+        try withConnection { (connection) throws(StateStoreError) in try Self.readCounters(connection) }
     }
 
     private static func readCounters(_ connection: SQLiteConnection) throws(StateStoreError) -> StatusCounters {
         var runs: [RunStatus: Int] = [:]
         var background: [RunStatus: Int] = [:]
-        let counts = try connection.statement(Self.countsSQL)
-        while try counts.step() {
-            guard let status = RunStatus(rawValue: counts.string(1) ?? ""), counts.int(2) != 0 else { continue }
-            if counts.int(0) != 0 { background[status, default: 0] += counts.int(2) } else { runs[status, default: 0] += counts.int(2) }
-        }
         var totals: [String: Double] = [:]
-        let totalRows = try connection.statement(Self.totalsSQL)
-        while try totalRows.step() { totals[totalRows.string(0) ?? ""] = totalRows.double(1) }
         var oldest: [RunStatus: Timestamp] = [:]
-        let oldestRow = try connection.statement(Self.oldestSQL)
-        for status in StatusCounters.agedStatuses where (background[status] ?? 0) > 0 {
-            oldestRow.reset()
-            oldestRow.bind(1, status.rawValue)
-            if try oldestRow.step(), let time = oldestRow.optionalTimestamp(0) { oldest[status] = time }
+        let rows = try connection.statement(Self.countersSQL)
+        while try rows.step() {
+            switch rows.int(0) {
+            case 0:
+                guard let status = RunStatus(rawValue: rows.string(2) ?? ""), rows.int(3) != 0 else { continue }
+                if rows.int(1) != 0 { background[status, default: 0] += rows.int(3) } else { runs[status, default: 0] += rows.int(3) }
+            case 1:
+                totals[rows.string(2) ?? ""] = rows.double(3)
+            default:
+                if let status = RunStatus(rawValue: rows.string(2) ?? ""), let time = rows.optionalTimestamp(3) { oldest[status] = time }
+            }
         }
+        // An age is shown only while tasks have that status.
+        oldest = oldest.filter { (background[$0.key] ?? 0) > 0 }
         return StatusCounters(
             runs: runs, backgroundTasks: background, totalRuns: Int(totals["total_runs"] ?? 0),
             durationSumMs: totals["duration_sum_ms"] ?? 0, durationCount: Int(totals["duration_count"] ?? 0),
