@@ -63,6 +63,19 @@ extension Executor {
                 outputJSON: outcome.output?.json, contextJSON: outcome.context.jsonText, usage: outcome.usage,
                 durationSeconds: duration, inputJSON: inputJSON),
             resumedFrom: resumedFrom, stepHistoryJSON: "[" + result.jsonText + "]", at: .now)
+        // The end events go out before the outcome is stored: whoever acts on the
+        // stored outcome (a worker running the next attempt at once, in this
+        // process) emits its events after these, so every sink sees this attempt end first.
+        try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(
+            status: outcome.status, durationSeconds: duration, usage: outcome.usage, stepsRun: 1,
+            errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, retryScheduled: outcome.retryScheduled,
+            sinceLaunchSeconds: max(0, Double(state.updatedAt.millisecondsSince1970 - task.createdAt.millisecondsSince1970) / 1000),
+            span: identity.span, attempt: state.attempts)))
+        if identity.isBackground {
+            try? await emit(identity, .taskFinished, .taskFinished(HookEvent.TaskEnd(
+                taskID: state.taskID ?? "", taskRunID: state.runID, stepName: state.stepName ?? "", status: outcome.status,
+                errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, usage: outcome.usage, durationSeconds: duration)))
+        }
         if settings.backgroundTasks.enableStateTracking || resumedFrom != nil {
             let step = StepRecord(
                 runID: state.runID, stepIndex: 0, stepName: result.name, success: result.success, outputJSON: result.outputJSON,
@@ -82,16 +95,6 @@ extension Executor {
                 pending = PendingOutcome(
                     state: state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, trace: trace, error: "\(error)", superseded: superseded)
             }
-        }
-        try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(
-            status: outcome.status, durationSeconds: duration, usage: outcome.usage, stepsRun: 1,
-            errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, retryScheduled: outcome.retryScheduled,
-            sinceLaunchSeconds: max(0, Double(state.updatedAt.millisecondsSince1970 - task.createdAt.millisecondsSince1970) / 1000),
-            span: identity.span, attempt: state.attempts)))
-        if identity.isBackground {
-            try? await emit(identity, .taskFinished, .taskFinished(HookEvent.TaskEnd(
-                taskID: state.taskID ?? "", taskRunID: state.runID, stepName: state.stepName ?? "", status: outcome.status,
-                errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, usage: outcome.usage, durationSeconds: duration)))
         }
         return pending
     }
