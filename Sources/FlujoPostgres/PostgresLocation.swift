@@ -83,20 +83,14 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
             let value = item.value ?? ""
             switch item.name {
             case "connect_timeout":
-                guard let seconds = Double(value), seconds.isFinite, seconds > 0, seconds <= 3600 else {
-                    throw .invalidURI("connect_timeout \(value.debugDescription) is not a number of seconds between 0 and 3600")
-                }
-                connectTimeout = .milliseconds(Int(seconds * 1000))
+                connectTimeout = try Self.seconds(item.name, value, allowingZero: false)
             case "statement_timeout_ms":
                 guard let milliseconds = Int(value), (1...86_400_000).contains(milliseconds) else {
                     throw .invalidURI("statement_timeout_ms \(value.debugDescription) is not a number of milliseconds between 1 and 86400000")
                 }
                 statementTimeoutMs = milliseconds
             case "reconnect_window":
-                guard let seconds = Double(value), seconds.isFinite, seconds >= 0, seconds <= 3600 else {
-                    throw .invalidURI("reconnect_window \(value.debugDescription) is not a number of seconds between 0 and 3600")
-                }
-                reconnectWindow = .milliseconds(Int(seconds * 1000))
+                reconnectWindow = try Self.seconds(item.name, value, allowingZero: true)
             case "pool_size":
                 guard let count = Int(value), (1...256).contains(count) else {
                     throw .invalidURI("pool_size \(value.debugDescription) is not a whole number from 1 to 256")
@@ -119,6 +113,14 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
             let file = environment["PGPASSFILE"] ?? environment["HOME"].map { $0 + "/.pgpass" }
             password = file.flatMap { Self.passwordFromFile($0, host: host, port: port, database: self.database, user: self.user) }
         }
+    }
+
+    /// A duration parameter given in seconds, at most an hour.
+    private static func seconds(_ name: String, _ value: String, allowingZero: Bool) throws(PostgresStoreError) -> Duration {
+        guard let seconds = Double(value), seconds.isFinite, allowingZero ? seconds >= 0 : seconds > 0, seconds <= 3600 else {
+            throw .invalidURI("\(name) \(value.debugDescription) is not a number of seconds between 0 and 3600")
+        }
+        return .milliseconds(Int(seconds * 1000))
     }
 
     /// `postgres://user@host:port/database`: never the password.

@@ -178,6 +178,10 @@ public final class PostgresStateStore: StateStore {
         error_category, attempts, resumed_from, step_name, cost_usd, tokens
         """
 
+    /// `stateColumns` of the row aliased `w`.
+    static let qualifiedStateColumns = stateColumns.split(separator: ",")
+        .map { "w." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", ")
+
     public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
         try await save([StateWrite(state, step: step, parentUsage: parentUsage)])
     }
@@ -566,7 +570,7 @@ public final class PostgresStateStore: StateStore {
                     ORDER BY next_attempt_at, run_id LIMIT 1
                     FOR UPDATE SKIP LOCKED
                 )
-                SELECT \(unescaped: Self.stateColumns.split(separator: ",").map { "w." + $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: ", "))
+                SELECT \(unescaped: Self.qualifiedStateColumns)
                 FROM workflow_state AS w JOIN candidate AS c ON c.run_id = w.run_id
                 WHERE pg_try_advisory_lock(\(Self.claimNamespace), hashtext(c.task_id))
                 """, Self.readState)
