@@ -17,11 +17,13 @@ public final class EventMetrics: HookSink {
     public static let otherStep = MetricLabels.otherStep
 
     private struct PerStep {
+        let label: String
         let duration: Histogram
         var cost: MetricFamily.Sample
         var tokens: MetricFamily.Sample
 
         init(label: String) {
+            self.label = label
             duration = Histogram(name: "flujo_step_duration_seconds", labels: [("step", label)])
             cost = MetricFamily.Sample(name: "flujo_step_cost_usd_total", labels: [("step", label)], value: 0)
             cost.renderedPrefix = PrometheusText.prefix(of: cost)
@@ -31,7 +33,31 @@ public final class EventMetrics: HookSink {
     }
 
     private let runDurations = Histogram(name: "flujo_run_duration_seconds")
-    private let steps = Mutex<[String: PerStep]>([:])
+    /// Each step's series, where to find them by name, and their order by name
+    /// (kept as names arrive, so a scrape sorts nothing).
+    private struct Steps {
+        var entries: [PerStep] = []
+        var byName: [String: Int] = [:]
+        var sorted: [Int] = []
+
+        /// The entry of `label`, made when it is new and there is room for it (else "other").
+        mutating func entry(_ label: String, limit: Int) -> Int {
+            if let found = byName[label] { return found }
+            if entries.count >= limit && label != EventMetrics.otherStep { return entry(EventMetrics.otherStep, limit: .max) }
+            let index = entries.count
+            entries.append(PerStep(label: label))
+            byName[label] = index
+            var low = 0
+            var high = sorted.count
+            while low < high {
+                let middle = (low + high) / 2
+                if entries[sorted[middle]].label < label { low = middle + 1 } else { high = middle }
+            }
+            sorted.insert(index, at: low)
+            return index
+        }
+    }
+    private let steps = Mutex(Steps())
     private let stepOutcomes = Mutex<[String: UInt64]>([:])
     private let maxStepLabels: Int
 
@@ -57,12 +83,10 @@ public final class EventMetrics: HookSink {
 
     private func record(_ end: HookEvent.StepEnd, status: String, _ event: HookEvent) {
         let histogram = steps.withLock { steps in
-            var label = end.stepName
-            if steps[label] == nil && steps.count >= maxStepLabels { label = Self.otherStep }
-            if steps[label] == nil { steps[label] = PerStep(label: label) }
-            steps[label]!.cost.value += end.usage.costUSD
-            steps[label]!.tokens.value += Double(max(0, end.usage.tokens))
-            return steps[label]!.duration
+            let index = steps.entry(end.stepName, limit: maxStepLabels)
+            steps.entries[index].cost.value += end.usage.costUSD
+            steps.entries[index].tokens.value += Double(max(0, end.usage.tokens))
+            return steps.entries[index].duration
         }
         histogram.observe(end.latencySeconds, exemplar: Self.exemplar(end.span, event))
         stepOutcomes.withLock { $0[status, default: 0] += 1 }
@@ -76,18 +100,18 @@ public final class EventMetrics: HookSink {
 
     /// The families this sink maintains.
     func families() -> [MetricFamily] {
-        let steps = steps.withLock { $0 }
         var durations: [any SampleSource] = []
         var cost: [MetricFamily.Sample] = []
         var tokens: [MetricFamily.Sample] = []
-        durations.reserveCapacity(steps.count)
-        cost.reserveCapacity(steps.count)
-        tokens.reserveCapacity(steps.count)
-        for name in steps.keys.sorted() {
-            let entry = steps[name]!
-            durations.append(entry.duration)
-            cost.append(entry.cost)
-            tokens.append(entry.tokens)
+        steps.withLock { steps in
+            durations.reserveCapacity(steps.entries.count)
+            cost.reserveCapacity(steps.entries.count)
+            tokens.reserveCapacity(steps.entries.count)
+            for index in steps.sorted {
+                durations.append(steps.entries[index].duration)
+                cost.append(steps.entries[index].cost)
+                tokens.append(steps.entries[index].tokens)
+            }
         }
         let outcomes = stepOutcomes.withLock { $0 }
         return [

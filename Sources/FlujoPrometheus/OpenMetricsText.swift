@@ -14,18 +14,18 @@ public enum OpenMetricsText {
         for family in families.sorted(by: { $0.name < $1.name }) {
             // OpenMetrics names a counter's family without the `_total` of its sample.
             let name = family.kind == .counter && family.name.hasSuffix("_total") ? String(family.name.dropLast(6)) : family.name
-            out.append("# TYPE ")
+            out.append("# TYPE " as StaticString)
             out.append(name)
-            out.append(" ")
+            out.append(byte: UInt8(ascii: " "))
             out.append(family.kind.rawValue)
-            out.append("\n# HELP ")
+            out.append("\n# HELP " as StaticString)
             out.append(name)
-            out.append(" ")
-            out.append(PrometheusText.escapeHelp(family.help))
-            out.append("\n")
+            out.append(byte: UInt8(ascii: " "))
+            out.appendEscaped(family.help, quote: false)
+            out.append(byte: UInt8(ascii: "\n"))
             family.writeSamples(into: &out, exemplars: true)
         }
-        out.append("# EOF\n")
+        out.append("# EOF\n" as StaticString)
         return out.text
     }
 

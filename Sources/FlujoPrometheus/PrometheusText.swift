@@ -17,18 +17,18 @@ public enum PrometheusText {
     public static func render(_ families: [MetricFamily]) -> String {
         var out = ExpositionWriter(capacity: max(families.count * 160, ExpositionWriter.lastSize.load(ordering: .relaxed)))
         for family in families.sorted(by: { $0.name < $1.name }) {
-            out.append("# HELP ")
+            out.append("# HELP " as StaticString)
             out.append(family.name)
-            out.append(" ")
-            out.append(escapeHelp(family.help))
-            out.append("\n# TYPE ")
+            out.append(byte: UInt8(ascii: " "))
+            out.appendEscaped(family.help, quote: false)
+            out.append("\n# TYPE " as StaticString)
             out.append(family.name)
-            out.append(" ")
+            out.append(byte: UInt8(ascii: " "))
             out.append(family.kind.rawValue)
-            out.append("\n")
+            out.append(byte: UInt8(ascii: "\n"))
             family.writeSamples(into: &out, exemplars: false)
         }
-        ExpositionWriter.lastSize.store(out.bytes.count + out.bytes.count / 8, ordering: .relaxed)
+        ExpositionWriter.lastSize.store(out.byteCount + out.byteCount / 8, ordering: .relaxed)
         return out.text
     }
 
@@ -80,46 +80,114 @@ public enum PrometheusText {
     }
 }
 
-/// Builds an exposition as UTF-8 bytes: appends of known ASCII and of
-/// rendered prefixes are copies, numbers are written without a `String`.
-struct ExpositionWriter {
-    var bytes: [UInt8] = []
+/// Builds an exposition as UTF-8 bytes in memory of its own: appends of
+/// known ASCII and of rendered prefixes are copies, numbers are written in
+/// place, without a `String`. A scrape writes a thousand lines and more, so
+/// an append is a bounds check and a copy, nothing else.
+struct ExpositionWriter: ~Copyable {
+    private var base: UnsafeMutablePointer<UInt8>
+    private var count = 0
+    private var capacity: Int
     /// The size of the last exposition (and an eighth more), reserved for the next
     /// one: it grows once instead of doubling its way up at every scrape.
     static let lastSize = Atomic<Int>(0)
 
     init(capacity: Int) {
-        bytes.reserveCapacity(capacity)
+        self.capacity = max(capacity, 64)
+        base = .allocate(capacity: self.capacity)
     }
 
-    var text: String { String(decoding: bytes, as: UTF8.self) }
+    deinit { base.deallocate() }
+
+    /// The bytes written.
+    var bytes: [UInt8] { Array(UnsafeBufferPointer(start: base, count: count)) }
+
+    /// How many bytes were written.
+    var byteCount: Int { count }
+
+    /// The bytes written, as text.
+    var text: String {
+        String(unsafeUninitializedCapacity: count) { buffer in
+            buffer.baseAddress!.update(from: base, count: count)
+            return count
+        }
+    }
+
+    /// Makes room for `more` bytes.
+    @inline(__always)
+    private mutating func reserve(_ more: Int) {
+        if count + more > capacity { grow(to: count + more) }
+    }
+
+    private mutating func grow(to needed: Int) {
+        let larger = max(needed, capacity * 2)
+        let moved = UnsafeMutablePointer<UInt8>.allocate(capacity: larger)
+        moved.update(from: base, count: count)
+        base.deallocate()
+        base = moved
+        capacity = larger
+    }
+
+    @inline(__always)
+    mutating func append(byte: UInt8) {
+        reserve(1)
+        base[count] = byte
+        count += 1
+    }
+
+    mutating func append(_ raw: UnsafeBufferPointer<UInt8>) {
+        guard let source = raw.baseAddress else { return }
+        reserve(raw.count)
+        (base + count).update(from: source, count: raw.count)
+        count += raw.count
+    }
 
     mutating func append(_ text: String) {
         var text = text
-        text.withUTF8 { bytes.append(contentsOf: $0) }
+        text.withUTF8 { append($0) }
+    }
+
+    mutating func append(_ text: StaticString) {
+        text.withUTF8Buffer { append($0) }
+    }
+
+    /// `text` with `\` and line feeds escaped, and `"` too when `quote`.
+    mutating func appendEscaped(_ text: String, quote: Bool) {
+        var text = text
+        text.withUTF8 { utf8 in
+            var start = 0
+            for index in 0..<utf8.count {
+                let byte = utf8[index]
+                guard byte == 0x5C || byte == 0x0A || (quote && byte == 0x22) else { continue }
+                append(UnsafeBufferPointer(rebasing: utf8[start..<index]))
+                append(byte: 0x5C)
+                append(byte: byte == 0x0A ? UInt8(ascii: "n") : byte)
+                start = index + 1
+            }
+            append(UnsafeBufferPointer(rebasing: utf8[start...]))
+        }
     }
 
     mutating func appendPrefix(_ sample: UnsafePointer<MetricFamily.Sample>) {
         if sample.pointee.renderedPrefix != nil {
-            sample.pointee.renderedPrefix!.withUnsafeBufferPointer { bytes.append(contentsOf: $0) }
+            sample.pointee.renderedPrefix!.withUnsafeBufferPointer { append($0) }
             return
         }
         append(sample.pointee.name)
         if !sample.pointee.labels.isEmpty {
-            bytes.append(UInt8(ascii: "{"))
+            append(byte: UInt8(ascii: "{"))
             var first = true
             for (name, value) in sample.pointee.labels {
-                if !first { bytes.append(UInt8(ascii: ",")) }
+                if !first { append(byte: UInt8(ascii: ",")) }
                 first = false
                 append(name)
-                bytes.append(UInt8(ascii: "="))
-                bytes.append(UInt8(ascii: "\""))
-                append(PrometheusText.escapeLabelValue(value))
-                bytes.append(UInt8(ascii: "\""))
+                append("=\"" as StaticString)
+                appendEscaped(value, quote: true)
+                append(byte: UInt8(ascii: "\""))
             }
-            bytes.append(UInt8(ascii: "}"))
+            append(byte: UInt8(ascii: "}"))
         }
-        bytes.append(UInt8(ascii: " "))
+        append(byte: UInt8(ascii: " "))
     }
 
     /// Every line of `samples`; with `exemplars`, their exemplars in the OpenMetrics form.
@@ -136,26 +204,26 @@ struct ExpositionWriter {
         appendPrefix(sample)
         appendValue(value ?? sample.pointee.value)
         if exemplar, let found = sample.pointee.exemplar { appendExemplar(found) }
-        bytes.append(UInt8(ascii: "\n"))
+        append(byte: UInt8(ascii: "\n"))
     }
 
     /// One sample line from its rendered prefix; with `exemplar`, the exemplar in the OpenMetrics form.
     mutating func appendLine(prefix: UnsafeBufferPointer<UInt8>, value: Double, exemplar: MetricFamily.Exemplar?) {
-        bytes.append(contentsOf: prefix)
+        append(prefix)
         appendValue(value)
         if let exemplar { appendExemplar(exemplar) }
-        bytes.append(UInt8(ascii: "\n"))
+        append(byte: UInt8(ascii: "\n"))
     }
 
     /// ` # {trace_id="…",span_id="…"} value timestamp`.
     mutating func appendExemplar(_ exemplar: MetricFamily.Exemplar) {
-        append(" # {trace_id=\"")
+        append(" # {trace_id=\"" as StaticString)
         withUnsafeBytes(of: exemplar.traceID.bytes) { appendHex($0) }
-        append("\",span_id=\"")
+        append("\",span_id=\"" as StaticString)
         withUnsafeBytes(of: exemplar.spanID.bytes) { appendHex($0) }
-        append("\"} ")
+        append("\"} " as StaticString)
         appendValue(exemplar.value)
-        bytes.append(UInt8(ascii: " "))
+        append(byte: UInt8(ascii: " "))
         appendMilliseconds(exemplar.timestamp)
     }
 
@@ -164,47 +232,51 @@ struct ExpositionWriter {
         let digits: StaticString = "0123456789abcdef"
         digits.withUTF8Buffer { digits in
             for byte in raw {
-                bytes.append(digits[Int(byte >> 4)])
-                bytes.append(digits[Int(byte & 0x0f)])
+                append(byte: digits[Int(byte >> 4)])
+                append(byte: digits[Int(byte & 0x0f)])
             }
         }
     }
 
     /// A value as the format writes it: integers without a fraction, `+Inf`, `-Inf`, `NaN`.
     mutating func appendValue(_ value: Double) {
-        if value == value.rounded(), abs(value) < 1e15 {
-            appendInteger(Int64(value))
+        if let integer = Int64(exactly: value), integer.magnitude < 1_000_000_000_000_000 / 1000 {
+            appendInteger(integer)
         } else {
             append(PrometheusText.format(value))
         }
     }
 
     mutating func appendInteger(_ value: Int64) {
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        reserve(20)
+        if value < 0 {
+            base[count] = UInt8(ascii: "-")
+            count += 1
+        }
         var magnitude = value.magnitude
-        if magnitude < 10 {
-            bytes.append(UInt8(ascii: "0") + UInt8(magnitude))
-            return
+        var digits = 1
+        var power: UInt64 = 10
+        while digits < 19 && magnitude >= power {
+            digits += 1
+            power &*= 10
         }
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
-            var start = 20
-            while magnitude > 0 {
-                start -= 1
-                digits[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                magnitude /= 10
-            }
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start..<20]))
-        }
+        var position = count + digits
+        count = position
+        repeat {
+            position -= 1
+            base[position] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10)
+            magnitude /= 10
+        } while magnitude > 0
     }
 
     /// Seconds with millisecond precision (`1700000000.123`).
     mutating func appendMilliseconds(_ seconds: Double) {
         let millis = Int64((seconds * 1000).rounded())
         appendInteger(millis / 1000)
-        bytes.append(UInt8(ascii: "."))
+        append(byte: UInt8(ascii: "."))
         let fraction = Int(abs(millis % 1000))
-        bytes.append(UInt8(ascii: "0") + UInt8(fraction / 100))
-        bytes.append(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
-        bytes.append(UInt8(ascii: "0") + UInt8(fraction % 10))
+        append(byte: UInt8(ascii: "0") + UInt8(fraction / 100))
+        append(byte: UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
+        append(byte: UInt8(ascii: "0") + UInt8(fraction % 10))
     }
 }

@@ -218,6 +218,18 @@ struct PrometheusTests {
             """)
     }
 
+    @Test("values are written as the format writes them: integers without a fraction, at every length and sign")
+    func valueFormat() {
+        let values: [Double] = [0, -0.0, 7, 9, 10, 99, 100, 101, 123_456_789, -42, -1, 999_999_999_999_999, 1e15, -1e15, 0.25, -2.5, 1e-7, .nan, -.infinity]
+        let text = PrometheusText.render([
+            MetricFamily(name: "v", help: "values", kind: .gauge, samples: values.map { .init(name: "v", value: $0) }),
+        ])
+        let written = text.split(separator: "\n").filter { $0.hasPrefix("v ") }.map { String($0.dropFirst(2)) }
+        #expect(written == values.map { PrometheusText.format($0) })
+        #expect(written.prefix(12) == ["0", "0", "7", "9", "10", "99", "100", "101", "123456789", "-42", "-1", "999999999999999"])
+        #expect(Array(written.suffix(7)) == ["1000000000000000.0", "-1000000000000000.0", "0.25", "-2.5", "1e-07", "NaN", "-Inf"], "\(written)")
+    }
+
     @Test("a taken port is a clear error; concurrent scrapes all succeed")
     func portTakenAndConcurrency() async throws {
         let store = InMemoryStateStore()
