@@ -19,16 +19,14 @@ public final class EventMetrics: HookSink {
     private struct PerStep {
         let label: String
         let duration: Histogram
-        var cost: MetricFamily.Sample
-        var tokens: MetricFamily.Sample
+        let cost: CounterSeries
+        let tokens: CounterSeries
 
         init(label: String) {
             self.label = label
             duration = Histogram(name: "flujo_step_duration_seconds", labels: [("step", label)])
-            cost = MetricFamily.Sample(name: "flujo_step_cost_usd_total", labels: [("step", label)], value: 0)
-            cost.renderedPrefix = PrometheusText.prefix(of: cost)
-            tokens = MetricFamily.Sample(name: "flujo_step_tokens_total", labels: [("step", label)], value: 0)
-            tokens.renderedPrefix = PrometheusText.prefix(of: tokens)
+            cost = CounterSeries(name: "flujo_step_cost_usd_total", labels: [("step", label)])
+            tokens = CounterSeries(name: "flujo_step_tokens_total", labels: [("step", label)])
         }
     }
 
@@ -82,13 +80,10 @@ public final class EventMetrics: HookSink {
     }
 
     private func record(_ end: HookEvent.StepEnd, status: String, _ event: HookEvent) {
-        let histogram = steps.withLock { steps in
-            let index = steps.entry(end.stepName, limit: maxStepLabels)
-            steps.entries[index].cost.value += end.usage.costUSD
-            steps.entries[index].tokens.value += Double(max(0, end.usage.tokens))
-            return steps.entries[index].duration
-        }
-        histogram.observe(end.latencySeconds, exemplar: Self.exemplar(end.span, event))
+        let entry = steps.withLock { steps in steps.entries[steps.entry(end.stepName, limit: maxStepLabels)] }
+        entry.cost.add(end.usage.costUSD)
+        entry.tokens.add(Double(max(0, end.usage.tokens)))
+        entry.duration.observe(end.latencySeconds, exemplar: Self.exemplar(end.span, event))
         stepOutcomes.withLock { $0[status, default: 0] += 1 }
     }
 
@@ -101,8 +96,8 @@ public final class EventMetrics: HookSink {
     /// The families this sink maintains.
     func families() -> [MetricFamily] {
         var durations: [any SampleSource] = []
-        var cost: [MetricFamily.Sample] = []
-        var tokens: [MetricFamily.Sample] = []
+        var cost: [any SampleSource] = []
+        var tokens: [any SampleSource] = []
         steps.withLock { steps in
             durations.reserveCapacity(steps.entries.count)
             cost.reserveCapacity(steps.entries.count)
@@ -115,8 +110,8 @@ public final class EventMetrics: HookSink {
         }
         let outcomes = stepOutcomes.withLock { $0 }
         return [
-            MetricFamily(name: "flujo_step_cost_usd_total", help: "Cost reported by steps, in US dollars, by step.", kind: .counter, samples: cost),
-            MetricFamily(name: "flujo_step_tokens_total", help: "Tokens reported by steps, by step.", kind: .counter, samples: tokens),
+            MetricFamily(name: "flujo_step_cost_usd_total", help: "Cost reported by steps, in US dollars, by step.", kind: .counter, sources: cost),
+            MetricFamily(name: "flujo_step_tokens_total", help: "Tokens reported by steps, by step.", kind: .counter, sources: tokens),
             MetricFamily(name: "flujo_run_duration_seconds", help: "Duration of finished runs, in seconds.", kind: .histogram,
                          sources: [runDurations]),
             MetricFamily(name: "flujo_step_duration_seconds", help: "Duration of finished steps, in seconds, by step.", kind: .histogram, sources: durations),

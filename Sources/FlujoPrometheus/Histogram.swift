@@ -11,12 +11,18 @@ import W3CTraceContext
 final class Histogram: SampleSource {
     let bounds: [Double]
     private struct State {
-        /// `_bucket` samples, each counting its own bucket only, then `_sum` and `_count`.
-        var samples: [MetricFamily.Sample]
+        /// Each bucket's own count (not cumulative), the last one `+Inf`'s.
+        var counts: [Double]
+        /// The latest exemplar of each bucket.
+        var exemplars: [MetricFamily.Exemplar?]
+        var sum = 0.0
+        var count = 0.0
     }
     private let state: Mutex<State>
+    /// `_bucket` samples, then `_sum` and `_count`, with their names and labels and no value.
+    private let template: [MetricFamily.Sample]
     /// Every sample's rendered `name{labels} `, one after another, and where each ends:
-    /// a scrape copies them without touching a sample's own storage.
+    /// a scrape copies them, and writes the values next to them.
     private let prefixes: [UInt8]
     private let prefixEnds: [Int]
 
@@ -35,67 +41,93 @@ final class Histogram: SampleSource {
         samples.append(.init(name: name + "_count", labels: labels, value: 0))
         var prefixes: [UInt8] = []
         var prefixEnds: [Int] = []
-        for index in samples.indices {
-            let prefix = PrometheusText.prefix(of: samples[index])
-            samples[index].renderedPrefix = prefix
-            prefixes += prefix
+        for sample in samples {
+            prefixes += PrometheusText.prefix(of: sample)
             prefixEnds.append(prefixes.count)
         }
         self.prefixes = prefixes
         self.prefixEnds = prefixEnds
-        state = Mutex(State(samples: samples))
+        template = samples
+        state = Mutex(State(counts: Array(repeating: 0, count: bounds.count + 1), exemplars: Array(repeating: nil, count: bounds.count + 1)))
     }
 
     /// Records a value; `exemplar` (a sampled span's ids) is kept as its bucket's latest.
     func observe(_ value: Double, exemplar: (traceID: TraceID, spanID: SpanID, unixSeconds: Double)? = nil) {
         let index = bounds.firstIndex(where: { value <= $0 }) ?? bounds.count
-        let last = bounds.count
         state.withLock { state in
-            state.samples.withUnsafeMutableBufferPointer { samples in
-                samples[index].value += 1
-                samples[last + 1].value += value
-                samples[last + 2].value += 1
-                if let exemplar {
-                    samples[index].exemplar = MetricFamily.Exemplar(traceID: exemplar.traceID, spanID: exemplar.spanID, value: value, timestamp: exemplar.unixSeconds)
-                }
+            state.counts[index] += 1
+            state.sum += value
+            state.count += 1
+            if let exemplar {
+                state.exemplars[index] = MetricFamily.Exemplar(traceID: exemplar.traceID, spanID: exemplar.spanID, value: value, timestamp: exemplar.unixSeconds)
             }
         }
     }
 
     /// `_bucket` samples (cumulative, ending with `+Inf` equal to `_count`), `_sum` and `_count`.
     var samples: [MetricFamily.Sample] {
-        var samples = state.withLock { $0.samples }
+        let now = state.withLock { $0 }
+        var samples = template
         var cumulative = 0.0
-        for index in 0...bounds.count {
-            cumulative += samples[index].value
+        for index in now.counts.indices {
+            cumulative += now.counts[index]
             samples[index].value = cumulative
+            samples[index].exemplar = now.exemplars[index]
         }
+        samples[now.counts.count].value = now.sum
+        samples[now.counts.count + 1].value = now.count
         return samples
     }
 
     func write(into out: inout ExpositionWriter, exemplars: Bool) {
-        let buckets = bounds.count + 1
         prefixes.withUnsafeBufferPointer { prefixes in
             prefixEnds.withUnsafeBufferPointer { ends in
                 state.withLock { state in
-                    state.samples.withUnsafeBufferPointer { samples in
-                        var cumulative = 0.0
-                        var start = 0
-                        for index in 0..<samples.count {
-                            let value: Double
-                            if index < buckets {
-                                cumulative += samples[index].value
-                                value = cumulative
-                            } else {
-                                value = samples[index].value
-                            }
-                            let prefix = UnsafeBufferPointer(rebasing: prefixes[start..<ends[index]])
-                            out.appendLine(prefix: prefix, value: value, exemplar: exemplars ? samples[index].exemplar : nil)
+                    let buckets = state.counts.count
+                    var cumulative = 0.0
+                    var start = 0
+                    state.counts.withUnsafeBufferPointer { counts in
+                        for index in 0..<buckets {
+                            cumulative += counts[index]
+                            out.appendLine(prefix: UnsafeBufferPointer(rebasing: prefixes[start..<ends[index]]), value: cumulative,
+                                           exemplar: exemplars ? state.exemplars[index] : nil)
                             start = ends[index]
                         }
                     }
+                    out.appendLine(prefix: UnsafeBufferPointer(rebasing: prefixes[start..<ends[buckets]]), value: state.sum, exemplar: nil)
+                    out.appendLine(prefix: UnsafeBufferPointer(rebasing: prefixes[ends[buckets]..<ends[buckets + 1]]), value: state.count, exemplar: nil)
                 }
             }
         }
+    }
+}
+
+/// One counter series that keeps its own value and rendered prefix, and
+/// writes its line in place.
+final class CounterSeries: SampleSource {
+    private let template: MetricFamily.Sample
+    private let prefix: [UInt8]
+    private let value = Mutex(0.0)
+
+    /// A series named `name`, with `labels`.
+    init(name: String, labels: [(String, String)]) {
+        template = MetricFamily.Sample(name: name, labels: labels, value: 0)
+        prefix = PrometheusText.prefix(of: template)
+    }
+
+    /// Adds `amount`.
+    func add(_ amount: Double) {
+        value.withLock { $0 += amount }
+    }
+
+    var samples: [MetricFamily.Sample] {
+        var sample = template
+        sample.value = value.withLock { $0 }
+        return [sample]
+    }
+
+    func write(into out: inout ExpositionWriter, exemplars: Bool) {
+        let now = value.withLock { $0 }
+        prefix.withUnsafeBufferPointer { out.appendLine(prefix: $0, value: now, exemplar: nil) }
     }
 }

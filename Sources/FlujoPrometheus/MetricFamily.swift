@@ -17,9 +17,6 @@ public struct MetricFamily: Sendable, Hashable {
         public var value: Double
         /// An exemplar (OpenMetrics only): the trace of one observation in this bucket.
         public var exemplar: Exemplar?
-        /// The rendered `name{labels} ` of this sample, when its source keeps
-        /// it (a histogram renders the same series at every scrape).
-        var renderedPrefix: [UInt8]?
 
         /// Creates a sample.
         public init(name: String, labels: [(String, String)] = [], value: Double, exemplar: Exemplar? = nil) {
@@ -114,7 +111,7 @@ public struct MetricFamily: Sendable, Hashable {
 }
 
 /// A series that keeps its own samples and writes its lines in place.
-protocol SampleSource: Sendable {
+protocol SampleSource: AnyObject, Sendable {
     /// Its samples, copied.
     var samples: [MetricFamily.Sample] { get }
     /// Writes its sample lines.

@@ -35,9 +35,7 @@ public enum PrometheusText {
     /// `name{label="value",...} ` of a sample, escaped.
     static func prefix(of sample: MetricFamily.Sample) -> [UInt8] {
         var out = ExpositionWriter(capacity: 64)
-        var copy = sample
-        copy.renderedPrefix = nil
-        withUnsafePointer(to: copy) { out.appendPrefix($0) }
+        withUnsafePointer(to: sample) { out.appendPrefix($0) }
         return out.bytes
     }
 
@@ -169,10 +167,6 @@ struct ExpositionWriter: ~Copyable {
     }
 
     mutating func appendPrefix(_ sample: UnsafePointer<MetricFamily.Sample>) {
-        if sample.pointee.renderedPrefix != nil {
-            sample.pointee.renderedPrefix!.withUnsafeBufferPointer { append($0) }
-            return
-        }
         append(sample.pointee.name)
         if !sample.pointee.labels.isEmpty {
             append(byte: UInt8(ascii: "{"))
@@ -240,8 +234,15 @@ struct ExpositionWriter: ~Copyable {
 
     /// A value as the format writes it: integers without a fraction, `+Inf`, `-Inf`, `NaN`.
     mutating func appendValue(_ value: Double) {
-        if let integer = Int64(exactly: value), integer.magnitude < 1_000_000_000_000_000 / 1000 {
+        if let integer = Int64(exactly: value), integer.magnitude < 1_000_000_000_000_000 {
             appendInteger(integer)
+        } else if value.isFinite {
+            // The standard library's shortest round-trip digits (as `description`
+            // writes them), into the exposition, without a `String` between.
+            reserve(DigitsTarget.room)
+            var target = DigitsTarget(start: base + count)
+            value.write(to: &target)
+            count += target.length
         } else {
             append(PrometheusText.format(value))
         }
@@ -278,5 +279,29 @@ struct ExpositionWriter: ~Copyable {
         append(byte: UInt8(ascii: "0") + UInt8(fraction / 100))
         append(byte: UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
         append(byte: UInt8(ascii: "0") + UInt8(fraction % 10))
+    }
+}
+
+/// Receives a number's digits from the standard library, into room reserved
+/// in an exposition (a `Double` writes at most 24 characters).
+private struct DigitsTarget: TextOutputStream {
+    static let room = 32
+    let start: UnsafeMutablePointer<UInt8>
+    var length = 0
+
+    init(start: UnsafeMutablePointer<UInt8>) {
+        self.start = start
+    }
+
+    mutating func write(_ string: String) {
+        var string = string
+        string.withUTF8 { _writeASCII($0) }
+    }
+
+    mutating func _writeASCII(_ buffer: UnsafeBufferPointer<UInt8>) {
+        guard let source = buffer.baseAddress else { return }
+        let written = min(buffer.count, Self.room - length)
+        (start + length).update(from: source, count: written)
+        length += written
     }
 }

@@ -228,6 +228,10 @@ struct PrometheusTests {
         #expect(written == values.map { PrometheusText.format($0) })
         #expect(written.prefix(12) == ["0", "0", "7", "9", "10", "99", "100", "101", "123456789", "-42", "-1", "999999999999999"])
         #expect(Array(written.suffix(7)) == ["1000000000000000.0", "-1000000000000000.0", "0.25", "-2.5", "1e-07", "NaN", "-Inf"], "\(written)")
+        // The longest digits a Double has, written as `description` writes them.
+        let long: [Double] = [0.1 + 0.2, -2.2250738585072014e-308, .greatestFiniteMagnitude, -.leastNonzeroMagnitude, 123.456, 1e300]
+        let longText = PrometheusText.render([MetricFamily(name: "w", help: "long", kind: .gauge, samples: long.map { .init(name: "w", value: $0) })])
+        #expect(longText.split(separator: "\n").filter { $0.hasPrefix("w ") }.map { String($0.dropFirst(2)) } == long.map { "\($0)" })
     }
 
     @Test("a taken port is a clear error; concurrent scrapes all succeed")

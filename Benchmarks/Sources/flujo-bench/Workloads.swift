@@ -395,6 +395,12 @@ enum Workloads {
             families = try await collector.collect()
             collectSamples.append(elapsed(since: start))
         }
+        var counterSamples: [Double] = []
+        for _ in 0..<renders {
+            let start = ContinuousClock.now
+            _ = try await store.statusCounters()
+            counterSamples.append(elapsed(since: start))
+        }
         var renderSamples: [Double] = []
         for _ in 0..<renders {
             let start = ContinuousClock.now
@@ -408,7 +414,7 @@ enum Workloads {
                               unit: "seconds per full Prometheus text render",
                               extra: ["bytes": Double(text.utf8.count), "families": Double(familyCount), "series_lines": Double(text.split(separator: "\n").count),
                                       "openmetrics_median_s": openSamples.sorted()[openSamples.count / 2], "openmetrics_bytes": Double(open.utf8.count),
-                                      "collect_median_s": collectSamples.sorted()[collectSamples.count / 2], "text_median_s": renderSamples.sorted()[renderSamples.count / 2]])
+                                      "collect_median_s": collectSamples.sorted()[collectSamples.count / 2], "store_counters_median_s": counterSamples.sorted()[counterSamples.count / 2], "text_median_s": renderSamples.sorted()[renderSamples.count / 2]])
     }
 
     /// One OTLP metrics push of the W10 families to a local receiver that
