@@ -1,3 +1,4 @@
+import Dispatch
 import Flujo
 import Synchronization
 
@@ -9,7 +10,7 @@ extension SQLiteStateStore {
         let done: CheckedContinuation<StateStoreError?, Never>
     }
 
-    /// Written by the write's leader before the write's own continuation resumes,
+    /// Written by the commit before the write's own continuation resumes,
     /// read by the writer after it: the continuation orders the two.
     private final class ResultBox<T>: @unchecked Sendable {
         var value: T?
@@ -18,13 +19,13 @@ extension SQLiteStateStore {
     /// Runs `body` in a write transaction, committed together with the writes
     /// other tasks of this process make at the same moment (group commit).
     ///
-    /// The first writer to arrive leads: it commits its own write with every
-    /// write queued meanwhile in one transaction (see `commit`) and resumes
-    /// their writers, which wait suspended instead of blocking a thread on the
-    /// connection's lock. While writes have been arriving together (the last
-    /// batch held more than one), a leader first yields once, so concurrent
-    /// writers can queue behind it; a lone writer never waits. Each caller
-    /// returns only after its write is committed.
+    /// A write that finds no commit under way and none queued commits at once,
+    /// on its caller's thread: a lone writer never waits for a thread. Writes
+    /// that arrive while a commit is under way queue, suspended; each time a
+    /// commit ends, everything queued meanwhile is committed in one
+    /// transaction, on the store's serial write queue (off the cooperative
+    /// pool), until nothing is queued. Each caller returns only after its
+    /// write is committed.
     func write<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws(StateStoreError) -> T) async throws(StateStoreError) -> T {
         let box = ResultBox<T>()
         let work: @Sendable (SQLiteConnection) -> StateStoreError? = { connection in
@@ -35,45 +36,50 @@ extension SQLiteStateStore {
                 return error
             }
         }
-        let leads = pendingWrites.withLock { state -> Bool in
-            guard !state.leading && state.jobs.isEmpty else { return false }
-            state.leading = true
+        let alone = pendingWrites.withLock { state -> Bool in
+            guard !state.committing && state.jobs.isEmpty else { return false }
+            state.committing = true
             return true
         }
-        if leads {
-            if writesArriveTogether.load(ordering: .relaxed) { await Task.yield() }
-            let queued = pendingWrites.withLock { state -> [WriteJob] in
-                defer { state.jobs.removeAll(keepingCapacity: true) }
-                return state.jobs
-            }
-            let results = commit([work] + queued.map(\.work))
-            for (job, result) in zip(queued, results.dropFirst()) { job.done.resume(returning: result) }
-            drainWrites()
-            if let failure = results[0] { throw failure }
+        if alone {
+            let failure = commit([work])[0]
+            finishCommit()
+            if let failure { throw failure }
             return box.value!
         }
         let failure: StateStoreError? = await withCheckedContinuation { continuation in
             let job = WriteJob(work: work, done: continuation)
-            let leadsNow = pendingWrites.withLock { state -> Bool in
+            let starts = pendingWrites.withLock { state -> Bool in
                 state.jobs.append(job)
-                if state.leading { return false }
-                state.leading = true
+                if state.committing { return false }
+                state.committing = true
                 return true
             }
-            if leadsNow { drainWrites() }
+            if starts { writeQueue.async { self.drainWrites() } }
         }
         if let failure { throw failure }
         return box.value!
     }
 
+    /// Ends a commit: hands what queued meanwhile to the write queue, or marks
+    /// that no commit is under way.
+    private func finishCommit() {
+        let more = pendingWrites.withLock { state -> Bool in
+            if state.jobs.isEmpty {
+                state.committing = false
+                return false
+            }
+            return true
+        }
+        if more { writeQueue.async { self.drainWrites() } }
+    }
 
-    /// Commits queued writes batch by batch; after a few batches hands the rest
-    /// to a new task, so no single writer serves others for long.
+    /// Commits queued writes batch by batch, each batch in one transaction, until none is queued.
     private func drainWrites() {
-        for _ in 0..<4 {
+        while true {
             let batch = pendingWrites.withLock { state -> [WriteJob] in
                 if state.jobs.isEmpty {
-                    state.leading = false
+                    state.committing = false
                     return []
                 }
                 defer { state.jobs.removeAll(keepingCapacity: true) }
@@ -83,14 +89,12 @@ extension SQLiteStateStore {
             let results = commit(batch.map(\.work))
             for (job, result) in zip(batch, results) { job.done.resume(returning: result) }
         }
-        Task { self.drainWrites() }
     }
 
     /// Commits a batch in one transaction. If one write fails, nothing of the
     /// batch is kept and each write runs again in its own transaction, so one
     /// failure does not undo the others (a write's body may run twice).
     private func commit(_ batch: [@Sendable (SQLiteConnection) -> StateStoreError?]) -> [StateStoreError?] {
-        writesArriveTogether.store(batch.count > 1, ordering: .relaxed)
         if batch.count > 1 {
             do {
                 try withConnection { (connection) throws(StateStoreError) in
