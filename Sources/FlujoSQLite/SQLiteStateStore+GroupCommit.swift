@@ -1,4 +1,3 @@
-import Dispatch
 import Flujo
 import Synchronization
 
@@ -10,7 +9,7 @@ extension SQLiteStateStore {
         let done: CheckedContinuation<StateStoreError?, Never>
     }
 
-    /// Written by the commit before the write's own continuation resumes,
+    /// Written by the write's leader before the write's own continuation resumes,
     /// read by the writer after it: the continuation orders the two.
     private final class ResultBox<T>: @unchecked Sendable {
         var value: T?
@@ -19,13 +18,13 @@ extension SQLiteStateStore {
     /// Runs `body` in a write transaction, committed together with the writes
     /// other tasks of this process make at the same moment (group commit).
     ///
-    /// A write that finds no commit under way and none queued commits at once,
-    /// on its caller's thread: a lone writer never waits for a thread. Writes
-    /// that arrive while a commit is under way queue, suspended; each time a
-    /// commit ends, everything queued meanwhile is committed in one
-    /// transaction, on the store's serial write queue (off the cooperative
-    /// pool), until nothing is queued. Each caller returns only after its
-    /// write is committed.
+    /// The first writer to arrive leads: it commits its own write with every
+    /// write queued meanwhile in one transaction (see `commit`) and resumes
+    /// their writers, which wait suspended instead of blocking a thread on the
+    /// connection's lock. While writes have been arriving together (the last
+    /// batch held more than one), a leader first yields once, so concurrent
+    /// writers can queue behind it; a lone writer never waits. Each caller
+    /// returns only after its write is committed.
     func write<T: Sendable>(_ body: @escaping @Sendable (SQLiteConnection) throws(StateStoreError) -> T) async throws(StateStoreError) -> T {
         let box = ResultBox<T>()
         let work: @Sendable (SQLiteConnection) -> StateStoreError? = { connection in
@@ -36,50 +35,45 @@ extension SQLiteStateStore {
                 return error
             }
         }
-        let alone = pendingWrites.withLock { state -> Bool in
-            guard !state.committing && state.jobs.isEmpty else { return false }
-            state.committing = true
+        let leads = pendingWrites.withLock { state -> Bool in
+            guard !state.leading && state.jobs.isEmpty else { return false }
+            state.leading = true
             return true
         }
-        if alone {
-            let failure = commit([work])[0]
-            finishCommit()
-            if let failure { throw failure }
+        if leads {
+            if writesArriveTogether.load(ordering: .relaxed) { await Task.yield() }
+            let queued = pendingWrites.withLock { state -> [WriteJob] in
+                defer { state.jobs.removeAll(keepingCapacity: true) }
+                return state.jobs
+            }
+            let results = commit([work] + queued.map(\.work))
+            for (job, result) in zip(queued, results.dropFirst()) { job.done.resume(returning: result) }
+            drainWrites()
+            if let failure = results[0] { throw failure }
             return box.value!
         }
         let failure: StateStoreError? = await withCheckedContinuation { continuation in
             let job = WriteJob(work: work, done: continuation)
-            let starts = pendingWrites.withLock { state -> Bool in
+            let leadsNow = pendingWrites.withLock { state -> Bool in
                 state.jobs.append(job)
-                if state.committing { return false }
-                state.committing = true
+                if state.leading { return false }
+                state.leading = true
                 return true
             }
-            if starts { writeQueue.async { self.drainWrites() } }
+            if leadsNow { drainWrites() }
         }
         if let failure { throw failure }
         return box.value!
     }
 
-    /// Ends a commit: hands what queued meanwhile to the write queue, or marks
-    /// that no commit is under way.
-    private func finishCommit() {
-        let more = pendingWrites.withLock { state -> Bool in
-            if state.jobs.isEmpty {
-                state.committing = false
-                return false
-            }
-            return true
-        }
-        if more { writeQueue.async { self.drainWrites() } }
-    }
 
-    /// Commits queued writes batch by batch, each batch in one transaction, until none is queued.
+    /// Commits queued writes batch by batch; after a few batches hands the rest
+    /// to a new task, so no single writer serves others for long.
     private func drainWrites() {
-        while true {
+        for _ in 0..<4 {
             let batch = pendingWrites.withLock { state -> [WriteJob] in
                 if state.jobs.isEmpty {
-                    state.committing = false
+                    state.leading = false
                     return []
                 }
                 defer { state.jobs.removeAll(keepingCapacity: true) }
@@ -89,12 +83,14 @@ extension SQLiteStateStore {
             let results = commit(batch.map(\.work))
             for (job, result) in zip(batch, results) { job.done.resume(returning: result) }
         }
+        Task { self.drainWrites() }
     }
 
     /// Commits a batch in one transaction. If one write fails, nothing of the
     /// batch is kept and each write runs again in its own transaction, so one
     /// failure does not undo the others (a write's body may run twice).
     private func commit(_ batch: [@Sendable (SQLiteConnection) -> StateStoreError?]) -> [StateStoreError?] {
+        writesArriveTogether.store(batch.count > 1, ordering: .relaxed)
         if batch.count > 1 {
             do {
                 try withConnection { (connection) throws(StateStoreError) in

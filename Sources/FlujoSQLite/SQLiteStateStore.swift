@@ -62,12 +62,9 @@ public final class SQLiteStateStore: StateStore {
     /// The database file.
     public let path: String
     let connection: Mutex<SQLiteConnection>
-    /// Writes waiting for the next group commit, and whether one is under way.
-    let pendingWrites = Mutex<(committing: Bool, jobs: [WriteJob])>((false, []))
-    /// Where writes that queued behind a commit are committed: a serial queue
-    /// whose thread is not one of Swift's cooperative pool, so a long group
-    /// commit never takes a thread from the tasks that produce the next one.
-    let writeQueue = DispatchQueue(label: "flujo.sqlite.group-commit")
+    let pendingWrites = Mutex<(leading: Bool, jobs: [WriteJob])>((false, []))
+    /// Whether the last committed batch held more than one write.
+    let writesArriveTogether = Atomic<Bool>(false)
     /// The database file as SQLite resolved it, and what its claims are kept under.
     let filename: String
     let claimKey: TaskClaims.Key
