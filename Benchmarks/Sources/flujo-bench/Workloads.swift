@@ -34,35 +34,6 @@ struct WorkloadResult {
     }
 }
 
-/// Counts taskFinished events and wakes a waiter when a number is reached.
-final class FinishCounter: HookSink {
-    let name = "bench-finish-counter"
-    var interests: Set<HookEventKind> { [.taskFinished] }
-    private let state = Mutex<(count: Int, target: Int, waiter: CheckedContinuation<Void, Never>?)>((0, .max, nil))
-
-    func handle(_ event: HookEvent) async throws {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            state.count += 1
-            guard state.count >= state.target, let waiter = state.waiter else { return nil }
-            state.waiter = nil
-            return waiter
-        }
-        waiter?.resume()
-    }
-
-    func wait(for target: Int) async {
-        await withCheckedContinuation { continuation in
-            let now = state.withLock { state -> Bool in
-                if state.count >= target { return true }
-                state.target = target
-                state.waiter = continuation
-                return false
-            }
-            if now { continuation.resume() }
-        }
-    }
-}
-
 /// A no-op sink, for measuring the bus.
 struct NoopSink: HookSink {
     let name: String
@@ -127,19 +98,17 @@ enum Workloads {
         let pipeline = Pipeline(name: "w1", steps: [.run(first)] + Array(repeating: .background(tiny), count: 200))
         /// One run: seconds until every task is persisted, and until the run returned.
         func once() async throws -> (total: Double, launched: Double) {
-            let counter = FinishCounter()
-            let hooks = HookBus()
-            hooks.register(counter)
-            let runner = Runner(store: store, settings: settings(), hooks: hooks)
+            let runner = Runner(store: store, settings: settings())
             let start = ContinuousClock.now
             let result = try await runner.run(pipeline, input: 1)
             let launched = elapsed(since: start)
-            await counter.wait(for: 200)
+            // `close()` returns once every task's outcome is committed (a task's end
+            // events go out just before its outcome is stored, so they would come too early).
+            await runner.close()
             let seconds = elapsed(since: start)
             let completed = try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: result.runID, statuses: [.completed], limit: 1000))
             let totals = try await store.runTotals(runID: result.runID)
             verified = verified && completed.count == 200 && totals?.backgroundTokens == 2000
-            await runner.close()
             return (seconds, launched)
         }
         _ = try await once()   // statements prepared, caches filled
@@ -243,12 +212,13 @@ enum Workloads {
         }
         var verified = true
         func once() async throws -> Double {
-            let counter = FinishCounter()
-            let hooks = HookBus()
-            hooks.register(counter)
-            let runner = Runner(store: store, settings: settings(), hooks: hooks)
-            let result = try await runner.run(Pipeline(name: "w2", steps: Array(repeating: .background(picky), count: 100)), input: JSONValue.object(["ok": .bool(false)]))
-            await counter.wait(for: 100)
+            // The launching engine is closed first: then every task's failure is committed.
+            let pipeline = Pipeline(name: "w2", steps: Array(repeating: .background(picky), count: 100))
+            let registry = StepRegistry(pipeline)
+            let launcher = Runner(store: store, settings: settings(), registry: registry)
+            let result = try await launcher.run(pipeline, input: JSONValue.object(["ok": .bool(false)]))
+            await launcher.close()
+            let runner = Runner(store: store, settings: settings(), registry: registry)
             let start = ContinuousClock.now
             let failed = try await runner.tasks.failed(parentRunID: result.runID)
             var completed = 0
