@@ -105,7 +105,8 @@ struct ExpositionWriter: ~Copyable {
 
     /// The bytes written, as text.
     var text: String {
-        String(unsafeUninitializedCapacity: count) { buffer in
+        guard count > 0 else { return "" }
+        return String(unsafeUninitializedCapacity: count) { buffer in
             buffer.baseAddress!.update(from: base, count: count)
             return count
         }

@@ -226,6 +226,8 @@ struct PrometheusTests {
         ])
         let written = text.split(separator: "\n").filter { $0.hasPrefix("v ") }.map { String($0.dropFirst(2)) }
         #expect(written == values.map { PrometheusText.format($0) })
+        #expect(PrometheusText.render([]) == "")
+        #expect(OpenMetricsText.render([]) == "# EOF\n")
         #expect(written.prefix(12) == ["0", "0", "7", "9", "10", "99", "100", "101", "123456789", "-42", "-1", "999999999999999"])
         #expect(Array(written.suffix(7)) == ["1000000000000000.0", "-1000000000000000.0", "0.25", "-2.5", "1e-07", "NaN", "-Inf"], "\(written)")
         // The longest digits a Double has, written as `description` writes them.
