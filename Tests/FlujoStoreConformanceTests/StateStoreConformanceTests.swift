@@ -416,6 +416,49 @@ struct StateStoreConformanceTests {
         #expect(try await store.steps(runID: "missing").isEmpty)
     }
 
+    @Test("one batch of a running run's steps with its tasks (a group of launches): every step in order, the run's last progress, every task; then its end", arguments: StoreKind.allCases)
+    func launchGroup(_ kind: StoreKind) async throws {
+        let store = try await kind.make()
+        var parent = Self.run("group")
+        try await store.save(parent)
+        var writes: [StateWrite] = []
+        var steps: [StepRecord] = []
+        for index in 0..<4 {
+            writes.append(StateWrite(Self.task("bg_g\(index)", parent: "group", status: .running, duration: nil)))
+            parent.currentStepIndex = index + 1
+            parent.lastStepOutputJSON = "\(index)"
+            parent.contextJSON = #"{"step":\#(index)}"#
+            let step = StepRecord(
+                runID: "group", stepIndex: index, stepName: "launch\(index)", success: true, outputJSON: "\(index)",
+                finishedAt: Timestamp(millisecondsSince1970: 1_700_000_000_000 + Int64(index)))
+            steps.append(step)
+            writes.append(StateWrite(parent, step: step))
+        }
+        try await store.save(writes)
+        #expect(try await store.steps(runID: "group") == steps)
+        let stored = try await store.load(runID: "group")
+        #expect(stored?.status == .running && stored?.currentStepIndex == 4)
+        #expect(stored?.lastStepOutputJSON == "3" && stored?.contextJSON == #"{"step":3}"#)
+        for index in 0..<4 { #expect(try await store.loadTask(taskID: "bg_g\(index)")?.status == .running) }
+        var ids = ["group"] + (0..<4).map { Identifiers.taskRunID(parentRunID: "group", taskID: "bg_g\($0)") }
+        try await Self.expectCountersMatch(store, ids)
+
+        // A batch whose last write of the run ends it: the end is what stays.
+        var other = Self.run("group-2")
+        try await store.save(other)
+        other.currentStepIndex = 1
+        let first = StepRecord(runID: "group-2", stepIndex: 0, stepName: "a", success: true, finishedAt: Timestamp(millisecondsSince1970: 1_700_000_000_000))
+        var ended = other
+        ended.status = .completed
+        ended.currentStepIndex = 2
+        try await store.save([StateWrite(other, step: first), StateWrite(ended)])
+        #expect(try await store.load(runID: "group-2")?.status == .completed)
+        #expect(try await store.load(runID: "group-2")?.currentStepIndex == 2)
+        #expect(try await store.steps(runID: "group-2") == [first])
+        ids.append("group-2")
+        try await Self.expectCountersMatch(store, ids)
+    }
+
     @Test("spans are kept, replaced by id, and read back by trace in start order", arguments: StoreKind.allCases)
     func spans(_ kind: StoreKind) async throws {
         let store = try await kind.make()
