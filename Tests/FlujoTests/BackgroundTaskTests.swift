@@ -152,6 +152,30 @@ struct BackgroundTaskTests {
         await runner.close()
     }
 
+    @Test("waiting for no task in flight ends when the last task ends, or at the deadline while one still runs")
+    func waitUntilEmpty() async throws {
+        let tracker = BackgroundTracker()
+        let release = AsyncStream<Void>.makeStream()
+        tracker.start(runID: "r1", taskID: "t1") {
+            for await _ in release.stream { break }
+            tracker.remove(runID: "r1")
+        }
+        // The deadline passes while the task runs: the wait ends, the task is still there.
+        let start = ContinuousClock.now
+        await tracker.waitUntilEmpty(until: .now + .milliseconds(50))
+        #expect(!tracker.isEmpty)
+        #expect(ContinuousClock.now - start >= .milliseconds(50))
+        // Far from the deadline, the task's end ends the wait.
+        let waiting = Task { await tracker.waitUntilEmpty(until: .now + .seconds(600)) }
+        try await Task.sleep(for: .milliseconds(20))
+        release.continuation.yield()
+        await waiting.value
+        #expect(tracker.isEmpty)
+        #expect(ContinuousClock.now - start < .seconds(300))
+        // Nothing in flight: no wait at all.
+        await tracker.waitUntilEmpty(until: .now + .seconds(600))
+    }
+
     @Test("a hook that stops the run on a launch stops it after its group; every launch of the group starts")
     func launchGroupStopped() async throws {
         let (runner, _, _) = try makeRunner()

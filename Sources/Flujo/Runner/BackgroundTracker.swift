@@ -15,6 +15,9 @@ final class BackgroundTracker: Sendable {
         var pending: [String: PendingOutcome] = [:]
         var pendingWriter: Task<Void, Never>?
         var maintenance: Task<Void, Never>?
+        /// Callers of `waitUntilEmpty`, woken when the last task ends or at their deadline.
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        var lastWaiter = 0
     }
 
     private let state = Mutex(State())
@@ -31,9 +34,42 @@ final class BackgroundTracker: Sendable {
         }
     }
 
-    /// Removes a finished task.
+    /// Removes a finished task; the last one wakes whoever waits for none to be left.
     func remove(runID: String) {
-        _ = state.withLock { $0.running.removeValue(forKey: runID) }
+        let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.running.removeValue(forKey: runID)
+            guard state.running.isEmpty && !state.waiters.isEmpty else { return [] }
+            defer { state.waiters.removeAll() }
+            return Array(state.waiters.values)
+        }
+        for waiter in woken { waiter.resume() }
+    }
+
+    /// Returns as soon as no task is in flight, or at `deadline`, whichever
+    /// comes first: the moment the last task ends, without polling.
+    func waitUntilEmpty(until deadline: ContinuousClock.Instant) async {
+        let id = state.withLock { state -> Int in
+            state.lastWaiter += 1
+            return state.lastWaiter
+        }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(until: deadline, clock: .continuous)
+            self?.wake(id)
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            // Under the lock: a timer that fired before this finds no waiter, and then the deadline has passed.
+            let now = state.withLock { state -> Bool in
+                if state.running.isEmpty || ContinuousClock.now >= deadline { return true }
+                state.waiters[id] = continuation
+                return false
+            }
+            if now { continuation.resume() }
+        }
+        timer.cancel()
+    }
+
+    private func wake(_ id: Int) {
+        state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
     }
 
     var isEmpty: Bool { state.withLock { $0.running.isEmpty } }

@@ -80,16 +80,11 @@ extension Runner {
     public func close(timeout: Duration? = nil) async -> CloseReport {
         let limit = timeout ?? .seconds(settings.backgroundTasks.shutdownTimeoutSeconds)
         let deadline = ContinuousClock.now + limit
-        while !tracker.isEmpty && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(2))
-        }
+        await tracker.waitUntilEmpty(until: deadline)
         let stragglers = tracker.entries
         for entry in stragglers { entry.task.cancel() }
         // Give cancelled tasks a moment to persist themselves; force the rest.
-        let grace = ContinuousClock.now + .milliseconds(500)
-        while !tracker.isEmpty && ContinuousClock.now < grace {
-            try? await Task.sleep(for: .milliseconds(2))
-        }
+        if !stragglers.isEmpty { await tracker.waitUntilEmpty(until: .now + .milliseconds(500)) }
         for entry in tracker.entries {
             await executor.markCancelledAtShutdown(runID: entry.runID)
             tracker.remove(runID: entry.runID)
