@@ -91,3 +91,36 @@ struct JSONReaderTests {
         #expect(RunContext(json: "not json") == RunContext())
     }
 }
+
+@Suite("JSON text written by hand")
+struct JSONTextTests {
+    static let awkward = ["", "plain", "quote \" backslash \\ slash /", "lines\nand\ttabs\r", "\u{0}\u{1}\u{1f}", "café 中 😀", String(repeating: "long ", count: 40)]
+
+    @Test("quoted strings read back as the same string, whatever they hold")
+    func quoteRoundTrip() throws {
+        for text in Self.awkward {
+            let quoted = JSONText.quote(text)
+            #expect(try JSONDecoder().decode(String.self, from: Data(quoted.utf8)) == text, "\(quoted)")
+        }
+        #expect(JSONText.quote("a\"b") == #""a\"b""#)
+        #expect(JSONText.quote("\u{1}") == #""\u0001""#)
+    }
+
+    @Test("objects read back member for member, keys sorted; a task's metadata keeps its input as JSON")
+    func objects() throws {
+        let values = Dictionary(uniqueKeysWithValues: Self.awkward.enumerated().map { ("k\($0.offset) \($0.element)", $0.element) })
+        let text = JSONText.object(values)
+        #expect(try JSONDecoder().decode([String: String].self, from: Data(text.utf8)) == values)
+        #expect(JSONText.object([:]) == "{}")
+        #expect(JSONText.object(members: [("a\"", "1"), ("b", #"{"x":[true,null]}"#)]) == #"{"a\"":1,"b":{"x":[true,null]}}"#)
+        #expect(JSONText.object(members: []) == "{}")
+        for category in [ErrorCategory.network, nil] {
+            let metadata = TaskMetadata.json(taskID: "bg_\"1", parentRunID: "run\n1", stepName: "send ☃", inputJSON: #"{"n":[1,2]}"#, errorCategory: category)
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(metadata.utf8)) as? [String: Any])
+            #expect(object["task_id"] as? String == "bg_\"1" && object["parent_run_id"] as? String == "run\n1" && object["step_name"] as? String == "send ☃")
+            #expect((object["error_category"] as? String) == category?.rawValue)
+            #expect(TaskMetadata.inputJSON(from: metadata) == #"{"n":[1,2]}"#)
+            #expect(metadata.hasPrefix(#"{"error_category":"#))
+        }
+    }
+}

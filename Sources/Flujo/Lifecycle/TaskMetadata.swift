@@ -3,13 +3,20 @@ import Foundation
 /// Builds and reads the `metadata` JSON of a background task.
 enum TaskMetadata {
     static func json(taskID: String, parentRunID: String, stepName: String, inputJSON: String, errorCategory: ErrorCategory?) -> String {
-        JSONText.object(members: [
-            ("error_category", errorCategory.map { JSONText.quote($0.rawValue) } ?? "null"),
-            ("input_data", inputJSON),
-            ("parent_run_id", JSONText.quote(parentRunID)),
-            ("step_name", JSONText.quote(stepName)),
-            ("task_id", JSONText.quote(taskID)),
-        ])
+        // Members in key order, written into one string.
+        var out = "{\"error_category\":"
+        out.reserveCapacity(96 + taskID.utf8.count + parentRunID.utf8.count + stepName.utf8.count + inputJSON.utf8.count)
+        if let errorCategory { JSONText.appendQuoted(errorCategory.rawValue, to: &out) } else { out += "null" }
+        out += ",\"input_data\":"
+        out += inputJSON
+        out += ",\"parent_run_id\":"
+        JSONText.appendQuoted(parentRunID, to: &out)
+        out += ",\"step_name\":"
+        JSONText.appendQuoted(stepName, to: &out)
+        out += ",\"task_id\":"
+        JSONText.appendQuoted(taskID, to: &out)
+        out += "}"
+        return out
     }
 
     /// The `input_data` member as JSON text.

@@ -25,11 +25,11 @@ public struct StepResult: Sendable, Hashable, Codable {
         out += ",\"cost_usd\":"
         out += usage.costUSD == 0 ? "0" : String(usage.costUSD)
         out += ",\"feedback\":"
-        out += feedback.map(JSONText.quote) ?? "null"
+        if let feedback { JSONText.appendQuoted(feedback, to: &out) } else { out += "null" }
         out += ",\"latency_s\":"
         out += String(latencySeconds)
         out += ",\"name\":"
-        out += JSONText.quote(name)
+        JSONText.appendQuoted(name, to: &out)
         out += ",\"output\":"
         out += outputJSON ?? "null"
         out += success ? ",\"success\":true,\"tokens\":" : ",\"success\":false,\"tokens\":"

@@ -7,38 +7,68 @@ import Foundation
 public enum JSONText {
     /// `value` as a JSON string literal, quotes included, escaped per RFC 8259.
     public static func quote(_ value: String) -> String {
-        // Most names and messages need no escaping: copy them in one go.
-        if !value.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
-            return "\"" + value + "\""
-        }
-        var out = "\""
+        var out = ""
         out.reserveCapacity(value.utf8.count + 2)
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
+        appendQuoted(value, to: &out)
+        return out
+    }
+
+    /// Appends `value` as a JSON string literal to `out`: one copy when nothing
+    /// needs escaping (most names, ids and messages). The caller reserves room.
+    static func appendQuoted(_ value: String, to out: inout String) {
+        var value = value
+        let plain = value.withUTF8 { bytes in !bytes.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C } }
+        out += "\""
+        if plain {
+            out += value
+        } else {
+            for scalar in value.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\r": out += "\\r"
+                case "\t": out += "\\t"
+                case _ where scalar.value < 0x20:
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                default: out.unicodeScalars.append(scalar)
+                }
             }
         }
         out += "\""
-        return out
     }
 
     /// A JSON object of string values, keys sorted so the text is stable.
     public static func object(_ values: [String: String]) -> String {
         if values.isEmpty { return "{}" }
-        return "{" + values.keys.sorted().map { quote($0) + ":" + quote(values[$0]!) }.joined(separator: ",") + "}"
+        var out = "{"
+        out.reserveCapacity(values.reduce(2) { $0 + $1.key.utf8.count + $1.value.utf8.count + 6 })
+        for (index, key) in values.keys.sorted().enumerated() {
+            if index > 0 { out += "," }
+            appendQuoted(key, to: &out)
+            out += ":"
+            appendQuoted(values[key]!, to: &out)
+        }
+        out += "}"
+        return out
     }
 
     /// A JSON object from already-encoded members (each value must be valid JSON text).
     public static func object(members: [(String, String)]) -> String {
-        "{" + members.map { quote($0.0) + ":" + $0.1 }.joined(separator: ",") + "}"
+        var size = 2
+        for (key, value) in members { size += key.utf8.count + value.utf8.count + 4 }
+        var out = ""
+        out.reserveCapacity(size)
+        out += "{"
+        for (index, member) in members.enumerated() {
+            if index > 0 { out += "," }
+            appendQuoted(member.0, to: &out)
+            out += ":"
+            out += member.1
+        }
+        out += "}"
+        return out
     }
 
     /// Reads a JSON object whose values are strings (others are rendered as JSON text).
