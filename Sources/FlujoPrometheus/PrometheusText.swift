@@ -41,31 +41,18 @@ public enum PrometheusText {
 
     /// Escapes `\` and line feeds.
     public static func escapeHelp(_ text: String) -> String {
-        guard text.utf8.contains(where: { $0 == 0x5C || $0 == 0x0A }) else { return text }
-        var out = ""
-        for character in text.unicodeScalars {
-            switch character {
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default: out.unicodeScalars.append(character)
-            }
-        }
-        return out
+        escaped(text, quote: false)
     }
 
     /// Escapes `\`, `"` and line feeds.
     public static func escapeLabelValue(_ text: String) -> String {
-        guard text.utf8.contains(where: { $0 == 0x5C || $0 == 0x0A || $0 == 0x22 }) else { return text }
-        var out = ""
-        for character in text.unicodeScalars {
-            switch character {
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\"": out += "\\\""
-            default: out.unicodeScalars.append(character)
-            }
-        }
-        return out
+        escaped(text, quote: true)
+    }
+
+    private static func escaped(_ text: String, quote: Bool) -> String {
+        var out = ExpositionWriter(capacity: text.utf8.count + 8)
+        out.appendEscaped(text, quote: quote)
+        return out.text
     }
 
     /// A value as the format writes it: integers without a fraction, `+Inf`, `-Inf`, `NaN`.
@@ -193,11 +180,10 @@ struct ExpositionWriter: ~Copyable {
         }
     }
 
-    /// One sample line, with `value` in place of the sample's when given; with
-    /// `exemplar`, its exemplar in the OpenMetrics form.
-    mutating func appendLine(_ sample: UnsafePointer<MetricFamily.Sample>, value: Double? = nil, exemplar: Bool) {
+    /// One sample line; with `exemplar`, its exemplar in the OpenMetrics form.
+    mutating func appendLine(_ sample: UnsafePointer<MetricFamily.Sample>, exemplar: Bool) {
         appendPrefix(sample)
-        appendValue(value ?? sample.pointee.value)
+        appendValue(sample.pointee.value)
         if exemplar, let found = sample.pointee.exemplar { appendExemplar(found) }
         append(byte: UInt8(ascii: "\n"))
     }

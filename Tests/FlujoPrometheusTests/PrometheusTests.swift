@@ -216,6 +216,9 @@ struct PrometheusTests {
             b_total{l="a\\"b\\\\c\\nd"} 1.5
 
             """)
+        #expect(PrometheusText.escapeLabelValue("a\"b\\c\nd") == #"a\"b\\c\nd"#)
+        #expect(PrometheusText.escapeHelp("a\"b\\c\nd") == #"a"b\\c\nd"#)
+        #expect(PrometheusText.escapeHelp("plain ☃") == "plain ☃")
     }
 
     @Test("values are written as the format writes them: integers without a fraction, at every length and sign")
