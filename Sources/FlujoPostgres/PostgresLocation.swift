@@ -85,17 +85,11 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
             case "connect_timeout":
                 connectTimeout = try Self.seconds(item.name, value, allowingZero: false)
             case "statement_timeout_ms":
-                guard let milliseconds = Int(value), (1...86_400_000).contains(milliseconds) else {
-                    throw .invalidURI("statement_timeout_ms \(value.debugDescription) is not a number of milliseconds between 1 and 86400000")
-                }
-                statementTimeoutMs = milliseconds
+                statementTimeoutMs = try Self.wholeNumber(item.name, value, in: 1...86_400_000, "a number of milliseconds between 1 and 86400000")
             case "reconnect_window":
                 reconnectWindow = try Self.seconds(item.name, value, allowingZero: true)
             case "pool_size":
-                guard let count = Int(value), (1...256).contains(count) else {
-                    throw .invalidURI("pool_size \(value.debugDescription) is not a whole number from 1 to 256")
-                }
-                poolSize = count
+                poolSize = try Self.wholeNumber(item.name, value, in: 1...256, "a whole number from 1 to 256")
             case "sslmode":
                 guard let mode = TLSMode(rawValue: value) else {
                     throw .invalidURI("sslmode \(value.debugDescription) is not one of disable, prefer, require")
@@ -121,6 +115,14 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
             throw .invalidURI("\(name) \(value.debugDescription) is not a number of seconds between 0 and 3600")
         }
         return .milliseconds(Int(seconds * 1000))
+    }
+
+    /// A whole-number parameter within `range`; `expected` says what it must be.
+    private static func wholeNumber(_ name: String, _ value: String, in range: ClosedRange<Int>, _ expected: String) throws(PostgresStoreError) -> Int {
+        guard let number = Int(value), range.contains(number) else {
+            throw .invalidURI("\(name) \(value.debugDescription) is not \(expected)")
+        }
+        return number
     }
 
     /// `postgres://user@host:port/database`: never the password.
