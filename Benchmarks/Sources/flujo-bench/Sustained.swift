@@ -1,6 +1,7 @@
 import Flujo
 import FlujoPostgres
 import FlujoSQLite
+import FlujoTesting
 import Foundation
 import Synchronization
 
@@ -11,13 +12,19 @@ extension Workloads {
     /// row is committed, over the time until the last one was) and the launch
     /// latency of a run (until `run` returned: its tasks' rows committed).
     /// On PostgreSQL (`--store`), `processes` processes share the loops and the database.
-    static func w8(runs: Int, tasksPerRun: Int, seconds: Double, processes: Int = 4) async throws -> WorkloadResult {
-        let location = try await newLocation(path: folder().appendingPathComponent("w8.db").path, label: "w8")
+    /// With `inMemory` (W8-memory), the same loops run on `InMemoryStateStore`:
+    /// nothing is durable, so it bounds what the engine itself costs.
+    static func w8(runs: Int, tasksPerRun: Int, seconds: Double, processes: Int = 4, inMemory: Bool = false) async throws -> WorkloadResult {
+        let location = inMemory ? "" : try await newLocation(path: folder().appendingPathComponent("w8.db").path, label: "w8")
+        let memory = inMemory ? InMemoryStateStore() : nil
         let start = ContinuousClock.now
         var latencies: [Double] = []
         var complete = true
         var peak = 0.0
-        if storeURI == nil {
+        if let memory {
+            let part = try await w8Part(store: memory, runs: runs, tasksPerRun: tasksPerRun, seconds: seconds)
+            (latencies, complete, peak) = (part.latencies, part.complete, peakRSSMB())
+        } else if storeURI == nil {
             let part = try await w8Part(location: location, runs: runs, tasksPerRun: tasksPerRun, seconds: seconds)
             (latencies, complete, peak) = (part.latencies, part.complete, peakRSSMB())
         } else {
@@ -40,13 +47,14 @@ extension Workloads {
             }
         }
         let total = elapsed(since: start)
-        let store = try await openStore(location)
+        let store: any StateStore = if let memory { memory } else { try await openStore(location) }
         let completed = try await store.statusCounters().backgroundTasks[.completed] ?? 0
         if let postgres = store as? PostgresStateStore { await postgres.close() }
         let sorted = latencies.sorted()
         var result = WorkloadResult(
-            workload: "W8", n: completed, samples: [total], verified: complete && completed == latencies.count * tasksPerRun,
-            unit: "seconds for every task of \(runs) concurrent runs over \(Int(seconds)) s to be completed and committed")
+            workload: inMemory ? "W8-memory" : "W8", n: completed, samples: [total], verified: complete && completed == latencies.count * tasksPerRun,
+            unit: "seconds for every task of \(runs) concurrent runs over \(Int(seconds)) s to be completed"
+                + (inMemory ? ", in-memory store" : " and committed"))
         result.extra["tasks_per_second"] = Double(completed) / total
         result.extra["launch_p50_s"] = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
         result.extra["launch_p99_s"] = sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, sorted.count * 99 / 100)]
@@ -58,6 +66,13 @@ extension Workloads {
     /// One process's share of W8: its launch latencies, and whether every outcome was written.
     static func w8Part(location: String, runs: Int, tasksPerRun: Int, seconds: Double) async throws -> (latencies: [Double], complete: Bool) {
         let store = try await openStore(location)
+        let part = try await w8Part(store: store, runs: runs, tasksPerRun: tasksPerRun, seconds: seconds)
+        if let postgres = store as? PostgresStateStore { await postgres.close() }
+        return part
+    }
+
+    /// The loops of W8 on `store`, until every task has ended.
+    static func w8Part(store: any StateStore, runs: Int, tasksPerRun: Int, seconds: Double) async throws -> (latencies: [Double], complete: Bool) {
         let runner = Runner(store: store, settings: settings())
         let tiny = Step<Int, Int>("tiny") { value, _ in value }
         let pipeline = Pipeline(name: "w8", steps: Array(repeating: .background(tiny), count: tasksPerRun))
@@ -77,7 +92,6 @@ extension Workloads {
             return await group.reduce(into: [Double]()) { $0 += $1 }
         }
         let report = await runner.close(timeout: .seconds(120))
-        if let postgres = store as? PostgresStateStore { await postgres.close() }
         return (latencies, report.isComplete)
     }
 
