@@ -8,7 +8,7 @@ struct FlujoBench: AsyncParsableCommand {
         commandName: "flujo-bench",
         abstract: "Flujo's end-to-end workloads: W1 fan-out, W2 resume, W3 stale cleanup, W4 scrape, W5 hook overhead, W6 OTLP, W7 recovery after SIGKILL, W8 sustained launches, W10 metrics render, W11 OTLP metrics push.")
 
-    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip, W7, W8, W8-memory, W10, W10-1M, W11, W11-gzip, W9 or W12 (W8-memory, W9 and W12 run only when named; W12 compares PostgreSQL claim strategies and needs --store). Without it, every workload runs, each in its own process.")
+    @Option(help: "One workload: W1, W1-memory, W2, W2+10k, W3, W4, W4-1M, W5, W6, W6-gzip, W7, W8, W8-memory, W8-untracked, W10, W10-1M, W11, W11-gzip, W9 or W12 (W8-memory, W8-untracked, W9 and W12 run only when named; W12 compares PostgreSQL claim strategies and needs --store). Without it, every workload runs, each in its own process.")
     var workload: String?
 
     @Flag(help: "Print one JSON object as the last line.")
@@ -45,7 +45,8 @@ struct FlujoBench: AsyncParsableCommand {
         case "W6-gzip": result = try await Workloads.w6(gzip: true, batches: 200, repetitions: repetitions ?? 3)
         case "W7": result = try await Workloads.w7(tasks: tasks ?? 10_000, repetitions: repetitions ?? 3)
         case "W8": result = try await Workloads.w8(runs: 64, tasksPerRun: tasks ?? 50, seconds: 10)
-        case "W8-memory": result = try await Workloads.w8(runs: 64, tasksPerRun: tasks ?? 50, seconds: 10, inMemory: true)
+        case "W8-memory": result = try await Workloads.w8(runs: 64, tasksPerRun: tasks ?? 50, seconds: 10, variant: .memory)
+        case "W8-untracked": result = try await Workloads.w8(runs: 64, tasksPerRun: tasks ?? 50, seconds: 10, variant: .untracked)
         case "W9": result = try await Workloads.w9(total: tasks ?? 1_000_000, keepSeconds: keepSeconds ?? 60)
         case "W9-prune": result = try await Workloads.w9Prune(tasks: tasks ?? 200_000, fresh: 200_000)
         case "W7-child":
