@@ -1,3 +1,4 @@
+import ArgumentParser
 import Flujo
 import FlujoPostgres
 import FlujoSQLite
@@ -41,6 +42,9 @@ extension Workloads {
     /// costs), W8-untracked on SQLite with `enable_state_tracking` off (the
     /// runs' rows are written, the tasks' rows are not).
     static func w8(runs: Int, tasksPerRun: Int, seconds: Double, processes: Int = 4, variant: W8Variant = .durable) async throws -> WorkloadResult {
+        if variant != .durable && storeURI != nil {
+            throw ValidationError("\(variant.rawValue) runs on SQLite only (it bounds the parts of W8 in one process); drop --store")
+        }
         let inMemory = variant == .memory
         let location = inMemory ? "" : try await newLocation(path: folder().appendingPathComponent("w8.db").path, label: "w8")
         let memory = inMemory ? InMemoryStateStore() : nil
