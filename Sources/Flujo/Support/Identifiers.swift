@@ -10,12 +10,17 @@ public enum Identifiers {
         random.withUnsafeMutableBytes { buffer in
             if let base = buffer.baseAddress { arc4random_buf(base, count) }
         }
-        return String(unsafeUninitializedCapacity: count * 2) { text in
-            for (index, byte) in random.enumerated() {
+        return hex(random)
+    }
+
+    /// `bytes` as lowercase hex, two digits each.
+    private static func hex(_ bytes: [UInt8]) -> String {
+        String(unsafeUninitializedCapacity: bytes.count * 2) { text in
+            for (index, byte) in bytes.enumerated() {
                 text[2 * index] = hexDigits[Int(byte >> 4)]
                 text[2 * index + 1] = hexDigits[Int(byte & 0x0f)]
             }
-            return count * 2
+            return bytes.count * 2
         }
     }
 
@@ -34,24 +39,12 @@ public enum Identifiers {
     /// anywhere in the file.
     public static func timeOrderedHex() -> String {
         let milliseconds = nowUnixNano() / 1_000_000
-        var random = (UInt64(0), UInt16(0))
-        withUnsafeMutableBytes(of: &random) { buffer in
-            if let base = buffer.baseAddress { arc4random_buf(base, 10) }
+        var bytes = [UInt8](repeating: 0, count: 16)
+        for index in 0..<6 { bytes[index] = UInt8(truncatingIfNeeded: milliseconds >> UInt64(40 - 8 * index)) }
+        bytes.withUnsafeMutableBytes { buffer in
+            if let base = buffer.baseAddress { arc4random_buf(base + 6, 10) }
         }
-        return String(unsafeUninitializedCapacity: 32) { text in
-            for index in 0..<12 {
-                text[index] = hexDigits[Int((milliseconds >> UInt64(44 - 4 * index)) & 0x0f)]
-            }
-            let bits = random.0
-            for index in 0..<16 {
-                text[12 + index] = hexDigits[Int((bits >> UInt64(60 - 4 * index)) & 0x0f)]
-            }
-            let low = random.1
-            for index in 0..<4 {
-                text[28 + index] = hexDigits[Int((low >> UInt16(12 - 4 * index)) & 0x0f)]
-            }
-            return 32
-        }
+        return hex(bytes)
     }
 
     /// The run id of a background task: `<parent_run_id>_bg_<task_id>`.
