@@ -56,19 +56,7 @@ public enum JSONText {
 
     /// A JSON object from already-encoded members (each value must be valid JSON text).
     public static func object(members: [(String, String)]) -> String {
-        var size = 2
-        for (key, value) in members { size += key.utf8.count + value.utf8.count + 4 }
-        var out = ""
-        out.reserveCapacity(size)
-        out += "{"
-        for (index, member) in members.enumerated() {
-            if index > 0 { out += "," }
-            appendQuoted(member.0, to: &out)
-            out += ":"
-            out += member.1
-        }
-        out += "}"
-        return out
+        "{" + members.map { quote($0.0) + ":" + $0.1 }.joined(separator: ",") + "}"
     }
 
     /// Reads a JSON object whose values are strings (others are rendered as JSON text).
