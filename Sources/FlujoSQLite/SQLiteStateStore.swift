@@ -90,7 +90,11 @@ public final class SQLiteStateStore: StateStore {
                 ? "this is a PostgreSQL URI, not a SQLite file: open it with FlujoPostgres's PostgresStateStore (the flujo command does)"
                 : "a \(scheme):// URI is not a SQLite file path; give a file path")
         }
-        let exists = path == ":memory:" || FileManager.default.fileExists(atPath: path)
+        var isFolder: ObjCBool = false
+        let exists = path == ":memory:" || FileManager.default.fileExists(atPath: path, isDirectory: &isFolder)
+        if isFolder.boolValue {
+            throw .cannotOpen(path: path, reason: "it is a folder, not a file (for example \((path as NSString).appendingPathComponent("state.db")) would be a file in it)")
+        }
         if !exists && (options.readOnly || !options.createIfMissing) {
             throw .missingDatabase(path: path)
         }

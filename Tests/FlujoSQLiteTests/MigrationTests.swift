@@ -230,6 +230,19 @@ struct StoreErrorTests {
         }
     }
 
+    @Test("a folder given as the database is named as a folder, for reading and for writing")
+    func folderAsDatabase() throws {
+        let folder = TestSupport.temporaryDirectory().appendingPathComponent("state.db")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        for options in [SQLiteStateStore.Options(), SQLiteStateStore.Options(readOnly: true)] {
+            #expect { try SQLiteStateStore(path: folder.path, options: options) } throws: { error in
+                guard case let .cannotOpen(reportedPath, reason) = error as? StateStoreError else { return false }
+                return reportedPath == folder.path && reason.contains("is a folder")
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
+    }
+
     @Test("a full disk is a clear error, nothing committed is lost, and writes work after space returns")
     func diskFull() async throws {
         let (store, path) = try makeStore()

@@ -257,6 +257,25 @@ struct BackgroundSettingsEffectTests {
         #expect(loaded.settings.backgroundTasks.maxRetries == 4)
         #expect(loaded.warnings == ["\(path):3: background_tasks.resume_lease_seconds is no longer used (a resume's claim is a lock held while the resumer runs, not a lease); remove it"])
     }
+
+    @Test("a misspelled FLUJO_ variable under a setting's prefix is a warning naming the closest one; others are left alone")
+    func misspelledVariable() throws {
+        let loaded = try SettingsLoader.load(environment: [
+            "FLUJO_BACKGROUND_STALE_TASK_TIMEOUT_HOUR": "1",
+            "FLUJO_STATE_URL": "x.db",
+            "FLUJO_OTLP_QQQQQQQQQQQQQQQQQQQQQQ": "1",
+            "FLUJO_BACKGROUND_MAX_RETRIES": "2",
+            "FLUJO_LOG_LEVEL": "debug",
+            "FLUJO_MY_APP_FLAG": "1",
+        ])
+        #expect(loaded.settings.backgroundTasks.maxRetries == 2)
+        #expect(loaded.settings.backgroundTasks.staleTaskTimeoutHours == 24, "the misspelled variable sets nothing")
+        #expect(loaded.warnings == [
+            "FLUJO_BACKGROUND_STALE_TASK_TIMEOUT_HOUR sets no Flujo setting and is ignored. Did you mean FLUJO_BACKGROUND_STALE_TASK_TIMEOUT_HOURS?",
+            "FLUJO_OTLP_QQQQQQQQQQQQQQQQQQQQQQ sets no Flujo setting and is ignored. Docs/Configuration.md lists the variables.",
+            "FLUJO_STATE_URL sets no Flujo setting and is ignored. Did you mean FLUJO_STATE_URI?",
+        ])
+    }
 }
 
 import FlujoSQLite

@@ -272,6 +272,39 @@ public enum SettingsLoader {
 
     // MARK: Environment
 
+    /// The prefixes of the settings' own variables: an unknown variable that
+    /// starts with one is a misspelled setting, not a variable of something else.
+    static let settingPrefixes = ["FLUJO_STATE_", "FLUJO_BACKGROUND_", "FLUJO_TELEMETRY_", "FLUJO_CONSOLE_", "FLUJO_OTLP_", "FLUJO_PROMETHEUS_"]
+
+    /// A warning for each variable under a setting's prefix that sets nothing,
+    /// naming the closest variable that does.
+    static func unknownVariables(in environment: [String: String]) -> [String] {
+        let known = keys.flatMap(\.environment).filter { $0.hasPrefix("FLUJO_") }
+        let knownSet = Set(known)
+        return environment.keys.sorted().compactMap { name -> String? in
+            guard settingPrefixes.contains(where: name.hasPrefix), !knownSet.contains(name) else { return nil }
+            let closest = known.min { editDistance($0, name) < editDistance($1, name) }
+            let hint = closest.flatMap { editDistance($0, name) <= max(3, name.count / 5) ? " Did you mean \($0)?" : nil }
+                ?? " Docs/Configuration.md lists the variables."
+            return "\(name) sets no Flujo setting and is ignored.\(hint)"
+        }
+    }
+
+    /// Levenshtein distance between two names, in bytes.
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let b = Array(b.utf8)
+        var previous = Array(0...b.count)
+        for (i, x) in a.utf8.enumerated() {
+            var current = [i + 1]
+            current.reserveCapacity(b.count + 1)
+            for (j, y) in b.enumerated() {
+                current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1)))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+
     static func applyEnvironment(_ environment: [String: String], to loaded: inout LoadedSettings) throws(SettingsError) {
         for key in keys {
             guard let variable = key.environment.first(where: { environment[$0] != nil }), let text = environment[variable] else { continue }
@@ -291,6 +324,7 @@ public enum SettingsLoader {
             }
             loaded.sources[key.key] = .environment(variable)
         }
+        loaded.warnings += unknownVariables(in: environment)
         // Per the OTLP exporter spec, an endpoint in the environment turns export on
         // unless the SDK is disabled or the traces exporter is `none`.
         if environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil || environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil {

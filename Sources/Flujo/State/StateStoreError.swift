@@ -33,7 +33,7 @@ public enum StateStoreError: Error, Sendable, Hashable, CustomStringConvertible 
     public var description: String {
         switch self {
         case let .cannotOpen(path, reason):
-            return "cannot open state database at \(path): \(reason). Check that the folder exists and is writable, or pass another path with --db."
+            return "cannot open state database at \(path): \(reason). Check the path (a file whose folder exists and is writable), or pass another path with --db."
         case let .notADatabase(path):
             return "\(path) is not a SQLite database. Point --db (or [state] uri) at a Flujo state file, or at a new path to create one."
         case let .newerSchema(path, found, supported):
