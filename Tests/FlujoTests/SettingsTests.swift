@@ -1,4 +1,4 @@
-import Flujo
+@testable import Flujo
 import FlujoTestSupport
 import FlujoTesting
 import Foundation
@@ -256,6 +256,38 @@ struct BackgroundSettingsEffectTests {
         let loaded = try SettingsLoader.load(file: path, environment: [:])
         #expect(loaded.settings.backgroundTasks.maxRetries == 4)
         #expect(loaded.warnings == ["\(path):3: background_tasks.resume_lease_seconds is no longer used (a resume's claim is a lock held while the resumer runs, not a lease); remove it"])
+    }
+
+    @Test("Docs/Configuration.md has a row for every key, naming each of its variables and its default")
+    func configurationDocumentsEveryKey() throws {
+        let text = try String(contentsOf: TestSupport.packageRoot.appendingPathComponent("Docs/Configuration.md"), encoding: .utf8)
+        let rows = text.components(separatedBy: "\n").filter { $0.hasPrefix("| `[") }
+        #expect(rows.count >= SettingsLoader.keys.count)
+        for key in SettingsLoader.keys {
+            let row = rows.first { $0.hasPrefix("| `[\(key.section)] \(key.name)` |") }
+            #expect(row != nil, "no row for \(key.key)")
+            guard let row else { continue }
+            // `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS` names both variables, with and without TRACES_.
+            let cell = row.components(separatedBy: " | ")[1]
+            let named = cell.components(separatedBy: "`").enumerated().filter { $0.offset % 2 == 1 }.flatMap { item -> [String] in
+                guard let open = item.element.firstIndex(of: "("), let close = item.element.firstIndex(of: ")") else { return [item.element] }
+                let before = item.element[..<open], optional = item.element[item.element.index(after: open)..<close]
+                let after = item.element[item.element.index(after: close)...]
+                return [String(before + optional + after), String(before + after)]
+            }
+            for variable in key.environment {
+                #expect(named.contains(variable), "\(key.key): \(variable) is not in its row")
+            }
+            // The default, where the row gives one as a value: numbers compared as numbers.
+            let documented = row.components(separatedBy: " | ")[2].trimmingCharacters(in: CharacterSet(charactersIn: "` "))
+            let actual = key.render(FlujoSettings())
+            if let number = Double(documented) {
+                #expect(Double(actual) == number, "\(key.key): the default is \(actual), the row says \(documented)")
+            } else if !["–", "inherit"].contains(documented) && actual != "(none)" {
+                // Where no value is set the row says what is used instead; elsewhere it gives the value.
+                #expect(actual == documented, "\(key.key): the default is \(actual), the row says \(documented)")
+            }
+        }
     }
 
     @Test("a misspelled FLUJO_ variable under a setting's prefix is a warning naming the closest one; others are left alone")
