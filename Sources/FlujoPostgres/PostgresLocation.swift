@@ -50,12 +50,27 @@ public struct PostgresLocation: Sendable, Hashable, CustomStringConvertible {
         uri.hasPrefix("postgres://") || uri.hasPrefix("postgresql://")
     }
 
+    /// The port of a URI's authority when it is there and not digits (what
+    /// makes `URLComponents` refuse the URI); never any part before the `@`,
+    /// which may hold a password.
+    static func malformedPort(_ uri: String) -> String? {
+        guard let scheme = uri.range(of: "://") else { return nil }
+        let authority = uri[scheme.upperBound...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
+        let hostPort = authority.split(separator: "@", omittingEmptySubsequences: false).last ?? authority[...]
+        guard !hostPort.hasSuffix("]"), let colon = hostPort.lastIndex(of: ":") else { return nil }
+        let port = hostPort[hostPort.index(after: colon)...]
+        return port.isEmpty || port.allSatisfy({ $0.isASCII && $0.isNumber }) ? nil : String(port)
+    }
+
     /// Reads a state URI; `environment` supplies `PGPASSWORD`, `PGPASSFILE` and `HOME`.
     public init(uri: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(PostgresStoreError) {
         guard Self.isPostgres(uri) else {
             throw .invalidURI("expected postgres://user@host:port/database, got a URI of another scheme")
         }
         guard let components = URLComponents(string: uri) else {
+            if let port = Self.malformedPort(uri) {
+                throw .invalidURI("port \(port.debugDescription) is not a number: write postgres://user@host:5432/database")
+            }
             throw .invalidURI("not a valid URI (check for spaces or unescaped characters; escape them as %XX)")
         }
         guard let host = components.host, !host.isEmpty else {

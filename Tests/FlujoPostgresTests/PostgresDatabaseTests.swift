@@ -51,6 +51,7 @@ struct PostgresLocationTests {
         ("postgres://ada@h/db?sslmode=maybe", "sslmode"), ("postgres://ada@h/db?pool=9", "unknown parameter"),
         ("postgres://ada@h/db?pool_size=0", "pool_size"), ("postgres://ada@h/db?pool_size=many", "pool_size"),
         ("postgres://ada@h/db?reconnect_window=-2", "reconnect_window"), ("postgres://ada@h/db?reconnect_window=nan", "reconnect_window"),
+        ("postgres://ada:pw@h:port/db", "port \"port\" is not a number"), ("postgres://ada:p:w@h:5x/db", "port \"5x\" is not a number"),
     ])
     func invalid(uri: String, expected: String) {
         do {
@@ -59,6 +60,7 @@ struct PostgresLocationTests {
         } catch {
             #expect("\(error)".contains(expected), "\(error)")
             #expect("\(error)".hasPrefix("invalid PostgreSQL state URI: "))
+            #expect(!"\(error)".contains("pw") && !"\(error)".contains("p:w"), "a password is never shown")
         }
     }
 }
