@@ -150,9 +150,11 @@ public final class PostgresStateStore: StateStore {
         let task = Task { [weak self] in
             do {
                 let connection = try await PostgresDatabase.open(location, migrate: false)
-                for try await _ in try await connection.live().listen("flujo_due") {
-                    guard let self else { break }
-                    self.dueSignals.add(1, ordering: .releasing)
+                try await connection.live().listen(on: "flujo_due") { notifications in
+                    for try await _ in notifications {
+                        guard let self else { break }
+                        self.dueSignals.add(1, ordering: .releasing)
+                    }
                 }
                 await connection.close()
             } catch {

@@ -373,8 +373,8 @@ final class RecordingLogs: Sendable {
             get { metadata[key] }
             set { metadata[key] = newValue }
         }
-        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-            logs.lines.withLock { $0.append((level, message.description)) }
+        func log(event: LogEvent) {
+            logs.lines.withLock { $0.append((event.level, event.message.description)) }
         }
     }
 }
