@@ -242,7 +242,7 @@ struct FullDiskTests {
         #expect(await demo.waitForLine { $0.hasPrefix("waiting for") })
         // The disk fills up while the 13 tasks work: none of their outcomes can be written.
         let filler = folder + "/filler"
-        FileManager.default.createFile(atPath: filler, contents: nil)
+        #expect(FileManager.default.createFile(atPath: filler, contents: nil))
         let handle = try #require(FileHandle(forWritingAtPath: filler))
         let chunk = Data(repeating: 0, count: 64 * 1024)
         while (try? handle.write(contentsOf: chunk)) != nil {}

@@ -22,7 +22,7 @@ struct PostgresProcessTests {
         let (uri, location) = try await newDatabase("workers")
         let folder = TestSupport.temporaryDirectory("flujo-pg-workers")
         let marker = folder.appendingPathComponent("marker").path
-        FileManager.default.createFile(atPath: marker, contents: nil)
+        #expect(FileManager.default.createFile(atPath: marker, contents: nil))
         var settings = FlujoSettings()
         settings.backgroundTasks.retryBaseDelayMs = 1
         let store = try await PostgresStateStore.open(location)
@@ -103,7 +103,7 @@ struct PostgresProcessTests {
         }
         let folder = TestSupport.temporaryDirectory("flujo-pg-restart-marker")
         let marker = folder.appendingPathComponent("marker").path
-        FileManager.default.createFile(atPath: marker, contents: nil)
+        #expect(FileManager.default.createFile(atPath: marker, contents: nil))
         // A worker holding 8 claims through the restart (steps of 6 s), and a process running
         // 20 tasks it launched (1 to 7 s: some end while the server is down, most after the window).
         var environment = ProcessInfo.processInfo.environment

@@ -31,13 +31,13 @@ struct SQLiteStateStoreTests {
     func uriIsNotAPath() throws {
         let folder = TestSupport.temporaryDirectory("flujo-uri")
         let previous = FileManager.default.currentDirectoryPath
-        FileManager.default.changeCurrentDirectoryPath(folder.path)
-        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+        #expect(FileManager.default.changeCurrentDirectoryPath(folder.path))
+        defer { _ = FileManager.default.changeCurrentDirectoryPath(previous) }
         for uri in ["postgres://ada@db:5432/orders", "postgresql://ada@db/orders", "mysql://x@y/z"] {
             do {
                 _ = try SQLiteStateStore(path: uri)
                 Issue.record("\(uri) was opened as a file")
-            } catch let error as StateStoreError {
+            } catch {
                 guard case let .cannotOpen(path, reason) = error else { Issue.record("\(error)"); continue }
                 #expect(path == uri && reason.contains("URI"))
             }

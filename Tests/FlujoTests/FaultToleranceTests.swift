@@ -180,7 +180,7 @@ struct WorkerTests {
         let folder = TestSupport.temporaryDirectory("flujo-workers")
         let path = folder.appendingPathComponent("state.db").path
         let marker = folder.appendingPathComponent("marker").path
-        FileManager.default.createFile(atPath: marker, contents: nil)
+        #expect(FileManager.default.createFile(atPath: marker, contents: nil))
         var settings = FlujoSettings()
         settings.backgroundTasks.retryBaseDelayMs = 1
         let store = try SQLiteStateStore(path: path)
