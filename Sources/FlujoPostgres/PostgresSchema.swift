@@ -7,14 +7,15 @@ import PostgresNIO
 /// processes that open the same database at once migrate it once. A database
 /// of a newer version is refused with both versions named, and left as it is.
 enum PostgresSchema {
-    static let currentVersion = 3
+    static let currentVersion = 4
 
     /// The advisory lock key migrations hold (`flujo` in ASCII).
     static let migrationLock: Int64 = 0x666C_756A_6F
 
     /// Version 1: the tables of the store and the counters kept in the same
     /// transactions as the rows. Version 2: the order of due tasks indexed.
-    /// Version 3: the counters kept per statement.
+    /// Version 3: the counters kept per statement. Version 4: the counters
+    /// striped over 16 rows each, one per server session's `shard`.
     static let migrations: [(version: Int, statements: [String])] = [
         (1, [
             """
@@ -268,6 +269,89 @@ enum PostgresSchema {
             """
             CREATE TRIGGER workflow_state_counted_deletes AFTER DELETE ON workflow_state
             REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION flujo_count_deleted()
+            """,
+        ]),
+        // Version 4: every counter is kept in 16 stripes, and a session adds to the
+        // stripe its process id picks. One row per counter made every transaction that
+        // changes a task's status wait for the one before it to commit (the row's lock);
+        // stripes let concurrent sessions commit side by side. Readers add the stripes up.
+        (4, [
+            "ALTER TABLE status_counts ADD COLUMN shard SMALLINT NOT NULL DEFAULT 0",
+            "ALTER TABLE status_counts DROP CONSTRAINT status_counts_pkey",
+            "ALTER TABLE status_counts ADD PRIMARY KEY (is_background, status, shard)",
+            "ALTER TABLE created_per_hour ADD COLUMN shard SMALLINT NOT NULL DEFAULT 0",
+            "ALTER TABLE created_per_hour DROP CONSTRAINT created_per_hour_pkey",
+            "ALTER TABLE created_per_hour ADD PRIMARY KEY (hour, shard)",
+            "ALTER TABLE stat_totals ADD COLUMN shard SMALLINT NOT NULL DEFAULT 0",
+            "ALTER TABLE stat_totals DROP CONSTRAINT stat_totals_pkey",
+            "ALTER TABLE stat_totals ADD PRIMARY KEY (name, shard)",
+            // Every stripe of each total exists, so the triggers update it in place.
+            "INSERT INTO stat_totals (name, shard, value) SELECT name, stripe, 0 FROM (SELECT DISTINCT name FROM stat_totals) AS n, generate_series(1, 15) AS stripe",
+            // Each statement's changes are added in one order (by key), so two sessions
+            // that share a stripe take its rows' locks in the same order.
+            """
+            CREATE OR REPLACE FUNCTION flujo_count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE stripe SMALLINT := (pg_backend_pid() % 16)::smallint;
+            BEGIN
+                IF NOT EXISTS (SELECT 1 FROM new_rows) THEN RETURN NULL; END IF;
+                INSERT INTO status_counts (is_background, status, shard, count)
+                SELECT is_background_task, status, stripe, count(*) FROM new_rows GROUP BY 1, 2 ORDER BY 1, 2
+                ON CONFLICT (is_background, status, shard) DO UPDATE SET count = status_counts.count + excluded.count;
+                INSERT INTO created_per_hour (hour, shard, count)
+                SELECT created_at / 3600000, stripe, count(*) FROM new_rows GROUP BY 1 ORDER BY 1
+                ON CONFLICT (hour, shard) DO UPDATE SET count = created_per_hour.count + excluded.count;
+                UPDATE stat_totals AS t SET value = t.value + CASE t.name
+                        WHEN 'total_runs' THEN c.rows WHEN 'duration_sum_ms' THEN c.total ELSE c.timed END
+                FROM (SELECT count(*)::double precision AS rows, coalesce(sum(execution_time_ms), 0) AS total,
+                             count(execution_time_ms)::double precision AS timed FROM new_rows) AS c
+                WHERE t.shard = stripe AND (t.name = 'total_runs' OR (c.timed > 0 AND t.name IN ('duration_sum_ms', 'duration_count')));
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE OR REPLACE FUNCTION flujo_count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE stripe SMALLINT := (pg_backend_pid() % 16)::smallint;
+            BEGIN
+                -- Most updates (a step's progress, a heartbeat) change neither status nor duration.
+                IF NOT EXISTS (SELECT 1 FROM old_rows AS o JOIN new_rows AS n ON n.run_id = o.run_id
+                               WHERE o.status IS DISTINCT FROM n.status OR o.execution_time_ms IS DISTINCT FROM n.execution_time_ms) THEN
+                    RETURN NULL;
+                END IF;
+                INSERT INTO status_counts (is_background, status, shard, count)
+                SELECT b, s, stripe, sum(d) FROM (
+                    SELECT is_background_task AS b, status AS s, 1 AS d FROM new_rows
+                    UNION ALL SELECT is_background_task, status, -1 FROM old_rows) AS changes
+                GROUP BY b, s HAVING sum(d) <> 0 ORDER BY b, s
+                ON CONFLICT (is_background, status, shard) DO UPDATE SET count = status_counts.count + excluded.count;
+                UPDATE stat_totals AS t SET value = t.value + CASE t.name WHEN 'duration_sum_ms' THEN c.total ELSE c.timed END
+                FROM (SELECT (SELECT coalesce(sum(execution_time_ms), 0) FROM new_rows) - (SELECT coalesce(sum(execution_time_ms), 0) FROM old_rows) AS total,
+                             ((SELECT count(execution_time_ms) FROM new_rows) - (SELECT count(execution_time_ms) FROM old_rows))::double precision AS timed) AS c
+                WHERE t.shard = stripe AND t.name IN ('duration_sum_ms', 'duration_count') AND (c.total <> 0 OR c.timed <> 0);
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE OR REPLACE FUNCTION flujo_count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE stripe SMALLINT := (pg_backend_pid() % 16)::smallint;
+            BEGIN
+                IF NOT EXISTS (SELECT 1 FROM old_rows) THEN RETURN NULL; END IF;
+                INSERT INTO status_counts (is_background, status, shard, count)
+                SELECT is_background_task, status, stripe, -count(*) FROM old_rows GROUP BY 1, 2 ORDER BY 1, 2
+                ON CONFLICT (is_background, status, shard) DO UPDATE SET count = status_counts.count + excluded.count;
+                INSERT INTO created_per_hour (hour, shard, count)
+                SELECT created_at / 3600000, stripe, -count(*) FROM old_rows GROUP BY 1 ORDER BY 1
+                ON CONFLICT (hour, shard) DO UPDATE SET count = created_per_hour.count + excluded.count;
+                UPDATE stat_totals AS t SET value = t.value + CASE t.name
+                        WHEN 'total_runs' THEN -c.rows WHEN 'pruned_runs' THEN c.rows
+                        WHEN 'duration_sum_ms' THEN -c.total ELSE -c.timed END
+                FROM (SELECT count(*)::double precision AS rows, coalesce(sum(execution_time_ms), 0) AS total,
+                             count(execution_time_ms)::double precision AS timed FROM old_rows) AS c
+                WHERE t.shard = stripe AND (t.name IN ('total_runs', 'pruned_runs') OR (c.timed > 0 AND t.name IN ('duration_sum_ms', 'duration_count')));
+                RETURN NULL;
+            END
+            $$
             """,
         ]),
     ]

@@ -721,14 +721,14 @@ public final class PostgresStateStore: StateStore {
     public func statusCounters() async throws -> StatusCounters {
         var runs: [RunStatus: Int] = [:]
         var background: [RunStatus: Int] = [:]
-        for (isBackground, status, count) in try await select("SELECT is_background, status, count FROM status_counts", { row in
+        for (isBackground, status, count) in try await select("SELECT is_background, status, sum(count)::bigint FROM status_counts GROUP BY 1, 2", { row in
             (try row[0].decode(Bool.self), try row[1].decode(String.self), try row[2].decode(Int.self))
         }) {
             guard let status = RunStatus(rawValue: status), count != 0 else { continue }
             if isBackground { background[status, default: 0] += count } else { runs[status, default: 0] += count }
         }
         var totals: [String: Double] = [:]
-        for (name, value) in try await select("SELECT name, value FROM stat_totals", { row in
+        for (name, value) in try await select("SELECT name, sum(value) FROM stat_totals GROUP BY name", { row in
             (try row[0].decode(String.self), try row[1].decode(Double.self))
         }) { totals[name] = value }
         var oldest: [RunStatus: Timestamp] = [:]

@@ -86,12 +86,12 @@ struct PostgresDatabaseTests {
         await again.close()
     }
 
-    @Test("a database of schema version 1 with rows is upgraded to the current version; its counters stay equal to a recount through single and bulk changes")
-    func upgradesFromVersionOne() async throws {
-        let location = try await freshDatabase("upgrade")
-        let old = try await PostgresDatabase.open(location, migrate: true, upTo: 1)
-        #expect(try await old.appliedVersions() == [1])
-        // Rows written under version 1's per-row counters.
+    @Test("a database of schema version 1 or 3 with rows is upgraded to the current version; its counters stay equal to a recount through single and bulk changes", arguments: [1, 3])
+    func upgrades(from version: Int) async throws {
+        let location = try await freshDatabase("upgrade_v\(version)")
+        let old = try await PostgresDatabase.open(location, migrate: true, upTo: version)
+        #expect(try await old.appliedVersions() == Array(1...version))
+        // Rows written under that version's counters: per row (1), per statement in one row per counter (3).
         for (index, status) in ["running", "failed", "completed", "running", "paused"].enumerated() {
             try await old.execute("""
                 INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at, updated_at,
@@ -122,6 +122,30 @@ struct PostgresDatabaseTests {
         #expect(try await store.prune(PrunePolicy(cutoffs: [.completed: .now.adding(seconds: 60), .failed: .now.adding(seconds: 60)], keptFailureCategories: []), limit: 100, dryRun: false) > 0)
         try await expectRecount("after retention")
         await store.close()
+    }
+
+    @Test("each session adds to the stripe of the counters its process id picks; the stripes add up to a recount")
+    func stripedCounters() async throws {
+        let location = try await freshDatabase("stripes")
+        var stores: [PostgresStateStore] = []
+        var stripes: Set<Int> = []
+        for index in 0..<3 {
+            let store = try await PostgresStateStore.open(location)
+            stores.append(store)
+            stripes.insert((try await store.database.query("SELECT pg_backend_pid()::bigint").first ?? -1) % 16)
+            for task in 0..<2 {
+                let id = "bg_\(index)_\(task)"
+                try await store.save(WorkflowState(runID: "r_\(id)", pipelineName: "p", status: .running, isBackgroundTask: true, taskID: id))
+                try await store.save(WorkflowState(runID: "r_\(id)", pipelineName: "p", status: task == 0 ? .completed : .failed, executionTimeMs: 3, isBackgroundTask: true, taskID: id))
+            }
+        }
+        let database = stores[0].database
+        let written = Set(try await database.query("SELECT DISTINCT shard::bigint FROM status_counts WHERE count <> 0"))
+        #expect(written == stripes, "each session wrote to its own stripe")
+        let counters = try await stores[0].statusCounters()
+        #expect(counters.backgroundTasks == [.completed: 3, .failed: 3])
+        #expect(counters.totalRuns == 6 && counters.durationCount == 6 && counters.durationSumMs == 18)
+        for store in stores { await store.close() }
     }
 
     @Test("statements run on up to pool_size connections at once, opened as work needs them; callers beyond wait their turn")
