@@ -430,21 +430,59 @@ public final class PostgresStateStore: StateStore {
 
     public func saveSpans(_ spans: [SpanRecord]) async throws {
         guard !spans.isEmpty else { return }
-        try await transaction { db in
-            for span in spans {
-                try await db.execute("""
-                    INSERT INTO spans (span_id, trace_id, parent_span_id, run_id, name, start_unix_nano, end_unix_nano, status,
-                                       status_message, attributes, is_background)
-                    VALUES (\(span.spanID.pg), \(span.traceID.pg), \(span.parentSpanID?.pg), \(span.runID.pg), \(span.name.pg),
-                            \(Int64(bitPattern: span.startUnixNano)), \(Int64(bitPattern: span.endUnixNano)), \(span.status),
-                            \(span.statusMessage?.pg), \(JSONText.object(span.attributes).pg), \(span.isBackground))
-                    ON CONFLICT (span_id) DO UPDATE SET trace_id = excluded.trace_id, parent_span_id = excluded.parent_span_id,
-                        run_id = excluded.run_id, name = excluded.name, start_unix_nano = excluded.start_unix_nano,
-                        end_unix_nano = excluded.end_unix_nano, status = excluded.status, status_message = excluded.status_message,
-                        attributes = excluded.attributes, is_background = excluded.is_background
-                    """)
+        // A span saved twice keeps its last record, as a replace would; one statement
+        // may not change a row twice, so each batch holds each span once.
+        var last: [String: Int] = [:]
+        for (index, span) in spans.enumerated() { last[span.spanID] = index }
+        let unique = spans.indices.filter { last[spans[$0].spanID] == $0 }.map { spans[$0] }
+        // One statement per chunk, its own transaction when there is one: one round
+        // trip instead of one per span; a chunk stays under the protocol's 65,535 binds.
+        let chunks = stride(from: 0, to: unique.count, by: Self.spansPerStatement).map {
+            Self.saveSpansQuery(unique[$0..<min($0 + Self.spansPerStatement, unique.count)])
+        }
+        if chunks.count == 1 {
+            let database = try await pool.acquire()
+            defer { pool.release(database) }
+            try await database.execute(chunks[0])
+        } else {
+            try await transaction { db in
+                for chunk in chunks { try await db.execute(chunk) }
             }
         }
+    }
+
+    /// Spans per statement of `saveSpans`: 11 binds each.
+    static let spansPerStatement = 2_000
+
+    /// One multi-row upsert of `spans`, which hold each span id once.
+    static func saveSpansQuery(_ spans: ArraySlice<SpanRecord>) -> PostgresQuery {
+        var binds = PostgresBindings(capacity: spans.count * 11)
+        var rows: [String] = []
+        rows.reserveCapacity(spans.count)
+        for span in spans {
+            let first = binds.count + 1
+            binds.append(span.spanID.pg)
+            binds.append(span.traceID.pg)
+            binds.append(span.parentSpanID?.pg)
+            binds.append(span.runID.pg)
+            binds.append(span.name.pg)
+            binds.append(Int64(bitPattern: span.startUnixNano))
+            binds.append(Int64(bitPattern: span.endUnixNano))
+            binds.append(span.status)
+            binds.append(span.statusMessage?.pg)
+            binds.append(JSONText.object(span.attributes).pg)
+            binds.append(span.isBackground)
+            rows.append("(" + (first..<(first + 11)).map { "$\($0)" }.joined(separator: ", ") + ")")
+        }
+        return PostgresQuery(unsafeSQL: """
+            INSERT INTO spans (span_id, trace_id, parent_span_id, run_id, name, start_unix_nano, end_unix_nano, status,
+                               status_message, attributes, is_background)
+            VALUES \(rows.joined(separator: ", "))
+            ON CONFLICT (span_id) DO UPDATE SET trace_id = excluded.trace_id, parent_span_id = excluded.parent_span_id,
+                run_id = excluded.run_id, name = excluded.name, start_unix_nano = excluded.start_unix_nano,
+                end_unix_nano = excluded.end_unix_nano, status = excluded.status, status_message = excluded.status_message,
+                attributes = excluded.attributes, is_background = excluded.is_background
+            """, binds: binds)
     }
 
     // MARK: - Bulk transitions

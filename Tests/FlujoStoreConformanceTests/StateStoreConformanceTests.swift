@@ -474,4 +474,20 @@ struct StateStoreConformanceTests {
         #expect(try await store.spans(runID: "r") == [root, replaced])
         #expect(try await store.spans(runID: "nobody").isEmpty)
     }
+
+    @Test("a span given twice in one batch keeps its last record; a batch of 4,500 spans is kept whole", arguments: StoreKind.allCases)
+    func spanBatches(_ kind: StoreKind) async throws {
+        let store = try await kind.make()
+        func span(_ index: Int, end: UInt64 = 2) -> SpanRecord {
+            SpanRecord(traceID: "t", spanID: "s\(index)", parentSpanID: index == 0 ? nil : "s0", runID: "r", name: "step \(index)",
+                       startUnixNano: UInt64(index) + 1, endUnixNano: UInt64(index) + end, status: "ok", statusMessage: nil,
+                       attributes: ["i": "\(index)"], isBackground: false)
+        }
+        try await store.saveSpans([span(0), span(1), span(1, end: 50), span(2)])
+        #expect(try await store.spans(runID: "r") == [span(0), span(1, end: 50), span(2)])
+        try await store.saveSpans((0..<4_500).map { span($0, end: 7) })
+        let kept = try await store.spans(runID: "r")
+        #expect(kept.count == 4_500)
+        #expect(kept == (0..<4_500).map { span($0, end: 7) })
+    }
 }
