@@ -430,11 +430,8 @@ public final class PostgresStateStore: StateStore {
 
     public func saveSpans(_ spans: [SpanRecord]) async throws {
         guard !spans.isEmpty else { return }
-        // A span saved twice keeps its last record, as a replace would; one statement
-        // may not change a row twice, so each batch holds each span once.
-        var last: [String: Int] = [:]
-        for (index, span) in spans.enumerated() { last[span.spanID] = index }
-        let unique = spans.indices.filter { last[spans[$0].spanID] == $0 }.map { spans[$0] }
+        // One statement may not change a row twice: each span once, with its last record.
+        let unique = spans.lastRecordPerSpan
         // One statement per chunk, its own transaction when there is one: one round
         // trip instead of one per span; a chunk stays under the protocol's 65,535 binds.
         let chunks = stride(from: 0, to: unique.count, by: Self.spansPerStatement).map {

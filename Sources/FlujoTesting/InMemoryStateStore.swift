@@ -207,10 +207,10 @@ public final class InMemoryStateStore: StateStore {
     public func saveSpans(_ spans: [SpanRecord]) async throws {
         storage.withLock { storage in
             // The last record of each id wins, also within one batch, as with a replace.
-            var last: [String: Int] = [:]
-            for (index, span) in spans.enumerated() { last[span.spanID] = index }
-            storage.spans.removeAll { last[$0.spanID] != nil }
-            storage.spans += spans.indices.filter { last[spans[$0].spanID] == $0 }.map { spans[$0] }
+            let unique = spans.lastRecordPerSpan
+            let ids = Set(unique.map(\.spanID))
+            storage.spans.removeAll { ids.contains($0.spanID) }
+            storage.spans += unique
         }
     }
 

@@ -45,3 +45,13 @@ public struct SpanRecord: Sendable, Hashable, Codable {
         self.isBackground = isBackground
     }
 }
+
+extension Array where Element == SpanRecord {
+    /// The records in order, each span id once, with its last record: what a
+    /// batch given to `StateStore.saveSpans` leaves, as one replace after another would.
+    public var lastRecordPerSpan: [SpanRecord] {
+        var last: [String: Int] = [:]
+        for (index, span) in enumerated() { last[span.spanID] = index }
+        return indices.filter { last[self[$0].spanID] == $0 }.map { self[$0] }
+    }
+}
