@@ -219,11 +219,7 @@ enum PostgresSchema {
             """
             CREATE FUNCTION flujo_count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                -- Most updates (a step's progress, a heartbeat) change neither status nor duration.
-                IF NOT EXISTS (SELECT 1 FROM old_rows AS o JOIN new_rows AS n ON n.run_id = o.run_id
-                               WHERE o.status IS DISTINCT FROM n.status OR o.execution_time_ms IS DISTINCT FROM n.execution_time_ms) THEN
-                    RETURN NULL;
-                END IF;
+                \(countsNothingUnchanged)
                 INSERT INTO status_counts (is_background, status, count)
                 SELECT b, s, sum(d) FROM (
                     SELECT is_background_task AS b, status AS s, 1 AS d FROM new_rows
@@ -313,11 +309,7 @@ enum PostgresSchema {
             CREATE OR REPLACE FUNCTION flujo_count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
             DECLARE stripe SMALLINT := (pg_backend_pid() % 16)::smallint;
             BEGIN
-                -- Most updates (a step's progress, a heartbeat) change neither status nor duration.
-                IF NOT EXISTS (SELECT 1 FROM old_rows AS o JOIN new_rows AS n ON n.run_id = o.run_id
-                               WHERE o.status IS DISTINCT FROM n.status OR o.execution_time_ms IS DISTINCT FROM n.execution_time_ms) THEN
-                    RETURN NULL;
-                END IF;
+                \(countsNothingUnchanged)
                 INSERT INTO status_counts (is_background, status, shard, count)
                 SELECT b, s, stripe, sum(d) FROM (
                     SELECT is_background_task AS b, status AS s, 1 AS d FROM new_rows
@@ -355,6 +347,16 @@ enum PostgresSchema {
             """,
         ]),
     ]
+
+    /// The start of the update counters of versions 3 and 4: a statement that
+    /// changes no status and no duration (a step's progress, a heartbeat) counts nothing.
+    static let countsNothingUnchanged = """
+                -- Most updates (a step's progress, a heartbeat) change neither status nor duration.
+                IF NOT EXISTS (SELECT 1 FROM old_rows AS o JOIN new_rows AS n ON n.run_id = o.run_id
+                               WHERE o.status IS DISTINCT FROM n.status OR o.execution_time_ms IS DISTINCT FROM n.execution_time_ms) THEN
+                    RETURN NULL;
+                END IF;
+        """
 
     /// Applies the versions `database` lacks; refuses a newer database. All of
     /// it runs in one transaction under an advisory lock, so concurrent opens
