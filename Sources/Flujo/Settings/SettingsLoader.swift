@@ -272,19 +272,20 @@ public enum SettingsLoader {
 
     // MARK: Environment
 
-    /// The prefixes of the settings' own variables: an unknown variable that
-    /// starts with one is a misspelled setting, not a variable of something else.
-    static let settingPrefixes = ["FLUJO_STATE_", "FLUJO_BACKGROUND_", "FLUJO_TELEMETRY_", "FLUJO_CONSOLE_", "FLUJO_OTLP_", "FLUJO_PROMETHEUS_"]
-
-    /// A warning for each variable under a setting's prefix that sets nothing,
-    /// naming the closest variable that does.
+    /// A warning for each variable that starts like a setting's own
+    /// (`FLUJO_STATE_`, `FLUJO_OTLP_`, ...: the first word after `FLUJO_` of
+    /// any setting's variable) but sets nothing, naming the closest that does.
+    /// Other `FLUJO_` variables belong to something else and are left alone.
     static func unknownVariables(in environment: [String: String]) -> [String] {
         let known = keys.flatMap(\.environment).filter { $0.hasPrefix("FLUJO_") }
         let knownSet = Set(known)
+        let prefixes = Set(known.compactMap { name in
+            name.dropFirst("FLUJO_".count).split(separator: "_").first.map { "FLUJO_\($0)_" }
+        })
         return environment.keys.sorted().compactMap { name -> String? in
-            guard settingPrefixes.contains(where: name.hasPrefix), !knownSet.contains(name) else { return nil }
-            let closest = known.min { editDistance($0, name) < editDistance($1, name) }
-            let hint = closest.flatMap { editDistance($0, name) <= max(3, name.count / 5) ? " Did you mean \($0)?" : nil }
+            guard prefixes.contains(where: name.hasPrefix), !knownSet.contains(name) else { return nil }
+            let closest = known.map { ($0, editDistance($0, name)) }.min { $0.1 < $1.1 }
+            let hint = closest.flatMap { $0.1 <= max(3, name.count / 5) ? " Did you mean \($0.0)?" : nil }
                 ?? " Docs/Configuration.md lists the variables."
             return "\(name) sets no Flujo setting and is ignored.\(hint)"
         }
