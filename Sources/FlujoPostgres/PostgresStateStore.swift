@@ -496,34 +496,64 @@ public final class PostgresStateStore: StateStore {
 
     public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> [EndedTask] {
         try await transaction { db in
-            try await db.rows("""
-                UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
-                    error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
-                    next_attempt_at = \(transition.nextAttemptAt?.millisecondsSince1970)
-                WHERE is_background_task AND status = 'running' AND updated_at < \(heartbeatBefore.millisecondsSince1970) AND owner IS NULL
-                RETURNING \(unescaped: Self.endedColumns)
-                """, Self.endedTask)
+            try await db.rows(Self.failStale(heartbeatBefore, transition, .tasks), Self.endedTask)
+        }
+    }
+
+    public func failStaleTaskCount(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
+        try await transaction { db in
+            try await db.query(Self.failStale(heartbeatBefore, transition, .count)).first ?? 0
         }
     }
 
     public func failOrphanedTasks(applying transition: TaskTransition) async throws -> [EndedTask] {
         try await transaction { db in
-            // An owner is gone when no session holds its owner lock (single-key advisory
-            // locks: the key's high and low halves). Within the reconnect window after
-            // the server started, live owners are taking their locks back: no verdict.
-            try await db.rows("""
-                UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
-                    error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
-                    owner = NULL, next_attempt_at = \(transition.nextAttemptAt?.millisecondsSince1970)
-                WHERE is_background_task AND status = 'running' AND owner IS NOT NULL
-                  AND clock_timestamp() - pg_postmaster_start_time() >= \(location.reconnectWindow.seconds) * interval '1 second'
-                  AND owner NOT IN (
-                    SELECT 'pg:' || ((l.classid::bigint << 32) | l.objid::bigint) FROM pg_locks AS l
-                    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-                      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
-                RETURNING \(unescaped: Self.endedColumns)
-                """, Self.endedTask)
+            try await db.rows(self.failOrphans(transition, .tasks), Self.endedTask)
         }
+    }
+
+    public func failOrphanedTaskCount(applying transition: TaskTransition) async throws -> Int {
+        try await transaction { db in
+            try await db.query(self.failOrphans(transition, .count)).first ?? 0
+        }
+    }
+
+    /// What a bulk transition's statement returns: the tasks it ended, or how many.
+    private enum BulkResult {
+        case tasks, count
+
+        /// Opens the statement: a count wraps the update in a query of its own.
+        var head: String { self == .count ? "WITH changed AS (" : "" }
+        /// Closes it.
+        var tail: String { self == .count ? "RETURNING 1) SELECT count(*)::bigint FROM changed" : "RETURNING \(PostgresStateStore.endedColumns)" }
+    }
+
+    private static func failStale(_ heartbeatBefore: Timestamp, _ transition: TaskTransition, _ result: BulkResult) -> PostgresQuery {
+        """
+        \(unescaped: result.head)UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
+            error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
+            next_attempt_at = \(transition.nextAttemptAt?.millisecondsSince1970)
+        WHERE is_background_task AND status = 'running' AND updated_at < \(heartbeatBefore.millisecondsSince1970) AND owner IS NULL
+        \(unescaped: result.tail)
+        """
+    }
+
+    private func failOrphans(_ transition: TaskTransition, _ result: BulkResult) -> PostgresQuery {
+        // An owner is gone when no session holds its owner lock (single-key advisory
+        // locks: the key's high and low halves). Within the reconnect window after
+        // the server started, live owners are taking their locks back: no verdict.
+        """
+        \(unescaped: result.head)UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
+            error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
+            owner = NULL, next_attempt_at = \(transition.nextAttemptAt?.millisecondsSince1970)
+        WHERE is_background_task AND status = 'running' AND owner IS NOT NULL
+          AND clock_timestamp() - pg_postmaster_start_time() >= \(location.reconnectWindow.seconds) * interval '1 second'
+          AND owner NOT IN (
+            SELECT 'pg:' || ((l.classid::bigint << 32) | l.objid::bigint) FROM pg_locks AS l
+            WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+        \(unescaped: result.tail)
+        """
     }
 
     // MARK: - Claims

@@ -42,12 +42,13 @@ extension SQLiteStateStore {
     /// `OR FAIL`: a failure keeps the rows already changed instead of undoing them,
     /// so SQLite keeps no statement journal (a copy of every page the update
     /// touches); the enclosing transaction still rolls back as a whole on any error.
-    private static let failStale = SQL("""
+    private static let failStaleUpdate = """
         UPDATE OR FAIL workflow_state
         SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, next_attempt_at = ?6
         WHERE is_background_task = 1 AND status = 'running' AND updated_at < ?1 AND owner IS NULL
-        RETURNING \(endedColumns)
-        """)
+        """
+    private static let failStale = SQL(failStaleUpdate + "\nRETURNING \(endedColumns)")
+    private static let failStaleCounted = SQL(failStaleUpdate)
 
     /// What a bulk transition returns of each task it ended.
     private static let endedColumns = "run_id, task_id, parent_run_id, pipeline_name, pipeline_version, step_name, trace"
@@ -63,12 +64,13 @@ extension SQLiteStateStore {
     private static let runningOwners = SQL("SELECT DISTINCT owner FROM workflow_state WHERE is_background_task = 1 AND status = 'running' AND owner IS NOT NULL")
 
     /// `OR FAIL` as for stale cleanup.
-    private static let failOrphans = SQL("""
+    private static let failOrphansUpdate = """
         UPDATE OR FAIL workflow_state
         SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, owner = NULL, next_attempt_at = ?6
         WHERE is_background_task = 1 AND status = 'running' AND owner = ?1
-        RETURNING \(endedColumns)
-        """)
+        """
+    private static let failOrphans = SQL(failOrphansUpdate + "\nRETURNING \(endedColumns)")
+    private static let failOrphansCounted = SQL(failOrphansUpdate)
     private static let traceSQL = SQL("SELECT trace FROM workflow_state WHERE run_id = ?1")
     private static let addUsageSQL = SQL("UPDATE runs SET background_cost_usd = background_cost_usd + ?2, background_tokens = background_tokens + ?3 WHERE run_id = ?1")
 
@@ -85,8 +87,15 @@ extension SQLiteStateStore {
 
     public func save(_ writes: [StateWrite]) async throws {
         let owner = try owner(for: writes.lazy.map(\.state))
+        let replaced = writes.progressReplacedLater
         try await write { (connection) throws(StateStoreError) in
-            for item in writes {
+            for (item, replaced) in zip(writes, replaced) {
+                if replaced {
+                    // A later write of this batch sets the run's progress; this one adds its step.
+                    try Self.addUsage(item.parentUsage, of: item.state, on: connection)
+                    try Self.appendStep(item.step, on: connection)
+                    continue
+                }
                 try Self.write(item.state, step: item.step, parentUsage: item.parentUsage, owner: owner, nextAttemptAt: item.nextAttemptAt, trace: item.trace, on: connection)
             }
         }
@@ -111,14 +120,7 @@ extension SQLiteStateStore {
     }
 
     public func failOrphanedTasks(applying transition: TaskTransition) async throws -> [EndedTask] {
-        // Which owners are gone is read first (a lock probe each), then their rows change in one write.
-        let owners = try withConnection { (connection) throws(StateStoreError) -> [String] in
-            let statement = try connection.statement(Self.runningOwners)
-            var owners: [String] = []
-            while try statement.step() { if let owner = statement.string(0) { owners.append(owner) } }
-            return owners
-        }
-        let gone = owners.filter { !TaskClaims.shared.isOwnerAlive($0, key: claimKey, filename: filename) }
+        let gone = try goneOwners()
         guard !gone.isEmpty else { return [] }
         return try await write { (connection) throws(StateStoreError) -> [EndedTask] in
             var ended: [EndedTask] = []
@@ -132,6 +134,35 @@ extension SQLiteStateStore {
             connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: ended.count)
             return ended
         }
+    }
+
+    public func failOrphanedTaskCount(applying transition: TaskTransition) async throws -> Int {
+        let gone = try goneOwners()
+        guard !gone.isEmpty else { return 0 }
+        return try await write { (connection) throws(StateStoreError) -> Int in
+            var count = 0
+            for owner in gone {
+                let statement = try connection.statement(Self.failOrphansCounted)
+                statement.bind(1, owner)
+                Self.bind(transition, to: statement)
+                try statement.run()
+                count += connection.changes
+            }
+            connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)
+            return count
+        }
+    }
+
+    /// The owners recorded on running tasks whose processes have ended: read
+    /// first (a lock probe each), so their rows then change in one write.
+    private func goneOwners() throws(StateStoreError) -> [String] {
+        let owners = try withConnection { (connection) throws(StateStoreError) -> [String] in
+            let statement = try connection.statement(Self.runningOwners)
+            var owners: [String] = []
+            while try statement.step() { if let owner = statement.string(0) { owners.append(owner) } }
+            return owners
+        }
+        return owners.filter { !TaskClaims.shared.isOwnerAlive($0, key: claimKey, filename: filename) }
     }
 
     /// The synchronous body of `save`, for callers already off the cooperative pool.
@@ -167,9 +198,7 @@ extension SQLiteStateStore {
         on connection: SQLiteConnection
     ) throws(StateStoreError) {
         let rowOwner = state.isBackgroundTask && state.status == .running ? owner : nil
-        if let parentUsage, let parent = state.parentRunID, parentUsage.costUSD != 0 || parentUsage.tokens != 0 {
-            try addUsage(parentUsage, to: parent, on: connection)
-        }
+        try addUsage(parentUsage, of: state, on: connection)
         // A step of a running run changes only its progress columns; the row exists.
         var written = false
         if step != nil && state.status == .running {
@@ -272,6 +301,25 @@ extension SQLiteStateStore {
                 connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: ended.count)
                 return ended
             }
+        }
+    }
+
+    public func failStaleTaskCount(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
+        try await write { (connection) throws(StateStoreError) -> Int in
+            let statement = try connection.statement(Self.failStaleCounted)
+            statement.bind(1, heartbeatBefore)
+            Self.bind(transition, to: statement)
+            try statement.run()
+            let count = connection.changes
+            connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)
+            return count
+        }
+    }
+
+    /// Adds a write's parent usage, if any, to the totals of the state's parent.
+    private static func addUsage(_ usage: Usage?, of state: WorkflowState, on connection: SQLiteConnection) throws(StateStoreError) {
+        if let usage, let parent = state.parentRunID, usage.costUSD != 0 || usage.tokens != 0 {
+            try addUsage(usage, to: parent, on: connection)
         }
     }
 

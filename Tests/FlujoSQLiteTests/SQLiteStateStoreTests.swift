@@ -136,8 +136,8 @@ struct SQLiteStateStoreTests {
         }
     }
 
-    @Test("stale cleanup fails only running background tasks whose heartbeat is older than the threshold")
-    func staleCleanup() async throws {
+    @Test("stale cleanup fails only running background tasks whose heartbeat is older than the threshold", arguments: [false, true])
+    func staleCleanup(counting: Bool) async throws {
         let (store, _) = try makeStore()
         let now = Timestamp.now
         // Imported rows record no owner process, as rows of earlier versions: the heartbeat rule applies.
@@ -149,8 +149,15 @@ struct SQLiteStateStoreTests {
         var foreground = WorkflowState(runID: "fg", pipelineName: "p", status: .running)
         foreground.updatedAt = now.adding(seconds: -48 * 3600)
         try await store.save(foreground)
-        let changed = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -24 * 3600), applying: TaskTransition(status: .failed, errorMessage: "Task timeout: heartbeat stopped", errorCategory: .timeout, at: now))
-        #expect(changed.map(\.runID) == ["old"])
+        let transition = TaskTransition(status: .failed, errorMessage: "Task timeout: heartbeat stopped", errorCategory: .timeout, at: now)
+        if counting {
+            // What cleanup does when no sink listens for `taskFinished`.
+            #expect(try await store.failStaleTaskCount(heartbeatBefore: now.adding(seconds: -24 * 3600), applying: transition) == 1)
+        } else {
+            let changed = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -24 * 3600), applying: transition)
+            #expect(changed.map(\.runID) == ["old"])
+        }
+        #expect(try await store.statusCounters().backgroundTasks.filter { $0.value != 0 } == [.running: 1, .failed: 1, .completed: 1])
         let old = try #require(try await store.load(runID: "old"))
         #expect(old.status == .failed)
         #expect(old.errorCategory == .timeout)

@@ -275,6 +275,36 @@ struct StateStoreConformanceTests {
         try await Self.expectCountersMatch(store, ["fg"] + ["bg_old", "bg_fresh", "bg_beating", "bg_done"].map { Self.task($0).runID })
     }
 
+    @Test("stale cleanup that only counts changes the same rows as one that returns them; the counters follow", arguments: StoreKind.allCases)
+    func staleCount(_ kind: StoreKind) async throws {
+        let now = Timestamp.now
+        let old = now.adding(seconds: -48 * 3600)
+        let transition = TaskLifecycle.stale(thresholdHours: 24, at: now)
+        let ids = ["bg_a", "bg_b", "bg_fresh", "bg_done"]
+        var results: [[WorkflowState?]] = []
+        for counting in [false, true] {
+            let store = try await kind.make()
+            for id in ["bg_a", "bg_b"] { try await store.save(Self.task(id, status: .running, updatedAt: old)) }
+            try await store.save(Self.task("bg_fresh", status: .running, updatedAt: now.adding(seconds: -60)))
+            try await store.save(Self.task("bg_done", status: .completed, updatedAt: old))
+            let before = now.adding(seconds: -24 * 3600)
+            let changed = counting
+                ? try await store.failStaleTaskCount(heartbeatBefore: before, applying: transition)
+                : try await store.failStaleTasks(heartbeatBefore: before, applying: transition).count
+            #expect(changed == (kind.tracksOwners ? 0 : 2))
+            #expect(try await store.failStaleTaskCount(heartbeatBefore: before, applying: transition) == 0, "nothing is left to change")
+            #expect(try await store.failOrphanedTaskCount(applying: TaskLifecycle.orphaned(at: now)) == 0, "this process lives: nothing is orphaned")
+            try await Self.expectCountersMatch(store, ids.map { Self.task($0).runID })
+            var rows: [WorkflowState?] = []
+            for id in ids { rows.append(try await store.loadTask(taskID: id)) }
+            results.append(rows)
+        }
+        #expect(results[0] == results[1])
+        if !kind.tracksOwners {
+            #expect(results[1][0] == transition.applied(to: Self.task("bg_a", status: .running, updatedAt: old)))
+        }
+    }
+
     @Test("a task's trace record is saved with its launch, kept by later saves, replaced by a new attempt, and gone with the row", arguments: StoreKind.allCases)
     func taskTraceRecord(_ kind: StoreKind) async throws {
         let store = try await kind.make()

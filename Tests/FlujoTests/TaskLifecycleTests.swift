@@ -151,4 +151,21 @@ struct EngineTests {
         #expect(Timestamp(millisecondsSince1970: .min + 1).adding(seconds: -1e300).millisecondsSince1970 == .min)
         #expect(Timestamp(millisecondsSince1970: 5).adding(seconds: .nan).millisecondsSince1970 == 5)
     }
+
+    @Test("in a batch, a run's progress is replaced only by its next write, when that is progress too")
+    func progressReplacedLater() {
+        let run = WorkflowState(runID: "p", pipelineName: "x", status: .running)
+        var ended = run
+        ended.status = .completed
+        let task = WorkflowState(runID: "p_bg_t", pipelineName: "x", status: .running, isBackgroundTask: true, parentRunID: "p", taskID: "t")
+        let step = StepRecord(runID: "p", stepIndex: 0, stepName: "s", success: true)
+        let other = WorkflowState(runID: "q", pipelineName: "x", status: .running)
+        let writes = [
+            StateWrite(run, step: step), StateWrite(task), StateWrite(other, step: step), StateWrite(run, step: step),
+            StateWrite(ended), StateWrite(run, step: step), StateWrite(run), StateWrite(run, step: step),
+        ]
+        // 0: p's next write (3) is progress. 3: p's next (4) ends it. 5: p's next (6) has no step. 7: last.
+        #expect(writes.progressReplacedLater == [true, false, false, false, false, false, false, false])
+        #expect([StateWrite]().progressReplacedLater.isEmpty)
+    }
 }

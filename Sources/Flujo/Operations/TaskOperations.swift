@@ -285,14 +285,28 @@ public struct TaskOperations: Sendable {
     @discardableResult
     public func recoverOrphanedTasks() async throws -> Int {
         let transition = TaskLifecycle.orphaned(at: .now, retry: settings.backgroundTasks.recoverLostTasks == "retry")
-        let ended = try await store.failOrphanedTasks(applying: transition)
+        return try await apply(transition) {
+            try await store.failOrphanedTasks(applying: transition)
+        } counting: {
+            try await store.failOrphanedTaskCount(applying: transition)
+        }
+    }
+
+    /// Runs a bulk transition and returns how many tasks it ended. When a sink
+    /// listens for `taskFinished`, the store returns the tasks and each gets its
+    /// event; otherwise the store only counts them.
+    private func apply(
+        _ transition: TaskTransition, returning: () async throws -> [EndedTask], counting: () async throws -> Int
+    ) async throws -> Int {
+        guard executor.hooks.wants(.taskFinished) else { return try await counting() }
+        let ended = try await returning()
         await announce(ended, transition)
         return ended.count
     }
 
     /// Emits `taskFinished` for tasks a bulk transition ended, with the attempt they were running.
     private func announce(_ ended: [EndedTask], _ transition: TaskTransition) async {
-        guard !ended.isEmpty, executor.hooks.wants(.taskFinished) else { return }
+        guard !ended.isEmpty else { return }
         let now = Identifiers.nowUnixNano()
         for task in ended {
             let identity = EventIdentity(
@@ -317,9 +331,12 @@ public struct TaskOperations: Sendable {
         let hours = staleHours ?? settings.backgroundTasks.staleTaskTimeoutHours
         let now = Timestamp.now
         let transition = TaskLifecycle.stale(thresholdHours: hours, at: now)
-        let ended = try await store.failStaleTasks(heartbeatBefore: now.adding(seconds: -Self.seconds(hours: hours)), applying: transition)
-        await announce(ended, transition)
-        return ended.count
+        let before = now.adding(seconds: -Self.seconds(hours: hours))
+        return try await apply(transition) {
+            try await store.failStaleTasks(heartbeatBefore: before, applying: transition)
+        } counting: {
+            try await store.failStaleTaskCount(heartbeatBefore: before, applying: transition)
+        }
     }
 
     /// Deletes completed, failed-for-good and cancelled runs and tasks past

@@ -5,7 +5,8 @@ final class BackgroundTracker: Sendable {
     struct Entry: Sendable {
         let runID: String
         let taskID: String
-        let task: Task<Void, Never>
+        /// Nil only for the moment between recording the task and starting it.
+        var task: Task<Void, Never>?
     }
 
     private struct State {
@@ -26,11 +27,18 @@ final class BackgroundTracker: Sendable {
 
     var isMaintenanceRunning: Bool { state.withLock { $0.maintenance != nil } }
 
-    /// Starts a task and records it, both under the lock: the task cannot
-    /// remove itself (it may finish at once on another thread) before it is recorded.
+    /// Records a task, then starts it: it cannot remove itself (it may finish
+    /// at once on another thread) before it is recorded. The task is created
+    /// outside the lock, which creating it would otherwise hold while waking a
+    /// thread, so concurrent launches and ends do not queue on it.
     func start(runID: String, taskID: String, _ operation: @escaping @Sendable () async -> Void) {
         state.withLock { state in
-            state.running[runID] = Entry(runID: runID, taskID: taskID, task: Task(operation: operation))
+            state.running[runID] = Entry(runID: runID, taskID: taskID, task: nil)
+        }
+        let task = Task(operation: operation)
+        state.withLock { state in
+            // Unless it has ended already.
+            state.running[runID]?.task = task
         }
     }
 

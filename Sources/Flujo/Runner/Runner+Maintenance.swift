@@ -82,7 +82,7 @@ extension Runner {
         let deadline = ContinuousClock.now + limit
         await tracker.waitUntilEmpty(until: deadline)
         let stragglers = tracker.entries
-        for entry in stragglers { entry.task.cancel() }
+        for entry in stragglers { entry.task?.cancel() }
         // Give cancelled tasks a moment to persist themselves; force the rest.
         if !stragglers.isEmpty { await tracker.waitUntilEmpty(until: .now + .milliseconds(500)) }
         for entry in tracker.entries {

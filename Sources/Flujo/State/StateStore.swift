@@ -72,6 +72,13 @@ public protocol StateStore: Sendable {
     /// changes none.
     func failOrphanedTasks(applying transition: TaskTransition) async throws -> [EndedTask]
 
+    /// `failStaleTasks`, for a caller that needs only how many tasks changed
+    /// (no sink listens for `taskFinished`): the store need not read the tasks back.
+    func failStaleTaskCount(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int
+
+    /// `failOrphanedTasks`, for a caller that needs only how many tasks changed.
+    func failOrphanedTaskCount(applying transition: TaskTransition) async throws -> Int
+
     /// The trace record a task keeps (written by a `StateWrite` that carries one), or nil.
     func taskTrace(runID: String) async throws -> TaskTrace?
 
@@ -112,6 +119,16 @@ public protocol StateStore: Sendable {
 }
 
 extension StateStore {
+    /// Counts what `failStaleTasks` returns.
+    public func failStaleTaskCount(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
+        try await failStaleTasks(heartbeatBefore: heartbeatBefore, applying: transition).count
+    }
+
+    /// Counts what `failOrphanedTasks` returns.
+    public func failOrphanedTaskCount(applying transition: TaskTransition) async throws -> Int {
+        try await failOrphanedTasks(applying: transition).count
+    }
+
     /// Ends the claim with `releaseClaim(taskID:)`.
     public func endClaim(taskID: String) async {
         releaseClaim(taskID: taskID)
@@ -144,6 +161,35 @@ public struct StateWrite: Sendable, Hashable {
         self.parentUsage = parentUsage
         self.nextAttemptAt = nextAttemptAt
         self.trace = trace
+    }
+}
+
+extension StateWrite {
+    /// A step of a running run: what changes is the run's progress (its step
+    /// index, context, last output, usage, time) and the step appended to its log.
+    public var isProgress: Bool { step != nil && state.status == .running }
+}
+
+extension Array where Element == StateWrite {
+    /// For each write, whether its progress is replaced by the next write of the
+    /// same run in this batch, itself a step of the running run. A store that
+    /// commits the batch in one transaction need only append such a write's step
+    /// (and add its parent usage): the run's row ends the same. A launch group
+    /// writes its parent's progress once per launched step; only the last counts.
+    public var progressReplacedLater: [Bool] {
+        var replaced = Array<Bool>(repeating: false, count: count)
+        // Runs whose next write, in the part already walked (backwards), is a progress write.
+        var nextIsProgress: Set<String> = []
+        for index in indices.reversed() {
+            let write = self[index]
+            if write.isProgress {
+                replaced[index] = nextIsProgress.contains(write.state.runID)
+                nextIsProgress.insert(write.state.runID)
+            } else {
+                nextIsProgress.remove(write.state.runID)
+            }
+        }
+        return replaced
     }
 }
 
