@@ -124,6 +124,33 @@ struct PostgresDatabaseTests {
         await store.close()
     }
 
+    @Test("stale cleanup and recovery that only count change the rows the returning forms change, in one statement each; counters follow")
+    func countedTransitions() async throws {
+        let store = try await PostgresStateStore.open(try await freshDatabase("counted"))
+        // Old rows of no known owner (stale), rows of an owner no session holds (orphaned), and a fresh one.
+        for (index, owner) in ["NULL", "NULL", "NULL", "'pg:1'", "'pg:1'"].enumerated() {
+            try await store.database.execute("""
+                INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at, updated_at,
+                                            is_background_task, task_id, owner)
+                VALUES (\("r_bg_bg_\(index)"), 'p', 'p', '1', 'running', 0, 0, true, \("bg_\(index)"), \(unescaped: owner))
+                """)
+        }
+        try await store.save(WorkflowState(runID: "r_bg_bg_fresh", pipelineName: "p", status: .running, isBackgroundTask: true, taskID: "bg_fresh"))
+        let now = Timestamp.now
+        let stale = TaskLifecycle.stale(thresholdHours: 1, at: now)
+        #expect(try await store.failStaleTaskCount(heartbeatBefore: now.adding(seconds: -3600), applying: stale) == 3)
+        #expect(try await store.failStaleTaskCount(heartbeatBefore: now.adding(seconds: -3600), applying: stale) == 0, "nothing is left to change")
+        #expect(try await store.failOrphanedTaskCount(applying: TaskLifecycle.orphaned(at: now)) == 2)
+        for index in 0..<3 {
+            let task = try await store.loadTask(taskID: "bg_\(index)")
+            #expect(task?.status == stale.status && task?.errorCategory == stale.errorCategory && task?.updatedAt == now)
+        }
+        #expect(try await store.loadTask(taskID: "bg_3")?.errorCategory == .lostWorker)
+        #expect(try await store.loadTask(taskID: "bg_fresh")?.status == .running, "its owner, this store, lives")
+        #expect(try await store.statusCounters().backgroundTasks.filter { $0.value != 0 } == [.failed: 5, .running: 1])
+        await store.close()
+    }
+
     @Test("each session adds to the stripe of the counters its process id picks; the stripes add up to a recount")
     func stripedCounters() async throws {
         let location = try await freshDatabase("stripes")
