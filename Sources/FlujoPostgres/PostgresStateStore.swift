@@ -280,23 +280,70 @@ public final class PostgresStateStore: StateStore {
 
     /// Several writes as one statement, when none fences and none touches a row
     /// another touches (a statement cannot change a row twice); nil otherwise.
-    /// Returns the number of states written (all of them).
+    /// A write whose progress the run's next write replaces
+    /// (`progressReplacedLater`) adds only its step, so a launch group (its
+    /// parent's progress once per launched step, and the tasks) is one statement.
+    /// Every step goes in one insert, in the batch's order, which is the order
+    /// of its run's log. Returns the number of states written.
     static func combinedWrite(_ items: [StateWrite], owner ownerToken: String) -> PostgresQuery? {
+        let replaced = items.progressReplacedLater
         var runIDs = Set<String>()
         var usedParents = Set<String>()
-        for item in items {
-            guard runIDs.insert(item.state.runID).inserted else { return nil }
+        for (item, replaced) in zip(items, replaced) {
             let usage = item.parentUsage ?? Usage()
-            if let parent = item.state.parentRunID, usage.costUSD != 0 || usage.tokens != 0 { usedParents.insert(parent) }
+            let addsUsage = item.state.parentRunID != nil && (usage.costUSD != 0 || usage.tokens != 0)
+            if replaced {
+                // Only a step; usage would need an update of its own.
+                if addsUsage { return nil }
+                continue
+            }
+            guard runIDs.insert(item.state.runID).inserted else { return nil }
+            if addsUsage, let parent = item.state.parentRunID { usedParents.insert(parent) }
         }
         guard usedParents.isDisjoint(with: runIDs) else { return nil }
         var binds = PostgresBindings()
         var types: [PostgresDataType] = []
-        let ctes = items.enumerated().map { index, item in
-            writeCTEs(item, owner: ownerToken, fence: .none, suffix: "_\(index)", binds: &binds, types: &types)
+        var ctes: [String] = []
+        var written: [Int] = []
+        for (index, (item, replaced)) in zip(items, replaced).enumerated() where !replaced {
+            var stateOnly = item
+            stateOnly.step = nil
+            ctes.append(writeCTEs(stateOnly, owner: ownerToken, fence: .none, suffix: "_\(index)", binds: &binds, types: &types))
+            written.append(index)
         }
-        let counts = items.indices.map { "(SELECT count(*) FROM state_\($0))" }.joined(separator: " + ")
+        let steps = items.compactMap(\.step)
+        if !steps.isEmpty { ctes.append(stepsCTE(steps, binds: &binds)) }
+        let counts = written.map { "(SELECT count(*) FROM state_\($0))" }.joined(separator: " + ")
         return PostgresQuery(unsafeSQL: "WITH \(ctes.joined(separator: ", ")) SELECT (\(counts))::bigint", binds: binds)
+    }
+
+    /// One insert of `steps`, in order (each row's `seq` is drawn as it is inserted).
+    private static func stepsCTE(_ steps: [StepRecord], binds: inout PostgresBindings) -> String {
+        var rows: [String] = []
+        rows.reserveCapacity(steps.count)
+        for step in steps {
+            let first = binds.count + 1
+            binds.append(step.runID.pg)
+            binds.append(step.stepIndex)
+            binds.append(step.stepName.pg)
+            binds.append(step.success)
+            binds.append(step.outputJSON?.pg)
+            binds.append(step.attempts)
+            binds.append(step.latencySeconds)
+            binds.append(step.costUSD)
+            binds.append(step.tokens)
+            binds.append(step.feedback?.pg)
+            binds.append(step.finishedAt.millisecondsSince1970)
+            rows.append("($\(first), $\(first + 1)::integer, $\(first + 2), $\(first + 3)::boolean, $\(first + 4), $\(first + 5)::integer, "
+                + "$\(first + 6)::double precision, $\(first + 7)::double precision, $\(first + 8)::bigint, $\(first + 9), $\(first + 10)::bigint)")
+        }
+        return """
+            steps_all AS (
+                INSERT INTO steps (run_id, step_index, step_name, success, output, attempts, latency_s, cost_usd, tokens, feedback, finished_at)
+                VALUES \(rows.joined(separator: ", "))
+                RETURNING 1
+            )
+            """
     }
 
     /// The statement of a single write with a fence of `fence`'s kind: its text

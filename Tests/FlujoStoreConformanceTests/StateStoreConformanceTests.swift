@@ -446,6 +446,9 @@ struct StateStoreConformanceTests {
         #expect(try await store.steps(runID: "missing").isEmpty)
     }
 
+    /// Launches in the group: enough that steps written out of order would show.
+    static let groupSize = 40
+
     @Test("one batch of a running run's steps with its tasks (a group of launches): every step in order, the run's last progress, every task; then its end", arguments: StoreKind.allCases)
     func launchGroup(_ kind: StoreKind) async throws {
         let store = try await kind.make()
@@ -453,7 +456,7 @@ struct StateStoreConformanceTests {
         try await store.save(parent)
         var writes: [StateWrite] = []
         var steps: [StepRecord] = []
-        for index in 0..<4 {
+        for index in 0..<Self.groupSize {
             writes.append(StateWrite(Self.task("bg_g\(index)", parent: "group", status: .running, duration: nil)))
             parent.currentStepIndex = index + 1
             parent.lastStepOutputJSON = "\(index)"
@@ -467,10 +470,10 @@ struct StateStoreConformanceTests {
         try await store.save(writes)
         #expect(try await store.steps(runID: "group") == steps)
         let stored = try await store.load(runID: "group")
-        #expect(stored?.status == .running && stored?.currentStepIndex == 4)
-        #expect(stored?.lastStepOutputJSON == "3" && stored?.contextJSON == #"{"step":3}"#)
-        for index in 0..<4 { #expect(try await store.loadTask(taskID: "bg_g\(index)")?.status == .running) }
-        var ids = ["group"] + (0..<4).map { Identifiers.taskRunID(parentRunID: "group", taskID: "bg_g\($0)") }
+        #expect(stored?.status == .running && stored?.currentStepIndex == Self.groupSize)
+        #expect(stored?.lastStepOutputJSON == "\(Self.groupSize - 1)" && stored?.contextJSON == #"{"step":\#(Self.groupSize - 1)}"#)
+        for index in 0..<Self.groupSize { #expect(try await store.loadTask(taskID: "bg_g\(index)")?.status == .running) }
+        var ids = ["group"] + (0..<Self.groupSize).map { Identifiers.taskRunID(parentRunID: "group", taskID: "bg_g\($0)") }
         try await Self.expectCountersMatch(store, ids)
 
         // A batch whose last write of the run ends it: the end is what stays.
