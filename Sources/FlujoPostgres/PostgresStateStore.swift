@@ -323,17 +323,7 @@ public final class PostgresStateStore: StateStore {
         rows.reserveCapacity(steps.count)
         for step in steps {
             let first = binds.count + 1
-            binds.append(step.runID.pg)
-            binds.append(step.stepIndex)
-            binds.append(step.stepName.pg)
-            binds.append(step.success)
-            binds.append(step.outputJSON?.pg)
-            binds.append(step.attempts)
-            binds.append(step.latencySeconds)
-            binds.append(step.costUSD)
-            binds.append(step.tokens)
-            binds.append(step.feedback?.pg)
-            binds.append(step.finishedAt.millisecondsSince1970)
+            append(step, to: &binds)
             rows.append("($\(first), $\(first + 1)::integer, $\(first + 2), $\(first + 3)::boolean, $\(first + 4), $\(first + 5)::integer, "
                 + "$\(first + 6)::double precision, $\(first + 7)::double precision, $\(first + 8)::bigint, $\(first + 9), $\(first + 10)::bigint)")
         }
@@ -376,6 +366,12 @@ public final class PostgresStateStore: StateStore {
         binds.append(state.costUSD)
         binds.append(state.tokens)
         binds.append(state.runID.pg)
+        append(step, to: &binds)
+        return binds
+    }
+
+    /// A step record's 11 values, in the order of the `steps` columns after `seq`.
+    private static func append(_ step: StepRecord, to binds: inout PostgresBindings) {
         binds.append(step.runID.pg)
         binds.append(step.stepIndex)
         binds.append(step.stepName.pg)
@@ -387,7 +383,6 @@ public final class PostgresStateStore: StateStore {
         binds.append(step.tokens)
         binds.append(step.feedback?.pg)
         binds.append(step.finishedAt.millisecondsSince1970)
-        return binds
     }
 
     /// The CTEs of one write, named with `suffix`, their values appended to `binds`.
