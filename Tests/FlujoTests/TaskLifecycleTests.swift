@@ -168,4 +168,19 @@ struct EngineTests {
         #expect(writes.progressReplacedLater == [true, false, false, false, false, false, false, false])
         #expect([StateWrite]().progressReplacedLater.isEmpty)
     }
+
+    @Test("the step history is a JSON array of each result's object, in order, text escaped; empty when no step ran")
+    func historyJSON() throws {
+        let results = [
+            StepResult(name: "validate", outputJSON: #"{"ok":true}"#, success: true, attempts: 1, latencySeconds: 0.25, usage: Usage(), feedback: nil),
+            StepResult(name: "say \"hi\"\n", outputJSON: nil, success: false, attempts: 3, latencySeconds: 1, usage: Usage(costUSD: 0.5, tokens: 7), feedback: "tab\there ☃"),
+        ]
+        let text = Runner.historyJSON(results)
+        let parsed = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]])
+        #expect(parsed.map { $0["name"] as? String } == ["validate", "say \"hi\"\n"])
+        #expect(parsed[1]["feedback"] as? String == "tab\there ☃")
+        #expect(parsed[1]["tokens"] as? Int == 7 && parsed[0]["success"] as? Bool == true)
+        #expect(Runner.historyJSON([StepResult]()) == "[]")
+        #expect(Runner.historyJSON([results[0]]) == "[" + results[0].jsonText + "]")
+    }
 }
