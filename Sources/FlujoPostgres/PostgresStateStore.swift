@@ -395,7 +395,7 @@ public final class PostgresStateStore: StateStore {
             return "$\(binds.count)"
         }
         let state = item.state
-        let owner = state.isBackgroundTask && state.status == .running ? ownerToken : nil
+        let owner = state.isRunningTask ? ownerToken : nil
         let ended = state.status == .running ? nil : Optional(state.updatedAt.millisecondsSince1970)
         let step = item.step
         let usage = item.parentUsage ?? Usage()

@@ -79,33 +79,36 @@ extension SQLiteStateStore {
         """)
 
     public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
-        let owner = try owner(for: CollectionOfOne(state))
+        let owner = try owner(if: state.isRunningTask)
         try await write { (connection) throws(StateStoreError) in
             try Self.write(state, step: step, parentUsage: parentUsage, owner: owner, nextAttemptAt: nil, trace: nil, on: connection)
         }
     }
 
     public func save(_ writes: [StateWrite]) async throws {
-        let owner = try owner(for: writes.lazy.map(\.state))
+        let owner = try owner(if: writes.contains { $0.state.isRunningTask })
         let replaced = writes.progressReplacedLater
         try await write { (connection) throws(StateStoreError) in
-            for (item, replaced) in zip(writes, replaced) {
-                if replaced {
+            // By index: each write's fields are read in place, not copied.
+            for index in writes.indices {
+                if replaced[index] {
                     // A later write of this batch sets the run's progress; this one adds its step.
-                    try Self.addUsage(item.parentUsage, of: item.state, on: connection)
-                    try Self.appendStep(item.step, on: connection)
+                    try Self.addUsage(writes[index].parentUsage, of: writes[index].state, on: connection)
+                    try Self.appendStep(writes[index].step, on: connection)
                     continue
                 }
-                try Self.write(item.state, step: item.step, parentUsage: item.parentUsage, owner: owner, nextAttemptAt: item.nextAttemptAt, trace: item.trace, on: connection)
+                try Self.write(
+                    writes[index].state, step: writes[index].step, parentUsage: writes[index].parentUsage, owner: owner,
+                    nextAttemptAt: writes[index].nextAttemptAt, trace: writes[index].trace, on: connection)
             }
         }
     }
 
-    /// This process's owner identity when `states` hold a running background
-    /// task: its owner lock is taken before the row is committed, so no other
-    /// process ever sees the task running without a live owner.
-    private func owner(for states: some Sequence<WorkflowState>) throws(StateStoreError) -> String? {
-        guard states.contains(where: { $0.isBackgroundTask && $0.status == .running }) else { return nil }
+    /// This process's owner identity when the writes hold a running background
+    /// task (`needed`): its owner lock is taken before the row is committed, so
+    /// no other process ever sees the task running without a live owner.
+    private func owner(if needed: Bool) throws(StateStoreError) -> String? {
+        guard needed else { return nil }
         return try TaskClaims.shared.holdOwnerLock(key: claimKey, filename: filename)
     }
 
@@ -197,7 +200,7 @@ extension SQLiteStateStore {
         _ state: WorkflowState, step: StepRecord?, parentUsage: Usage?, owner: String?, nextAttemptAt: Timestamp?, trace: TaskTrace?,
         on connection: SQLiteConnection
     ) throws(StateStoreError) {
-        let rowOwner = state.isBackgroundTask && state.status == .running ? owner : nil
+        let rowOwner = state.isRunningTask ? owner : nil
         try addUsage(parentUsage, of: state, on: connection)
         // A step of a running run changes only its progress columns; the row exists.
         var written = false

@@ -129,7 +129,7 @@ public final class InMemoryStateStore: StateStore {
     public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> [EndedTask] {
         storage.withLock { storage in
             var ended: [EndedTask] = []
-            for (id, state) in storage.states where state.isBackgroundTask && state.status == .running && state.updatedAt < heartbeatBefore {
+            for (id, state) in storage.states where state.isRunningTask && state.updatedAt < heartbeatBefore {
                 storage.states[id] = transition.applied(to: state)
                 storage.nextAttempts[id] = transition.nextAttemptAt
                 ended.append(EndedTask(

@@ -178,15 +178,16 @@ extension Array where Element == StateWrite {
     /// writes its parent's progress once per launched step; only the last counts.
     public var progressReplacedLater: [Bool] {
         var replaced = Array<Bool>(repeating: false, count: count)
+        // A lone write (a task's outcome, a run's start or end) replaces nothing.
+        guard count > 1 else { return replaced }
         // Runs whose next write, in the part already walked (backwards), is a progress write.
         var nextIsProgress: Set<String> = []
         for index in indices.reversed() {
-            let write = self[index]
-            if write.isProgress {
-                replaced[index] = nextIsProgress.contains(write.state.runID)
-                nextIsProgress.insert(write.state.runID)
+            // Fields read in place: a whole write is large to copy.
+            if self[index].isProgress {
+                replaced[index] = !nextIsProgress.insert(self[index].state.runID).inserted
             } else {
-                nextIsProgress.remove(write.state.runID)
+                nextIsProgress.remove(self[index].state.runID)
             }
         }
         return replaced

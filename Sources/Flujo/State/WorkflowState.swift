@@ -40,6 +40,9 @@ public struct WorkflowState: Sendable, Hashable, Codable {
     public var metadataJSON: String
     /// Whether this run is a background task. Explicit, never inferred from the id.
     public var isBackgroundTask: Bool
+    /// A background task that is running: a store that records owners records
+    /// the process running it.
+    public var isRunningTask: Bool { isBackgroundTask && status == .running }
     /// The run that launched this background task.
     public var parentRunID: String?
     /// The background task id (`bg_` + 32 hex digits).
