@@ -298,7 +298,8 @@ public final class PostgresStateStore: StateStore {
                 continue
             }
             guard runIDs.insert(item.state.runID).inserted else { return nil }
-            if addsUsage, let parent = item.state.parentRunID { usedParents.insert(parent) }
+            // Each parent's totals once: a second update of its row in the same statement would be lost.
+            if addsUsage, let parent = item.state.parentRunID, !usedParents.insert(parent).inserted { return nil }
         }
         guard usedParents.isDisjoint(with: runIDs) else { return nil }
         var binds = PostgresBindings()

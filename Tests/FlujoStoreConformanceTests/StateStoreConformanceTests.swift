@@ -440,6 +440,12 @@ struct StateStoreConformanceTests {
         try await store.save(task, step: nil, parentUsage: Usage(costUSD: 0.5, tokens: 7))
         #expect(try await store.runTotals(runID: "parent") == RunTotals(costUSD: 1.5, tokens: 10, backgroundCostUSD: 0.75, backgroundTokens: 12))
         #expect(try await store.runTotals(runID: "missing") == nil)
+        // Two tasks of the same parent in one batch: both usages count.
+        try await store.save([
+            StateWrite(Self.task("bg_u1", parent: "parent"), parentUsage: Usage(costUSD: 1, tokens: 100)),
+            StateWrite(Self.task("bg_u2", parent: "parent"), parentUsage: Usage(costUSD: 2, tokens: 200)),
+        ])
+        #expect(try await store.runTotals(runID: "parent") == RunTotals(costUSD: 1.5, tokens: 10, backgroundCostUSD: 3.75, backgroundTokens: 312))
         let steps = (0..<5).map { StepRecord(runID: "parent", stepIndex: $0, stepName: "s\($0)", success: $0 != 3, outputJSON: "\($0)", feedback: $0 == 3 ? "bad" : nil, finishedAt: Timestamp(millisecondsSince1970: 1_700_000_000_000 + Int64($0))) }
         for step in steps { try await store.save(parent, step: step) }
         #expect(try await store.steps(runID: "parent") == steps)
