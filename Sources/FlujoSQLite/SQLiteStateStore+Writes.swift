@@ -321,14 +321,9 @@ extension SQLiteStateStore {
 
     /// Adds a write's parent usage, if any, to the totals of the state's parent.
     private static func addUsage(_ usage: Usage?, of state: WorkflowState, on connection: SQLiteConnection) throws(StateStoreError) {
-        if let usage, let parent = state.parentRunID, usage.costUSD != 0 || usage.tokens != 0 {
-            try addUsage(usage, to: parent, on: connection)
-        }
-    }
-
-    private static func addUsage(_ usage: Usage, to parentRunID: String, on connection: SQLiteConnection) throws(StateStoreError) {
+        guard let usage, let parent = state.parentRunID, usage.costUSD != 0 || usage.tokens != 0 else { return }
         let statement = try connection.statement(Self.addUsageSQL)
-        statement.bind(1, parentRunID)
+        statement.bind(1, parent)
         statement.bind(2, usage.costUSD)
         statement.bind(3, usage.tokens)
         try statement.run()
