@@ -126,7 +126,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
         ]),
-        .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "FlujoPostgres", "CSQLite", "FlujoTestSupport", "flujo"]),
+        .testTarget(name: "FlujoCLITests", dependencies: ["Flujo", "FlujoSQLite", "FlujoPostgres", "CSQLite", "FlujoTestSupport", "FlujoCLI", "flujo"]),
         .testTarget(name: "FlujoOTLPTests", dependencies: [
             "Flujo", "FlujoOTLP", "FlujoSQLite", "FlujoTesting", "FlujoTestSupport", "FlujoTestHelper", "FlujoTelemetry", "FlujoPrometheus", .product(name: "Logging", package: "swift-log"),
             .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),

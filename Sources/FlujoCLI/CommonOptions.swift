@@ -98,6 +98,24 @@ public enum OptionRange {
         }
     }
 
+    /// Hours from an age given on the command line: a number with a unit, `s`,
+    /// `m`, `h`, `d` or `w` (`90m`, `36h`, `7d`, `2w`), or a bare number of hours.
+    /// Nil when `text` is none of these.
+    public static func hours(fromAge text: String) -> Double? {
+        let units: [Character: Double] = ["s": 1.0 / 3600, "m": 1.0 / 60, "h": 1, "d": 24, "w": 168]
+        var digits = Substring(text)
+        var scale = 1.0
+        if let last = digits.last, let unit = units[last] {
+            digits = digits.dropLast()
+            scale = unit
+        }
+        // Digits and at most one point only: no sign, exponent, "inf" or "nan".
+        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
+              digits.filter({ $0 == "." }).count <= 1, let number = Double(digits)
+        else { return nil }
+        return number * scale
+    }
+
     private static func format(_ value: Double) -> String {
         value == value.rounded() ? String(Int(value)) : String(value)
     }

@@ -9,7 +9,7 @@ public struct MetricsCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @Flag(help: "Serve GET /metrics until interrupted.") var serve = false
     @Option(help: "Address to bind (default: [telemetry.prometheus] host).") var host: String?
-    @Option(help: "Port to bind; 0 picks a free one (default: [telemetry.prometheus] port).") var port: Int?
+    @Option(parsing: .unconditional, help: "Port to bind; 0 picks a free one (default: [telemetry.prometheus] port).") var port: Int?
 
     public init() {}
 

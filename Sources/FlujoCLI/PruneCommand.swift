@@ -9,23 +9,35 @@ public struct PruneCommand: AsyncParsableCommand {
         abstract: "Delete completed, failed-for-good and cancelled runs and tasks past keeping ([state] keep_*_hours, or --older-than), with their steps and spans.")
 
     @OptionGroup var common: CommonOptions
-    @Option(name: .customLong("older-than"), help: "Age in hours past which every such run goes, instead of the [state] keep_*_hours settings.") var olderThan: Double?
+    @Option(
+        name: .customLong("older-than"), parsing: .unconditional,
+        help: "Age past which every such run goes, instead of the [state] keep_*_hours settings: 90m, 36h, 7d, 2w, or a bare number of hours.")
+    var olderThan: String?
     @Flag(name: .customLong("dry-run"), help: "Count what would be deleted; delete nothing.") var dryRun = false
 
     public init() {}
 
-    public func validate() throws {
-        if let olderThan { try OptionRange.check(olderThan, "--older-than", 0...1_000_000, unit: "hours") }
+    public func validate() throws { _ = try olderThanHours() }
+
+    /// `--older-than` in hours, checked: nil when not given.
+    private func olderThanHours() throws -> Double? {
+        guard let olderThan else { return nil }
+        guard let hours = OptionRange.hours(fromAge: olderThan) else {
+            throw ValidationError("--older-than must be an age such as 90m, 36h, 7d or 2w (a bare number counts hours); got '\(TerminalText.escaped(olderThan))'")
+        }
+        try OptionRange.check(hours, "--older-than", 0...1_000_000, unit: "hours")
+        return hours
     }
 
     public func run() async throws {
         let operations = try await TasksCommand.operations(common, readOnly: dryRun)
         let settings = operations.settings.state
-        if olderThan == nil && settings.keepCompletedHours == 0 && settings.keepFailedHours == 0 && settings.keepCancelledHours == 0 {
-            throw CLIError("nothing is past keeping: set [state] keep_completed_hours, keep_failed_hours or keep_cancelled_hours, or pass --older-than HOURS", exitCode: 2)
+        let olderThanHours = try olderThanHours()
+        if olderThanHours == nil && settings.keepCompletedHours == 0 && settings.keepFailedHours == 0 && settings.keepCancelledHours == 0 {
+            throw CLIError("nothing is past keeping: set [state] keep_completed_hours, keep_failed_hours or keep_cancelled_hours, or pass --older-than AGE (for example 7d)", exitCode: 2)
         }
         let showProgress = Output.stderrIsTerminal && !dryRun
-        let count = try await operations.prune(olderThanHours: olderThan, dryRun: dryRun) { done in
+        let count = try await operations.prune(olderThanHours: olderThanHours, dryRun: dryRun) { done in
             if showProgress { FileHandle.standardError.write(Data("\r\u{1B}[2Kdeleted \(done)".utf8)) }
         }
         if showProgress { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)) }

@@ -34,7 +34,7 @@ public struct TasksCommand: AsyncParsableCommand {
         @OptionGroup var output: JSONOption
         @Option(help: "Only tasks in this state: running, paused, completed, failed or cancelled.") var status: RunStatus?
         @Option(help: "Only tasks launched by this run.") var parent: String?
-        @Option(help: "At most this many tasks.") var limit = 50
+        @Option(parsing: .unconditional, help: "At most this many tasks.") var limit = 50
 
         func validate() throws {
             try OptionRange.check(limit, "--limit", 1...100_000)
@@ -52,7 +52,7 @@ public struct TasksCommand: AsyncParsableCommand {
         @OptionGroup var common: CommonOptions
         @OptionGroup var output: JSONOption
         @Option(help: "Only tasks launched by this run.") var parent: String?
-        @Option(help: "How far back, in hours.") var hours = 24.0
+        @Option(parsing: .unconditional, help: "How far back, in hours.") var hours = 24.0
 
         func validate() throws {
             try OptionRange.check(hours, "--hours", OptionRange.hours, unit: "hours")
@@ -155,8 +155,8 @@ public struct TasksCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Retry failed tasks with backoff; report each.")
         @OptionGroup var common: CommonOptions
         @Option(help: "Only tasks launched by this run.") var parent: String?
-        @Option(name: .customLong("max-retries"), help: "Tries per task (default: [background_tasks] max_retries).") var maxRetries: Int?
-        @Option(help: "Tasks retried at once.") var concurrency = 1
+        @Option(name: .customLong("max-retries"), parsing: .unconditional, help: "Tries per task (default: [background_tasks] max_retries).") var maxRetries: Int?
+        @Option(parsing: .unconditional, help: "Tasks retried at once.") var concurrency = 1
 
         func validate() throws {
             if let maxRetries { try OptionRange.check(maxRetries, "--max-retries", 1...1000) }
@@ -206,7 +206,7 @@ public struct TasksCommand: AsyncParsableCommand {
     struct Cleanup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Fail running tasks whose process has ended (at once), and tasks of unknown process whose heartbeat stopped long ago.")
         @OptionGroup var common: CommonOptions
-        @Option(name: .customLong("stale-hours"), help: "Heartbeat age that counts as dead, in hours (fractions allowed; default: [background_tasks] stale_task_timeout_hours).") var staleHours: Double?
+        @Option(name: .customLong("stale-hours"), parsing: .unconditional, help: "Heartbeat age that counts as dead, in hours (fractions allowed; default: [background_tasks] stale_task_timeout_hours).") var staleHours: Double?
 
         func validate() throws {
             if let staleHours { try OptionRange.check(staleHours, "--stale-hours", OptionRange.hours, unit: "hours") }

@@ -10,9 +10,9 @@ public struct WorkerCommand: AsyncParsableCommand {
         abstract: "Run failed tasks whose next attempt has come (retryable failures, with backoff kept in the store), N at once, until stopped.")
 
     @OptionGroup var common: CommonOptions
-    @Option(help: "Tasks run at once.") var concurrency = 1
+    @Option(parsing: .unconditional, help: "Tasks run at once.") var concurrency = 1
     @Flag(help: "Stop once no task is due, instead of waiting for more.") var once = false
-    @Option(name: .customLong("poll-ms"), help: "How long to wait when no task is due, in milliseconds.") var pollMs = 1000
+    @Option(name: .customLong("poll-ms"), parsing: .unconditional, help: "How long to wait when no task is due, in milliseconds.") var pollMs = 1000
 
     public init() {}
 

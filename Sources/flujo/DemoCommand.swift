@@ -13,12 +13,12 @@ struct DemoCommand: AsyncParsableCommand {
         abstract: "Run a sample order pipeline: validate, charge, then background tasks (receipt, analytics, fraud review, partners).")
 
     @OptionGroup var common: CommonOptions
-    @Option(help: "Extra background tasks (sync_partner_1 ... N), at most \(DemoSteps.maxExtraTasks).") var background = 2
-    @Option(help: "How many background tasks fail on their first attempt with a transient network error.") var fail = 1
-    @Option(help: "How many background tasks pause for approval (resume with --data '{\"approved\": true}').") var pause = 1
-    @Option(name: .customLong("task-ms"), help: "How long each background task works, in milliseconds.") var taskMs = 0
-    @Option(help: "Seed for a repeatable choice of failing and pausing tasks.") var seed: UInt64?
-    @Option(name: .customLong("metrics-port"), help: "Serve /metrics on this port until Ctrl-C (0 picks a free port).") var metricsPort: Int?
+    @Option(parsing: .unconditional, help: "Extra background tasks (sync_partner_1 ... N), at most \(DemoSteps.maxExtraTasks).") var background = 2
+    @Option(parsing: .unconditional, help: "How many background tasks fail on their first attempt with a transient network error.") var fail = 1
+    @Option(parsing: .unconditional, help: "How many background tasks pause for approval (resume with --data '{\"approved\": true}').") var pause = 1
+    @Option(name: .customLong("task-ms"), parsing: .unconditional, help: "How long each background task works, in milliseconds.") var taskMs = 0
+    @Option(parsing: .unconditional, help: "Seed for a repeatable choice of failing and pausing tasks.") var seed: UInt64?
+    @Option(name: .customLong("metrics-port"), parsing: .unconditional, help: "Serve /metrics on this port until Ctrl-C (0 picks a free port).") var metricsPort: Int?
 
     func validate() throws {
         try OptionRange.check(background, "--background", 0...DemoSteps.maxExtraTasks)

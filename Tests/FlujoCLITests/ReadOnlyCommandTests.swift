@@ -1,5 +1,6 @@
 import CSQLite
 import Flujo
+import FlujoCLI
 import FlujoTestSupport
 import Foundation
 import Testing
@@ -145,9 +146,11 @@ struct PruneCommandTests {
         let nothing = try await cli.run(["prune", "--db", cli.db])
         #expect(nothing.status == 2 && nothing.stderr.contains("keep_completed_hours"), "\(nothing.stderr)")
         let before = try folderContents(cli.folder)
-        let dry = try await cli.run(["prune", "--older-than", "0", "--dry-run", "--db", cli.db])
+        let dry = try await cli.run(["prune", "--older-than", "0d", "--dry-run", "--db", cli.db])
         #expect(dry.status == 0 && dry.stdout.contains("would delete 4 run(s) and task(s)"), "\(dry.stdout) \(dry.stderr)")
         #expect(try folderContents(cli.folder) == before, "a dry run writes nothing")
+        let young = try await cli.run(["prune", "--older-than", "1w", "--dry-run", "--db", cli.db])
+        #expect(young.status == 0 && young.stdout.contains("would delete 0 run(s)"), "nothing is a week old: \(young.stdout) \(young.stderr)")
         let metricsBefore = try await cli.run(["metrics", "--db", cli.db])
         let pruned = try await cli.run(["prune", "--older-than", "0", "--db", cli.db])
         #expect(pruned.status == 0 && pruned.stdout.contains("deleted 4 run(s) and task(s)"), "\(pruned.stdout) \(pruned.stderr)")
@@ -157,6 +160,21 @@ struct PruneCommandTests {
         let metricsAfter = try await cli.run(["metrics", "--db", cli.db])
         let total = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix("flujo_runs_total ") } }
         #expect(total(metricsBefore.stdout) == total(metricsAfter.stdout), "runs ever persisted: \(String(describing: total(metricsAfter.stdout)))")
+    }
+}
+
+@Suite("ages on the command line")
+struct AgeOptionTests {
+    @Test("an age is a number with s, m, h, d or w, or a bare number of hours", arguments: [
+        ("30s", 30.0 / 3600), ("90m", 1.5), ("36h", 36.0), ("7d", 168.0), ("2w", 336.0), ("1.5", 1.5), ("0", 0.0), ("0.5d", 12.0),
+    ])
+    func valid(text: String, hours: Double) {
+        #expect(OptionRange.hours(fromAge: text) == hours)
+    }
+
+    @Test("anything else is refused", arguments: ["", "h", "-1h", "+1h", "1e3", "inf", "nan", "1.2.3", "5x", "7 d", "\u{0663}h", "1hh"])
+    func refused(text: String) {
+        #expect(OptionRange.hours(fromAge: text) == nil)
     }
 }
 
