@@ -16,11 +16,14 @@ public struct CLIError: Error, CustomStringConvertible {
     public var description: String
     /// 1: the operation failed; 2: the command line was wrong.
     public var exitCode: Int32
+    /// Further lines, one item each (every problem of a configuration), printed indented below.
+    public var details: [String]
 
     /// Creates an error.
-    public init(_ description: String, exitCode: Int32 = 1) {
+    public init(_ description: String, exitCode: Int32 = 1, details: [String] = []) {
         self.description = description
         self.exitCode = exitCode
+        self.details = details
     }
 }
 

@@ -36,7 +36,9 @@ public struct CommonOptions: ParsableArguments {
                 if let db { settings.state.uri = db }
             }
         } catch {
-            throw CLIError("bad configuration: \(error)")
+            let problems = error.problems
+            if problems.count == 1 { throw CLIError("bad configuration: \(error)") }
+            throw CLIError("bad configuration, \(problems.count) problems:", details: problems.map(\.description))
         }
         // Every command says what it ignored; `config check` lists the warnings with the settings.
         if printWarnings {

@@ -40,6 +40,8 @@ public enum FlujoCLI {
             return 0
         } catch let error as CLIError {
             Output.error("error: \(TerminalText.escaped(error.description))")
+            // Each detail escaped on its own line: no value can start a line of its own.
+            for detail in error.details { Output.error("  \(TerminalText.escaped(detail))") }
             return error.exitCode
         } catch let error as ExitCode {
             return error.rawValue

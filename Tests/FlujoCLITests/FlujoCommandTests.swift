@@ -153,6 +153,7 @@ struct FlujoCommandTests {
         (["prune", "--db", "DB", "--older-than", "-3h"], 2, "--older-than must be an age such as 90m, 36h, 7d or 2w"),
         (["trace", "run_nope", "--db", "DB"], 1, "no run 'run_nope'"),
         (["stats", "--config", "bad.toml"], 1, "bad.toml:2: background_tasks.max_cost_per_tsk: unknown key"),
+        (["stats", "--config", "worse.toml"], 1, "error: bad configuration, 2 problems:\n  worse.toml:2: background_tasks.max_cost_per_tsk: unknown key"),
         (["stats", "--config", "absent.toml"], 1, "no such configuration file"),
         (["stats", "--db", "newer.db"], 1, "newer than version"),
         (["tasks", "frobnicate"], 2, "Unexpected argument"),
@@ -161,6 +162,7 @@ struct FlujoCommandTests {
         let cli = CLI()
         _ = try await cli.demo()
         try Data("[background_tasks]\nmax_cost_per_tsk = 1\n".utf8).write(to: cli.folder.appendingPathComponent("bad.toml"))
+        try Data("[background_tasks]\nmax_cost_per_tsk = 1\nmax_retries = \"x\\u001B[2J\"\n".utf8).write(to: cli.folder.appendingPathComponent("worse.toml"))
         let newer = cli.folder.appendingPathComponent("newer.db").path
         _ = try SQLiteStateStore(path: newer)
         var handle: OpaquePointer?
@@ -172,7 +174,13 @@ struct FlujoCommandTests {
         #expect(output.stderr.contains(message), "stderr: \(output.stderr)")
         if status == 1 {
             #expect(output.stderr.hasPrefix("error: "))
-            #expect(output.stderr.split(separator: "\n").count == 1)
+            let lines = output.stderr.split(separator: "\n")
+            if message.contains("problems:") {
+                #expect(lines.count == 3 && lines.dropFirst().allSatisfy { $0.hasPrefix("  worse.toml:") }, "one escaped line per problem")
+                #expect(!output.stderr.contains("\u{1B}"), "no terminal escape reaches the terminal")
+            } else {
+                #expect(lines.count == 1)
+            }
         }
         #expect(!FileManager.default.fileExists(atPath: cli.folder.appendingPathComponent("missing.db").path), "reading never creates a database")
     }

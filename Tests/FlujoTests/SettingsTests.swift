@@ -91,6 +91,33 @@ struct SettingsLoaderTests {
         #expect(try SettingsLoader.load(file: "/nonexistent/flujo.toml", environment: [:]).settings == FlujoSettings())
     }
 
+    @Test("every problem of the file and the environment is reported at once, in the file's order, then the environment's")
+    func everyProblem() throws {
+        let text = """
+            [state]
+            keep_completed_hours = "x"
+            busy_timeout_ms = 100
+            [background_tasks]
+            bogus = 1
+            max_tokens_per_task = -3
+            [nope]
+            a = 1
+            """
+        let error = try #require(loadError(text, environment: ["FLUJO_BACKGROUND_MAX_RETRIES": "lots"]))
+        let problems = error.problems
+        #expect(problems.map(\.key) == ["state.keep_completed_hours", "background_tasks.bogus", "background_tasks.max_tokens_per_task", "nope", "background_tasks.max_retries"])
+        #expect(problems.map(\.line) == [2, 5, 6, 7, nil])
+        #expect(problems.allSatisfy { $0.more.isEmpty })
+        #expect(error.key == "state.keep_completed_hours" && error.more.count == 4, "the first problem carries the others")
+        let lines = error.description.split(separator: "\n")
+        #expect(lines.count == 5)
+        #expect(lines.first?.contains("flujo.toml:2: state.keep_completed_hours:") == true)
+        #expect(lines.last?.hasPrefix("environment variable FLUJO_BACKGROUND_MAX_RETRIES:") == true)
+
+        let one = try #require(loadError("[state]\nbusy_timeout_ms = \"soon\"\n"))
+        #expect(one.problems.count == 1 && !one.description.contains("\n"), "a lone problem stays one line")
+    }
+
     @Test("OTEL_* variables per the exporter spec: endpoint turns export on, bad values warn and keep the default")
     func otelEnvironment() throws {
         let loaded = try SettingsLoader.load(environment: [

@@ -30,6 +30,9 @@ public struct SettingsError: Error, Sendable, Hashable, CustomStringConvertible 
     public var key: String
     /// What was wrong and the expected form.
     public var message: String
+    /// The problems found after this one in the same load, in order: every
+    /// problem of a file and of the environment is reported at once.
+    public var more: [SettingsError]
 
     /// Creates an error.
     public init(origin: String, line: Int? = nil, key: String, message: String) {
@@ -37,9 +40,29 @@ public struct SettingsError: Error, Sendable, Hashable, CustomStringConvertible 
         self.line = line
         self.key = key
         self.message = message
+        self.more = []
     }
 
+    /// The first problem carrying the others in `more`; nil when there are none.
+    init?(combining problems: [SettingsError]) {
+        guard var first = problems.first else { return nil }
+        first.more = Array(problems.dropFirst())
+        self = first
+    }
+
+    /// This problem and those in `more`, each alone.
+    public var problems: [SettingsError] {
+        var head = self
+        head.more = []
+        return [head] + more
+    }
+
+    /// One line per problem.
     public var description: String {
+        problems.map(\.place).joined(separator: "\n")
+    }
+
+    private var place: String {
         let place = line.map { "\(origin):\($0)" } ?? origin
         return key.isEmpty ? "\(place): \(message)" : "\(place): \(key): \(message)"
     }

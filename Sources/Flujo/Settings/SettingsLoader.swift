@@ -105,14 +105,17 @@ public enum SettingsLoader {
         overrides: (inout FlujoSettings) -> Void = { _ in }
     ) throws(SettingsError) -> LoadedSettings {
         var loaded = LoadedSettings(settings: FlujoSettings(), sources: [:], warnings: [], trace: nil)
+        // Every problem of the file and the environment is reported at once, not only the first.
+        var problems: [SettingsError] = []
         if let file {
             if FileManager.default.fileExists(atPath: file) {
-                try applyFile(file, to: &loaded)
+                applyFile(file, to: &loaded, problems: &problems)
             } else if required {
-                throw SettingsError(origin: file, key: "", message: "no such configuration file. Create it, or leave out --config to use ./flujo.toml when present.")
+                problems.append(SettingsError(origin: file, key: "", message: "no such configuration file. Create it, or leave out --config to use ./flujo.toml when present."))
             }
         }
-        try applyEnvironment(environment, to: &loaded)
+        applyEnvironment(environment, to: &loaded, problems: &problems)
+        if let error = SettingsError(combining: problems) { throw error }
         // A generic OTEL_EXPORTER_OTLP_* variable feeds both the traces and the metrics keys: one warning each.
         var seen = Set<String>()
         loaded.warnings = loaded.warnings.filter { seen.insert($0).inserted }
@@ -135,22 +138,30 @@ public enum SettingsLoader {
     /// The largest configuration file read; a larger one is refused before it is read.
     public static let maxFileBytes = 1 << 20
 
-    static func applyFile(_ path: String, to loaded: inout LoadedSettings) throws(SettingsError) {
-        let text = try readConfiguration(path)
+    /// Applies the file's settings; what it cannot use goes to `problems`, ordered by line.
+    static func applyFile(_ path: String, to loaded: inout LoadedSettings, problems: inout [SettingsError]) {
+        let text: String
+        do {
+            text = try readConfiguration(path)
+        } catch {
+            return problems.append(error)
+        }
         if let problem = TOMLPrecheck.check(text) {
-            throw SettingsError(origin: path, line: problem.line, key: "", message: "not valid TOML: \(problem.message)")
+            return problems.append(SettingsError(origin: path, line: problem.line, key: "", message: "not valid TOML: \(problem.message)"))
         }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
         } catch let error as TOMLParseError {
-            throw SettingsError(origin: path, line: error.source.begin.line, key: "", message: "not valid TOML: \(error.description) (column \(error.source.begin.column))")
+            return problems.append(SettingsError(origin: path, line: error.source.begin.line, key: "", message: "not valid TOML: \(error.description) (column \(error.source.begin.column))"))
         } catch {
-            throw SettingsError(origin: path, key: "", message: "not valid TOML: \(error)")
+            return problems.append(SettingsError(origin: path, key: "", message: "not valid TOML: \(error)"))
         }
         let lines = text.components(separatedBy: "\n")
         var values: [(key: String, value: RawSetting)] = []
-        try collect(root, prefix: "", path: path, lines: lines, into: &values)
+        var found: [SettingsError] = []
+        defer { problems += found.sorted { ($0.line ?? .max, $0.key) < ($1.line ?? .max, $1.key) } }
+        collect(root, prefix: "", path: path, lines: lines, into: &values, problems: &found)
         for (dotted, raw) in values {
             if let reason = removedKeys[dotted] {
                 loaded.warnings.append("\(path)\(line(of: dotted, in: lines).map { ":\($0)" } ?? ""): \(dotted) is no longer used (\(reason)); remove it")
@@ -160,10 +171,12 @@ public enum SettingsLoader {
                 let section = dotted.contains(".") ? String(dotted[..<dotted.lastIndex(of: ".")!]) : ""
                 let known = keys.filter { $0.section == section }.map(\.name)
                 let hint = known.isEmpty ? "" : " Known keys of [\(section)]: \(known.joined(separator: ", "))."
-                throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "unknown key.\(hint)")
+                found.append(SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "unknown key.\(hint)"))
+                continue
             }
             if let problem = key.apply(&loaded.settings, raw) {
-                throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: problem)
+                found.append(SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: problem))
+                continue
             }
             loaded.sources[dotted] = .file(path: path, line: line(of: dotted, in: lines))
         }
@@ -208,30 +221,37 @@ public enum SettingsLoader {
     }
 
     /// Flattens tables into dotted keys; a table that is itself a setting (headers) stays whole.
-    private static func collect(_ table: TOMLTable, prefix: String, path: String, lines: [String], into values: inout [(key: String, value: RawSetting)]) throws(SettingsError) {
+    private static func collect(
+        _ table: TOMLTable, prefix: String, path: String, lines: [String], into values: inout [(key: String, value: RawSetting)],
+        problems: inout [SettingsError]
+    ) {
         for name in table.keys {
             guard let value = table[name] else { continue }
             let dotted = prefix.isEmpty ? name : "\(prefix).\(name)"
             if value.type == .table, let inner = value.table {
                 if keys.contains(where: { $0.key == dotted }) {
                     var strings: [String: String] = [:]
+                    var allStrings = true
                     for innerKey in inner.keys {
                         guard let text = inner[innerKey]?.string else {
-                            throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: "\(dotted).\(innerKey)", message: "expected a string value")
+                            problems.append(SettingsError(origin: path, line: line(of: dotted, in: lines), key: "\(dotted).\(innerKey)", message: "expected a string value"))
+                            allStrings = false
+                            continue
                         }
                         strings[innerKey] = text
                     }
-                    values.append((dotted, .table(strings)))
+                    if allStrings { values.append((dotted, .table(strings))) }
                 } else if sections.contains(dotted) {
-                    try collect(inner, prefix: dotted, path: path, lines: lines, into: &values)
+                    collect(inner, prefix: dotted, path: path, lines: lines, into: &values, problems: &problems)
                 } else {
                     let known = sections.sorted().map { "[\($0)]" }.joined(separator: ", ")
-                    throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "unknown section. Known sections: \(known).")
+                    problems.append(SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "unknown section. Known sections: \(known)."))
                 }
                 continue
             }
             if prefix.isEmpty {
-                throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "keys belong in a section such as [state] or [background_tasks]")
+                problems.append(SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "keys belong in a section such as [state] or [background_tasks]"))
+                continue
             }
             let raw: RawSetting
             switch value.type {
@@ -241,7 +261,8 @@ public enum SettingsLoader {
             case .string: raw = .string(value.string ?? "")
             default:
                 let expected = keys.first { $0.key == dotted }?.expected ?? "a value"
-                throw SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "expected \(expected), got a TOML \(value.type)")
+                problems.append(SettingsError(origin: path, line: line(of: dotted, in: lines), key: dotted, message: "expected \(expected), got a TOML \(value.type)"))
+                continue
             }
             values.append((dotted, raw))
         }
@@ -306,7 +327,8 @@ public enum SettingsLoader {
         return previous[b.count]
     }
 
-    static func applyEnvironment(_ environment: [String: String], to loaded: inout LoadedSettings) throws(SettingsError) {
+    /// Applies the variables' settings; what they cannot set goes to `problems`.
+    static func applyEnvironment(_ environment: [String: String], to loaded: inout LoadedSettings, problems: inout [SettingsError]) {
         for key in keys {
             guard let variable = key.environment.first(where: { environment[$0] != nil }), let text = environment[variable] else { continue }
             let problem: String?
@@ -321,7 +343,8 @@ public enum SettingsLoader {
                     loaded.warnings.append("\(variable): \(problem); using \(key.render(loaded.settings))")
                     continue
                 }
-                throw SettingsError(origin: "environment variable \(variable)", key: key.key, message: problem)
+                problems.append(SettingsError(origin: "environment variable \(variable)", key: key.key, message: problem))
+                continue
             }
             loaded.sources[key.key] = .environment(variable)
         }
