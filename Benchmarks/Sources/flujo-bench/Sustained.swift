@@ -49,6 +49,7 @@ extension Workloads {
         let location = inMemory ? "" : try await newLocation(path: folder().appendingPathComponent("w8.db").path, label: "w8")
         let memory = inMemory ? InMemoryStateStore() : nil
         let start = ContinuousClock.now
+        let cpuAtStart = cpuSeconds()
         var latencies: [Double] = []
         var complete = true
         var ran = 0
@@ -80,6 +81,7 @@ extension Workloads {
             }
         }
         let total = elapsed(since: start)
+        let cpu = cpuSeconds() - cpuAtStart
         let store: any StateStore = if let memory { memory } else { try await openStore(location) }
         let counters = try await store.statusCounters()
         if let postgres = store as? PostgresStateStore { await postgres.close() }
@@ -96,6 +98,10 @@ extension Workloads {
         result.extra["launch_p50_s"] = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
         result.extra["launch_p99_s"] = sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, sorted.count * 99 / 100)]
         result.extra["peak_rss_mb"] = peak
+        // CPU per task depends less on what else the machine runs than the rate does:
+        // on this 2-core machine, 50,000 tasks/s needs at most 40 µs of CPU a task.
+        // With PostgreSQL, the server's CPU is not counted.
+        result.extra["cpu_us_per_task"] = completed > 0 ? cpu / Double(completed) * 1e6 : 0
         result.extra["processes"] = storeURI == nil ? 1 : Double(processes)
         return result
     }

@@ -68,6 +68,19 @@ enum Workloads {
         return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
     }
 
+    /// CPU time (user and system) of this process and of its children that
+    /// have been waited for, in seconds.
+    static func cpuSeconds() -> Double {
+        func seconds(_ who: __rusage_who) -> Double {
+            var usage = rusage()
+            guard getrusage(__rusage_who_t(who.rawValue), &usage) == 0 else { return 0 }
+            let user = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+            let system = Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+            return user + system
+        }
+        return seconds(RUSAGE_SELF) + seconds(RUSAGE_CHILDREN)
+    }
+
     /// Peak resident memory of this process so far, in MiB (VmHWM).
     static func peakRSSMB() -> Double {
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
