@@ -2,6 +2,7 @@
 #   make demo    install what is missing, build, run the demo pipeline
 #   make test    install what is missing, build, run every test and the example service
 #   make bench   run the benchmarks
+#   make bench-floor  what SQLite alone costs for W8's writes of a task, from C
 #   make proto   regenerate Sources/COTLP from proto/
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
@@ -13,7 +14,7 @@ DEB_PACKAGES := pkg-config curl libsqlite3-dev libcurl4-openssl-dev libprotobuf-
 PKG_CONFIG_MODULES := sqlite3 libcurl libprotobuf-c zlib
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps venv build test example demo bench proto proto-check clean
+.PHONY: all deps venv build test example demo bench bench-floor proto proto-check clean
 
 all: build
 
@@ -66,6 +67,14 @@ demo: deps
 
 bench: deps
 	$(SWIFT) run -c release --package-path Benchmarks flujo-bench
+
+bench-floor: deps
+	$(SWIFT) build --product flujo
+	cc -O2 -Wall -Wextra -ISources/CSQLiteVFS/include -o .build/sqlite-floor \
+		Benchmarks/floor/sqlite-floor.c Sources/CSQLiteVFS/vfs.c $$(pkg-config --cflags --libs sqlite3)
+	@folder=$$(mktemp -d) && trap 'rm -rf "$$folder"' EXIT && \
+		$$($(SWIFT) build --show-bin-path)/flujo demo --db "$$folder/schema.db" >/dev/null && \
+		.build/sqlite-floor "$$folder/schema.db" "$$folder/floor.db"
 
 proto: deps
 	proto/generate.sh
