@@ -52,13 +52,25 @@ public struct DBCommand: AsyncParsableCommand {
                 Output.line(jsonText([
                     "path": report.path, "schema_version": report.schemaVersion, "healthy": report.isHealthy,
                     "damage": report.damage, "foreign_objects": report.foreignObjects,
-                    "counter_mismatches": report.counterMismatches, "advice": report.advice,
+                    "counter_mismatches": report.counterMismatches, "counters_checked": report.countersNotChecked == nil,
+                    "advice": report.advice,
                 ] as [String: Any]))
             } else {
                 Output.line("\(TerminalText.escaped(path)): schema version \(report.schemaVersion)")
-                Output.line("integrity  " + (report.damage.isEmpty ? "ok" : report.damage.map(TerminalText.escaped).joined(separator: "; ")))
+                if report.damage.isEmpty {
+                    Output.line("integrity  ok")
+                } else {
+                    // One problem a line: SQLite names a page or a table in each.
+                    // SQLite's quick check stops at 20 problems.
+                    Output.line("integrity  damaged; " + (report.damage.count >= 20 ? "the first 20 problems:" : "\(report.damage.count) problem(s):"))
+                    for problem in report.damage { Output.line("  \(TerminalText.escaped(problem))") }
+                }
                 Output.line("schema     " + (report.foreignObjects.isEmpty ? "ok" : "not Flujo's: " + report.foreignObjects.map(TerminalText.escaped).joined(separator: ", ")))
-                Output.line("counters   " + (report.counterMismatches.isEmpty ? "ok" : report.counterMismatches.joined(separator: "; ")))
+                if let reason = report.countersNotChecked {
+                    Output.line("counters   not checked: \(reason)")
+                } else {
+                    Output.line("counters   " + (report.counterMismatches.isEmpty ? "ok" : report.counterMismatches.joined(separator: "; ")))
+                }
                 for line in report.advice { Output.line("to do: \(line)") }
             }
             if !report.isHealthy { throw ExitCode(1) }

@@ -7,12 +7,15 @@ public struct DatabaseCheckReport: Sendable, Hashable {
     public var path: String
     /// `PRAGMA user_version`.
     public var schemaVersion: Int
-    /// What `PRAGMA quick_check` reported; empty when the file is intact.
+    /// What `PRAGMA quick_check` reported, one problem each; empty when the file is intact.
     public var damage: [String]
     /// Schema objects Flujo did not create.
     public var foreignObjects: [String]
     /// Maintained counters that differ from a recount of the rows.
     public var counterMismatches: [String]
+    /// Why the counters were not recounted (a damaged file, objects Flujo did
+    /// not create, a layout without counters); nil when they were.
+    public var countersNotChecked: String?
 
     /// Whether nothing is wrong.
     public var isHealthy: Bool {
@@ -52,15 +55,46 @@ extension SQLiteStateStore {
         try connection.execute("PRAGMA trusted_schema = OFF")
         let version = try Schema.userVersion(connection)
         var damage: [String] = []
-        let quick = try connection.statement("PRAGMA quick_check(20)")
-        while try quick.step() { if let line = quick.string(0), line != "ok" { damage.append(line) } }
+        do {
+            let quick = try connection.statement("PRAGMA quick_check(20)")
+            // A row may hold several problems, one per line.
+            while try quick.step() {
+                if let text = quick.string(0), text != "ok" {
+                    // "*** in database main ***" heads the problems of one database; it is not one itself.
+                    damage += text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+                        .filter { !$0.isEmpty && !($0.hasPrefix("*** in database") && $0.hasSuffix("***")) }
+                }
+            }
+        } catch {
+            // SQLite can stop the check at a page it cannot read: what it found so far stands, and so does that.
+            guard case let .corrupt(_, detail) = error else { throw error }
+            damage.append("the check stopped at a page it could not read (\(detail))")
+        }
         connection.resetActive()
-        let foreign = try SchemaAudit.foreignObjects(connection)
+        var foreign: [String] = []
+        do {
+            foreign = try SchemaAudit.foreignObjects(connection)
+        } catch {
+            guard case let .corrupt(_, detail) = error else { throw error }
+            damage.append("the list of tables and indexes could not be read (\(detail))")
+        }
+        connection.resetActive()
         var mismatches: [String] = []
-        if damage.isEmpty, foreign.isEmpty, version >= 3, try Schema.counterTablesExist(connection) {
+        let hasCounters = version >= 3 ? try Schema.counterTablesExist(connection) : false
+        let notChecked: String?
+        if !damage.isEmpty {
+            notChecked = "the file is damaged"
+        } else if !foreign.isEmpty {
+            notChecked = "the file holds objects Flujo did not create"
+        } else if !hasCounters {
+            notChecked = "schema version \(version) keeps no counters; `flujo db upgrade` adds them"
+        } else {
+            notChecked = nil
             mismatches = try counterMismatches(connection)
         }
-        return DatabaseCheckReport(path: path, schemaVersion: version, damage: damage, foreignObjects: foreign, counterMismatches: mismatches)
+        return DatabaseCheckReport(
+            path: path, schemaVersion: version, damage: damage, foreignObjects: foreign, counterMismatches: mismatches,
+            countersNotChecked: notChecked)
     }
 
     private static func counterMismatches(_ connection: SQLiteConnection) throws(StateStoreError) -> [String] {

@@ -157,6 +157,8 @@ struct HostileDatabaseTests {
         _ = try await cli.demo(["--background", "20"])
         let healthy = try await cli.run(["db", "check", "--db", cli.db])
         #expect(healthy.status == 0 && healthy.stdout.contains("integrity  ok") && healthy.stdout.contains("counters   ok"), "\(healthy.stdout)")
+        let healthyReport = try #require(try await cli.json(["db", "check", "--db", cli.db, "--json"]) as? [String: Any])
+        #expect(healthyReport["counters_checked"] as? Bool == true)
 
         try execute(cli.db, "UPDATE status_counts SET count = count + 5 WHERE is_background = 1 AND status = 'completed'")
         let wrong = try await cli.run(["db", "check", "--db", cli.db])
@@ -174,7 +176,19 @@ struct HostileDatabaseTests {
         try handle.close()
         let damaged = try await cli.run(["db", "check", "--db", cli.db])
         #expect(damaged.status == 1, "\(damaged.stdout) \(damaged.stderr)")
-        #expect(damaged.stdout.contains("damaged") || damaged.stderr.contains("damaged"), "\(damaged.stdout) \(damaged.stderr)")
+        #expect(damaged.stdout.contains("integrity  damaged; "), "\(damaged.stdout) \(damaged.stderr)")
+        #expect(damaged.stdout.contains("counters   not checked: the file is damaged"), "no recount of a damaged file is called ok: \(damaged.stdout)")
+        #expect(!damaged.stdout.contains("\\n") && !damaged.stdout.contains("*** in database"), "one problem a line: \(damaged.stdout)")
+        let lines = damaged.stdout.split(separator: "\n")
+        let first = try #require(lines.firstIndex { $0.hasPrefix("integrity  damaged") })
+        let problems = lines[(first + 1)...].prefix { $0.hasPrefix("  ") }
+        #expect(!problems.isEmpty, "\(damaged.stdout)")
+        let damagedJSON = try await cli.run(["db", "check", "--db", cli.db, "--json"])
+        #expect(damagedJSON.status == 1)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(damagedJSON.stdout.utf8)) as? [String: Any])
+        let damage = try #require(report["damage"] as? [String])
+        #expect(damage.count == problems.count && damage.allSatisfy { !$0.contains("\n") }, "\(damage)")
+        #expect(report["counters_checked"] as? Bool == false && report["healthy"] as? Bool == false)
     }
 }
 
