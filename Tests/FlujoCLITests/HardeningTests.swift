@@ -189,6 +189,9 @@ struct HostileDatabaseTests {
         let damage = try #require(report["damage"] as? [String])
         #expect(damage.count == problems.count && damage.allSatisfy { !$0.contains("\n") }, "\(damage)")
         #expect(report["counters_checked"] as? Bool == false && report["healthy"] as? Bool == false)
+        // A command that reads the damaged page says so, and where to look.
+        let list = try await cli.run(["tasks", "list", "--limit", "1000", "--db", cli.db])
+        #expect(list.status == 1 && list.stderr.contains("is damaged") && list.stderr.contains("`flujo db check` lists what is damaged"), "\(list.stderr)")
     }
 }
 

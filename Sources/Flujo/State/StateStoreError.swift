@@ -52,7 +52,7 @@ public enum StateStoreError: Error, Sendable, Hashable, CustomStringConvertible 
         case let .readOnly(path):
             return "cannot write state database \(path): the file or its folder is read-only. Fix the permissions or use another path."
         case let .corrupt(path, detail):
-            return "state database \(path) is damaged (\(detail)). Restore it from a backup or move it away to start a new one."
+            return "state database \(path) is damaged (\(detail)). `flujo db check` lists what is damaged; restore it from a backup, or move it away to start a new one."
         case let .unsafeSchemaChange(detail):
             return "refused schema change: \(detail)"
         case let .missingDatabase(path):
