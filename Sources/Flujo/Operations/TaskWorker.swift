@@ -61,6 +61,8 @@ public struct TaskWorker: Sendable {
                 }
                 if once { break }
             } catch {
+                // A stop cancels the call under way: the worker ends, it did not fail.
+                if Task.isCancelled { break }
                 logger.warning("worker could not run a task: \(error)")
                 if once { break }
             }
