@@ -105,13 +105,14 @@ public final class RunningProcess: @unchecked Sendable {
     private var outputEnded = false
     private let output = Pipe()
 
-    /// Starts `executable` with `arguments`.
-    public init(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) throws {
+    /// Starts `executable` with `arguments`; with `capturingErrors`, what it
+    /// prints on standard error joins its lines too.
+    public init(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil, capturingErrors: Bool = false) throws {
         process.executableURL = executable
         process.arguments = arguments
         if let environment { process.environment = environment }
         process.standardOutput = output
-        process.standardError = FileHandle.standardError
+        process.standardError = capturingErrors ? output : FileHandle.standardError
         try process.run()
         let descriptor = output.fileHandleForReading.fileDescriptor
         Thread.detachNewThread { [self] in
