@@ -118,6 +118,24 @@ struct SettingsLoaderTests {
         #expect(one.problems.count == 1 && !one.description.contains("\n"), "a lone problem stays one line")
     }
 
+    @Test("the effective settings show a state URI's password as ***, from the file or the environment; the settings keep it")
+    func uriPasswordMasked() throws {
+        let file = TestSupport.temporaryDirectory("flujo-settings").appendingPathComponent("flujo.toml")
+        try Data("[state]\nuri = \"postgres://app:s3cret@db.internal:5432/flujo\"\n".utf8).write(to: file)
+        let loaded = try SettingsLoader.load(file: file.path, environment: [:])
+        #expect(loaded.settings.state.uri == "postgres://app:s3cret@db.internal:5432/flujo", "the password still reaches the store")
+        #expect(loaded.effective.first { $0.key == "state.uri" }?.value == "postgres://app:***@db.internal:5432/flujo")
+        let fromEnvironment = try SettingsLoader.load(environment: ["FLUJO_STATE_URI": "postgres://app:p%40ss@h/db"])
+        #expect(fromEnvironment.effective.first { $0.key == "state.uri" }?.value == "postgres://app:***@h/db")
+        for (uri, shown) in [
+            ("postgres://app@h/db", "postgres://app@h/db"), (".flujo/state.db", ".flujo/state.db"), ("postgres://h/db", "postgres://h/db"),
+        ] {
+            var state = StateSettings()
+            state.uri = uri
+            #expect(state.maskedURI == shown, "nothing to hide in \(uri)")
+        }
+    }
+
     @Test("OTEL_* variables per the exporter spec: endpoint turns export on, bad values warn and keep the default")
     func otelEnvironment() throws {
         let loaded = try SettingsLoader.load(environment: [

@@ -92,7 +92,11 @@ struct SettingKey: Sendable {
             render: { String($0[keyPath: path]) })
     }
 
-    static func string(_ key: String, env: [String], _ path: WritableKeyPath<FlujoSettings, String> & Sendable, secret: Bool = false, lenient: Bool = false, nonEmpty: Bool = true) -> SettingKey {
+    /// A string key; `shown` renders its value when part of it is secret (a URI's password).
+    static func string(
+        _ key: String, env: [String], _ path: WritableKeyPath<FlujoSettings, String> & Sendable, secret: Bool = false, lenient: Bool = false,
+        nonEmpty: Bool = true, shown: (@Sendable (String) -> String)? = nil
+    ) -> SettingKey {
         SettingKey(
             key: key, environment: env, expected: "a string", secret: secret, lenient: lenient,
             parseEnvironment: { .string($0) },
@@ -102,7 +106,7 @@ struct SettingKey: Sendable {
                 settings[keyPath: path] = value
                 return nil
             },
-            render: { $0[keyPath: path] })
+            render: { shown?($0[keyPath: path]) ?? $0[keyPath: path] })
     }
 
     /// An OTLP endpoint: http or https only; shown with any user name and password as `***`.
