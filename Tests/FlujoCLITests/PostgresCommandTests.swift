@@ -48,28 +48,15 @@ struct PostgresCommandTests {
     @Test("SIGTERM while the server is gone: the worker stops quietly, with no failure logged for the call it cancelled", .timeLimit(.minutes(2)))
     func workerStopsWhileServerIsGone() async throws {
         // A server of its own, stopped under the worker: the other tests' server stays up.
-        let cluster = "/tmp/flujo-pg-worker-\(UInt32.random(in: 0...UInt32.max))"
-        let script = TestSupport.supportScript("postgres.sh")
-        let started = try await TestSupport.run(script, ["start", cluster])
-        var stopped = false
-        defer {
-            if !stopped {
-                let stop = Process()
-                stop.executableURL = script
-                stop.arguments = ["stop", cluster]
-                try? stop.run()
-                stop.waitUntilExit()
-            }
-        }
-        try #require(started.status == 0, "the server starts: \(started.stderr)")
-        let uri = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let server = try await OwnPostgresServer.start("worker")
+        defer { server.stop() }
+        let uri = server.uri
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OTEL_") && !$0.key.hasPrefix("FLUJO_") }
         environment["NO_COLOR"] = "1"
         let worker = try RunningProcess(
             TestSupport.executable("flujo"), ["worker", "--poll-ms", "200", "--db", uri], environment: environment, capturingErrors: true)
         #expect(await worker.waitForLine { $0.hasPrefix("worker running: 1 at once") })
-        _ = try await TestSupport.run(script, ["stop", cluster])
-        stopped = true
+        server.stop()
         // Long enough for the worker's next calls to find the server gone.
         try await Task.sleep(for: .seconds(3))
         worker.send(SIGTERM)

@@ -79,20 +79,10 @@ struct PostgresProcessTests {
     @Test("the server restarted mid-run: stores connect again and take their locks back, outcomes are written once it is up, no task is lost, recovered or run twice")
     func serverRestart() async throws {
         // A server of its own: a restart must not disturb the other tests' server.
-        // Directly in /tmp: as root, the server runs as `nobody`, who must reach its folder.
-        let cluster = "/tmp/flujo-pg-restart-\(UInt32.random(in: 0...UInt32.max))"
-        let script = TestSupport.supportScript("postgres.sh")
-        let started = try await TestSupport.run(script, ["start", cluster])
-        defer {
-            let stop = Process()
-            stop.executableURL = script
-            stop.arguments = ["stop", cluster]
-            try? stop.run()
-            stop.waitUntilExit()
-        }
-        try #require(started.status == 0, "the test server starts: \(started.stderr)")
+        let server = try await OwnPostgresServer.start("restart")
+        defer { server.stop() }
         // A short reconnect window: live stores must take their locks back within it, or a rival takes their work.
-        let uri = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines) + "?reconnect_window=2"
+        let uri = server.uri + "?reconnect_window=2"
         let location = try PostgresLocation(uri: uri)
         let store = try await PostgresStateStore.open(location)
         for index in 0..<8 {
@@ -127,7 +117,7 @@ struct PostgresProcessTests {
                 try? await Task.sleep(for: .milliseconds(50))
             }
         }
-        let restart = try await TestSupport.run(script, ["restart", cluster, "1"])
+        let restart = try await server.restart(pause: 1)
         #expect(restart.status == 0, "the server restarts: \(restart.stderr)")
         await launcher.waitForExit()
         await worker.waitForExit()

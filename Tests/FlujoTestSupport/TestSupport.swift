@@ -187,3 +187,50 @@ public final class RunningProcess: @unchecked Sendable {
     /// The exit status once ended.
     public var terminationStatus: Int32 { process.terminationStatus }
 }
+
+/// A PostgreSQL server of a test's own (`Tests/Support/postgres.sh`), for tests
+/// that stop or restart it without disturbing the server the other tests share.
+public final class OwnPostgresServer: Sendable {
+    /// The state URI of its database, password included.
+    public let uri: String
+    private let folder: String
+    private let script = TestSupport.supportScript("postgres.sh")
+
+    private init(uri: String, folder: String) {
+        self.uri = uri
+        self.folder = folder
+    }
+
+    /// Creates and starts a server in a new folder; throws with the script's message when it cannot.
+    public static func start(_ label: String) async throws -> OwnPostgresServer {
+        // Directly in /tmp: as root, the server runs as `nobody`, who must reach its folder.
+        let folder = "/tmp/flujo-pg-\(label)-\(UInt32.random(in: 0...UInt32.max))"
+        let started = try await TestSupport.run(TestSupport.supportScript("postgres.sh"), ["start", folder])
+        let server = OwnPostgresServer(uri: started.stdout.trimmingCharacters(in: .whitespacesAndNewlines), folder: folder)
+        guard started.status == 0 else {
+            server.stop()
+            throw OwnPostgresError(message: "the test's own PostgreSQL server did not start: \(started.stderr)")
+        }
+        return server
+    }
+
+    /// Stops the server (sessions are ended), waits `pause` seconds and starts it again.
+    public func restart(pause: Int = 0) async throws -> TestSupport.ProcessOutput {
+        try await TestSupport.run(script, ["restart", folder, String(pause)])
+    }
+
+    /// Stops the server at once and deletes its folder; safe to call again, and from `defer`.
+    public func stop() {
+        let stop = Process()
+        stop.executableURL = script
+        stop.arguments = ["stop", folder]
+        try? stop.run()
+        stop.waitUntilExit()
+    }
+}
+
+/// Why a test's own PostgreSQL server could not start.
+public struct OwnPostgresError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
