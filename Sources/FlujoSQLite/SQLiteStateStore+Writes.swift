@@ -123,37 +123,47 @@ extension SQLiteStateStore {
     }
 
     public func failOrphanedTasks(applying transition: TaskTransition) async throws -> [EndedTask] {
-        let gone = try goneOwners()
-        guard !gone.isEmpty else { return [] }
-        return try await write { (connection) throws(StateStoreError) -> [EndedTask] in
-            var ended: [EndedTask] = []
-            for owner in gone {
-                let statement = try connection.statement(Self.failOrphans)
-                statement.bind(1, owner)
-                Self.bind(transition, to: statement)
-                while try statement.step() { ended.append(Self.endedTask(statement)) }
-                statement.reset()
-            }
-            connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: ended.count)
-            return ended
-        }
+        try await failOrphans(transition, returning: true).ended
     }
 
     public func failOrphanedTaskCount(applying transition: TaskTransition) async throws -> Int {
+        try await failOrphans(transition, returning: false).count
+    }
+
+    /// Fails the running tasks of every gone owner; with `returning`, reads each back.
+    private func failOrphans(_ transition: TaskTransition, returning: Bool) async throws -> (ended: [EndedTask], count: Int) {
         let gone = try goneOwners()
-        guard !gone.isEmpty else { return 0 }
-        return try await write { (connection) throws(StateStoreError) -> Int in
+        guard !gone.isEmpty else { return ([], 0) }
+        return try await write { (connection) throws(StateStoreError) -> (ended: [EndedTask], count: Int) in
+            var ended: [EndedTask] = []
             var count = 0
             for owner in gone {
-                let statement = try connection.statement(Self.failOrphansCounted)
+                let statement = try connection.statement(returning ? Self.failOrphans : Self.failOrphansCounted)
                 statement.bind(1, owner)
-                Self.bind(transition, to: statement)
-                try statement.run()
-                count += connection.changes
+                count += try Self.runBulk(statement, transition, returning: returning, into: &ended, on: connection)
             }
-            connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)
-            return count
+            return (ended, count)
         }
+    }
+
+    /// Runs a bulk transition's update (its own values bound from `?2`) and moves
+    /// the counters by what it changed; with `returning`, appends each ended task.
+    private static func runBulk(
+        _ statement: Statement, _ transition: TaskTransition, returning: Bool, into ended: inout [EndedTask], on connection: SQLiteConnection
+    ) throws(StateStoreError) -> Int {
+        bind(transition, to: statement)
+        let count: Int
+        if returning {
+            let before = ended.count
+            while try statement.step() { ended.append(endedTask(statement)) }
+            statement.reset()
+            count = ended.count - before
+        } else {
+            try statement.run()
+            count = connection.changes
+        }
+        connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)
+        return count
     }
 
     /// The owners recorded on running tasks whose processes have ended: read
@@ -293,29 +303,21 @@ extension SQLiteStateStore {
     }
 
     public func failStaleTasks(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> [EndedTask] {
-        try await write { (connection) throws(StateStoreError) -> [EndedTask] in
-            do {
-                let statement = try connection.statement(Self.failStale)
-                statement.bind(1, heartbeatBefore)
-                Self.bind(transition, to: statement)
-                var ended: [EndedTask] = []
-                while try statement.step() { ended.append(Self.endedTask(statement)) }
-                statement.reset()
-                connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: ended.count)
-                return ended
-            }
-        }
+        try await failStale(heartbeatBefore, transition, returning: true).ended
     }
 
     public func failStaleTaskCount(heartbeatBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
-        try await write { (connection) throws(StateStoreError) -> Int in
-            let statement = try connection.statement(Self.failStaleCounted)
+        try await failStale(heartbeatBefore, transition, returning: false).count
+    }
+
+    /// Fails running tasks of no owner whose heartbeat is older than `heartbeatBefore`; with `returning`, reads each back.
+    private func failStale(_ heartbeatBefore: Timestamp, _ transition: TaskTransition, returning: Bool) async throws -> (ended: [EndedTask], count: Int) {
+        try await write { (connection) throws(StateStoreError) -> (ended: [EndedTask], count: Int) in
+            let statement = try connection.statement(returning ? Self.failStale : Self.failStaleCounted)
             statement.bind(1, heartbeatBefore)
-            Self.bind(transition, to: statement)
-            try statement.run()
-            let count = connection.changes
-            connection.counterChanges.moved(isBackground: true, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: count)
-            return count
+            var ended: [EndedTask] = []
+            let count = try Self.runBulk(statement, transition, returning: returning, into: &ended, on: connection)
+            return (ended, count)
         }
     }
 
