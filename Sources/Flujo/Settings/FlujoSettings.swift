@@ -39,15 +39,6 @@ public struct StateSettings: Sendable, Hashable {
         return String(uri[..<colon]) + String(uri[at...])
     }
 
-    /// The URI as `flujo config check` lists it: a password (`scheme://user:password@`)
-    /// is shown as `***`, so the listing says one is set without showing it.
-    public var maskedURI: String {
-        guard let scheme = uri.range(of: "://"), let at = uri[scheme.upperBound...].firstIndex(of: "@"),
-              let colon = uri[scheme.upperBound..<at].firstIndex(of: ":")
-        else { return uri }
-        return String(uri[...colon]) + "***" + String(uri[at...])
-    }
-
     /// The file path the URI names.
     public var path: String {
         for prefix in ["sqlite:///", "sqlite://"] where uri.hasPrefix(prefix) {

@@ -25,11 +25,8 @@ public struct LoadedSettings: Sendable {
 /// (FLUJO_* and the standard OTEL_* variables), then values set in code.
 public enum SettingsLoader {
     static let keys: [SettingKey] = [
-        .string("state.uri", env: ["FLUJO_STATE_URI"], \.state.uri, shown: { uri in
-            var state = StateSettings()
-            state.uri = uri
-            return state.maskedURI
-        }),
+        // Listed with its credentials as `***`, as OTLP endpoints are.
+        .string("state.uri", env: ["FLUJO_STATE_URI"], \.state.uri, shown: OTLPRules.redactedURL),
         .choice("state.synchronous", env: ["FLUJO_STATE_SYNCHRONOUS"], \.state.synchronous, ["off", "normal", "full"]),
         .int("state.busy_timeout_ms", env: ["FLUJO_STATE_BUSY_TIMEOUT_MS"], \.state.busyTimeoutMs, range: 0...600_000),
         .double("state.keep_completed_hours", env: ["FLUJO_STATE_KEEP_COMPLETED_HOURS"], \.state.keepCompletedHours, range: 0...1_000_000),
