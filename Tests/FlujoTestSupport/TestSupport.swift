@@ -231,6 +231,7 @@ public final class OwnPostgresServer: Sendable {
 
 /// Why a test's own PostgreSQL server could not start.
 public struct OwnPostgresError: Error, CustomStringConvertible {
+    /// What the start script said.
     public var message: String
     public var description: String { message }
 }
