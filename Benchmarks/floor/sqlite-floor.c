@@ -14,9 +14,15 @@
  *   outcome: read the row, rewrite it `completed`, and insert the task's step
  *            record.
  *
- * Four variants, alternated ROUNDS times: the statements as above; without the
+ * Six variants, alternated ROUNDS times: the statements as above; without the
  * reads; without the step records; without either (a task's row inserted and
- * rewritten, nothing else). The connection is set up as the store sets up
+ * rewritten, nothing else). Then two variants of a layout Flujo does not
+ * have, where a row holds several tasks: a launch group's row (the parent's 50
+ * tasks: ids, step names and inputs as one JSON array, with the owner and the
+ * parent once) and one row of outcomes per transaction (the batch's task ids,
+ * statuses, outputs and durations as one JSON array); once with an index of
+ * task ids (a task id to its group, one entry a task, so a task can still be
+ * found by id), once without. The connection is set up as the store sets up
  * its own: WAL, synchronous NORMAL, the same cache and checkpoint size, no
  * memory statistics, no mutex, and the store's VFS, which writes a commit's
  * log frames with one call (Sources/CSQLiteVFS, compiled in).
@@ -184,13 +190,104 @@ static void run(const char *schemaPath, const char *path, int tasks, int batch, 
     int completed = sqlite3_column_int(count, 0);
     sqlite3_finalize(count);
     if (completed != tasks) { fprintf(stderr, "sqlite-floor: %d of %d rows completed\n", completed, tasks); exit(1); }
-    printf("{\"reads\":%s,\"step_records\":%s,\"tasks\":%d,\"batch\":%d,\"cpu_us_per_task\":%.2f,\"wall_us_per_task\":%.2f,\"tasks_per_cpu_second\":%.0f}\n",
+    printf("{\"layout\":\"rows\",\"reads\":%s,\"step_records\":%s,\"tasks\":%d,\"batch\":%d,\"cpu_us_per_task\":%.2f,\"wall_us_per_task\":%.2f,\"tasks_per_cpu_second\":%.0f}\n",
            withReads ? "true" : "false", withSteps ? "true" : "false", tasks, batch, cpuUsed / tasks * 1e6, wallUsed / tasks * 1e6, tasks / cpuUsed);
     fflush(stdout);
     sqlite3_finalize(read);
     sqlite3_finalize(insert);
     sqlite3_finalize(update);
     sqlite3_finalize(step);
+    sqlite3_close(db);
+}
+
+/* The grouped layout: tables of its own, created next to Flujo's. */
+static void runGrouped(const char *schemaPath, const char *path, int tasks, int batch, int withIndex) {
+    sqlite3 *db = create(schemaPath, path);
+    check(sqlite3_exec(db,
+        "CREATE TABLE launch_groups (group_id TEXT PRIMARY KEY, parent_run_id TEXT NOT NULL, owner TEXT, created_at INTEGER NOT NULL,"
+        " pipeline_context TEXT NOT NULL, trace TEXT, tasks TEXT NOT NULL);"
+        "CREATE TABLE outcome_batches (batch_id INTEGER PRIMARY KEY, finished_at INTEGER NOT NULL, outcomes TEXT NOT NULL);"
+        "CREATE TABLE task_ids (task_id TEXT PRIMARY KEY, group_id TEXT NOT NULL) WITHOUT ROWID;", NULL, NULL, NULL), db, "grouped tables");
+    sqlite3_stmt *group = prepare(db, "INSERT INTO launch_groups VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    sqlite3_stmt *outcomes = prepare(db, "INSERT INTO outcome_batches (finished_at, outcomes) VALUES (?1, ?2)");
+    sqlite3_stmt *index = prepare(db, "INSERT INTO task_ids VALUES (?1, ?2)");
+    const char *trace = "00-0da17a8281e460023bab5a300ba08629-494ec1e5da247584-01;96f872df9466f597;1796187325235608405;1;";
+    const long long startMs = 1796187325235LL;
+    size_t capacity = (size_t)batch * 160 + 64;
+    char *launched = malloc(capacity), *finished = malloc(capacity);
+    char parent[64], taskID[64], groupID[80];
+    double wall = wallSeconds(), cpu = cpuSeconds();
+    for (int first = 0; first < tasks + batch; first += batch) {
+        check(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), db, "begin");
+        /* Launches: one row per parent's group of 50 in this batch. */
+        size_t used = 0;
+        for (int i = first; i < first + batch && i < tasks; i++) {
+            long long ms = startMs + i / 20;
+            snprintf(parent, sizeof parent, "run_%012llx%020x", ms, i / 50);
+            snprintf(taskID, sizeof taskID, "bg_%012llx%020x", ms, i);
+            if (used == 0) {
+                snprintf(groupID, sizeof groupID, "%s/%d", parent, i);
+                used += (size_t)snprintf(launched + used, capacity - used, "[");
+            }
+            used += (size_t)snprintf(launched + used, capacity - used, "%s{\"task_id\":\"%s\",\"step_name\":\"tiny\",\"input\":1}",
+                                     launched[used - 1] == '[' ? "" : ",", taskID);
+            if (withIndex) {
+                sqlite3_bind_text(index, 1, taskID, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(index, 2, groupID, -1, SQLITE_TRANSIENT);
+                check(sqlite3_step(index), db, "task id");
+                sqlite3_reset(index);
+            }
+            if (i % 50 == 49 || i + 1 == first + batch || i + 1 == tasks) {
+                used += (size_t)snprintf(launched + used, capacity - used, "]");
+                sqlite3_bind_text(group, 1, groupID, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(group, 2, parent, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(group, 3, "owner-4242-0123456789abcdef", -1, SQLITE_STATIC);
+                sqlite3_bind_int64(group, 4, ms);
+                sqlite3_bind_text(group, 5, "{}", -1, SQLITE_STATIC);
+                sqlite3_bind_text(group, 6, trace, -1, SQLITE_STATIC);
+                sqlite3_bind_text(group, 7, launched, (int)used, SQLITE_TRANSIENT);
+                check(sqlite3_step(group), db, "launch group");
+                sqlite3_reset(group);
+                used = 0;
+            }
+        }
+        /* Outcomes of the tasks launched one transaction before: one row. */
+        int from = first - batch;
+        if (from >= 0 && from < tasks) {
+            size_t length = (size_t)snprintf(finished, capacity, "[");
+            for (int i = from; i < from + batch && i < tasks; i++) {
+                snprintf(taskID, sizeof taskID, "bg_%012llx%020x", startMs + i / 20, i);
+                length += (size_t)snprintf(finished + length, capacity - length, "%s{\"task_id\":\"%s\",\"status\":\"completed\",\"output\":1,\"ms\":0.08}",
+                                           i == from ? "" : ",", taskID);
+            }
+            length += (size_t)snprintf(finished + length, capacity - length, "]");
+            sqlite3_bind_int64(outcomes, 1, startMs + from / 20 + 50);
+            sqlite3_bind_text(outcomes, 2, finished, (int)length, SQLITE_TRANSIENT);
+            check(sqlite3_step(outcomes), db, "outcomes");
+            sqlite3_reset(outcomes);
+        }
+        check(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), db, "commit");
+    }
+    double wallUsed = wallSeconds() - wall, cpuUsed = cpuSeconds() - cpu;
+    /* Every task launched once and finished once. */
+    sqlite3_stmt *count = prepare(db,
+        "SELECT (SELECT count(*) FROM launch_groups, json_each(launch_groups.tasks)),"
+        " (SELECT count(*) FROM outcome_batches, json_each(outcome_batches.outcomes) WHERE json_each.value ->> 'status' = 'completed')");
+    sqlite3_step(count);
+    int launchedCount = sqlite3_column_int(count, 0), completed = sqlite3_column_int(count, 1);
+    sqlite3_finalize(count);
+    if (launchedCount != tasks || completed != tasks) {
+        fprintf(stderr, "sqlite-floor: grouped: %d launched and %d completed of %d\n", launchedCount, completed, tasks);
+        exit(1);
+    }
+    printf("{\"layout\":\"grouped\",\"task_id_index\":%s,\"tasks\":%d,\"batch\":%d,\"cpu_us_per_task\":%.2f,\"wall_us_per_task\":%.2f,\"tasks_per_cpu_second\":%.0f}\n",
+           withIndex ? "true" : "false", tasks, batch, cpuUsed / tasks * 1e6, wallUsed / tasks * 1e6, tasks / cpuUsed);
+    fflush(stdout);
+    free(launched);
+    free(finished);
+    sqlite3_finalize(group);
+    sqlite3_finalize(outcomes);
+    sqlite3_finalize(index);
     sqlite3_close(db);
 }
 
@@ -212,6 +309,8 @@ int main(int argc, char **argv) {
         run(argv[1], argv[2], tasks, batch, 0, 1);
         run(argv[1], argv[2], tasks, batch, 1, 0);
         run(argv[1], argv[2], tasks, batch, 0, 0);
+        runGrouped(argv[1], argv[2], tasks, batch, 1);
+        runGrouped(argv[1], argv[2], tasks, batch, 0);
     }
     return 0;
 }
