@@ -28,15 +28,41 @@ public struct CLIError: Error, CustomStringConvertible {
 }
 
 /// Writes to standard output and standard error, unbuffered.
+///
+/// A write that fails (a full disk behind a redirection, a closed descriptor)
+/// never stops the process. The first failure on standard output is kept
+/// (`failure`) and later lines are dropped: `FlujoCLI.main` then says so on
+/// standard error and exits 1, so a script does not take a cut-off listing for
+/// a whole one. Failures on standard error are dropped.
 public enum Output {
+    private static let outputFailure = Mutex<StandardStreamError?>(nil)
+
     /// Prints a line on standard output.
     public static func line(_ text: String = "") {
-        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        write(text + "\n")
     }
+
+    /// Prints `text` as it is on standard output.
+    public static func write(_ text: String) {
+        guard failure == nil else { return }
+        do {
+            try StandardStream.output.write(text)
+        } catch {
+            outputFailure.withLock { $0 = $0 ?? error }
+        }
+    }
+
+    /// The first write to standard output that failed, if any.
+    public static var failure: StandardStreamError? { outputFailure.withLock { $0 } }
 
     /// Prints a line on standard error.
     public static func error(_ text: String) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
+        try? StandardStream.error.write(text + "\n")
+    }
+
+    /// Prints `text` as it is on standard error (progress lines that rewrite themselves).
+    public static func progress(_ text: String) {
+        try? StandardStream.error.write(text)
     }
 
     /// Whether standard output is a terminal.

@@ -6,7 +6,8 @@ import Logging
 /// Runs a command tree built from the operator commands (and the
 /// application's own), mapping outcomes to exit statuses: 0 success, 1 the
 /// operation failed, 2 the command line was wrong. Errors are one line on
-/// standard error.
+/// standard error. A command whose standard output cannot be written (a full
+/// disk, a closed descriptor) exits 1 and says so.
 public enum FlujoCLI {
     /// The operator commands, for an application's own root command.
     public static let operatorCommands: [any ParsableCommand.Type] = [
@@ -30,6 +31,16 @@ public enum FlujoCLI {
             handler.logLevel = ProcessInfo.processInfo.environment["FLUJO_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
             return handler
         }
+        let status = await runCommand(root: root, arguments: arguments)
+        // What was printed is incomplete: say so, and fail, even if the work itself succeeded.
+        if let failure = Output.failure {
+            Output.error("error: \(failure); the output is incomplete")
+            return status == 0 ? 1 : status
+        }
+        return status
+    }
+
+    private static func runCommand(root: any ParsableCommand.Type, arguments: [String]) async -> Int32 {
         do {
             var command = try root.parseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {

@@ -22,7 +22,7 @@ public struct MetricsCommand: AsyncParsableCommand {
         let store = try await common.openStateStore(loaded.settings, readOnly: true)
         let collector = MetricsCollector(store: store)
         guard serve else {
-            FileHandle.standardOutput.write(Data(try await collector.render().utf8))
+            Output.write(try await collector.render())
             return
         }
         let prometheus = loaded.settings.telemetry.prometheus

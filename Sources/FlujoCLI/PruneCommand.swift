@@ -38,9 +38,9 @@ public struct PruneCommand: AsyncParsableCommand {
         }
         let showProgress = Output.stderrIsTerminal && !dryRun
         let count = try await operations.prune(olderThanHours: olderThanHours, dryRun: dryRun) { done in
-            if showProgress { FileHandle.standardError.write(Data("\r\u{1B}[2Kdeleted \(done)".utf8)) }
+            if showProgress { Output.progress("\r\u{1B}[2Kdeleted \(done)") }
         }
-        if showProgress { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)) }
+        if showProgress { Output.progress("\r\u{1B}[2K") }
         Output.line(dryRun ? "would delete \(count) run(s) and task(s), with their steps and spans" : "deleted \(count) run(s) and task(s), with their steps and spans")
     }
 }

@@ -24,7 +24,7 @@ public struct TasksCommand: AsyncParsableCommand {
     static func resumer(_ common: CommonOptions) async throws -> (TaskOperations, Telemetry) {
         let loaded = try common.loadSettings()
         let store = try await common.openStateStore(loaded.settings, readOnly: false)
-        let telemetry = Telemetry(settings: loaded.settings, store: store)
+        let telemetry = Telemetry(settings: loaded.settings, store: store, consoleWrite: { Output.line($0) })
         return (TaskOperations(store: store, settings: loaded.settings, registry: CLIContext.registry, hooks: telemetry.hooks), telemetry)
     }
 
@@ -171,7 +171,7 @@ public struct TasksCommand: AsyncParsableCommand {
             let retrying = Task {
                 try await operations.retryFailed(parentRunID: parent, maxRetries: maxRetries, concurrency: concurrency) { done, total, entry in
                     if showProgress {
-                        FileHandle.standardError.write(Data("\r\u{1B}[2K[\(done)/\(total)] \(entry.taskID) \(entry.status.rawValue)".utf8))
+                        Output.progress("\r\u{1B}[2K[\(done)/\(total)] \(entry.taskID) \(entry.status.rawValue)")
                     }
                 }
             }
@@ -190,7 +190,7 @@ public struct TasksCommand: AsyncParsableCommand {
                 throw CLIError(error.description)
             }
             await telemetry.shutdown()
-            if showProgress && !report.entries.isEmpty { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)) }
+            if showProgress && !report.entries.isEmpty { Output.progress("\r\u{1B}[2K") }
             if report.entries.isEmpty {
                 Output.line("no failed tasks to retry")
                 return

@@ -49,11 +49,12 @@ public final class Telemetry: Sendable {
     ///   - store: where spans are kept (for `flujo trace`) and what the metrics
     ///     collector reads; nil keeps no spans and serves event metrics only.
     ///   - persistSpans: keep every run's spans in `store`.
-    ///   - consoleWrite: where console lines go (standard output by default).
+    ///   - consoleWrite: where console lines go (standard output by default); what it
+    ///     throws is the console sink's error for that event.
     ///   - serviceVersion: `service.version` of exported spans.
     public init(
         settings: FlujoSettings, store: (any StateStore)?, hooks: HookBus = HookBus(), persistSpans: Bool = true,
-        consoleWrite: (@Sendable (String) -> Void)? = nil, serviceVersion: String? = nil,
+        consoleWrite: (@Sendable (String) throws -> Void)? = nil, serviceVersion: String? = nil,
         logger: Logger = Logger(label: "flujo.telemetry")
     ) {
         self.settings = settings

@@ -45,7 +45,8 @@ struct DemoCommand: AsyncParsableCommand {
             settings.telemetry.prometheus.port = metricsPort
         }
         let store = try await common.openStateStore(settings, readOnly: false)
-        let telemetry = Telemetry(settings: settings, store: store)
+        // Console lines through `Output`: if standard output fails, the run goes on and the command exits 1.
+        let telemetry = Telemetry(settings: settings, store: store, consoleWrite: { Output.line($0) })
         let runner = Runner(store: store, settings: settings, registry: CLIContext.registry, hooks: telemetry.hooks)
         runner.startMaintenance()
         // Ctrl-C or SIGTERM: no new run; wait up to the shutdown timeout, persist what still runs as

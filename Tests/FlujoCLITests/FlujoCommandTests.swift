@@ -17,6 +17,16 @@ struct CLI {
         return try await TestSupport.run(TestSupport.executable("flujo"), arguments, environment: env, currentDirectory: folder)
     }
 
+    /// Runs `flujo` with its standard output redirected by the shell: `>/dev/full` (every
+    /// write fails with ENOSPC) or `>&-` (closed).
+    func run(_ arguments: [String], standardOutput redirection: String) async throws -> TestSupport.ProcessOutput {
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("OTEL_") && !$0.key.hasPrefix("FLUJO_") }
+        env["NO_COLOR"] = "1"
+        return try await TestSupport.run(
+            URL(fileURLWithPath: "/bin/sh"), ["-c", "exec \"$0\" \"$@\" \(redirection)", TestSupport.executable("flujo").path] + arguments,
+            environment: env, currentDirectory: folder)
+    }
+
     /// Runs the demo into `db` and returns its run id.
     func demo(_ extra: [String] = []) async throws -> String {
         let output = try await run(["demo", "--db", db, "--seed", "3"] + extra)

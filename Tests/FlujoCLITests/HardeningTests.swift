@@ -38,6 +38,37 @@ struct HardeningTests {
         #expect(try folderContents(cli.folder) == before, "nothing was started or written")
     }
 
+    @Test("standard output on a full disk or closed: the work is done, the command says its output is incomplete and exits 1, no trap")
+    func standardOutputThatCannotBeWritten() async throws {
+        let cli = CLI()
+        // The demo's run and tasks are all saved although none of its lines could be printed.
+        let demo = try await cli.run(["demo", "--db", cli.db, "--background", "4", "--fail", "1", "--pause", "1", "--seed", "5"], standardOutput: ">/dev/full")
+        #expect(demo.status == 1, "exit \(demo.status): \(demo.stderr)")
+        #expect(demo.stderr.contains("error: cannot write to standard output: No space left on device; the output is incomplete"), "\(demo.stderr)")
+        #expect(!demo.stderr.contains("Fatal error"), "\(demo.stderr)")
+        let tasks = try #require(try await cli.json(["tasks", "list", "--db", cli.db, "--json"]) as? [[String: Any]])
+        let statuses = tasks.compactMap { $0["status"] as? String }.sorted()
+        #expect(statuses.count == 7, "\(statuses)")
+        #expect(!statuses.contains("running"), "\(statuses)")
+        for (arguments, redirection, reason) in [
+            (["tasks", "list"], ">/dev/full", "No space left on device"),
+            (["stats", "--json"], ">/dev/full", "No space left on device"),
+            (["metrics"], ">/dev/full", "No space left on device"),
+            // Closed: the descriptor may be taken by then by a file the runtime opened; its error varies.
+            (["tasks", "list"], ">&-", ""),
+        ] {
+            let output = try await cli.run(arguments + ["--db", cli.db], standardOutput: redirection)
+            #expect(output.status == 1, "\(arguments) \(redirection): exit \(output.status): \(output.stderr)")
+            #expect(output.stderr.hasPrefix("error: cannot write to standard output: \(reason)"), "\(arguments) \(redirection): \(output.stderr)")
+            #expect(output.stderr.hasSuffix("; the output is incomplete\n"), "\(arguments) \(redirection): \(output.stderr)")
+            #expect(output.stderr.split(separator: "\n").count == 1, "\(arguments) \(redirection): \(output.stderr)")
+        }
+        #expect(try await cli.run(["db", "check", "--db", cli.db]).status == 0, "nothing was written into the database")
+        // The same commands with a writable standard output succeed: the failure above is the stream's.
+        let listed = try await cli.run(["tasks", "list", "--db", cli.db])
+        #expect(listed.status == 0 && listed.stdout.split(separator: "\n").count == 8, "\(listed.stdout)\(listed.stderr)")
+    }
+
     @Test("fuzzed numbers for every numeric option: exit 0, 1 or 2, never a signal")
     func fuzzedNumbers() async throws {
         let cli = CLI()
@@ -61,7 +92,7 @@ struct HardeningTests {
 
 @Suite("Hostile files and texts")
 struct HostileFilesTests {
-    @Test("a configuration over 1 MiB is refused at once, naming the limit; a FIFO or a device is named as such")
+    @Test("a configuration over 1 MiB is refused at once, naming the limit; a FIFO or a device is named as such; a failed read is an error")
     func configurationFiles() async throws {
         let cli = CLI()
         _ = try await cli.demo()
@@ -76,6 +107,9 @@ struct HostileFilesTests {
         let device = try await cli.run(["stats", "--config", "/dev/zero", "--db", cli.db])
         #expect(device.status == 1 && device.stderr.contains("is a character device"), "\(device.stderr)")
         #expect(!device.stderr.contains("permission"))
+        // A regular file whose read fails (here with EIO) is an error, not an empty file of defaults.
+        let unreadable = try await cli.run(["stats", "--config", "/proc/self/mem", "--db", cli.db])
+        #expect(unreadable.status == 1 && unreadable.stderr.contains("/proc/self/mem: cannot read the file: Input/output error"), "\(unreadable.stderr)")
     }
 
     @Test("--data with a lone surrogate names it and where it is")

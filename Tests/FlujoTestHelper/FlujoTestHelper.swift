@@ -22,6 +22,9 @@
 //                                               next commit's log writes cross, try to save run "big" and print
 //                                               "refused <error>" (or "committed-big"); lift the limit, save run
 //                                               "after" and print "recovered"
+//   FlujoTestHelper console PATH                 run a pipeline of two steps traced by a default ConsoleTracer (standard
+//                                               output as the test redirected it); print "status S, console errors N"
+//                                               on standard error, after the hook bus's log of each error
 import CSQLite
 import Flujo
 import FlujoPostgres
@@ -171,8 +174,18 @@ struct FlujoTestHelper {
                 guard setrlimit(Int32(RLIMIT_FSIZE.rawValue), &lifted) == 0 else { throw HelperError("cannot lift RLIMIT_FSIZE") }
                 try store.saveNow(WorkflowState(runID: "after", pipelineName: "helper", status: .completed), step: nil)
                 say("recovered")
+            case "console" where arguments.count == 2:
+                let store = try SQLiteStateStore(path: arguments[1])
+                let hooks = HookBus()
+                hooks.register(ConsoleTracer(color: "never"))
+                let runner = Runner(store: store, hooks: hooks)
+                let double = Step<Int, Int>("double") { value, _ in value * 2 }
+                let result = try await runner.run(Pipeline(name: "console", steps: [.run(double), .run(double)]), input: 3)
+                _ = await runner.close()
+                let count = hooks.errorCounts.filter { $0.key.sink == "console" }.values.reduce(0, +)
+                FileHandle.standardError.write(Data("status \(result.status.rawValue), console errors \(count)\n".utf8))
             default:
-                throw HelperError("usage: FlujoTestHelper write|hold|claim|resume|fanout|filelimit ...")
+                throw HelperError("usage: FlujoTestHelper write|hold|claim|resume|fanout|filelimit|console ...")
             }
         } catch {
             FileHandle.standardError.write(Data("helper: \(error)\n".utf8))
@@ -191,3 +204,4 @@ struct HelperError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+

@@ -1,5 +1,7 @@
 @testable import Flujo
 import FlujoTesting
+import FlujoTestSupport
+import Foundation
 import Synchronization
 import Testing
 
@@ -78,6 +80,58 @@ struct ConsoleTracerTests {
         let tracer = ConsoleTracer(color: "auto", environment: ["NO_COLOR": "1"], write: { _ in })
         let event = HookEvent(runID: "r", parentRunID: nil, taskID: nil, pipelineName: "p", pipelineVersion: "1", isBackground: false, unixNano: 0, payload: .postRun(.init(status: .completed, durationSeconds: 0.5, usage: Usage(), stepsRun: 1, errorMessage: nil, errorCategory: nil)))
         #expect(tracer.render(event) == "✔ run r completed in 500.0 ms")
+    }
+
+    @Test("on a standard output that cannot be written, each line is the sink's counted error and the run completes: no trap")
+    func standardOutputThatCannotBeWritten() async throws {
+        let helper = TestSupport.executable("FlujoTestHelper")
+        let folder = TestSupport.temporaryDirectory("flujo-console")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        func run(_ redirection: String) async throws -> TestSupport.ProcessOutput {
+            let path = folder.appendingPathComponent("state-\(UUID().uuidString).db").path
+            return try await TestSupport.run(URL(fileURLWithPath: "/bin/sh"), ["-c", "exec \"$0\" console \"$1\" \(redirection)", helper.path, path])
+        }
+        // A writable file: six lines (the run and two steps, each started and ended), no error.
+        let file = folder.appendingPathComponent("out.txt").path
+        let written = try await run(">'\(file)'")
+        #expect(written.status == 0, "\(written.stderr)")
+        #expect(written.stderr == "status completed, console errors 0\n", "\(written.stderr)")
+        #expect(try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").count == 6)
+        // A full disk: the same six lines are six errors of the console sink, each logged by the bus.
+        let full = try await run(">/dev/full")
+        #expect(full.status == 0, "exit \(full.status): \(full.stderr)")
+        #expect(full.stderr.hasSuffix("status completed, console errors 6\n"), "\(full.stderr)")
+        #expect(full.stderr.contains("Error in hook 'console' on pre_run of run run_"), "\(full.stderr)")
+        #expect(full.stderr.components(separatedBy: "cannot write to standard output: No space left on device").count == 7, "\(full.stderr)")
+        // Closed: whatever the descriptor became, the lines are errors, not a stop.
+        let closed = try await run(">&-")
+        #expect(closed.status == 0, "exit \(closed.status): \(closed.stderr)")
+        #expect(closed.stderr.hasSuffix("status completed, console errors 6\n"), "\(closed.stderr)")
+    }
+
+    @Test("a write to standard output is whole: interrupted and partial writes are retried")
+    func wholeWrites() async throws {
+        var descriptors: [Int32] = [0, 0]
+        #expect(pipe(&descriptors) == 0)
+        defer { close(descriptors[0]) }
+        // More than a pipe holds at once (64 KiB), read by another thread while it is written.
+        let text = String(repeating: "0123456789abcdef", count: 16_384)
+        let readEnd = descriptors[0]
+        let reader = Task.detached { () -> Int in
+            var total = 0
+            var buffer = [UInt8](repeating: 0, count: 8192)
+            while true {
+                let count = read(readEnd, &buffer, buffer.count)
+                if count <= 0 { return total }
+                total += count
+            }
+        }
+        try StandardStream.write(text, to: descriptors[1], name: "standard output")
+        close(descriptors[1])
+        #expect(await reader.value == text.utf8.count)
+        #expect(throws: StandardStreamError(stream: "standard output", code: EBADF)) {
+            try StandardStream.write("x", to: descriptors[1], name: "standard output")
+        }
     }
 }
 

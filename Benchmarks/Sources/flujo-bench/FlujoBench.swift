@@ -76,7 +76,7 @@ struct FlujoBench: AsyncParsableCommand {
     private func runAll() async throws {
         var rows: [[String]] = []
         for name in Self.all {
-            FileHandle.standardError.write(Data("running \(name)...\n".utf8))
+            try? FileHandle.standardError.write(contentsOf: Data("running \(name)...\n".utf8))
             let process = Process()
             process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             process.arguments = ["--workload", name, "--json"]

@@ -41,10 +41,10 @@ extension Workloads {
             if ContinuousClock.now - lastSample >= .seconds(1) {
                 curve.append(size())
                 lastSample = ContinuousClock.now
-                FileHandle.standardError.write(Data(String(format: "\r%d tasks, %.1f MiB", launched, curve.last ?? 0).utf8))
+                try? FileHandle.standardError.write(contentsOf: Data(String(format: "\r%d tasks, %.1f MiB", launched, curve.last ?? 0).utf8))
             }
         }
-        FileHandle.standardError.write(Data("\n".utf8))
+        try? FileHandle.standardError.write(contentsOf: Data("\n".utf8))
         let seconds = elapsed(since: start)
         let scrapeAfter = try await scrape()
         _ = await runner.close(timeout: .seconds(120))

@@ -211,7 +211,14 @@ public enum SettingsLoader {
         }
         defer { try? handle.close() }
         // Read at most one byte past the limit, so a file that grows meanwhile is still refused.
-        let data = (try? handle.read(upToCount: maxFileBytes + 1)) ?? Data()
+        // A read that fails is an error, never an empty file (which would mean every default).
+        let data: Data
+        do {
+            data = try handle.read(upToCount: maxFileBytes + 1) ?? Data()
+        } catch {
+            let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError).map { String(cString: strerror(Int32($0.code))) } ?? "\(error)"
+            throw SettingsError(origin: path, key: "", message: "cannot read the file: \(reason)")
+        }
         guard data.count <= maxFileBytes else {
             throw SettingsError(origin: path, key: "", message: "grew past \(maxFileBytes) bytes (1 MiB) while it was read")
         }

@@ -13,18 +13,22 @@ public final class ConsoleTracer: HookSink {
     public let name = "console"
     private let verbose: Bool
     private let colors: Bool
-    private let write: @Sendable (String) -> Void
+    private let write: @Sendable (String) throws -> Void
 
     /// Creates a tracer.
     /// - Parameters:
     ///   - verbose: show input and output summaries.
     ///   - color: `auto` (a terminal without `NO_COLOR`), `always` or `never`.
     ///   - environment: where `NO_COLOR` is looked up.
-    ///   - write: where lines go; standard output by default.
+    ///   - write: where lines go; standard output by default. What it throws
+    ///     is the sink's error for that event: the hook bus counts and logs
+    ///     it, and the run goes on. On standard output, a line that cannot be
+    ///     written (a full disk, a closed pipe) is a `StandardStreamError`,
+    ///     never a stop of the process.
     public init(
         verbose: Bool = false, color: String = "auto",
         environment: [String: String] = ProcessInfo.processInfo.environment,
-        write: (@Sendable (String) -> Void)? = nil
+        write: (@Sendable (String) throws -> Void)? = nil
     ) {
         self.verbose = verbose
         switch color {
@@ -33,18 +37,18 @@ public final class ConsoleTracer: HookSink {
         default: colors = write == nil && isatty(STDOUT_FILENO) == 1 && environment["NO_COLOR"].map(\.isEmpty) ?? true
         }
         self.write = write ?? { line in
-            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+            try StandardStream.output.write(line + "\n")
         }
     }
 
     /// Creates a tracer from `[telemetry.console]` settings.
-    public convenience init(settings: FlujoSettings, write: (@Sendable (String) -> Void)? = nil) {
+    public convenience init(settings: FlujoSettings, write: (@Sendable (String) throws -> Void)? = nil) {
         self.init(verbose: settings.telemetry.console.verbose, color: settings.telemetry.console.color, write: write)
     }
 
     public func handle(_ event: HookEvent) async throws {
         guard let line = render(event) else { return }
-        write(line)
+        try write(line)
     }
 
     /// The line for an event, or nil for events the tracer does not print.

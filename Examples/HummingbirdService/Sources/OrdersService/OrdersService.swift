@@ -85,9 +85,10 @@ struct OrdersService {
             // (background tasks finish or are saved cancelled), then telemetry (flushed).
             services: [TelemetryService(telemetry: telemetry, servesMetrics: false), EngineService(runner: runner)],
             onServerRunning: { channel in
-                // The port, for scripts that start the service on port 0.
+                // The port, for scripts that start the service on port 0. The throwing
+                // `write(contentsOf:)`: a full disk or a closed pipe is an error, not a trap.
                 let line = "listening on \(channel.localAddress?.port ?? 0)\n"
-                FileHandle.standardOutput.write(Data(line.utf8))
+                try? FileHandle.standardOutput.write(contentsOf: Data(line.utf8))
             },
             logger: logger)
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
