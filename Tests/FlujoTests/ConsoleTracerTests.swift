@@ -109,7 +109,7 @@ struct ConsoleTracerTests {
         #expect(closed.stderr.hasSuffix("status completed, console errors 6\n"), "\(closed.stderr)")
     }
 
-    @Test("a write to standard output is whole: interrupted and partial writes are retried")
+    @Test("a write larger than a pipe holds arrives whole while it is read; a closed descriptor is an error")
     func wholeWrites() async throws {
         var descriptors: [Int32] = [0, 0]
         #expect(pipe(&descriptors) == 0)
