@@ -147,7 +147,7 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
                 exportedCount += batch.count - rejected
                 rejectedByReceiver += rejected
                 if let partial {
-                    logger.warning("OTLP receiver rejected \(partial.rejectedSpans) span(s): \(partial.errorMessage)")
+                    logger.warning("OTLP receiver rejected \(partial.rejectedSpans) span(s): \(partial.loggableMessage)")
                 }
                 if let streak = failureStreak {
                     failureStreak = nil

@@ -123,7 +123,7 @@ public final class OTLPMetricsExporter: CounterSource, @unchecked Sendable {
                 delivered += 1
                 if let partial {
                     rejectedPoints += partial.rejectedSpans
-                    logger.warning("OTLP receiver rejected \(partial.rejectedSpans) metric data point(s): \(partial.errorMessage)")
+                    logger.warning("OTLP receiver rejected \(partial.rejectedSpans) metric data point(s): \(partial.loggableMessage)")
                 }
                 if failing {
                     failing = false

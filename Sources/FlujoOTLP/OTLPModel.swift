@@ -1,3 +1,5 @@
+import Flujo
+
 /// An attribute value as OTLP carries it (`opentelemetry.proto.common.v1.AnyValue`).
 public indirect enum OTLPValue: Sendable, Hashable {
     /// A UTF-8 string.
@@ -158,5 +160,17 @@ public struct OTLPPartialSuccess: Sendable, Hashable {
     public init(rejectedSpans: Int64, errorMessage: String) {
         self.rejectedSpans = rejectedSpans
         self.errorMessage = errorMessage
+    }
+
+    /// How much of the receiver's message a log line shows.
+    public static let loggedMessageLimit = 512
+
+    /// The receiver's message as a log line shows it: control characters
+    /// escaped (no receiver can forge a line or drive a terminal) and cut at
+    /// `loggedMessageLimit` characters, saying how many more there were.
+    public var loggableMessage: String {
+        let shown = errorMessage.count > Self.loggedMessageLimit ? String(errorMessage.prefix(Self.loggedMessageLimit)) : errorMessage
+        let more = errorMessage.count - shown.count
+        return TerminalText.escaped(shown) + (more > 0 ? "… (\(more) more characters)" : "")
     }
 }

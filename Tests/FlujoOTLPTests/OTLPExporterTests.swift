@@ -241,6 +241,23 @@ struct OTLPExporterTests {
         #expect(round.exporter.counterSamples().contains { $0.name == "flujo_otlp_spans_dropped_total" && $0.labels["reason"] == "rejected" && $0.value == 1 })
     }
 
+    @Test("a receiver's partial-success message is logged escaped and cut: no forged line, no terminal escape, no 100 KB line")
+    func hostilePartialSuccess() async throws {
+        let receiver = try await Receiver(script: "200+hostile")
+        let logs = RecordingLogs()
+        let exporter = OTLPExporter(settings: otlpSettings(receiver.endpoint) { $0.scheduleDelayMs = 600_000 }, serviceName: "s", logger: logs.logger)
+        _ = try await run([.run(validate)], exporter: exporter)
+        #expect(exporter.forceFlush(timeout: .seconds(30)))
+        await receiver.stop()
+        exporter.shutdown()
+        #expect(exporter.statistics.rejected == 1)
+        let line = try #require(logs.messages(at: .warning).first { $0.contains("OTLP receiver rejected 1 span(s)") })
+        #expect(line.hasPrefix("OTLP receiver rejected 1 span(s): too old\\n2026-01-01 error FORGED\\u{1B}[2J"), "\(line.prefix(120))")
+        #expect(!line.contains("\n") && !line.unicodeScalars.contains { $0.value == 0x1B })
+        #expect(line.hasSuffix("… (99523 more characters)"), "\(line.suffix(60))")
+        #expect(line.count < 700)
+    }
+
     @Test("receiver down: runs finish, the queue stays bounded, every dropped span is counted")
     func receiverDown() async throws {
         // A port with nothing listening: connection refused on every try.

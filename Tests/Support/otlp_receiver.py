@@ -6,7 +6,9 @@ keeps every request it got.
 SCRIPT is a comma-separated list of responses, used in order (the last one
 repeats): `200`, `400`, `503`, `503+ra1` (Retry-After: 1), `503+radate`
 (Retry-After as an HTTP date two seconds ahead), `200+partial` (a partial
-success rejecting one span), `slow500` (wait 500 ms, then 200).
+success rejecting one span), `200+hostile` (the same, with a message that
+forges a log line and runs 100,000 characters long), `slow500` (wait 500 ms,
+then 200).
 Each request is written to DIR/N.bin (the body as received) and DIR/N.json
 (path, headers, time). The first line printed is the port.
 """
@@ -47,11 +49,15 @@ class Handler(BaseHTTPRequestHandler):
         if action.startswith("slow"):
             time.sleep(int(action[4:]) / 1000)
             status = 200
-        elif action == "200+partial":
+        elif action in ("200+partial", "200+hostile"):
             status = 200
             response = ExportTraceServiceResponse()
             response.partial_success.rejected_spans = 1
-            response.partial_success.error_message = "span too old"
+            if action == "200+partial":
+                response.partial_success.error_message = "span too old"
+            else:
+                # A line forged after a newline, a terminal escape, and 100,000 more characters.
+                response.partial_success.error_message = "too old\n2026-01-01 error FORGED\x1b[2J" + "x" * 100000
             payload = response.SerializeToString()
         else:
             status = int(action.split("+")[0])
