@@ -833,7 +833,7 @@ public final class PostgresStateStore: StateStore {
             (try row[0].decode(Bool.self), try row[1].decode(String.self), try row[2].decode(Int.self))
         }) {
             guard let status = RunStatus(rawValue: status), count != 0 else { continue }
-            if isBackground { background[status, default: 0] += count } else { runs[status, default: 0] += count }
+            if isBackground { background[status, default: 0] = background[status, default: 0].addingSaturating(count) } else { runs[status, default: 0] = runs[status, default: 0].addingSaturating(count) }
         }
         var totals: [String: Double] = [:]
         for (name, value) in try await select("SELECT name, sum(value) FROM stat_totals GROUP BY name", { row in
@@ -847,9 +847,9 @@ public final class PostgresStateStore: StateStore {
             if let value = time.first ?? nil { oldest[status] = Timestamp(millisecondsSince1970: value) }
         }
         return StatusCounters(
-            runs: runs, backgroundTasks: background, totalRuns: Int(totals["total_runs"] ?? 0),
-            durationSumMs: totals["duration_sum_ms"] ?? 0, durationCount: Int(totals["duration_count"] ?? 0),
-            prunedRuns: Int(totals["pruned_runs"] ?? 0), oldestTaskUpdate: oldest)
+            runs: runs, backgroundTasks: background, totalRuns: Int(saturating: totals["total_runs"] ?? 0),
+            durationSumMs: totals["duration_sum_ms"] ?? 0, durationCount: Int(saturating: totals["duration_count"] ?? 0),
+            prunedRuns: Int(saturating: totals["pruned_runs"] ?? 0), oldestTaskUpdate: oldest)
     }
 
     public func workflowStats(now: Timestamp) async throws -> WorkflowStats {

@@ -63,7 +63,7 @@ public final class MetricsCollector: Sendable {
     static func stateFamilies(_ counters: StatusCounters, now: Timestamp) -> [MetricFamily] {
         func age(_ status: RunStatus) -> Double {
             guard let oldest = counters.oldestTaskUpdate[status] else { return 0 }
-            return max(0, Double(now.millisecondsSince1970 - oldest.millisecondsSince1970) / 1000)
+            return max(0, (Double(now.millisecondsSince1970) - Double(oldest.millisecondsSince1970)) / 1000)
         }
         return [
             MetricFamily(name: "flujo_oldest_failed_task_age_seconds", help: "Age of the oldest failed background task (since its last update), 0 when none.", kind: .gauge,

@@ -111,7 +111,7 @@ extension SQLiteStateStore {
         for key in Set(kept.keys).union(counted.keys).sorted() where kept[key, default: 0] != counted[key, default: 0] {
             let parts = key.split(separator: ":")
             let kind = parts.first == "1" ? "background tasks" : "runs"
-            mismatches.append("\(kind) \(parts.last ?? ""): counter \(Int(kept[key, default: 0])), rows \(Int(counted[key, default: 0]))")
+            mismatches.append("\(kind) \(parts.last ?? ""): counter \(Int(saturating: kept[key, default: 0])), rows \(Int(saturating: counted[key, default: 0]))")
         }
         let totals = try pairs("SELECT name, value FROM stat_totals")
         let recount = try pairs("""

@@ -152,7 +152,12 @@ extension SQLiteStateStore {
             switch rows.int(0) {
             case 0:
                 guard let status = RunStatus(rawValue: rows.string(2) ?? ""), rows.int(3) != 0 else { continue }
-                if rows.int(1) != 0 { background[status, default: 0] += rows.int(3) } else { runs[status, default: 0] += rows.int(3) }
+                let count = rows.int(3)
+                if rows.int(1) != 0 {
+                    background[status, default: 0] = background[status, default: 0].addingSaturating(count)
+                } else {
+                    runs[status, default: 0] = runs[status, default: 0].addingSaturating(count)
+                }
             case 1:
                 totals[rows.string(2) ?? ""] = rows.double(3)
             default:
@@ -162,9 +167,9 @@ extension SQLiteStateStore {
         // An age is shown only while tasks have that status.
         oldest = oldest.filter { (background[$0.key] ?? 0) > 0 }
         return StatusCounters(
-            runs: runs, backgroundTasks: background, totalRuns: Int(totals["total_runs"] ?? 0),
-            durationSumMs: totals["duration_sum_ms"] ?? 0, durationCount: Int(totals["duration_count"] ?? 0),
-            prunedRuns: Int(totals["pruned_runs"] ?? 0), oldestTaskUpdate: oldest)
+            runs: runs, backgroundTasks: background, totalRuns: Int(saturating: totals["total_runs"] ?? 0),
+            durationSumMs: totals["duration_sum_ms"] ?? 0, durationCount: Int(saturating: totals["duration_count"] ?? 0),
+            prunedRuns: Int(saturating: totals["pruned_runs"] ?? 0), oldestTaskUpdate: oldest)
     }
 
     public func workflowStats(now: Timestamp) async throws -> WorkflowStats {

@@ -52,3 +52,24 @@ struct IdentifiersTests {
         }
     }
 }
+
+@Suite("Timestamps")
+struct TimestampTests {
+    @Test("every millisecond value has an ISO-8601 form, the ends of the range included; before 1970 counts back")
+    func iso8601() {
+        #expect(Timestamp(millisecondsSince1970: 0).iso8601 == "1970-01-01T00:00:00.000Z")
+        #expect(Timestamp(millisecondsSince1970: -1).iso8601 == "1969-12-31T23:59:59.999Z")
+        #expect(Timestamp(millisecondsSince1970: 1_796_195_000_667).iso8601 == "2026-12-02T07:03:20.667Z")
+        // A row's time may be anything a damaged or edited file holds: shown, never trapped on.
+        #expect(Timestamp(millisecondsSince1970: .max).iso8601.hasSuffix(":55.807Z"), "\(Timestamp(millisecondsSince1970: .max).iso8601)")
+        #expect(Timestamp(millisecondsSince1970: .min).iso8601.hasSuffix(".192Z"), "\(Timestamp(millisecondsSince1970: .min).iso8601)")
+    }
+
+    @Test("a Date beyond the range saturates; NaN is the epoch")
+    func fromDate() {
+        #expect(Timestamp(Date(timeIntervalSince1970: .infinity)).millisecondsSince1970 > 9_000_000_000_000_000_000)
+        #expect(Timestamp(Date(timeIntervalSince1970: -.infinity)).millisecondsSince1970 < -9_000_000_000_000_000_000)
+        #expect(Timestamp(Date(timeIntervalSince1970: .nan)).millisecondsSince1970 == 0)
+        #expect(Timestamp(Date(timeIntervalSince1970: 1.5)).millisecondsSince1970 == 1500)
+    }
+}

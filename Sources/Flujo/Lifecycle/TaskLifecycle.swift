@@ -47,7 +47,8 @@ public enum TaskLifecycle {
     /// stays as stored until the outcome is saved (`finished`).
     public static func resumed(_ task: WorkflowState, newInputJSON: String?) -> WorkflowState {
         var task = task
-        task.attempts += 1
+        // Saturating, as every count read from a row: a row may hold anything.
+        task.attempts = task.attempts.addingSaturating(1)
         if let newInputJSON {
             task.metadataJSON = metadata(of: task, inputJSON: newInputJSON, errorCategory: task.errorCategory)
         }
@@ -106,7 +107,7 @@ public enum TaskLifecycle {
         task.lastStepOutputJSON = outcome.outputJSON
         task.contextJSON = outcome.contextJSON
         task.costUSD += outcome.usage.costUSD
-        task.tokens += outcome.usage.tokens
+        task.tokens = task.tokens.addingSaturating(outcome.usage.tokens)
         task.executionTimeMs = outcome.durationSeconds * 1000
         task.currentStepIndex = outcome.status == .completed ? 1 : 0
         task.stepHistoryJSON = stepHistoryJSON
@@ -176,7 +177,7 @@ public enum TaskLifecycle {
         guard task.isBackgroundTask, task.status == .failed, let category = task.errorCategory, category.isTransient,
               task.attempts < schedule.maxAttempts
         else { return nil }
-        let exponent = Double(min(max(task.attempts - 1, 0), 30))
+        let exponent = Double(min(max(task.attempts, 1), 31) - 1)
         let delay = min(schedule.baseDelayMs * pow(2, exponent), schedule.maxDelayMs)
         return time.adding(seconds: max(0, delay) / 1000)
     }

@@ -69,7 +69,7 @@ extension Executor {
         try? await emit(identity, .postRun, .postRun(HookEvent.RunEnd(
             status: outcome.status, durationSeconds: duration, usage: outcome.usage, stepsRun: 1,
             errorMessage: outcome.errorMessage, errorCategory: outcome.errorCategory, retryScheduled: outcome.retryScheduled,
-            sinceLaunchSeconds: max(0, Double(state.updatedAt.millisecondsSince1970 - task.createdAt.millisecondsSince1970) / 1000),
+            sinceLaunchSeconds: max(0, (Double(state.updatedAt.millisecondsSince1970) - Double(task.createdAt.millisecondsSince1970)) / 1000),
             span: identity.span, attempt: state.attempts)))
         if identity.isBackground {
             try? await emit(identity, .taskFinished, .taskFinished(HookEvent.TaskEnd(

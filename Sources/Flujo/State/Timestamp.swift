@@ -13,9 +13,12 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringCo
         self.millisecondsSince1970 = millisecondsSince1970
     }
 
-    /// Creates a timestamp from a `Date`, truncated to the millisecond.
+    /// Creates a timestamp from a `Date`, truncated to the millisecond; a date
+    /// beyond the range saturates at its end (NaN is the epoch).
     public init(_ date: Date) {
-        self.millisecondsSince1970 = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let milliseconds = (date.timeIntervalSince1970 * 1000).rounded(.down)
+        let limit = 9.2e18
+        self.millisecondsSince1970 = milliseconds.isNaN ? 0 : Int64(min(max(milliseconds, -limit), limit))
     }
 
     /// The current wall-clock time.
@@ -40,9 +43,11 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringCo
     }
 
     /// ISO-8601 in UTC with milliseconds, e.g. `2026-11-25T13:14:15.123Z`.
+    /// Every value has one, however far from now (a row's time is shown, never trapped on).
     public var iso8601: String {
         let seconds = time_t(millisecondsSince1970.floorDiv(1000))
-        let millis = Int(millisecondsSince1970 - Int64(seconds) * 1000)
+        let remainder = millisecondsSince1970 % 1000
+        let millis = remainder < 0 ? remainder + 1000 : remainder
         var parts = tm()
         var copy = seconds
         gmtime_r(&copy, &parts)
