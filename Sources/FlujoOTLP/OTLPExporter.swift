@@ -18,6 +18,8 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
     private var queue: [TraceSpan] = []
     private var flushRequested = false
     private var exporting = false
+    /// Spans of the export under way (0 when none).
+    private var inFlight = 0
     private var stopped = false
     private var exportedCount = 0
     private var droppedQueueFull = 0
@@ -85,7 +87,9 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
         condition.lock()
         if !flushed || failureStreak != nil {
             let dropped = failureStreak?.spans ?? 0
-            logger.warning("OTLP exporter stopped with \(queue.count) span(s) not sent\(exporting ? " and an export in flight" : "")\(dropped > 0 ? "; \(dropped) span(s) dropped since export began failing" : "")")
+            let unsent = queue.count + inFlight
+            let retrying = inFlight > 0 ? " (\(inFlight) of them in an export still being tried)" : ""
+            logger.warning("OTLP exporter stopped with \(unsent) span(s) not sent\(retrying)\(dropped > 0 ? "; \(dropped) span(s) dropped since export began failing" : "")")
         }
         stopped = true
         condition.broadcast()
@@ -133,6 +137,7 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
             let batch = Array(queue.prefix(settings.maxExportBatchSize))
             queue.removeFirst(batch.count)
             exporting = true
+            inFlight = batch.count
             condition.unlock()
 
             let body = OTLPTraceEncoder.encodeExportRequest(origin: origin, spans: batch.map(Self.convert))
@@ -168,6 +173,7 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
                 }
             }
             exporting = false
+            inFlight = 0
             condition.broadcast()
             condition.unlock()
         }
