@@ -529,4 +529,34 @@ struct StateStoreConformanceTests {
         #expect(kept.count == 4_500)
         #expect(kept == (0..<4_500).map { span($0, end: 7) })
     }
+
+    // MARK: - A run through the store
+
+    @Test("a run whose caller is cancelled ends at once and is kept cancelled: not failed, not left running, not retried", arguments: StoreKind.allCases)
+    func callerCancelled(_ kind: StoreKind) async throws {
+        let store = try await kind.make()
+        let runner = Runner(store: store)
+        let slow = Step<Int, Int>("slow") { value, _ in
+            try await Task.sleep(for: .seconds(60))
+            return value
+        }
+        let fast = Step<Int, Int>("fast") { value, _ in value + 1 }
+        let pipeline = Pipeline(name: "p", steps: [.run(fast), .run(slow, retry: RetryPolicy(maxAttempts: 5, baseDelay: .milliseconds(10))), .run(fast)])
+        let started = ContinuousClock.now
+        let caller = Task { try await runner.run(pipeline, input: 1) }
+        try await Task.sleep(for: .milliseconds(300))
+        caller.cancel()
+        let result = try await caller.value
+        #expect(ContinuousClock.now - started < .seconds(20), "the run ended with its caller, not with the step's 60 s")
+        #expect(result.status == .cancelled)
+        #expect(result.errorCategory == .cancelled)
+        #expect(result.errorMessage == "cancelled: the task running the step was cancelled")
+        #expect(result.steps.map(\.name) == ["fast", "slow"])
+        #expect(result.steps.last?.attempts == 1, "a cancelled step is not tried again")
+        let kept = try #require(try await store.load(runID: result.runID))
+        #expect(kept.status == .cancelled)
+        #expect(kept.errorCategory == .cancelled)
+        #expect(try await store.statusCounters().runs[.cancelled] == 1)
+        await runner.close()
+    }
 }

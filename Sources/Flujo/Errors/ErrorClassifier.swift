@@ -102,6 +102,7 @@ public struct DefaultErrorClassifier: ErrorClassifier {
     }
 
     static func message(of error: any Error) -> String {
-        String(describing: error)
+        if error is CancellationError { return "cancelled: the task running the step was cancelled" }
+        return String(describing: error)
     }
 }

@@ -134,7 +134,8 @@ public final class Runner: Sendable {
                 context = ran.context
                 if let output = ran.output { value = output }
                 if ran.status != .completed {
-                    status = ran.status == .paused ? .paused : .failed
+                    // paused, cancelled (the caller's task was cancelled) or failed, as the step ended.
+                    status = ran.status
                     errorMessage = ran.errorMessage
                     errorCategory = ran.errorCategory
                 } else if let failure = ran.hookFailure {
