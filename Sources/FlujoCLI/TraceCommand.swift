@@ -24,7 +24,14 @@ public struct TraceCommand: AsyncParsableCommand {
         for line in TraceCommand.render(spans) { Output.line(TerminalText.escaped(line)) }
     }
 
+    /// How deep the tree is drawn; deeper spans are drawn at this depth, each saying its own.
+    static let maxDrawnDepth = 32
+
     /// The tree as lines: name, [bg], duration, status and the error message.
+    /// Drawn without recursion and at most `maxDrawnDepth` deep, so no stored
+    /// tree (however deep an edited file makes it) can exhaust the stack or
+    /// widen the lines without bound; spans whose parents form a loop, which no
+    /// root reaches, are listed after the tree.
     static func render(_ spans: [SpanRecord]) -> [String] {
         let ids = Set(spans.map(\.spanID))
         var children: [String: [SpanRecord]] = [:]
@@ -33,20 +40,34 @@ public struct TraceCommand: AsyncParsableCommand {
             if let parent = span.parentSpanID, ids.contains(parent) { children[parent, default: []].append(span) } else { roots.append(span) }
         }
         var lines: [String] = []
-        func walk(_ span: SpanRecord, prefix: String, isLast: Bool, isRoot: Bool) {
-            let branch = isRoot ? "" : (isLast ? "└─ " : "├─ ")
-            let duration = Double(span.endUnixNano &- span.startUnixNano) / 1e9
-            var text = "\(prefix)\(branch)\(span.name)\(span.isBackground ? " [bg]" : "")  \(ConsoleTracer.duration(duration))  \(span.attributes["flujo.status"] == "paused" ? "paused" : span.status)"
-            if span.name == "pipeline_run" { text += "  \(span.runID)" }
-            if let task = span.attributes["flujo.task_id"], span.name != "pipeline_run" { text += "  \(task)" }
-            if let message = span.statusMessage, span.status == "error" { text += "  — \(cut(message, 80))" }
-            lines.append(text)
+        var drawn = Set<String>()
+        // Depth first, in order: the next span to draw is last.
+        var pending: [(span: SpanRecord, prefix: String, isLast: Bool, depth: Int)] = roots.reversed().map { ($0, "", true, 0) }
+        while let (span, prefix, isLast, depth) = pending.popLast() {
+            guard drawn.insert(span.spanID).inserted else { continue }
+            let branch = depth == 0 ? "" : (isLast ? "└─ " : "├─ ")
+            lines.append(prefix + branch + describe(span) + (depth > maxDrawnDepth ? "  (depth \(depth))" : ""))
             let next = children[span.spanID] ?? []
-            for (index, child) in next.enumerated() {
-                walk(child, prefix: prefix + (isRoot ? "" : (isLast ? "   " : "│  ")), isLast: index == next.count - 1, isRoot: false)
+            let childPrefix = depth == 0 || depth >= maxDrawnDepth ? prefix : prefix + (isLast ? "   " : "│  ")
+            for (index, child) in next.enumerated().reversed() {
+                pending.append((child, childPrefix, index == next.count - 1, depth + 1))
             }
         }
-        for root in roots { walk(root, prefix: "", isLast: true, isRoot: true) }
+        let unreached = spans.filter { !drawn.contains($0.spanID) }
+        if !unreached.isEmpty {
+            lines.append("\(unreached.count) span(s) whose parents form a loop, so no root reaches them:")
+            for span in unreached { lines.append("   " + describe(span) + "  (parent \(span.parentSpanID ?? "-"))") }
+        }
         return lines
+    }
+
+    /// One span: name, [bg], duration, status, its run or task, and the error message.
+    private static func describe(_ span: SpanRecord) -> String {
+        let duration = Double(span.endUnixNano &- span.startUnixNano) / 1e9
+        var text = "\(span.name)\(span.isBackground ? " [bg]" : "")  \(ConsoleTracer.duration(duration))  \(span.attributes["flujo.status"] == "paused" ? "paused" : span.status)"
+        if span.name == "pipeline_run" { text += "  \(span.runID)" }
+        if let task = span.attributes["flujo.task_id"], span.name != "pipeline_run" { text += "  \(task)" }
+        if let message = span.statusMessage, span.status == "error" { text += "  — \(cut(message, 80))" }
+        return text
     }
 }

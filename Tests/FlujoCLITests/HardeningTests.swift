@@ -211,6 +211,33 @@ struct HostileDatabaseTests {
         }
     }
 
+    @Test("a stored span tree 20,000 deep, and spans whose parents form a loop: trace draws them all, bounded in width, no stack overflow")
+    func deepAndLoopedSpans() async throws {
+        let cli = CLI()
+        let runID = try await cli.demo(["--background", "1"])
+        let before = try await cli.run(["trace", runID, "--db", cli.db])
+        #expect(before.status == 0, "\(before.stderr)")
+        let spanLines = before.stdout.split(separator: "\n").count - 1
+        try execute(cli.db, """
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+            INSERT INTO spans (span_id, trace_id, parent_span_id, run_id, name, start_unix_nano, end_unix_nano)
+            SELECT printf('d%015x', i), 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', CASE WHEN i = 1 THEN NULL ELSE printf('d%015x', i - 1) END,
+                   '\(runID)', 'deep', 1000 + i, 2000 + i FROM n;
+            INSERT INTO spans (span_id, trace_id, parent_span_id, run_id, name, start_unix_nano, end_unix_nano) VALUES
+                ('loopa', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'loopb', '\(runID)', 'loop', 1, 2),
+                ('loopb', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'loopa', '\(runID)', 'loop', 1, 2),
+                ('self', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'self', '\(runID)', 'loop', 1, 2);
+            """)
+        let output = try await cli.run(["trace", runID, "--db", cli.db])
+        #expect(output.status == 0, "exit \(output.status): \(output.stderr.prefix(300))")
+        let lines = output.stdout.split(separator: "\n")
+        #expect(lines.count == 1 + spanLines + 20_000 + 1 + 3, "\(lines.count) lines")
+        #expect(lines.filter { $0.contains("deep  ") }.count == 20_000)
+        #expect(lines.contains { $0.hasSuffix("(depth 19999)") }, "the deepest span says its depth (its root is depth 0)")
+        #expect(lines.contains("3 span(s) whose parents form a loop, so no root reaches them:"))
+        #expect((lines.map(\.count).max() ?? 0) < 250, "lines stay bounded in width")
+    }
+
     @Test("db check: a healthy file passes; wrong counters and damaged pages are found, and the counters rebuilt")
     func check() async throws {
         let cli = CLI()
