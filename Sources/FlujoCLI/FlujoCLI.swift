@@ -40,6 +40,9 @@ public enum FlujoCLI {
         return status
     }
 
+    /// The most detail lines an error prints.
+    static let shownDetails = 50
+
     private static func runCommand(root: any ParsableCommand.Type, arguments: [String]) async -> Int32 {
         do {
             var command = try root.parseAsRoot(arguments)
@@ -52,7 +55,9 @@ public enum FlujoCLI {
         } catch let error as CLIError {
             Output.error("error: \(TerminalText.escaped(error.description))")
             // Each detail escaped on its own line: no value can start a line of its own.
-            for detail in error.details { Output.error("  \(TerminalText.escaped(detail))") }
+            // At most `shownDetails` of them: a file of 60,000 mistakes is not 60,000 lines.
+            for detail in error.details.prefix(shownDetails) { Output.error("  \(TerminalText.escaped(detail))") }
+            if error.details.count > shownDetails { Output.error("  ... and \(error.details.count - shownDetails) more") }
             return error.exitCode
         } catch let error as ExitCode {
             return error.rawValue

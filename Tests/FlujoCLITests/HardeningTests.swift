@@ -112,6 +112,39 @@ struct HostileFilesTests {
         #expect(unreadable.status == 1 && unreadable.stderr.contains("/proc/self/mem: cannot read the file: Input/output error"), "\(unreadable.stderr)")
     }
 
+    @Test("configurations built to exhaust the parser or the loader: answered in seconds, one line or a bounded list, no crash")
+    func pathologicalConfigurations() async throws {
+        let cli = CLI()
+        _ = try await cli.demo()
+        func check(_ name: String, _ text: String) async throws -> TestSupport.ProcessOutput {
+            let file = cli.folder.appendingPathComponent(name)
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            return try await cli.run(["config", "check", "--config", file.path])
+        }
+        // A key of 300,000 dotted parts: the parser would nest that deep and overflow its stack.
+        let dotted = try await check("dotted.toml", "a" + String(repeating: ".a", count: 300_000) + " = 1\n")
+        #expect(dotted.status == 1 && dotted.stderr == "error: bad configuration: \(cli.folder.path)/dotted.toml:1: not valid TOML: a key of 300001 dotted parts; at most 64 are read (Flujo's keys have at most 3)\n", "\(dotted.stderr.prefix(300))")
+        let header = try await check("header.toml", "[" + String(repeating: "a.", count: 70) + "b]\nx = 1\n")
+        #expect(header.status == 1 && header.stderr.contains("header.toml:1: not valid TOML: a key of 71 dotted parts"), "\(header.stderr.prefix(300))")
+        let inline = try await check("inline.toml", "[state]\nx = {" + String(repeating: "a.", count: 100) + "b = 1}\n")
+        #expect(inline.status == 1 && inline.stderr.contains("inline.toml:2: not valid TOML: a key of 101 dotted parts"), "\(inline.stderr.prefix(300))")
+        // 64 parts are still read (here: an unknown section, named with its line).
+        let sixtyFour = try await check("sixtyfour.toml", "a" + String(repeating: ".a", count: 63) + " = 1\n")
+        #expect(sixtyFour.status == 1 && sixtyFour.stderr.contains("sixtyfour.toml:1: a: unknown section"), "\(sixtyFour.stderr.prefix(300))")
+        // Values nested 400,000 deep: the parser's own limit, reported.
+        let nested = try await check("nested.toml", "a = " + String(repeating: "[", count: 400_000) + String(repeating: "]", count: 400_000) + "\n")
+        #expect(nested.status == 1 && nested.stderr.contains("exceeded maximum nested value depth of 256"), "\(nested.stderr.prefix(300))")
+        // 60,000 unknown sections (770 KB): each problem found with its line in one pass, the first 50 printed.
+        let started = ContinuousClock.now
+        let many = try await check("many.toml", (0..<60_000).map { "[t\($0)]\nx = 1\n" }.joined())
+        #expect(ContinuousClock.now - started < .seconds(60), "was minutes: the line of each key was searched from the top")
+        let lines = many.stderr.split(separator: "\n")
+        #expect(many.status == 1 && lines.first == "error: bad configuration, 60000 problems:", "\(many.stderr.prefix(300))")
+        #expect(lines.count == 52 && lines[1].hasSuffix("many.toml:1: t0: unknown section. Known sections: [background_tasks], [state], [telemetry], [telemetry.console], [telemetry.otlp], [telemetry.otlp_metrics], [telemetry.prometheus]."), "\(lines.prefix(3))")
+        #expect(lines[50].contains("many.toml:99: t49: unknown section"), "\(lines[50])")
+        #expect(lines.last == "  ... and 59950 more")
+    }
+
     @Test("--data with a lone surrogate names it and where it is")
     func loneSurrogate() async throws {
         let cli = CLI()

@@ -158,7 +158,7 @@ public enum SettingsLoader {
         } catch {
             return problems.append(SettingsError(origin: path, key: "", message: "not valid TOML: \(error)"))
         }
-        let lines = text.components(separatedBy: "\n")
+        let lines = KeyLines(text.components(separatedBy: "\n"))
         var values: [(key: String, value: RawSetting)] = []
         var found: [SettingsError] = []
         defer { problems += found.sorted { ($0.line ?? .max, $0.key) < ($1.line ?? .max, $1.key) } }
@@ -230,7 +230,7 @@ public enum SettingsLoader {
 
     /// Flattens tables into dotted keys; a table that is itself a setting (headers) stays whole.
     private static func collect(
-        _ table: TOMLTable, prefix: String, path: String, lines: [String], into values: inout [(key: String, value: RawSetting)],
+        _ table: TOMLTable, prefix: String, path: String, lines: KeyLines, into values: inout [(key: String, value: RawSetting)],
         problems: inout [SettingsError]
     ) {
         for name in table.keys {
@@ -278,25 +278,42 @@ public enum SettingsLoader {
 
     /// The 1-based line where a dotted key is set, found by scanning the text
     /// (the TOML parser keeps no positions for keys).
-    static func line(of dotted: String, in lines: [String]) -> Int? {
-        let parts = dotted.split(separator: ".").map(String.init)
-        var section = ""
-        for (index, raw) in lines.enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.hasPrefix("[") {
-                let name = line.trimmingCharacters(in: CharacterSet(charactersIn: "[] \t"))
-                section = name
-                if name == dotted { return index + 1 }
-                continue
-            }
-            guard let equals = line.firstIndex(of: "=") else { continue }
-            let key = line[..<equals].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
-            let full = section.isEmpty ? key : "\(section).\(key)"
-            if full == dotted || (parts.count > 1 && full == parts.dropLast().joined(separator: ".") + "." + parts.last!) {
-                return index + 1
+    static func line(of dotted: String, in lines: KeyLines) -> Int? {
+        lines.first[dotted]
+    }
+
+    /// The 1-based line where each table and each key (as its full dotted
+    /// name) first appears, read in one pass, so finding the line of every key
+    /// of a file costs one pass, not one per key. A dotted key or header also
+    /// places the tables it opens (`a.b = 1` opens `a`).
+    struct KeyLines {
+        var first: [String: Int] = [:]
+
+        init(_ lines: [String]) {
+            var section = ""
+            for (index, raw) in lines.enumerated() {
+                let line = raw.trimmingCharacters(in: .whitespaces)
+                if line.hasPrefix("[") {
+                    section = line.trimmingCharacters(in: CharacterSet(charactersIn: "[] \t"))
+                    place(section, at: index + 1)
+                    continue
+                }
+                guard let equals = line.firstIndex(of: "=") else { continue }
+                let key = line[..<equals].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"'"))
+                place(section.isEmpty ? key : "\(section).\(key)", at: index + 1)
             }
         }
-        return nil
+
+        /// Records `dotted` and each table it opens, where not seen before.
+        private mutating func place(_ dotted: String, at line: Int) {
+            var end = dotted.startIndex
+            while let dot = dotted[end...].firstIndex(of: ".") {
+                let table = String(dotted[..<dot])
+                if first[table] == nil { first[table] = line }
+                end = dotted.index(after: dot)
+            }
+            if first[dotted] == nil { first[dotted] = line }
+        }
     }
 
     // MARK: Environment

@@ -9,7 +9,19 @@ import Foundation
 /// `;` ...), control characters, one-line strings broken by a line end, table
 /// headers that are not `[key(.key)*]`, lines that neither continue a value nor
 /// start with `key =`, and inline-table entries that do not start with `key =`.
+/// It also refuses keys of more than `maxKeyParts` dotted parts, which the
+/// parser nests as deep as they go, recursively, until the stack runs out.
 enum TOMLPrecheck {
+    /// The most dotted parts a key or table header may have (Flujo's own have at most three).
+    static let maxKeyParts = 64
+
+    /// The problem with a key of more than `maxKeyParts` parts, or nil.
+    private static func tooManyParts(_ key: some StringProtocol, line: Int) -> (line: Int, message: String)? {
+        let parts = key.utf8.reduce(1) { $1 == UInt8(ascii: ".") ? $0 + 1 : $0 }
+        guard parts > maxKeyParts else { return nil }
+        return (line, "a key of \(parts) dotted parts; at most \(maxKeyParts) are read (Flujo's keys have at most 3)")
+    }
+
     /// Characters that can never stand outside a string or comment in TOML.
     private static let neverBare: Set<Character> = ["\\", "!", "$", "%", "&", "(", ")", "*", "/", ";", "<", ">", "?", "@", "^", "`", "|", "~"]
 
@@ -119,11 +131,13 @@ enum TOMLPrecheck {
                     if (try? header.wholeMatch(in: line)) == nil {
                         return (index + 1, "a table header must be [name] or [name.name]")
                     }
+                    if let deep = tooManyParts(trimmed.prefix { $0 != "#" }, line: index + 1) { return deep }
                     continue
                 }
-                if (try? assignment.prefixMatch(in: line)) == nil {
+                guard let key = try? assignment.prefixMatch(in: line) else {
                     return (index + 1, "expected `key = value`")
                 }
+                if let deep = tooManyParts(line[key.range], line: index + 1) { return deep }
                 rest = rest.drop { $0 != "=" }
             }
             var expectKey = false
@@ -139,8 +153,12 @@ enum TOMLPrecheck {
                 }
                 if expectKey && character != " " && character != "\t" {
                     expectKey = false
-                    if character != "}" && (try? entry.prefixMatch(in: String(rest))) == nil {
-                        return (index + 1, "expected `key = value` inside { }")
+                    if character != "}" {
+                        let text = String(rest)
+                        guard let key = try? entry.prefixMatch(in: text) else {
+                            return (index + 1, "expected `key = value` inside { }")
+                        }
+                        if let deep = tooManyParts(text[key.range], line: index + 1) { return deep }
                     }
                 }
                 switch character {
