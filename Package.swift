@@ -104,7 +104,7 @@ let package = Package(
             path: "Tests/FlujoTestHelper"
         ),
 
-        .target(name: "FlujoTestSupport", path: "Tests/FlujoTestSupport"),
+        .target(name: "FlujoTestSupport", dependencies: [.product(name: "Logging", package: "swift-log")], path: "Tests/FlujoTestSupport"),
         .testTarget(name: "FlujoSQLiteTests", dependencies: ["Flujo", "FlujoSQLite", "CSQLite", "CSQLiteVFS", "FlujoTestSupport", "FlujoTestHelper"]),
         .testTarget(name: "FlujoTests", dependencies: [
             "Flujo", "FlujoTesting", "FlujoSQLite", "FlujoOTLP", "FlujoPrometheus", "FlujoTelemetry", "FlujoTestSupport", "FlujoTestHelper",

@@ -96,7 +96,9 @@ public final class Telemetry: Sendable {
                 settings: telemetry.otlpMetrics.transport(from: telemetry.otlp), serviceName: telemetry.serviceName, serviceVersion: serviceVersion,
                 delta: telemetry.otlpMetrics.temporality != "cumulative")
             let push = MetricsPush(
-                collector: MetricsCollector(store: store, events: events, tasks: tasks, hooks: hooks, counterSources: (otlp.map { [$0] } ?? []) + [exporter]),
+                collector: MetricsCollector(
+                    store: store, events: events, tasks: tasks, hooks: hooks,
+                    counterSources: (otlp.map { [$0] } ?? []) + (spans?.persister.map { [$0] } ?? []) + [exporter]),
                 exporter: exporter, settings: telemetry.otlpMetrics)
             push.start()
             metricsPush = push
@@ -110,7 +112,7 @@ public final class Telemetry: Sendable {
     public func collector() -> MetricsCollector {
         MetricsCollector(
             store: store, events: events, tasks: tasks, hooks: hooks,
-            counterSources: (otlp.map { [$0] } ?? []) + (metricsPush.map { [$0.exporter] } ?? []))
+            counterSources: (otlp.map { [$0] } ?? []) + (spans?.persister.map { [$0] } ?? []) + (metricsPush.map { [$0.exporter] } ?? []))
     }
 
     /// Starts the `/metrics` server on `[telemetry.prometheus] host` and `port`

@@ -367,31 +367,3 @@ struct OTLPExporterTests {
         #expect(round.exporter.statistics.retries == 3)
     }
 }
-
-/// Keeps every log line of a logger, at every level.
-final class RecordingLogs: Sendable {
-    private let lines = Mutex<[(Logger.Level, String)]>([])
-
-    var logger: Logger {
-        var logger = Logger(label: "test") { _ in Handler(logs: self) }
-        logger.logLevel = .trace
-        return logger
-    }
-
-    var all: [String] { lines.withLock { $0.map(\.1) } }
-
-    func messages(at level: Logger.Level) -> [String] { lines.withLock { $0.filter { $0.0 == level }.map(\.1) } }
-
-    struct Handler: LogHandler {
-        let logs: RecordingLogs
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            logs.lines.withLock { $0.append((event.level, event.message.description)) }
-        }
-    }
-}

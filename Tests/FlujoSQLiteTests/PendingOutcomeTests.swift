@@ -76,3 +76,40 @@ struct RecoveryPolicyTests {
         if let due { store.releaseClaim(taskID: due.taskID!) }
     }
 }
+
+@Suite("Spans that cannot be kept")
+struct SpanWriteFailureTests {
+    @Test("a store that refuses span writes: each span counted as write_failed, one warning for the streak and one when writes succeed again")
+    func refusedSpanWrites() async throws {
+        let (store, path) = try makeStore()
+        let logs = RecordingLogs()
+        let persister = SpanPersister(store: store, logger: logs.logger)
+        func span(_ index: Int, run: String) -> TraceSpan {
+            // 4 KB of attributes each: a span needs pages the full file does not have.
+            TraceSpan(
+                traceID: Array(repeating: run == "r1" ? 1 : 2, count: 16), spanID: [0, 0, 0, 0, 0, 0, UInt8(index >> 8), UInt8(index & 0xFF)],
+                parentSpanID: Array(repeating: 9, count: 8), runID: run, name: "step", startUnixNano: 1, endUnixNano: 2,
+                attributes: [("payload", .string(String(repeating: "x", count: 4096)))], events: [], status: .ok, statusMessage: nil, isBackground: false)
+        }
+        try PendingOutcomeTests.full(store, path)
+        for index in 0..<30 {
+            persister.onEnd(span(index, run: "r1"))
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline, persister.droppedCount < 30 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(persister.droppedCount == 30, "every span the store refused is counted")
+        #expect(persister.counterSamples().contains { $0.name == "flujo_stored_spans_dropped_total" && $0.labels == ["reason": "write_failed"] && $0.value == 30 })
+        #expect(persister.counterSamples().filter { $0.labels["reason"] != "write_failed" }.allSatisfy { $0.value == 0 })
+        let refused = logs.messages(at: .warning).filter { $0.hasPrefix("could not keep") }
+        #expect(refused.count == 1, "one warning for the whole streak: \(logs.messages(at: .warning))")
+        #expect(refused.first?.contains("flujo_stored_spans_dropped_total{reason=\"write_failed\"}") == true)
+        // Space comes back: the next spans are kept, and the log says so once.
+        try store.setMaxPageCountForTesting(1_000_000)
+        persister.onEnd(span(100, run: "r2"))
+        await persister.close()
+        #expect(try await store.spans(runID: "r2").count == 1)
+        #expect(persister.droppedCount == 30)
+        #expect(logs.messages(at: .warning).filter { $0 == "spans are kept in the store again" }.count == 1)
+    }
+}

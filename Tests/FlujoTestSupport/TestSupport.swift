@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import Synchronization
 
 /// Helpers shared by the test targets: temporary folders, sibling executables,
 /// the reference Python, and running processes.
@@ -234,4 +236,34 @@ public struct OwnPostgresError: Error, CustomStringConvertible {
     /// What the start script said.
     public var message: String
     public var description: String { message }
+}
+
+/// Keeps every log line of a logger, at every level.
+public final class RecordingLogs: Sendable {
+    private let lines = Mutex<[(Logger.Level, String)]>([])
+
+    public init() {}
+
+    public var logger: Logger {
+        var logger = Logger(label: "test") { _ in Handler(logs: self) }
+        logger.logLevel = .trace
+        return logger
+    }
+
+    public var all: [String] { lines.withLock { $0.map(\.1) } }
+
+    public func messages(at level: Logger.Level) -> [String] { lines.withLock { $0.filter { $0.0 == level }.map(\.1) } }
+
+    struct Handler: LogHandler {
+        let logs: RecordingLogs
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            logs.lines.withLock { $0.append((event.level, event.message.description)) }
+        }
+    }
 }

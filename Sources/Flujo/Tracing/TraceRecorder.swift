@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 
 /// Builds spans from hook events and hands finished spans to processors.
@@ -232,7 +233,13 @@ public struct SpanDestination: Sendable {
 }
 
 /// Persists finished spans to the state store in batches, off the emitting task.
-public final class SpanPersister: SpanProcessor {
+///
+/// A span not kept is counted by why (`flujo_stored_spans_dropped_total{reason}`,
+/// as a `CounterSource`): the queue was full, the run had reached
+/// `maxSpansPerRun`, or the store refused the write (a full disk, say). The
+/// first refused write of a streak is a warning, and so is the first write
+/// after it.
+public final class SpanPersister: SpanProcessor, CounterSource {
     private final class Pending: Sendable {
         let queue = Mutex<[SpanRecord]>([])
 
@@ -244,8 +251,15 @@ public final class SpanPersister: SpanProcessor {
         }
     }
 
+    /// Spans not kept, by reason.
+    private final class Drops: Sendable {
+        let queueFull = Atomic<Int>(0)
+        let overRunLimit = Atomic<Int>(0)
+        let writeFailed = Atomic<Int>(0)
+    }
+
     private let pending = Pending()
-    private let dropped = Atomic<Int>(0)
+    private let drops = Drops()
     private let capacity: Int
     private let maxSpansPerRun: Int
     /// Spans kept so far per open run, when `maxSpansPerRun` limits them.
@@ -257,19 +271,36 @@ public final class SpanPersister: SpanProcessor {
     /// (more are dropped and counted in `droppedCount`), and at most
     /// `maxSpansPerRun` spans of one run are kept (0: no limit); the run's root
     /// span is always kept, so its tree has its root.
-    public init(store: any StateStore, capacity: Int = 10_000, maxSpansPerRun: Int = 0) {
+    public init(store: any StateStore, capacity: Int = 10_000, maxSpansPerRun: Int = 0, logger: Logger = Logger(label: "flujo.spans")) {
         self.capacity = capacity
         self.maxSpansPerRun = maxSpansPerRun
         let (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         self.signal = signal
         let pending = self.pending
+        let drops = self.drops
         worker = Task {
+            var failing = false
+            func save(_ batch: [SpanRecord]) async {
+                do {
+                    try await store.saveSpans(batch)
+                    if failing {
+                        failing = false
+                        logger.warning("spans are kept in the store again")
+                    }
+                } catch {
+                    drops.writeFailed.add(batch.count, ordering: .relaxed)
+                    if !failing {
+                        failing = true
+                        logger.warning("could not keep \(batch.count) span(s) in the store: \(error). Further spans not kept are counted in flujo_stored_spans_dropped_total{reason=\"write_failed\"}; a line follows when writes succeed again.")
+                    }
+                }
+            }
             for await _ in signals {
                 let batch = pending.take()
-                if !batch.isEmpty { try? await store.saveSpans(batch) }
+                if !batch.isEmpty { await save(batch) }
             }
             let rest = pending.take()
-            if !rest.isEmpty { try? await store.saveSpans(rest) }
+            if !rest.isEmpty { await save(rest) }
         }
     }
 
@@ -287,7 +318,7 @@ public final class SpanPersister: SpanProcessor {
                 return count > maxSpansPerRun - 1
             }
             if over {
-                dropped.add(1, ordering: .relaxed)
+                drops.overRunLimit.add(1, ordering: .relaxed)
                 return
             }
         }
@@ -296,11 +327,23 @@ public final class SpanPersister: SpanProcessor {
             queue.append(span.record)
             return true
         }
-        if accepted { signal.yield() } else { dropped.add(1, ordering: .relaxed) }
+        if accepted { signal.yield() } else { drops.queueFull.add(1, ordering: .relaxed) }
     }
 
-    /// Spans dropped because the queue was full.
-    public var droppedCount: Int { dropped.load(ordering: .relaxed) }
+    /// Spans not kept, for any reason: the queue was full, the run's limit was reached, or the store refused them.
+    public var droppedCount: Int {
+        drops.queueFull.load(ordering: .relaxed) + drops.overRunLimit.load(ordering: .relaxed) + drops.writeFailed.load(ordering: .relaxed)
+    }
+
+    public func counterSamples() -> [CounterSample] {
+        let name = "flujo_stored_spans_dropped_total"
+        let help = "Spans not kept in the state store, by reason: queue_full, run_limit (max_spans_per_run), write_failed."
+        return [
+            CounterSample(name: name, help: help, labels: ["reason": "queue_full"], value: Double(drops.queueFull.load(ordering: .relaxed))),
+            CounterSample(name: name, help: help, labels: ["reason": "run_limit"], value: Double(drops.overRunLimit.load(ordering: .relaxed))),
+            CounterSample(name: name, help: help, labels: ["reason": "write_failed"], value: Double(drops.writeFailed.load(ordering: .relaxed))),
+        ]
+    }
 
     /// Writes what is queued and stops.
     public func close() async {
