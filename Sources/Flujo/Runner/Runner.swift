@@ -142,7 +142,7 @@ public final class Runner: Sendable {
                     (status, errorMessage, errorCategory) = Self.stopped(by: executor.hookEnding(failure))
                 }
                 let record = advance(past: result, at: index)
-                try await store.save(state, step: record)
+                try await Self.saveEvenIfCancelled(state, step: record, to: store)
                 index += 1
             case .background:
                 // Consecutive background steps launch as a group: every task's `running`
@@ -181,7 +181,7 @@ public final class Runner: Sendable {
             state.updatedAt = .now
             state.executionTimeMs = duration * 1000
             state.memoryUsageMB = ProcessMemory.residentMB()
-            try await store.save(state)
+            try await Self.saveEvenIfCancelled(state, step: nil, to: store)
         }
         let result = PipelineResult(
             runID: runID, status: status, outputJSON: value.json, steps: history, context: context, usage: usage,
@@ -190,6 +190,16 @@ public final class Runner: Sendable {
             status: status, durationSeconds: duration, usage: usage, stepsRun: history.count,
             errorMessage: errorMessage, errorCategory: errorCategory, span: identity.span)))
         return result
+    }
+
+    /// Saves a run's progress or end even when the task calling `run` has been
+    /// cancelled (a store may stop a call of a cancelled task before it is sent,
+    /// as PostgreSQL's does): the write runs in a task of its own, which does not
+    /// inherit the cancellation, so a cancelled run is kept `cancelled`, not
+    /// left `running`.
+    static func saveEvenIfCancelled(_ state: WorkflowState, step: StepRecord?, to store: any StateStore) async throws {
+        guard Task.isCancelled else { return try await store.save(state, step: step) }
+        try await Task { try await store.save(state, step: step) }.value
     }
 
     /// The most background steps launched by one transaction.
