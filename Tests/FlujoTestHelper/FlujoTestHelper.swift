@@ -10,7 +10,9 @@
 //                                               "already-completed" when another process won
 //   FlujoTestHelper worker PATH MARKER N          run due tasks whose step is "record", N at a time, until none is
 //                                               due; each appends a line to MARKER (after printing "running TASK_ID"
-//                                               and waiting FLUJO_HELPER_STEP_MS, when set); prints "done RAN"
+//                                               and waiting FLUJO_HELPER_STEP_MS, when set); prints "done RAN".
+//                                               FLUJO_HELPER_CRASH=1: the step SIGKILLs its own process instead;
+//                                               FLUJO_HELPER_RETRY_MS: the retry backoff, fixed
 //   (PATH of `worker` and `fanout` may be a postgres:// URI)
 //   FlujoTestHelper fanout PATH N TASK_MS [MODE]  run a pipeline launching N background "sleeper" tasks of
 //                                               TASK_MS each (heartbeat every 50 ms); prints "launched RUN_ID",
@@ -106,18 +108,26 @@ struct FlujoTestHelper {
                 let marker = arguments[2]
                 let registry = StepRegistry()
                 let stepMilliseconds = Int(ProcessInfo.processInfo.environment["FLUJO_HELPER_STEP_MS"] ?? "") ?? 0
+                let crashes = ProcessInfo.processInfo.environment["FLUJO_HELPER_CRASH"] == "1"
                 try registry.register(Step<JSONValue, JSONValue>("record") { input, context in
                     if stepMilliseconds > 0 {
                         say("running \(context.taskID ?? context.runID)")
                         try await Task.sleep(for: .milliseconds(stepMilliseconds))
                     }
+                    // A poison task: the step takes its process down, as a crash or the OOM killer would.
+                    if crashes { kill(getpid(), SIGKILL) }
                     let descriptor = open(marker, O_WRONLY | O_APPEND)
                     let line = Array("ran \(context.taskID ?? context.runID) pid \(getpid())\n".utf8)
                     _ = line.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
                     close(descriptor)
                     return input
                 })
-                let worker = TaskWorker(operations: TaskOperations(store: store, registry: registry), concurrency: Int(arguments[3]) ?? 1, pollInterval: .milliseconds(20))
+                var settings = FlujoSettings()
+                if let delay = ProcessInfo.processInfo.environment["FLUJO_HELPER_RETRY_MS"].flatMap(Double.init) {
+                    settings.backgroundTasks.retryBaseDelayMs = delay
+                    settings.backgroundTasks.retryMaxDelayMs = delay
+                }
+                let worker = TaskWorker(operations: TaskOperations(store: store, settings: settings, registry: registry), concurrency: Int(arguments[3]) ?? 1, pollInterval: .milliseconds(20))
                 let report = await worker.run(once: true)
                 say("done \(report.ran)")
             case "fanout" where arguments.count == 4 || arguments.count == 5:

@@ -188,6 +188,9 @@ public final class RunningProcess: @unchecked Sendable {
 
     /// The exit status once ended.
     public var terminationStatus: Int32 { process.terminationStatus }
+
+    /// The signal that ended the process, nil when it exited.
+    public var terminationSignal: Int32? { process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil }
 }
 
 /// A PostgreSQL server of a test's own (`Tests/Support/postgres.sh`), for tests

@@ -200,6 +200,41 @@ struct WorkerTests {
         #expect(done.reduce(0, +) == 1000 && done.count == 8)
     }
 
+    @Test("a poison task that kills its worker mid-attempt: each attempt counts and waits its backoff, and after max_retries no worker takes it again")
+    func poisonTask() async throws {
+        let folder = TestSupport.temporaryDirectory("flujo-poison")
+        let path = folder.appendingPathComponent("state.db").path
+        let marker = folder.appendingPathComponent("marker").path
+        #expect(FileManager.default.createFile(atPath: marker, contents: nil))
+        let store = try SQLiteStateStore(path: path)
+        let runner = Runner(store: store)
+        let broken = Step<JSONValue, JSONValue>("record") { _, _ in throw URLError(.networkConnectionLost) }
+        let result = try await runner.run(Pipeline(name: "p", steps: [.background(broken)]), input: JSONValue.number(1))
+        await runner.close()
+        let taskID = try #require(result.backgroundTaskIDs.first)
+        #expect(try await store.loadTask(taskID: taskID)?.attempts == 1)
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLUJO_HELPER_CRASH"] = "1"
+        environment["FLUJO_HELPER_RETRY_MS"] = "300"
+        // max_retries 3: attempts 2, 3 and 4 are the retries; each worker dies in one of them.
+        for attempt in 2...4 {
+            // Due at once the first time (the failure's own backoff was 500 ms ago or less; wait it out).
+            try await Task.sleep(for: .milliseconds(600))
+            let worker = try RunningProcess(helper, ["worker", path, marker, "1"], environment: environment)
+            await worker.waitForExit()
+            #expect(worker.terminationSignal == SIGKILL, "the worker died in the step")
+            let task = try #require(try await store.loadTask(taskID: taskID))
+            #expect(task.attempts == attempt, "the attempt that died counts")
+            #expect(task.status == .failed)
+        }
+        // No attempt left: a worker finds nothing due, and the task stays failed.
+        try await Task.sleep(for: .milliseconds(600))
+        let last = try RunningProcess(helper, ["worker", path, marker, "1"], environment: environment)
+        await last.waitForExit()
+        #expect(last.terminationSignal == nil && last.linesSoFar.contains("done 0"), "\(last.linesSoFar)")
+        #expect(try await store.loadTask(taskID: taskID)?.attempts == 4)
+    }
+
     @Test("the next attempt is kept in the store: a retryable failure is due after its backoff, in any process; a validation failure never")
     func persistedBackoff() async throws {
         let path = TestSupport.temporaryDirectory("flujo-backoff").appendingPathComponent("state.db").path

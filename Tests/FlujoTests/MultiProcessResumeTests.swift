@@ -51,7 +51,7 @@ struct MultiProcessResumeTests {
         #expect(runs.count == 1, "the step ran \(runs.count) times")
     }
 
-    @Test("a resumer killed mid-step leaves the task as it was and resumable at once")
+    @Test("a resumer killed mid-step leaves the task failed, with the attempt it died in counted, and resumable at once")
     func killedResumer() async throws {
         let (path, taskID) = try await failedTask()
         let marker = TestSupport.temporaryDirectory().appendingPathComponent("marker")
@@ -71,10 +71,10 @@ struct MultiProcessResumeTests {
         #expect(try await runner.tasks.list().first?.isBeingResumed == false)
         let before = try #require(try await runner.store.loadTask(taskID: taskID))
         #expect(before.status == .failed)
-        #expect(before.attempts == 1)
+        #expect(before.attempts == 2, "the attempt the killed resumer made counts")
         let outcome = try await runner.tasks.resume(taskID: taskID)
         #expect(outcome.status == .completed)
-        #expect(outcome.attempts == 2)
+        #expect(outcome.attempts == 3)
         #expect(try await runner.store.loadTask(taskID: taskID)?.status == .completed)
         await runner.close()
     }

@@ -104,8 +104,10 @@ public struct TaskOperations: Sendable {
     /// The task is claimed first: of concurrent resumers (in any process) only
     /// one runs it; the others get `RunnerError.alreadyBeingResumed`. The claim
     /// is held until the outcome is saved (or, if this process dies, until it
-    /// ends); the stored status changes only with the outcome. What the resume
-    /// records is `TaskLifecycle.resumed` then `TaskLifecycle.finished`.
+    /// ends). The attempt is recorded when claimed (`TaskLifecycle.resumed`:
+    /// attempts up by one, the new input, and the next attempt's time should
+    /// this one never end); the stored status changes only with the outcome
+    /// (`TaskLifecycle.finished`).
     public func resume(taskID: String, newData: JSONValue? = nil) async throws -> TaskOutcome {
         try await resume(taskID: taskID, newData: newData, kind: .resume)
     }
@@ -156,6 +158,12 @@ public struct TaskOperations: Sendable {
         }
         let inputJSON = TaskLifecycle.input(of: task, newInputJSON: newData?.jsonText)
         let resumed = TaskLifecycle.resumed(task, newInputJSON: newData?.jsonText)
+        // The attempt counts from its claim, before its step runs: if this process dies
+        // in it (a crash, the OOM killer), the task has used it and its next attempt
+        // waits its backoff, or none is left. A task that kills its worker cannot take
+        // every worker down in turn, forever.
+        let due = TaskLifecycle.nextAttempt(for: resumed, schedule: TaskLifecycle.RetrySchedule(settings.backgroundTasks), at: .now)
+        try await store.save([StateWrite(resumed, nextAttemptAt: due)])
         // The new attempt continues the trace of the launch, linked to the attempt before it.
         // Its record is saved with its outcome: the next attempt links to an attempt that ended.
         var link: AttemptLink?
