@@ -175,12 +175,17 @@ struct FaultToleranceTests {
 struct WorkerTests {
     let helper = TestSupport.executable("FlujoTestHelper")
 
-    @Test("8 worker processes on 1,000 failed tasks: each task runs exactly once, and all complete")
-    func eightWorkers() async throws {
-        let folder = TestSupport.temporaryDirectory("flujo-workers")
-        let path = folder.appendingPathComponent("state.db").path
+    /// A new folder's state file and the empty marker file the helper's workers append to.
+    func stateAndMarker(_ label: String) -> (path: String, marker: String) {
+        let folder = TestSupport.temporaryDirectory(label)
         let marker = folder.appendingPathComponent("marker").path
         #expect(FileManager.default.createFile(atPath: marker, contents: nil))
+        return (folder.appendingPathComponent("state.db").path, marker)
+    }
+
+    @Test("8 worker processes on 1,000 failed tasks: each task runs exactly once, and all complete")
+    func eightWorkers() async throws {
+        let (path, marker) = stateAndMarker("flujo-workers")
         var settings = FlujoSettings()
         settings.backgroundTasks.retryBaseDelayMs = 1
         let store = try SQLiteStateStore(path: path)
@@ -202,10 +207,7 @@ struct WorkerTests {
 
     @Test("a poison task that kills its worker mid-attempt: each attempt counts and waits its backoff, and after max_retries no worker takes it again")
     func poisonTask() async throws {
-        let folder = TestSupport.temporaryDirectory("flujo-poison")
-        let path = folder.appendingPathComponent("state.db").path
-        let marker = folder.appendingPathComponent("marker").path
-        #expect(FileManager.default.createFile(atPath: marker, contents: nil))
+        let (path, marker) = stateAndMarker("flujo-poison")
         let store = try SQLiteStateStore(path: path)
         let runner = Runner(store: store)
         let broken = Step<JSONValue, JSONValue>("record") { _, _ in throw URLError(.networkConnectionLost) }
