@@ -216,6 +216,8 @@ public struct TasksCommand: AsyncParsableCommand {
             let operations = try await TasksCommand.operations(common, readOnly: false)
             let orphaned = try await operations.recoverOrphanedTasks()
             Output.line("failed \(orphaned) running task(s) whose process has ended (lost worker; resumable)")
+            let runs = try await operations.recoverOrphanedRuns()
+            if runs > 0 { Output.line("failed \(runs) running run(s) whose process has ended (lost worker)") }
             let count = try await operations.cleanupStaleTasks(staleHours: staleHours)
             let hours = staleHours ?? operations.settings.backgroundTasks.staleTaskTimeoutHours
             Output.line("marked \(count) stale task(s) failed (no heartbeat for more than \(hours) h)")

@@ -396,7 +396,8 @@ public final class PostgresStateStore: StateStore {
             return "$\(binds.count)"
         }
         let state = item.state
-        let owner = state.isRunningTask ? ownerToken : nil
+        // A running task or run records its process, so recovery can tell when that process is gone.
+        let owner = state.status == .running ? ownerToken : nil
         let ended = state.status == .running ? nil : Optional(state.updatedAt.millisecondsSince1970)
         let step = item.step
         let usage = item.parentUsage ?? Usage()
@@ -581,21 +582,52 @@ public final class PostgresStateStore: StateStore {
         """
     }
 
-    private func failOrphans(_ transition: TaskTransition, _ result: BulkResult) -> PostgresQuery {
-        // An owner is gone when no session holds its owner lock (single-key advisory
-        // locks: the key's high and low halves). Within the reconnect window after
-        // the server started, live owners are taking their locks back: no verdict.
+    /// Rows whose recorded owner is gone: no session holds its owner lock
+    /// (single-key advisory locks: the key's high and low halves). Within the
+    /// reconnect window after the server started, live owners are taking their
+    /// locks back: no verdict.
+    private var ownerGone: String {
         """
-        \(unescaped: result.head)UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
-            error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
-            owner = NULL, next_attempt_at = \(transition.nextAttemptAt?.millisecondsSince1970)
-        WHERE is_background_task AND status = 'running' AND owner IS NOT NULL
+        owner IS NOT NULL
           AND clock_timestamp() - pg_postmaster_start_time() >= \(location.reconnectWindow.seconds) * interval '1 second'
           AND owner NOT IN (
             SELECT 'pg:' || ((l.classid::bigint << 32) | l.objid::bigint) FROM pg_locks AS l
             WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+        """
+    }
+
+    private func failOrphans(_ transition: TaskTransition, _ result: BulkResult) -> PostgresQuery {
+        """
+        \(unescaped: result.head)UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
+            error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
+            owner = NULL, next_attempt_at = \(transition.nextAttemptAt?.millisecondsSince1970)
+        WHERE is_background_task AND status = 'running' AND \(unescaped: ownerGone)
         \(unescaped: result.tail)
+        """
+    }
+
+    public func failOrphanedRuns(applying transition: TaskTransition) async throws -> Int {
+        try await transaction { db in
+            try await db.query(self.failOrphanRuns(transition)).first ?? 0
+        }
+    }
+
+    /// Foreground runs of gone owners, and their rows in `runs`, in one statement.
+    private func failOrphanRuns(_ transition: TaskTransition) -> PostgresQuery {
+        """
+        WITH changed AS (
+            UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
+                error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
+                owner = NULL, next_attempt_at = NULL
+            WHERE NOT is_background_task AND status = 'running' AND \(unescaped: ownerGone)
+            RETURNING run_id
+        ), ended AS (
+            UPDATE runs SET status = \(transition.status.rawValue), ended_at = \(transition.at.millisecondsSince1970)
+            WHERE run_id IN (SELECT run_id FROM changed)
+            RETURNING 1
+        )
+        SELECT count(*)::bigint FROM changed
         """
     }
 

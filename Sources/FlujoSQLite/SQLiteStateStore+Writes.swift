@@ -60,8 +60,19 @@ extension SQLiteStateStore {
             trace: statement.string(6).flatMap(TaskTrace.init(encoded:)))
     }
 
-    /// The processes recorded as running background tasks now.
-    private static let runningOwners = SQL("SELECT DISTINCT owner FROM workflow_state WHERE is_background_task = 1 AND status = 'running' AND owner IS NOT NULL")
+    /// The processes recorded as running background tasks or runs now.
+    private static let runningOwners = SQL("SELECT DISTINCT owner FROM workflow_state WHERE status = 'running' AND owner IS NOT NULL")
+
+    /// A gone owner's running runs (`?1`), in `runs` first, then their rows.
+    private static let failOrphanRunsInRuns = SQL("""
+        UPDATE runs SET status = ?2, ended_at = ?3
+        WHERE run_id IN (SELECT run_id FROM workflow_state WHERE is_background_task = 0 AND status = 'running' AND owner = ?1)
+        """)
+    private static let failOrphanRuns = SQL("""
+        UPDATE OR FAIL workflow_state
+        SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, owner = NULL, next_attempt_at = ?6
+        WHERE is_background_task = 0 AND status = 'running' AND owner = ?1
+        """)
 
     /// `OR FAIL` as for stale cleanup.
     private static let failOrphansUpdate = """
@@ -79,14 +90,14 @@ extension SQLiteStateStore {
         """)
 
     public func save(_ state: WorkflowState, step: StepRecord?, parentUsage: Usage?) async throws {
-        let owner = try owner(if: state.isRunningTask)
+        let owner = try owner(if: state.status == .running)
         try await write { (connection) throws(StateStoreError) in
             try Self.write(state, step: step, parentUsage: parentUsage, owner: owner, nextAttemptAt: nil, trace: nil, on: connection)
         }
     }
 
     public func save(_ writes: [StateWrite]) async throws {
-        let owner = try owner(if: writes.contains { $0.state.isRunningTask })
+        let owner = try owner(if: writes.contains { $0.state.status == .running })
         let replaced = writes.progressReplacedLater
         try await write { (connection) throws(StateStoreError) in
             // By index: each write's fields are read in place, not copied.
@@ -105,8 +116,8 @@ extension SQLiteStateStore {
     }
 
     /// This process's owner identity when the writes hold a running background
-    /// task (`needed`): its owner lock is taken before the row is committed, so
-    /// no other process ever sees the task running without a live owner.
+    /// task or run (`needed`): its owner lock is taken before the row is
+    /// committed, so no other process ever sees it running without a live owner.
     private func owner(if needed: Bool) throws(StateStoreError) -> String? {
         guard needed else { return nil }
         return try TaskClaims.shared.holdOwnerLock(key: claimKey, filename: filename)
@@ -166,7 +177,30 @@ extension SQLiteStateStore {
         return count
     }
 
-    /// The owners recorded on running tasks whose processes have ended: read
+    public func failOrphanedRuns(applying transition: TaskTransition) async throws -> Int {
+        let gone = try goneOwners()
+        guard !gone.isEmpty else { return 0 }
+        return try await write { (connection) throws(StateStoreError) -> Int in
+            var count = 0
+            for owner in gone {
+                let runs = try connection.statement(Self.failOrphanRunsInRuns)
+                runs.bind(1, owner)
+                runs.bind(2, transition.status.rawValue)
+                runs.bind(3, transition.at)
+                try runs.run()
+                let rows = try connection.statement(Self.failOrphanRuns)
+                rows.bind(1, owner)
+                Self.bind(transition, to: rows)
+                try rows.run()
+                let changed = connection.changes
+                connection.counterChanges.moved(isBackground: false, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: changed)
+                count += changed
+            }
+            return count
+        }
+    }
+
+    /// The owners recorded on running tasks or runs whose processes have ended: read
     /// first (a lock probe each), so their rows then change in one write.
     private func goneOwners() throws(StateStoreError) -> [String] {
         let owners = try withConnection { (connection) throws(StateStoreError) -> [String] in
@@ -210,7 +244,7 @@ extension SQLiteStateStore {
         _ state: WorkflowState, step: StepRecord?, parentUsage: Usage?, owner: String?, nextAttemptAt: Timestamp?, trace: TaskTrace?,
         on connection: SQLiteConnection
     ) throws(StateStoreError) {
-        let rowOwner = state.isRunningTask ? owner : nil
+        let rowOwner = state.status == .running ? owner : nil
         try addUsage(parentUsage, of: state, on: connection)
         // A step of a running run changes only its progress columns; the row exists.
         var written = false

@@ -17,6 +17,18 @@ struct PostgresProcessTests {
         return (server.replacingOccurrences(of: "/\(base.database)", with: "/\(location.database)"), location)
     }
 
+    /// Calls `recovery` until it has recovered `expected` in all (the server notices a killed
+    /// session's end a moment later), for at most 10 s; returns how many and how long it took.
+    func recover(_ expected: Int, _ recovery: () async throws -> Int) async throws -> (Int, Duration) {
+        let started = ContinuousClock.now
+        var recovered = 0
+        while recovered < expected && ContinuousClock.now - started < .seconds(10) {
+            recovered += try await recovery()
+            if recovered < expected { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        return (recovered, ContinuousClock.now - started)
+    }
+
     @Test("4 worker processes on one database resume 1,000 failed tasks: each runs exactly once, and all complete")
     func fourWorkers() async throws {
         let (uri, location) = try await newDatabase("workers")
@@ -54,14 +66,9 @@ struct PostgresProcessTests {
         #expect(try await operations.recoverOrphanedTasks() == 0, "its owner lives")
         #expect(try await operations.cleanupStaleTasks(staleHours: 0.0001) == 0, "no threshold fails a task whose owner lives")
         await process.kill()
-        let started = ContinuousClock.now
-        var recovered = 0
-        while recovered < 20 && ContinuousClock.now - started < .seconds(10) {
-            recovered += try await operations.recoverOrphanedTasks()
-            if recovered < 20 { try await Task.sleep(for: .milliseconds(20)) }
-        }
+        let (recovered, took) = try await recover(20) { try await operations.recoverOrphanedTasks() }
         #expect(recovered == 20, "every running task of the dead process found")
-        #expect(ContinuousClock.now - started < .seconds(5), "found at once: \(ContinuousClock.now - started)")
+        #expect(took < .seconds(5), "found at once: \(took)")
         let failed = try await store.listBackgroundTasks(BackgroundTaskQuery(statuses: [.failed], limit: 100))
         #expect(failed.count == 20 && failed.allSatisfy { $0.errorCategory == .lostWorker })
         let registry = StepRegistry()
@@ -73,6 +80,26 @@ struct PostgresProcessTests {
             completed += 1
         }
         #expect(completed == 20, "recovery made them due; a worker resumes each once")
+        await store.close()
+    }
+
+    @Test("SIGKILL of a process amid a foreground run on PostgreSQL: the run is failed as a lost worker at once, its row in runs ended; a live one never")
+    func killedForegroundRun() async throws {
+        let (uri, location) = try await newDatabase("runlost")
+        let process = try RunningProcess(helper, ["foreground", uri])
+        #expect(await process.waitForLine(timeout: 60) { $0.hasPrefix("running ") })
+        let runID = try #require(process.linesSoFar.first { $0.hasPrefix("running ") }.map { String($0.dropFirst(8)) })
+        let store = try await PostgresStateStore.open(location)
+        let operations = TaskOperations(store: store)
+        #expect(try await operations.recoverOrphanedRuns() == 0, "its owner lives")
+        await process.kill()
+        let (recovered, took) = try await recover(1) { try await operations.recoverOrphanedRuns() }
+        #expect(recovered == 1)
+        #expect(took < .seconds(5), "found at once: \(took)")
+        let run = try #require(try await store.load(runID: runID))
+        #expect(run.status == .failed && run.errorCategory == .lostWorker)
+        #expect(try await store.statusCounters().runs == [.failed: 1])
+        #expect(try await store.database.query("SELECT count(*)::bigint FROM runs WHERE status = 'failed' AND ended_at IS NOT NULL").first == 1)
         await store.close()
     }
 

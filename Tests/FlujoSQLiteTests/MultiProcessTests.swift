@@ -139,4 +139,38 @@ struct MultiProcessTests {
             Issue.record("a dropped store's claim should be gone")
         }
     }
+
+    @Test("a foreground run whose process is killed is failed as a lost worker at once, in another process; a live one never")
+    func killedForegroundRun() async throws {
+        let path = TestSupport.temporaryDirectory("flujo-run-lost").appendingPathComponent("state.db").path
+        let process = try RunningProcess(helper, ["foreground", path])
+        #expect(await process.waitForLine { $0.hasPrefix("running ") })
+        let runID = try #require(process.linesSoFar.first { $0.hasPrefix("running ") }.map { String($0.dropFirst(8)) })
+        let store = try SQLiteStateStore(path: path)
+        let operations = TaskOperations(store: store)
+        // Alive: never touched.
+        #expect(try await operations.recoverOrphanedRuns() == 0)
+        #expect(try await store.load(runID: runID)?.status == .running)
+        await process.kill()
+        #expect(try await operations.recoverOrphanedRuns() == 1)
+        let run = try #require(try await store.load(runID: runID))
+        #expect(run.status == .failed)
+        #expect(run.errorCategory == .lostWorker)
+        #expect(run.errorMessage == "the process running it ended before it finished (lost worker)")
+        #expect(try await operations.recoverOrphanedRuns() == 0, "once")
+        #expect(try await store.statusCounters().runs == [.failed: 1])
+        let counted = try recount(path)
+        #expect(counted.byKind == ["0:failed": 1])
+        // Its row in `runs` ended too.
+        var db: OpaquePointer?
+        #expect(sqlite3_open(path, &db) == SQLITE_OK)
+        defer { sqlite3_close(db) }
+        var statement: OpaquePointer?
+        sqlite3_prepare_v2(db, "SELECT status, ended_at FROM runs WHERE run_id = ?1", -1, &statement, nil)
+        defer { sqlite3_finalize(statement) }
+        sqlite3_bind_text(statement, 1, runID, -1, nil)
+        #expect(sqlite3_step(statement) == SQLITE_ROW)
+        #expect(String(cString: sqlite3_column_text(statement, 0)) == "failed")
+        #expect(sqlite3_column_type(statement, 1) == SQLITE_INTEGER)
+    }
 }

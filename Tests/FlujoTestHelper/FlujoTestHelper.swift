@@ -24,6 +24,8 @@
 //                                               next commit's log writes cross, try to save run "big" and print
 //                                               "refused <error>" (or "committed-big"); lift the limit, save run
 //                                               "after" and print "recovered"
+//   FlujoTestHelper foreground PATH              run a pipeline whose second step prints "running RUN_ID" and waits an hour
+//                                               (PATH may be a postgres:// URI)
 //   FlujoTestHelper console PATH                 run a pipeline of two steps traced by a default ConsoleTracer (standard
 //                                               output as the test redirected it); print "status S, console errors N"
 //                                               on standard error, after the hook bus's log of each error
@@ -184,6 +186,15 @@ struct FlujoTestHelper {
                 guard setrlimit(Int32(RLIMIT_FSIZE.rawValue), &lifted) == 0 else { throw HelperError("cannot lift RLIMIT_FSIZE") }
                 try store.saveNow(WorkflowState(runID: "after", pipelineName: "helper", status: .completed), step: nil)
                 say("recovered")
+            case "foreground" where arguments.count == 2:
+                let runner = Runner(store: try await openStore(arguments[1]))
+                let first = Step<Int, Int>("first") { value, _ in value + 1 }
+                let wait = Step<Int, Int>("wait") { value, context in
+                    say("running \(context.runID)")
+                    try await Task.sleep(for: .seconds(3600))
+                    return value
+                }
+                _ = try await runner.run(Pipeline(name: "foreground", steps: [.run(first), .run(wait)]), input: 1)
             case "console" where arguments.count == 2:
                 let store = try SQLiteStateStore(path: arguments[1])
                 let hooks = HookBus()

@@ -146,6 +146,14 @@ public enum TaskLifecycle {
             errorCategory: .lostWorker, at: time, nextAttemptAt: retry ? time : nil)
     }
 
+    /// A foreground run whose process ended while it ran: failed, category
+    /// `lost_worker`. Runs are not retried (their tasks are), so it is never due.
+    public static func orphanedRun(at time: Timestamp) -> TaskTransition {
+        TaskTransition(
+            status: .failed, errorMessage: "the process running it ended before it finished (lost worker)",
+            errorCategory: .lostWorker, at: time, nextAttemptAt: nil)
+    }
+
     /// How failed tasks are retried by workers: at most `maxAttempts`
     /// executions in all, the delay doubling from `baseDelayMs` to at most `maxDelayMs`.
     public struct RetrySchedule: Sendable, Hashable {

@@ -300,6 +300,15 @@ public struct TaskOperations: Sendable {
         }
     }
 
+    /// Applies `TaskLifecycle.orphanedRun` to every running foreground run whose
+    /// process has ended (its owner lock is gone): found at once, as
+    /// `recoverOrphanedTasks` finds tasks; a run whose process lives is never
+    /// touched. Returns how many it changed.
+    @discardableResult
+    public func recoverOrphanedRuns() async throws -> Int {
+        try await store.failOrphanedRuns(applying: TaskLifecycle.orphanedRun(at: .now))
+    }
+
     /// Runs a bulk transition and returns how many tasks it ended. When a sink
     /// listens for `taskFinished`, the store returns the tasks and each gets its
     /// event; otherwise the store only counts them.

@@ -23,8 +23,7 @@ extension Runner {
         tracker.startMaintenanceIfNeeded {
             Task {
                 do {
-                    let orphaned = try await operations.recoverOrphanedTasks()
-                    if orphaned > 0 { runner.logger.notice("failed \(orphaned) background task(s) whose process ended (lost worker)") }
+                    try await runner.recoverLost(operations)
                     let count = try await operations.cleanupStaleTasks()
                     if count > 0 { runner.logger.notice("marked \(count) stale background task(s) failed") }
                 } catch {
@@ -51,8 +50,7 @@ extension Runner {
                         }
                     }
                     do {
-                        let orphaned = try await operations.recoverOrphanedTasks()
-                        if orphaned > 0 { runner.logger.notice("failed \(orphaned) background task(s) whose process ended (lost worker)") }
+                        try await runner.recoverLost(operations)
                     } catch {
                         runner.logger.warning("recovery of orphaned tasks failed: \(error)")
                     }
@@ -117,4 +115,14 @@ public struct CloseReport: Sendable, Hashable {
 
     /// Whether everything was persisted.
     public var isComplete: Bool { unpersisted.isEmpty }
+}
+
+extension Runner {
+    /// Fails the tasks and runs of processes that have ended, and says how many.
+    func recoverLost(_ operations: TaskOperations) async throws {
+        let orphaned = try await operations.recoverOrphanedTasks()
+        if orphaned > 0 { logger.notice("failed \(orphaned) background task(s) whose process ended (lost worker)") }
+        let runs = try await operations.recoverOrphanedRuns()
+        if runs > 0 { logger.notice("failed \(runs) run(s) whose process ended (lost worker)") }
+    }
 }

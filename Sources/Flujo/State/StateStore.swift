@@ -79,6 +79,13 @@ public protocol StateStore: Sendable {
     /// `failOrphanedTasks`, for a caller that needs only how many tasks changed.
     func failOrphanedTaskCount(applying transition: TaskTransition) async throws -> Int
 
+    /// Applies `transition` (decided by `TaskLifecycle.orphanedRun`) to every
+    /// running foreground run whose process has ended, its row in `runs`
+    /// included, and never to one whose process lives. Returns how many runs
+    /// it changed. The default changes none: a store that records no owner
+    /// for runs (or whose runs cannot outlive their process) keeps it.
+    func failOrphanedRuns(applying transition: TaskTransition) async throws -> Int
+
     /// The trace record a task keeps (written by a `StateWrite` that carries one), or nil.
     func taskTrace(runID: String) async throws -> TaskTrace?
 
@@ -128,6 +135,9 @@ extension StateStore {
     public func failOrphanedTaskCount(applying transition: TaskTransition) async throws -> Int {
         try await failOrphanedTasks(applying: transition).count
     }
+
+    /// Changes none (see the requirement).
+    public func failOrphanedRuns(applying transition: TaskTransition) async throws -> Int { 0 }
 
     /// Ends the claim with `releaseClaim(taskID:)`.
     public func endClaim(taskID: String) async {
