@@ -191,6 +191,38 @@ struct TaskOperationsTests {
         await next.close()
     }
 
+    @Test("from the start of close() no run starts; a run under way launches no task after close() ends, and ends cancelled, saying why")
+    func closeDuringRun() async throws {
+        let (runner, _, _) = try makeRunner()
+        let gate = Gate()
+        let waiting = Step<Int, Int>("waiting") { value, _ in
+            await gate.wait()
+            return value
+        }
+        let later = Step<Int, Int>("later") { value, _ in value }
+        let forever = Step<Int, Int>("forever") { value, _ in
+            try await Task.sleep(for: .seconds(3600))
+            return value
+        }
+        // A task that keeps close() waiting, so a run can try to start meanwhile.
+        let holder = try await runner.run(Pipeline(name: "holder", steps: [.background(forever)]), input: 1)
+        let underWay = Task { try await runner.run(Pipeline(name: "p", steps: [.run(waiting), .background(later)]), input: 1) }
+        try await Task.sleep(for: .milliseconds(100))
+        let closing = Task { await runner.close(timeout: .milliseconds(400)) }
+        try await Task.sleep(for: .milliseconds(100))
+        await #expect(throws: RunnerError.closed) { _ = try await runner.run(Pipeline(name: "new", steps: [.run(later)]), input: 1) }
+        _ = await closing.value
+        gate.open()
+        let result = try await underWay.value
+        #expect(result.status == .cancelled)
+        #expect(result.errorCategory == .cancelled)
+        #expect(result.errorMessage == "the runner was closed before this run launched its background step 'later'")
+        #expect(result.backgroundTaskIDs.isEmpty, "no task launched after close")
+        #expect(try await runner.store.load(runID: result.runID)?.status == .cancelled)
+        #expect(try await runner.store.loadTask(taskID: holder.backgroundTaskIDs[0])?.status == .cancelled, "the task close() waited for")
+        #expect(try await runner.store.statusCounters().backgroundTasks == [.cancelled: 1])
+    }
+
     @Test("running tasks heartbeat, so stale cleanup leaves a long-running live task alone (defect 3)")
     func heartbeatKeepsAlive() async throws {
         var settings = FlujoSettings()

@@ -11,6 +11,9 @@ final class BackgroundTracker: Sendable {
 
     private struct State {
         var running: [String: Entry] = [:]
+        /// `close()` has begun: no new run.
+        var closing = false
+        /// `close()` has ended: no new background task either.
         var closed = false
         /// Outcomes not written yet, by run id, and the task writing them again.
         var pending: [String: PendingOutcome] = [:]
@@ -24,6 +27,14 @@ final class BackgroundTracker: Sendable {
     private let state = Mutex(State())
 
     var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// Whether `close()` has begun.
+    var isClosing: Bool { state.withLock { $0.closing } }
+
+    /// Marks the start of `close()`.
+    func beginClosing() {
+        state.withLock { $0.closing = true }
+    }
 
     var isMaintenanceRunning: Bool { state.withLock { $0.maintenance != nil } }
 
@@ -137,6 +148,7 @@ final class BackgroundTracker: Sendable {
     /// Marks the runner closed and returns the maintenance loop to stop.
     func close() -> Task<Void, Never>? {
         state.withLock { state in
+            state.closing = true
             state.closed = true
             defer { state.maintenance = nil }
             return state.maintenance

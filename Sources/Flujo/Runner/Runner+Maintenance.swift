@@ -78,6 +78,8 @@ extension Runner {
     public func close(timeout: Duration? = nil) async -> CloseReport {
         let limit = timeout ?? .seconds(settings.backgroundTasks.shutdownTimeoutSeconds)
         let deadline = ContinuousClock.now + limit
+        // From here no new run starts; runs under way may still launch tasks until the wait ends.
+        tracker.beginClosing()
         await tracker.waitUntilEmpty(until: deadline)
         let stragglers = tracker.entries
         for entry in stragglers { entry.task?.cancel() }

@@ -66,7 +66,7 @@ public final class Runner: Sendable {
         _ pipeline: Pipeline, input: Input, context: RunContext = RunContext(), quota: Quota? = nil, runID: String? = nil,
         trace: TraceContext? = nil
     ) async throws -> PipelineResult {
-        if tracker.isClosed { throw RunnerError.closed }
+        if tracker.isClosing { throw RunnerError.closed }
         registry.registerMissing(of: pipeline)
         let runID = runID ?? Identifiers.newRunID()
         // The caller's span: the one given, else the application's current one (through its instrument).
@@ -145,6 +145,12 @@ public final class Runner: Sendable {
                 try await Self.saveEvenIfCancelled(state, step: record, to: store)
                 index += 1
             case .background:
+                // After `close()`, nothing would wait for a task or save it cancelled: a run
+                // still under way launches none, and ends cancelled, saying why.
+                if tracker.isClosed {
+                    (status, errorMessage, errorCategory) = (.cancelled, "the runner was closed before this run launched its background step '\(item.step.name)'", .cancelled)
+                    continue
+                }
                 // Consecutive background steps launch as a group: every task's `running`
                 // row and the parent's step records commit in one transaction, before
                 // any of the tasks starts and before any of their events.

@@ -31,7 +31,7 @@ public enum RunnerError: Error, Sendable, Hashable, CustomStringConvertible {
         case .resumabilityDisabled:
             return "resuming background tasks is switched off ([background_tasks] enable_resumability = false)."
         case .closed:
-            return "the runner is closed."
+            return "the runner is closed (or closing): it starts no new run."
         case let .outcomeNotPersisted(id, status, reason):
             return "task '\(id)' ran and ended \(status.rawValue), but its outcome could not be written (\(reason)); the task keeps its stored state and can be resumed again once the store accepts writes."
         case let .invalidTaskID(length, limit):
