@@ -693,6 +693,13 @@ public final class PostgresStateStore: StateStore {
     }
 
     public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
+        try await claimNextDueTask(owner: owner, now: now, steps: nil)
+    }
+
+    public func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState? {
+        if let steps, steps.isEmpty { return nil }
+        // Any step (NULL), or only those named.
+        let names: [String]? = steps.map { $0.sorted().map(\.pg) }
         // One statement on the locks session: the oldest due task whose claim no
         // session holds (pg_locks) and whose row no other claimer is reading
         // (SKIP LOCKED: the row lock lasts until this statement has taken the
@@ -704,6 +711,7 @@ public final class PostgresStateStore: StateStore {
                 WITH candidate AS (
                     SELECT run_id, task_id FROM workflow_state
                     WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND next_attempt_at <= \(now.millisecondsSince1970) AND task_id IS NOT NULL
+                      AND (\(names)::text[] IS NULL OR step_name = ANY(\(names)::text[]))
                       AND clock_timestamp() - pg_postmaster_start_time() >= \(window) * interval '1 second'
                       AND (hashtext(task_id)::bigint & 4294967295) NOT IN (
                         SELECT l.objid::bigint FROM pg_locks AS l

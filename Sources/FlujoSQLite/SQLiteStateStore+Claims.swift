@@ -28,19 +28,27 @@ extension SQLiteStateStore {
         TaskClaims.shared.release(taskID, key: claimKey)
     }
 
-    private static let dueTasks = SQL("""
+    private static let dueTasksSQL = """
         SELECT task_id FROM workflow_state INDEXED BY workflow_state_due
         WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?1 AND is_background_task = 1
-        ORDER BY next_attempt_at LIMIT 64
-        """)
+        """
+    private static let dueTasks = SQL(dueTasksSQL + " ORDER BY next_attempt_at LIMIT 64")
+    /// Only tasks of the steps in `?2`, a JSON array of names.
+    private static let dueTasksOfSteps = SQL(dueTasksSQL + " AND step_name IN (SELECT value FROM json_each(?2)) ORDER BY next_attempt_at LIMIT 64")
     private static let stillDue = SQL("SELECT next_attempt_at FROM workflow_state WHERE task_id = ?1 AND status = 'failed' AND next_attempt_at <= ?2")
 
     /// Tries the due tasks oldest first: the first whose claim this store takes,
     /// and that is still due once claimed, is the one.
     public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
+        try await claimNextDueTask(owner: owner, now: now, steps: nil)
+    }
+
+    public func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState? {
+        if let steps, steps.isEmpty { return nil }
         let candidates = try withConnection { (connection) throws(StateStoreError) -> [String] in
-            let statement = try connection.statement(Self.dueTasks)
+            let statement = try connection.statement(steps == nil ? Self.dueTasks : Self.dueTasksOfSteps)
             statement.bind(1, now)
+            if let steps { statement.bind(2, "[" + steps.sorted().map(JSONText.quote).joined(separator: ",") + "]") }
             var ids: [String] = []
             while try statement.step() { if let id = statement.string(0) { ids.append(id) } }
             return ids

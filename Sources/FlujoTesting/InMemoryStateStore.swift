@@ -57,9 +57,14 @@ public final class InMemoryStateStore: StateStore {
     }
 
     public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
+        try await claimNextDueTask(owner: owner, now: now, steps: nil)
+    }
+
+    public func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState? {
         let due = storage.withLock { storage in
             storage.nextAttempts.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }
-                .compactMap { storage.states[$0.key] }.filter { $0.status == .failed && $0.isBackgroundTask }.compactMap(\.taskID)
+                .compactMap { storage.states[$0.key] }
+                .filter { $0.status == .failed && $0.isBackgroundTask && (steps?.contains($0.stepName ?? "") ?? true) }.compactMap(\.taskID)
         }
         for taskID in due {
             if case let .claimed(state) = try await claimTask(taskID: taskID, owner: owner) { return state }

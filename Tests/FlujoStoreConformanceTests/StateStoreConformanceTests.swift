@@ -236,6 +236,24 @@ struct StateStoreConformanceTests {
         for id in claimed { store.releaseClaim(taskID: id) }
     }
 
+    @Test("the next due task of given steps only: older tasks of other steps are passed over, not claimed; no step at all claims nothing", arguments: StoreKind.allCases)
+    func nextDueOfSteps(_ kind: StoreKind) async throws {
+        let store = try await kind.make()
+        let now = Timestamp.now
+        var other = Self.task("bg_other")
+        other.stepName = "not_here"
+        var mine = Self.task("bg_mine")
+        mine.stepName = "here"
+        try await store.save([StateWrite(other, nextAttemptAt: now.adding(seconds: -100)), StateWrite(mine, nextAttemptAt: now.adding(seconds: -10))])
+        #expect(try await store.claimNextDueTask(owner: "w", now: now, steps: []) == nil)
+        let claimed = try #require(try await store.claimNextDueTask(owner: "w", now: now, steps: ["here", "elsewhere"]))
+        #expect(claimed.taskID == "bg_mine", "the older task of another step is passed over")
+        #expect(try await store.claimedTaskIDs(among: ["bg_other", "bg_mine"]) == ["bg_mine"], "and not claimed")
+        store.releaseClaim(taskID: "bg_mine")
+        #expect(try await store.claimNextDueTask(owner: "w", now: now, steps: nil)?.taskID == "bg_other", "any step: the oldest")
+        store.releaseClaim(taskID: "bg_other")
+    }
+
     // MARK: - Liveness
 
     @Test("heartbeats touch running rows only; stale cleanup applies the lifecycle's transition to old running tasks only", arguments: StoreKind.allCases)

@@ -237,6 +237,33 @@ struct WorkerTests {
         #expect(try await store.loadTask(taskID: taskID)?.attempts == 4)
     }
 
+    @Test("a worker passes over due tasks of steps it does not have: the others run, and nothing is logged about them")
+    func workerPassesOverUnknownSteps() async throws {
+        let (path, _) = stateAndMarker("flujo-unknown-step")
+        var settings = FlujoSettings()
+        settings.backgroundTasks.retryBaseDelayMs = 1
+        let store = try SQLiteStateStore(path: path)
+        let runner = Runner(store: store, settings: settings)
+        let foreign = Step<Int, Int>("foreign") { _, _ in throw URLError(.timedOut) }
+        let mine = Step<Int, Int>("mine") { _, _ in throw URLError(.timedOut) }
+        // The foreign task is due first: it used to be claimed, refused and claimed again, forever.
+        let older = try await runner.run(Pipeline(name: "p", steps: [.background(foreign)]), input: 1)
+        _ = try await waitForTask(runner, older.backgroundTaskIDs[0])
+        let newer = try await runner.run(Pipeline(name: "p", steps: [.background(mine)]), input: 1)
+        await runner.close()
+        try await Task.sleep(for: .milliseconds(50))
+        let registry = StepRegistry()
+        try registry.register(Step<Int, Int>("mine") { value, _ in value })
+        let logs = RecordingLogs()
+        let worker = TaskWorker(operations: TaskOperations(store: store, settings: settings, registry: registry), pollInterval: .milliseconds(20), logger: logs.logger)
+        let report = await worker.run(once: true)
+        #expect(report.ran == 1 && report.completed == 1)
+        #expect(try await store.loadTask(taskID: newer.backgroundTaskIDs[0])?.status == .completed)
+        let passedOver = try #require(try await store.loadTask(taskID: older.backgroundTaskIDs[0]))
+        #expect(passedOver.status == .failed && passedOver.attempts == 1, "left to a worker that has its step")
+        #expect(logs.all.isEmpty, "\(logs.all)")
+    }
+
     @Test("the next attempt is kept in the store: a retryable failure is due after its backoff, in any process; a validation failure never")
     func persistedBackoff() async throws {
         let path = TestSupport.temporaryDirectory("flujo-backoff").appendingPathComponent("state.db").path

@@ -134,7 +134,8 @@ public struct TaskOperations: Sendable {
     /// each gets a different task.
     public func resumeNextDue() async throws -> TaskOutcome? {
         guard settings.backgroundTasks.enableResumability else { throw RunnerError.resumabilityDisabled }
-        guard let task = try await store.claimNextDueTask(owner: owner, now: .now), let taskID = task.taskID else { return nil }
+        // Only tasks this process can run: one of another application's steps is left to its workers.
+        guard let task = try await store.claimNextDueTask(owner: owner, now: .now, steps: Set(registry.names)), let taskID = task.taskID else { return nil }
         return try await releasing(taskID) { try await run(claimed: task, newData: nil, kind: task.errorCategory == .lostWorker ? .recovery : .retry) }
     }
 

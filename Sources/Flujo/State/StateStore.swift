@@ -95,6 +95,12 @@ public protocol StateStore: Sendable {
     /// exclusive across processes, held until `releaseClaim`. Nil when no task is due.
     func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState?
 
+    /// `claimNextDueTask(owner:now:)` among the due tasks whose step is one of
+    /// `steps` only (nil: any step), so a worker never takes, again and again,
+    /// a task it cannot run while others wait behind it. Optional: the default
+    /// claims as the method above and gives a task of another step back.
+    func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState?
+
     /// Deletes up to `limit` runs and tasks that `policy` prunes (`PrunePolicy.prunes`),
     /// with their step logs and spans, in one transaction; the counters follow.
     /// With `dryRun`, deletes nothing and counts every row it would delete.
@@ -138,6 +144,14 @@ extension StateStore {
 
     /// Changes none (see the requirement).
     public func failOrphanedRuns(applying transition: TaskTransition) async throws -> Int { 0 }
+
+    /// Claims as `claimNextDueTask(owner:now:)`; a task whose step is not in `steps` is given back (nil).
+    public func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState? {
+        guard let state = try await claimNextDueTask(owner: owner, now: now) else { return nil }
+        guard let steps, !steps.contains(state.stepName ?? "") else { return state }
+        await endClaim(taskID: state.taskID ?? state.runID)
+        return nil
+    }
 
     /// Ends the claim with `releaseClaim(taskID:)`.
     public func endClaim(taskID: String) async {
