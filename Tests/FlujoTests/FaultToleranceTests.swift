@@ -183,13 +183,18 @@ struct WorkerTests {
         return (folder.appendingPathComponent("state.db").path, marker)
     }
 
-    @Test("8 worker processes on 1,000 failed tasks: each task runs exactly once, and all complete")
-    func eightWorkers() async throws {
-        let (path, marker) = stateAndMarker("flujo-workers")
+    /// A runner on a new file whose failed tasks are due again after 1 ms, its store, settings and the helper's marker file.
+    func quickRetries(_ label: String) throws -> (runner: Runner, store: SQLiteStateStore, settings: FlujoSettings, path: String, marker: String) {
+        let (path, marker) = stateAndMarker(label)
         var settings = FlujoSettings()
         settings.backgroundTasks.retryBaseDelayMs = 1
         let store = try SQLiteStateStore(path: path)
-        let runner = Runner(store: store, settings: settings)
+        return (Runner(store: store, settings: settings), store, settings, path, marker)
+    }
+
+    @Test("8 worker processes on 1,000 failed tasks: each task runs exactly once, and all complete")
+    func eightWorkers() async throws {
+        let (runner, store, _, path, marker) = try quickRetries("flujo-workers")
         let broken = Step<JSONValue, JSONValue>("record") { _, _ in throw URLError(.networkConnectionLost) }
         let result = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(broken), count: 1000)), input: JSONValue.number(1))
         await runner.close(timeout: .seconds(300))   // every task ends failed, however loaded the machine
@@ -239,11 +244,7 @@ struct WorkerTests {
 
     @Test("a worker passes over due tasks of steps it does not have: the others run, and nothing is logged about them")
     func workerPassesOverUnknownSteps() async throws {
-        let (path, _) = stateAndMarker("flujo-unknown-step")
-        var settings = FlujoSettings()
-        settings.backgroundTasks.retryBaseDelayMs = 1
-        let store = try SQLiteStateStore(path: path)
-        let runner = Runner(store: store, settings: settings)
+        let (runner, store, settings, _, _) = try quickRetries("flujo-unknown-step")
         let foreign = Step<Int, Int>("foreign") { _, _ in throw URLError(.timedOut) }
         let mine = Step<Int, Int>("mine") { _, _ in throw URLError(.timedOut) }
         // The foreign task is due first: it used to be claimed, refused and claimed again, forever.
