@@ -195,7 +195,9 @@ struct TaskOperationsTests {
     func closeDuringRun() async throws {
         let (runner, _, _) = try makeRunner()
         let gate = Gate()
+        let entered = Gate()
         let waiting = Step<Int, Int>("waiting") { value, _ in
+            entered.open()
             await gate.wait()
             return value
         }
@@ -207,10 +209,19 @@ struct TaskOperationsTests {
         // A task that keeps close() waiting, so a run can try to start meanwhile.
         let holder = try await runner.run(Pipeline(name: "holder", steps: [.background(forever)]), input: 1)
         let underWay = Task { try await runner.run(Pipeline(name: "p", steps: [.run(waiting), .background(later)]), input: 1) }
-        try await Task.sleep(for: .milliseconds(100))
-        let closing = Task { await runner.close(timeout: .milliseconds(400)) }
-        try await Task.sleep(for: .milliseconds(100))
-        await #expect(throws: RunnerError.closed) { _ = try await runner.run(Pipeline(name: "new", steps: [.run(later)]), input: 1) }
+        await entered.wait()
+        let closing = Task { await runner.close(timeout: .milliseconds(800)) }
+        // Once close() has begun (a moment after its task starts), a new run is refused.
+        var refused = false
+        for _ in 0..<100 where !refused {
+            do {
+                _ = try await runner.run(Pipeline(name: "new", steps: [.run(later)]), input: 1)
+                try await Task.sleep(for: .milliseconds(5))
+            } catch RunnerError.closed {
+                refused = true
+            }
+        }
+        #expect(refused, "a run started while close() waited")
         _ = await closing.value
         gate.open()
         let result = try await underWay.value
