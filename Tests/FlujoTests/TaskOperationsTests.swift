@@ -332,6 +332,29 @@ struct TaskOperationsTests {
         await runner.close()
     }
 
+    @Test("a run id the store keeps already is refused before anything runs: the first run's record stays whole")
+    func runIDTaken() async throws {
+        let (runner, sink, _) = try makeRunner()
+        let first = try await runner.run(Pipeline(name: "p", steps: [.run(validate)]), input: Order(id: "o", amount: 1), runID: "run_request_42")
+        #expect(first.status == .completed)
+        let eventsBefore = sink.events.count
+        let ran = Counter()
+        let counting = Step<Order, Order>("counting") { order, _ in
+            ran.increment()
+            return order
+        }
+        await #expect(throws: RunnerError.runExists(runID: "run_request_42", status: .completed)) {
+            _ = try await runner.run(Pipeline(name: "q", steps: [.run(counting)]), input: Order(id: "o", amount: 1), runID: "run_request_42")
+        }
+        #expect(ran.count == 0, "no step ran")
+        #expect(sink.events.count == eventsBefore, "no event was emitted")
+        let kept = try #require(try await runner.store.load(runID: "run_request_42"))
+        #expect(kept.pipelineName == "p" && kept.status == .completed)
+        #expect(try await runner.store.statusCounters().runs == [.completed: 1])
+        #expect(RunnerError.runExists(runID: "r", status: .failed).description == "a run with id 'r' exists already (failed); run ids are unique. Pass a new one, or none to have one made.")
+        await runner.close()
+    }
+
     @Test("created_at is written once across every state write of a task (defect 5)")
     func createdAtKept() async throws {
         let (runner, _, _) = try makeRunner()

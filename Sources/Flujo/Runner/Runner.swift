@@ -55,7 +55,11 @@ public final class Runner: Sendable {
 
     /// Runs a pipeline to its end (or to a pause, failure or abort) and returns
     /// the result. Background steps are launched and left running. Throws only
-    /// when the state store fails.
+    /// when the state store fails, when the runner is closed, or when `runID`
+    /// names a run the store keeps already (`RunnerError.runExists`: a run's
+    /// record is never overwritten by another; two runs started at the same
+    /// moment with one new id are not told apart).
+    /// - Parameter runID: the run's id; nil (the default) makes a new one.
     /// - Parameter trace: the caller's W3C trace context (a `traceparent`,
     ///   parsed): the run's spans join that trace, its root a child of the
     ///   caller's span. Without it, the application's current `ServiceContext`
@@ -67,6 +71,9 @@ public final class Runner: Sendable {
         trace: TraceContext? = nil
     ) async throws -> PipelineResult {
         if tracker.isClosing { throw RunnerError.closed }
+        if let runID, let existing = try await store.load(runID: runID) {
+            throw RunnerError.runExists(runID: runID, status: existing.status)
+        }
         registry.registerMissing(of: pipeline)
         let runID = runID ?? Identifiers.newRunID()
         // The caller's span: the one given, else the application's current one (through its instrument).

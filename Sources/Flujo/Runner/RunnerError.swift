@@ -16,6 +16,8 @@ public enum RunnerError: Error, Sendable, Hashable, CustomStringConvertible {
     case outcomeNotPersisted(taskID: String, status: RunStatus, reason: String)
     /// A task id longer than any this library makes.
     case invalidTaskID(length: Int, limit: Int)
+    /// `run(..., runID:)` was given the id of a run the store keeps already.
+    case runExists(runID: String, status: RunStatus)
 
     public var description: String {
         switch self {
@@ -34,6 +36,8 @@ public enum RunnerError: Error, Sendable, Hashable, CustomStringConvertible {
             return "the runner is closed (or closing): it starts no new run."
         case let .outcomeNotPersisted(id, status, reason):
             return "task '\(id)' ran and ended \(status.rawValue), but its outcome could not be written (\(reason)); the task keeps its stored state and can be resumed again once the store accepts writes."
+        case let .runExists(id, status):
+            return "a run with id '\(id)' exists already (\(status.rawValue)); run ids are unique. Pass a new one, or none to have one made."
         case let .invalidTaskID(length, limit):
             return "that task id is \(length) bytes long; task ids have at most \(limit) (they look like bg_ and 32 hex digits). List tasks with `flujo tasks list`."
         }
