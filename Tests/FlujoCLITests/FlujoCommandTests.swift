@@ -164,6 +164,7 @@ struct FlujoCommandTests {
         (["tasks", "cleanup", "--db", "DB", "--stale-hours", "-1"], 2, "--stale-hours must be a number of hours from 0.0001 to 100000; got -1.0"),
         (["prune", "--db", "DB", "--older-than", "5x"], 2, "--older-than must be an age such as 90m, 36h, 7d or 2w (a bare number counts hours); got '5x'"),
         (["prune", "--db", "DB", "--older-than", "-3h"], 2, "--older-than must be an age such as 90m, 36h, 7d or 2w"),
+        (["prune", "--db", "DB", "--older-than", "99999999w"], 2, "--older-than may be at most 1000000 hours (about 114 years); got '99999999w'"),
         (["trace", "run_nope", "--db", "DB"], 1, "no run 'run_nope'"),
         (["stats", "--config", "bad.toml"], 1, "bad.toml:2: background_tasks.max_cost_per_tsk: unknown key"),
         (["stats", "--config", "worse.toml"], 1, "error: bad configuration, 2 problems:\n  worse.toml:2: background_tasks.max_cost_per_tsk: unknown key"),
