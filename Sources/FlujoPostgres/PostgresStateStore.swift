@@ -613,14 +613,26 @@ public final class PostgresStateStore: StateStore {
         }
     }
 
+    public func failStaleRuns(updatedBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
+        try await transaction { db in
+            try await db.query(Self.endRuns(transition, where: "owner IS NULL AND updated_at < \(updatedBefore.millisecondsSince1970)")).first ?? 0
+        }
+    }
+
     /// Foreground runs of gone owners, and their rows in `runs`, in one statement.
     private func failOrphanRuns(_ transition: TaskTransition) -> PostgresQuery {
+        Self.endRuns(transition, where: ownerGone)
+    }
+
+    /// Ends the running foreground runs `condition` matches, their rows in `runs`
+    /// included, in one statement; returns how many.
+    private static func endRuns(_ transition: TaskTransition, where condition: String) -> PostgresQuery {
         """
         WITH changed AS (
             UPDATE workflow_state SET status = \(transition.status.rawValue), updated_at = \(transition.at.millisecondsSince1970),
                 error_message = \(transition.errorMessage), error_category = \(transition.errorCategory?.rawValue),
                 owner = NULL, next_attempt_at = NULL
-            WHERE NOT is_background_task AND status = 'running' AND \(unescaped: ownerGone)
+            WHERE NOT is_background_task AND status = 'running' AND \(unescaped: condition)
             RETURNING run_id
         ), ended AS (
             UPDATE runs SET status = \(transition.status.rawValue), ended_at = \(transition.at.millisecondsSince1970)

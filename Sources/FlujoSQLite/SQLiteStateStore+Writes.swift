@@ -64,15 +64,19 @@ extension SQLiteStateStore {
     private static let runningOwners = SQL("SELECT DISTINCT owner FROM workflow_state WHERE status = 'running' AND owner IS NOT NULL")
 
     /// A gone owner's running runs (`?1`), in `runs` first, then their rows.
-    private static let failOrphanRunsInRuns = SQL("""
-        UPDATE runs SET status = ?2, ended_at = ?3
-        WHERE run_id IN (SELECT run_id FROM workflow_state WHERE is_background_task = 0 AND status = 'running' AND owner = ?1)
-        """)
-    private static let failOrphanRuns = SQL("""
+    private static let failOrphanRunsInRuns = SQL("UPDATE runs SET status = ?2, ended_at = ?3 WHERE run_id IN (SELECT run_id FROM workflow_state WHERE \(orphanRun))")
+    private static let failOrphanRuns = SQL(endRuns + orphanRun)
+    private static let orphanRun = "is_background_task = 0 AND status = 'running' AND owner = ?1"
+    /// Running runs of no owner last updated before `?1` (rows of earlier versions), likewise.
+    private static let failStaleRunsInRuns = SQL("UPDATE runs SET status = ?2, ended_at = ?3 WHERE run_id IN (SELECT run_id FROM workflow_state WHERE \(staleRun))")
+    private static let failStaleRuns = SQL(endRuns + staleRun)
+    private static let staleRun = "is_background_task = 0 AND status = 'running' AND owner IS NULL AND updated_at < ?1"
+    /// The update that ends runs, its condition appended.
+    private static let endRuns = """
         UPDATE OR FAIL workflow_state
         SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, owner = NULL, next_attempt_at = ?6
-        WHERE is_background_task = 0 AND status = 'running' AND owner = ?1
-        """)
+        WHERE\u{20}
+        """
 
     /// `OR FAIL` as for stale cleanup.
     private static let failOrphansUpdate = """
@@ -183,21 +187,35 @@ extension SQLiteStateStore {
         return try await write { (connection) throws(StateStoreError) -> Int in
             var count = 0
             for owner in gone {
-                let runs = try connection.statement(Self.failOrphanRunsInRuns)
-                runs.bind(1, owner)
-                runs.bind(2, transition.status.rawValue)
-                runs.bind(3, transition.at)
-                try runs.run()
-                let rows = try connection.statement(Self.failOrphanRuns)
-                rows.bind(1, owner)
-                Self.bind(transition, to: rows)
-                try rows.run()
-                let changed = connection.changes
-                connection.counterChanges.moved(isBackground: false, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: changed)
-                count += changed
+                count += try Self.endRuns(Self.failOrphanRunsInRuns, Self.failOrphanRuns, matching: { $0.bind(1, owner) }, transition, on: connection)
             }
             return count
         }
+    }
+
+    public func failStaleRuns(updatedBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
+        try await write { (connection) throws(StateStoreError) -> Int in
+            try Self.endRuns(Self.failStaleRunsInRuns, Self.failStaleRuns, matching: { $0.bind(1, updatedBefore) }, transition, on: connection)
+        }
+    }
+
+    /// Ends the runs both statements match (`?1`, bound by `matching`): their
+    /// rows in `runs` first, then their own; the counters follow. Returns how many.
+    private static func endRuns(
+        _ inRuns: SQL, _ rows: SQL, matching bindCondition: (Statement) -> Void, _ transition: TaskTransition, on connection: SQLiteConnection
+    ) throws(StateStoreError) -> Int {
+        let runs = try connection.statement(inRuns)
+        bindCondition(runs)
+        runs.bind(2, transition.status.rawValue)
+        runs.bind(3, transition.at)
+        try runs.run()
+        let statement = try connection.statement(rows)
+        bindCondition(statement)
+        bind(transition, to: statement)
+        try statement.run()
+        let changed = connection.changes
+        connection.counterChanges.moved(isBackground: false, from: RunStatus.running.rawValue, to: transition.status.rawValue, count: changed)
+        return changed
     }
 
     /// The owners recorded on running tasks or runs whose processes have ended: read

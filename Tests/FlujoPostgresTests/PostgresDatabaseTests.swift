@@ -124,6 +124,27 @@ struct PostgresDatabaseTests {
         await store.close()
     }
 
+    @Test("running runs that record no owner (rows of earlier versions) are failed once not updated for the threshold, their rows in runs too; recent and owned ones are not")
+    func staleLegacyRuns() async throws {
+        let store = try await PostgresStateStore.open(try await freshDatabase("staleruns"))
+        for (run, updated) in [("run_legacy_old", 0), ("run_legacy_recent", Int(Timestamp.now.millisecondsSince1970))] {
+            try await store.database.execute("""
+                INSERT INTO workflow_state (run_id, pipeline_id, pipeline_name, pipeline_version, status, created_at, updated_at, is_background_task)
+                VALUES (\(run), 'p', 'p', '1', 'running', 0, \(updated), false)
+                """)
+            try await store.database.execute("INSERT INTO runs (run_id, pipeline_name, pipeline_version, status, started_at) VALUES (\(run), 'p', '1', 'running', 0)")
+        }
+        try await store.save(WorkflowState(runID: "run_owned_old", pipelineName: "p", status: .running, createdAt: Timestamp(millisecondsSince1970: 0), updatedAt: Timestamp(millisecondsSince1970: 0)))
+        let now = Timestamp.now
+        #expect(try await store.failStaleRuns(updatedBefore: now.adding(seconds: -3600), applying: TaskLifecycle.staleRun(thresholdHours: 1, at: now)) == 1)
+        #expect(try await store.load(runID: "run_legacy_old")?.status == .failed)
+        #expect(try await store.load(runID: "run_legacy_recent")?.status == .running)
+        #expect(try await store.load(runID: "run_owned_old")?.status == .running, "its owner, this store, lives")
+        #expect(try await store.database.query("SELECT count(*)::bigint FROM runs WHERE status = 'failed' AND ended_at IS NOT NULL").first == 1)
+        #expect(try await store.statusCounters().runs == [.failed: 1, .running: 2])
+        await store.close()
+    }
+
     @Test("stale cleanup and recovery that only count change the rows the returning forms change, in one statement each; counters follow")
     func countedTransitions() async throws {
         let store = try await PostgresStateStore.open(try await freshDatabase("counted"))

@@ -161,16 +161,42 @@ struct MultiProcessTests {
         #expect(try await store.statusCounters().runs == [.failed: 1])
         let counted = try recount(path)
         #expect(counted.byKind == ["0:failed": 1])
-        // Its row in `runs` ended too.
+        #expect(try runsRow(path, runID) == "failed ended", "its row in `runs` ended too")
+    }
+
+    /// A run's row in `runs`: its status, and whether it has ended.
+    func runsRow(_ path: String, _ runID: String) throws -> String? {
         var db: OpaquePointer?
-        #expect(sqlite3_open(path, &db) == SQLITE_OK)
+        guard sqlite3_open(path, &db) == SQLITE_OK else { return nil }
         defer { sqlite3_close(db) }
         var statement: OpaquePointer?
         sqlite3_prepare_v2(db, "SELECT status, ended_at FROM runs WHERE run_id = ?1", -1, &statement, nil)
         defer { sqlite3_finalize(statement) }
         sqlite3_bind_text(statement, 1, runID, -1, nil)
-        #expect(sqlite3_step(statement) == SQLITE_ROW)
-        #expect(String(cString: sqlite3_column_text(statement, 0)) == "failed")
-        #expect(sqlite3_column_type(statement, 1) == SQLITE_INTEGER)
+        guard sqlite3_step(statement) == SQLITE_ROW else { return nil }
+        return String(cString: sqlite3_column_text(statement, 0)) + (sqlite3_column_type(statement, 1) == SQLITE_INTEGER ? " ended" : " open")
+    }
+
+    @Test("running runs that record no process (rows of earlier versions) are failed by stale cleanup once not updated for the threshold; recent and owned ones are not")
+    func staleLegacyRuns() async throws {
+        let path = TestSupport.temporaryDirectory("flujo-run-stale").appendingPathComponent("state.db").path
+        let store = try SQLiteStateStore(path: path)
+        let old = Timestamp.now.adding(seconds: -7200)
+        // As an earlier version left them: no owner (saveAll records none).
+        try store.saveAll([
+            WorkflowState(runID: "run_legacy_old", pipelineName: "p", status: .running, createdAt: old, updatedAt: old),
+            WorkflowState(runID: "run_legacy_recent", pipelineName: "p", status: .running),
+        ])
+        // A run of this live process, as old: it records its owner.
+        try await store.save(WorkflowState(runID: "run_owned_old", pipelineName: "p", status: .running, createdAt: old, updatedAt: old))
+        let operations = TaskOperations(store: store)
+        #expect(try await operations.cleanupStaleTasks(staleHours: 1) == 0, "it counts tasks; none here")
+        #expect(try await store.load(runID: "run_legacy_old")?.status == .failed)
+        #expect(try await store.load(runID: "run_legacy_old")?.errorCategory == .lostWorker)
+        #expect(try await store.load(runID: "run_legacy_recent")?.status == .running)
+        #expect(try await store.load(runID: "run_owned_old")?.status == .running, "its process lives")
+        #expect(try runsRow(path, "run_legacy_old") == "failed ended")
+        #expect(try await store.statusCounters().runs == [.failed: 1, .running: 2])
+        #expect(try recount(path).byKind == ["0:failed": 1, "0:running": 2])
     }
 }

@@ -154,6 +154,14 @@ public enum TaskLifecycle {
             errorCategory: .lostWorker, at: time, nextAttemptAt: nil)
     }
 
+    /// A foreground run that records no process and has not been updated for
+    /// `thresholdHours`: a run of an earlier version whose process is long gone.
+    public static func staleRun(thresholdHours: Double, at time: Timestamp) -> TaskTransition {
+        TaskTransition(
+            status: .failed, errorMessage: "no update for over \(formatHours(thresholdHours)) and no process recorded; its process likely ended",
+            errorCategory: .lostWorker, at: time, nextAttemptAt: nil)
+    }
+
     /// How failed tasks are retried by workers: at most `maxAttempts`
     /// executions in all, the delay doubling from `baseDelayMs` to at most `maxDelayMs`.
     public struct RetrySchedule: Sendable, Hashable {

@@ -350,11 +350,15 @@ public struct TaskOperations: Sendable {
         let now = Timestamp.now
         let transition = TaskLifecycle.stale(thresholdHours: hours, at: now)
         let before = now.adding(seconds: -Self.seconds(hours: hours))
-        return try await apply(transition) {
+        let tasks = try await apply(transition) {
             try await store.failStaleTasks(heartbeatBefore: before, applying: transition)
         } counting: {
             try await store.failStaleTaskCount(heartbeatBefore: before, applying: transition)
         }
+        // Runs of earlier versions recorded no process: the same threshold ends them.
+        let runs = try await store.failStaleRuns(updatedBefore: before, applying: TaskLifecycle.staleRun(thresholdHours: hours, at: now))
+        if runs > 0 { executor.logger.notice("failed \(runs) run(s) that record no process and were not updated for over \(hours) h") }
+        return tasks
     }
 
     /// Deletes completed, failed-for-good and cancelled runs and tasks past

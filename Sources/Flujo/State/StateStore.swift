@@ -86,6 +86,13 @@ public protocol StateStore: Sendable {
     /// for runs (or whose runs cannot outlive their process) keeps it.
     func failOrphanedRuns(applying transition: TaskTransition) async throws -> Int
 
+    /// Applies `transition` (decided by `TaskLifecycle.staleRun`) to every
+    /// running foreground run that records no process (a row of an earlier
+    /// version, which did not record one for runs) and was last updated before
+    /// `updatedBefore`, its row in `runs` included. Returns how many runs it
+    /// changed. The default changes none.
+    func failStaleRuns(updatedBefore: Timestamp, applying transition: TaskTransition) async throws -> Int
+
     /// The trace record a task keeps (written by a `StateWrite` that carries one), or nil.
     func taskTrace(runID: String) async throws -> TaskTrace?
 
@@ -144,6 +151,9 @@ extension StateStore {
 
     /// Changes none (see the requirement).
     public func failOrphanedRuns(applying transition: TaskTransition) async throws -> Int { 0 }
+
+    /// Changes none (see the requirement).
+    public func failStaleRuns(updatedBefore: Timestamp, applying transition: TaskTransition) async throws -> Int { 0 }
 
     /// Claims as `claimNextDueTask(owner:now:)`; a task whose step is not in `steps` is given back (nil).
     public func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState? {
