@@ -60,23 +60,28 @@ extension SQLiteStateStore {
             trace: statement.string(6).flatMap(TaskTrace.init(encoded:)))
     }
 
-    /// The processes recorded as running background tasks or runs now.
-    private static let runningOwners = SQL("SELECT DISTINCT owner FROM workflow_state WHERE status = 'running' AND owner IS NOT NULL")
+    /// The processes recorded as running background tasks or runs now, each part
+    /// through its own partial index (never a scan of every row).
+    private static let runningOwners = SQL("""
+        SELECT owner FROM workflow_state WHERE is_background_task = 1 AND status = 'running' AND owner IS NOT NULL
+        UNION SELECT owner FROM workflow_state WHERE is_background_task = 0 AND status = 'running' AND owner IS NOT NULL
+        """)
 
-    /// A gone owner's running runs (`?1`), in `runs` first, then their rows.
-    private static let failOrphanRunsInRuns = SQL("UPDATE runs SET status = ?2, ended_at = ?3 WHERE run_id IN (SELECT run_id FROM workflow_state WHERE \(orphanRun))")
-    private static let failOrphanRuns = SQL(endRuns + orphanRun)
-    private static let orphanRun = "is_background_task = 0 AND status = 'running' AND owner = ?1"
-    /// Running runs of no owner last updated before `?1` (rows of earlier versions), likewise.
-    private static let failStaleRunsInRuns = SQL("UPDATE runs SET status = ?2, ended_at = ?3 WHERE run_id IN (SELECT run_id FROM workflow_state WHERE \(staleRun))")
-    private static let failStaleRuns = SQL(endRuns + staleRun)
-    private static let staleRun = "is_background_task = 0 AND status = 'running' AND owner IS NULL AND updated_at < ?1"
-    /// The update that ends runs, its condition appended.
-    private static let endRuns = """
-        UPDATE OR FAIL workflow_state
-        SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, owner = NULL, next_attempt_at = ?6
-        WHERE\u{20}
-        """
+    /// A gone owner's running runs (`?1`), and running runs of no owner last
+    /// updated before `?1` (rows of earlier versions): each through the index of
+    /// running runs, as a pair of statements (`endRuns`).
+    private static let orphanRuns = endRuns(where: "is_background_task = 0 AND status = 'running' AND owner = ?1")
+    private static let staleRuns = endRuns(where: "is_background_task = 0 AND status = 'running' AND owner IS NULL AND updated_at < ?1")
+
+    /// The statements that end the runs `condition` matches: their rows in `runs`, then their own.
+    private static func endRuns(where condition: String) -> (inRuns: SQL, rows: SQL) {
+        (SQL("UPDATE runs SET status = ?2, ended_at = ?3 WHERE run_id IN (SELECT run_id FROM workflow_state WHERE \(condition))"),
+         SQL("""
+            UPDATE OR FAIL workflow_state
+            SET status = ?2, updated_at = ?3, error_message = ?4, error_category = ?5, owner = NULL, next_attempt_at = ?6
+            WHERE \(condition)
+            """))
+    }
 
     /// `OR FAIL` as for stale cleanup.
     private static let failOrphansUpdate = """
@@ -187,7 +192,7 @@ extension SQLiteStateStore {
         return try await write { (connection) throws(StateStoreError) -> Int in
             var count = 0
             for owner in gone {
-                count += try Self.endRuns(Self.failOrphanRunsInRuns, Self.failOrphanRuns, matching: { $0.bind(1, owner) }, transition, on: connection)
+                count += try Self.endRuns(Self.orphanRuns, matching: { $0.bind(1, owner) }, transition, on: connection)
             }
             return count
         }
@@ -195,21 +200,21 @@ extension SQLiteStateStore {
 
     public func failStaleRuns(updatedBefore: Timestamp, applying transition: TaskTransition) async throws -> Int {
         try await write { (connection) throws(StateStoreError) -> Int in
-            try Self.endRuns(Self.failStaleRunsInRuns, Self.failStaleRuns, matching: { $0.bind(1, updatedBefore) }, transition, on: connection)
+            try Self.endRuns(Self.staleRuns, matching: { $0.bind(1, updatedBefore) }, transition, on: connection)
         }
     }
 
     /// Ends the runs both statements match (`?1`, bound by `matching`): their
     /// rows in `runs` first, then their own; the counters follow. Returns how many.
     private static func endRuns(
-        _ inRuns: SQL, _ rows: SQL, matching bindCondition: (Statement) -> Void, _ transition: TaskTransition, on connection: SQLiteConnection
+        _ statements: (inRuns: SQL, rows: SQL), matching bindCondition: (Statement) -> Void, _ transition: TaskTransition, on connection: SQLiteConnection
     ) throws(StateStoreError) -> Int {
-        let runs = try connection.statement(inRuns)
+        let runs = try connection.statement(statements.inRuns)
         bindCondition(runs)
         runs.bind(2, transition.status.rawValue)
         runs.bind(3, transition.at)
         try runs.run()
-        let statement = try connection.statement(rows)
+        let statement = try connection.statement(statements.rows)
         bindCondition(statement)
         bind(transition, to: statement)
         try statement.run()

@@ -14,7 +14,7 @@ import Flujo
 /// path: every column of `addedColumns` that is missing is added, after its
 /// name and definition passed `validateColumnAddition`.
 enum Schema {
-    static let currentVersion = 5
+    static let currentVersion = 6
     /// The oldest version a read-only store can read as it is: version 2 has
     /// every column and counter the store's queries read (version 4 only dropped
     /// columns; version 5's `trace` is read by resumes and recovery, which migrate first).
@@ -101,8 +101,9 @@ enum Schema {
     /// Counter tables and the indexes behind every query the store makes. The
     /// counters change in the same transaction as the rows they count.
     /// Background listings and stale cleanup use a partial index, so foreground
-    /// saves never touch it; counts per status come from the counters, so no
-    /// index on status alone is kept.
+    /// saves never touch it; recovery finds running foreground runs by owner
+    /// through another (version 6), which background tasks never touch; counts
+    /// per status come from the counters, so no index on status alone is kept.
     static let version2Objects = """
         CREATE TABLE IF NOT EXISTS status_counts (
             is_background INTEGER NOT NULL,
@@ -123,6 +124,7 @@ enum Schema {
         CREATE INDEX IF NOT EXISTS workflow_state_parent ON workflow_state (parent_run_id) WHERE parent_run_id IS NOT NULL;
         CREATE INDEX IF NOT EXISTS workflow_state_created_at ON workflow_state (created_at);
         CREATE INDEX IF NOT EXISTS workflow_state_due ON workflow_state (next_attempt_at) WHERE status = 'failed' AND next_attempt_at IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS workflow_state_running_runs ON workflow_state (owner) WHERE is_background_task = 0 AND status = 'running';
         CREATE INDEX IF NOT EXISTS runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
         CREATE INDEX IF NOT EXISTS spans_run ON spans (run_id);
         CREATE INDEX IF NOT EXISTS spans_trace ON spans (trace_id, start_unix_nano);

@@ -51,7 +51,8 @@ var versionOneTables: String {
 
 /// The counter tables and indexes of version 3 (the due-task index came later).
 var versionThreeObjects: String {
-    Schema.version2Objects.split(separator: "\n").filter { !$0.contains("workflow_state_due") }.joined(separator: "\n")
+    // Without the indexes of later versions (the due index, the index of running runs).
+    Schema.version2Objects.split(separator: "\n").filter { !$0.contains("workflow_state_due") && !$0.contains("workflow_state_running_runs") }.joined(separator: "\n")
 }
 
 func newPath() -> String {
