@@ -704,10 +704,6 @@ public final class PostgresStateStore: StateStore {
         return Set(claimed)
     }
 
-    public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
-        try await claimNextDueTask(owner: owner, now: now, steps: nil)
-    }
-
     public func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState? {
         if let steps, steps.isEmpty { return nil }
         // Any step (NULL), or only those named.

@@ -39,10 +39,6 @@ extension SQLiteStateStore {
 
     /// Tries the due tasks oldest first: the first whose claim this store takes,
     /// and that is still due once claimed, is the one.
-    public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
-        try await claimNextDueTask(owner: owner, now: now, steps: nil)
-    }
-
     public func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState? {
         if let steps, steps.isEmpty { return nil }
         let candidates = try withConnection { (connection) throws(StateStoreError) -> [String] in

@@ -56,10 +56,6 @@ public final class InMemoryStateStore: StateStore {
         }
     }
 
-    public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
-        try await claimNextDueTask(owner: owner, now: now, steps: nil)
-    }
-
     public func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState? {
         let due = storage.withLock { storage in
             storage.nextAttempts.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }

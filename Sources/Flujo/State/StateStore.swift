@@ -99,13 +99,10 @@ public protocol StateStore: Sendable {
 
     /// Claims the failed task that has waited longest for its next attempt
     /// (`StateWrite.nextAttemptAt` at or before `now`), as `claimTask` claims:
-    /// exclusive across processes, held until `releaseClaim`. Nil when no task is due.
-    func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState?
-
-    /// `claimNextDueTask(owner:now:)` among the due tasks whose step is one of
-    /// `steps` only (nil: any step), so a worker never takes, again and again,
-    /// a task it cannot run while others wait behind it. Optional: the default
-    /// claims as the method above and gives a task of another step back.
+    /// exclusive across processes, held until `releaseClaim`. Only tasks whose
+    /// step is one of `steps` (nil: any step; empty: none), passing older ones
+    /// of other steps over, so a worker never takes, again and again, a task it
+    /// cannot run while others wait behind it. Nil when no such task is due.
     func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState?
 
     /// Deletes up to `limit` runs and tasks that `policy` prunes (`PrunePolicy.prunes`),
@@ -155,12 +152,9 @@ extension StateStore {
     /// Changes none (see the requirement).
     public func failStaleRuns(updatedBefore: Timestamp, applying transition: TaskTransition) async throws -> Int { 0 }
 
-    /// Claims as `claimNextDueTask(owner:now:)`; a task whose step is not in `steps` is given back (nil).
-    public func claimNextDueTask(owner: String, now: Timestamp, steps: Set<String>?) async throws -> WorkflowState? {
-        guard let state = try await claimNextDueTask(owner: owner, now: now) else { return nil }
-        guard let steps, !steps.contains(state.stepName ?? "") else { return state }
-        await endClaim(taskID: state.taskID ?? state.runID)
-        return nil
+    /// The next due task of any step.
+    public func claimNextDueTask(owner: String, now: Timestamp) async throws -> WorkflowState? {
+        try await claimNextDueTask(owner: owner, now: now, steps: nil)
     }
 
     /// Ends the claim with `releaseClaim(taskID:)`.
