@@ -1,5 +1,6 @@
 import Flujo
 import FlujoTesting
+import FlujoTestSupport
 import Synchronization
 import Testing
 
@@ -21,6 +22,14 @@ final class SlowSink: HookSink {
     func handle(_ event: HookEvent) async throws {
         await gate.wait()
         handled.increment()
+    }
+}
+
+final class SwitchableSink: HookSink {
+    let name = "switchable"
+    let failing = Atomic<Bool>(false)
+    func handle(_ event: HookEvent) async throws {
+        if failing.load(ordering: .relaxed) { throw OddError() }
     }
 }
 
@@ -82,6 +91,48 @@ struct HookBusTests {
         slow.gate.open()
         await runner.close()
         #expect(slow.handled.count + dropped == 8)
+    }
+
+    @Test("a sink failing on every event logs its first error, then a line per interval with how many followed, then one line when it works again", arguments: [HookDelivery.inline, .queued(capacity: 10_000)])
+    func errorStreaks(delivery: HookDelivery) async throws {
+        let logs = RecordingLogs()
+        let bus = HookBus(logger: logs.logger, errorLogInterval: .seconds(1))
+        let sink = SwitchableSink()
+        bus.register(sink, delivery: delivery)
+        func emit(_ count: Int) async throws {
+            for index in 0..<count {
+                try await bus.emit(HookEvent(
+                    runID: "run_\(index)", parentRunID: nil, taskID: nil, pipelineName: "p", pipelineVersion: "1", isBackground: false,
+                    unixNano: 0, payload: .preRun(HookEvent.RunStart(inputSummary: "", totalSteps: 1))))
+            }
+            #expect(await bus.flush())
+        }
+        sink.failing.store(true, ordering: .relaxed)
+        try await emit(1000)
+        var errors = logs.messages(at: .error)
+        #expect(errors.count == 1, "one line for a thousand errors: \(errors)")
+        #expect(errors.first?.contains("Error in hook 'switchable' on pre_run of run run_0: OddError") == true, "\(errors)")
+        #expect(errors.first?.contains("logged at most once every") == true)
+        #expect(bus.errorCounts[HookBus.ErrorKey(sink: "switchable", event: .preRun)] == 1000, "every error is counted")
+
+        try await Task.sleep(for: .milliseconds(1100))
+        try await emit(5)
+        errors = logs.messages(at: .error)
+        #expect(errors.count == 2, "\(errors)")
+        #expect(errors.last?.contains("(and 999 more error(s) of this sink since the last line)") == true, "\(errors)")
+
+        sink.failing.store(false, ordering: .relaxed)
+        try await emit(3)
+        let notices = logs.messages(at: .notice)
+        #expect(notices == ["Hook 'switchable' handles events again, after 1005 error(s) in a row (4 of them not logged)"], "\(notices)")
+
+        sink.failing.store(true, ordering: .relaxed)
+        try await emit(2)
+        errors = logs.messages(at: .error)
+        #expect(errors.count == 3, "a new streak is logged at once: \(errors)")
+        #expect(errors.last?.contains("logged at most once every") == true)
+        #expect(bus.errorCounts[HookBus.ErrorKey(sink: "switchable", event: .preRun)] == 1007)
+        await bus.drain()
     }
 
     @Test("a bus with no sinks wants nothing")

@@ -11,6 +11,20 @@ public final class HookBus: Sendable {
         let count = Atomic<Int>(0)
     }
 
+    /// A sink's current streak of errors, so that a sink failing on every
+    /// event writes a few log lines, not one per event.
+    private final class Streak: Sendable {
+        struct State {
+            var errors = 0
+            var unreported = 0
+            var lastReport: ContinuousClock.Instant?
+        }
+
+        /// Set while the sink's last event failed: the only cost on the success path.
+        let failing = Atomic<Bool>(false)
+        let state = Mutex<State>(State())
+    }
+
     private final class Registration: Sendable {
         let sink: any HookSink
         let mask: UInt32
@@ -19,9 +33,14 @@ public final class HookBus: Sendable {
         let queue: AsyncStream<HookEvent>.Continuation?
         let consumer: Task<Void, Never>?
         let pending: Pending
+        let streak: Streak
 
-        init(sink: any HookSink, mask: UInt32, strict: Bool, background: BackgroundPolicy, queue: AsyncStream<HookEvent>.Continuation?, consumer: Task<Void, Never>?, pending: Pending) {
+        init(
+            sink: any HookSink, mask: UInt32, strict: Bool, background: BackgroundPolicy, queue: AsyncStream<HookEvent>.Continuation?,
+            consumer: Task<Void, Never>?, pending: Pending, streak: Streak
+        ) {
             self.pending = pending
+            self.streak = streak
             self.sink = sink
             self.mask = mask
             self.strict = strict
@@ -50,10 +69,15 @@ public final class HookBus: Sendable {
     private let errors = Mutex<[ErrorKey: Int]>([:])
     private let drops = Mutex<[String: Int]>([:])
     private let logger: Logger
+    private let errorLogInterval: Duration
 
-    /// Creates a bus with no sinks.
-    public init(logger: Logger = Logger(label: "flujo.hooks")) {
+    /// Creates a bus with no sinks. A sink's first error of a streak is logged
+    /// at once; while it keeps failing, at most one line per `errorLogInterval`
+    /// says how many followed; the first event it handles again is logged too.
+    /// Every error is counted either way (`errorCounts`).
+    public init(logger: Logger = Logger(label: "flujo.hooks"), errorLogInterval: Duration = .seconds(60)) {
         self.logger = logger
+        self.errorLogInterval = errorLogInterval
     }
 
     /// Registers a sink. A strict sink's errors fail the run. With
@@ -64,17 +88,23 @@ public final class HookBus: Sendable {
         var continuation: AsyncStream<HookEvent>.Continuation?
         var consumer: Task<Void, Never>?
         let pending = Pending()
+        let streak = Streak()
         if case let .queued(capacity) = delivery {
             let (stream, queue) = AsyncStream<HookEvent>.makeStream(bufferingPolicy: .bufferingOldest(max(1, capacity)))
             continuation = queue
             consumer = Task { [self] in
                 for await event in stream {
-                    do { try await sink.handle(event) } catch { record(error, sink: sink, event: event) }
+                    do {
+                        try await sink.handle(event)
+                        if streak.failing.load(ordering: .relaxed) { recovered(sink: sink, streak: streak) }
+                    } catch {
+                        record(error, sink: sink, event: event, streak: streak)
+                    }
                     pending.count.wrappingSubtract(1, ordering: .releasing)
                 }
             }
         }
-        let registration = Registration(sink: sink, mask: mask, strict: strict, background: background, queue: continuation, consumer: consumer, pending: pending)
+        let registration = Registration(sink: sink, mask: mask, strict: strict, background: background, queue: continuation, consumer: consumer, pending: pending, streak: streak)
         registrations.withLock { $0.append(registration) }
         _ = interestMask.bitwiseOr(mask, ordering: .releasing)
     }
@@ -102,18 +132,57 @@ public final class HookBus: Sendable {
             }
             do {
                 try await registration.sink.handle(event)
+                if registration.streak.failing.load(ordering: .relaxed) { recovered(sink: registration.sink, streak: registration.streak) }
             } catch let abort as PipelineAbortSignal {
                 throw abort
             } catch {
-                record(error, sink: registration.sink, event: event)
+                record(error, sink: registration.sink, event: event, streak: registration.streak)
                 if registration.strict { throw error }
             }
         }
     }
 
-    private func record(_ error: any Error, sink: any HookSink, event: HookEvent) {
+    /// Counts an error, and logs it when it starts a streak or when the last
+    /// line about this sink is older than `errorLogInterval`.
+    private func record(_ error: any Error, sink: any HookSink, event: HookEvent, streak: Streak) {
         errors.withLock { $0[ErrorKey(sink: sink.name, event: event.kind), default: 0] += 1 }
-        logger.error("Error in hook '\(sink.name)' on \(event.kind.rawValue) of run \(event.runID): \(error)")
+        let now = ContinuousClock.now
+        let interval = errorLogInterval
+        enum Report { case first, again(unreported: Int) }
+        let report: Report? = streak.state.withLock { state in
+            state.errors = state.errors == Int.max ? Int.max : state.errors + 1
+            guard let last = state.lastReport else {
+                state.lastReport = now
+                streak.failing.store(true, ordering: .relaxed)
+                return .first
+            }
+            if now - last < interval {
+                state.unreported = state.unreported == Int.max ? Int.max : state.unreported + 1
+                return nil
+            }
+            defer { state.unreported = 0; state.lastReport = now }
+            return .again(unreported: state.unreported)
+        }
+        guard let report else { return }
+        let message = "Error in hook '\(sink.name)' on \(event.kind.rawValue) of run \(event.runID): \(error)"
+        switch report {
+        case .first:
+            logger.error("\(message); while this sink keeps failing, its errors are counted (flujo_hook_errors_total) and logged at most once every \(interval)")
+        case let .again(unreported):
+            logger.error("\(message) (and \(unreported) more error(s) of this sink since the last line)")
+        }
+    }
+
+    /// Ends a sink's streak of errors, with one line.
+    private func recovered(sink: any HookSink, streak: Streak) {
+        let ended: (errors: Int, unreported: Int)? = streak.state.withLock { state in
+            guard streak.failing.load(ordering: .relaxed) else { return nil }
+            streak.failing.store(false, ordering: .relaxed)
+            defer { state = Streak.State() }
+            return (state.errors, state.unreported)
+        }
+        guard let ended else { return }
+        logger.notice("Hook '\(sink.name)' handles events again, after \(ended.errors) error(s) in a row (\(ended.unreported) of them not logged)")
     }
 
     /// Sink errors so far, per sink and event kind.
