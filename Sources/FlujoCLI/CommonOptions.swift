@@ -3,6 +3,7 @@ import Flujo
 import FlujoPostgres
 import FlujoSQLite
 import Foundation
+import Synchronization
 
 /// `--config` and `--db`, shared by every command.
 public struct CommonOptions: ParsableArguments {
@@ -54,7 +55,7 @@ public struct CommonOptions: ParsableArguments {
         let uri = settings.state.uri
         guard PostgresLocation.isPostgres(uri) else { return try openStore(settings, readOnly: readOnly) }
         do {
-            return try await PostgresStateStore.open(try PostgresLocation(uri: uri), migrate: !readOnly)
+            return OpenedStores.keep(try await PostgresStateStore.open(try PostgresLocation(uri: uri), migrate: !readOnly))
         } catch {
             throw CLIError("\(error)")
         }
@@ -74,9 +75,33 @@ public struct CommonOptions: ParsableArguments {
         try Self.refusePostgres(settings, "this command")
         if let problem = Self.nonPersistentProblem(settings.state.path) { throw CLIError(problem, exitCode: 2) }
         do {
-            return try SQLiteStateStore(settings: settings.state, readOnly: readOnly)
+            return OpenedStores.keep(try SQLiteStateStore(settings: settings.state, readOnly: readOnly))
         } catch {
             throw CLIError("\(error)")
+        }
+    }
+}
+
+/// The stores a command opened, closed when it ends. Closing the last
+/// connection to a SQLite file copies its write-ahead log into the file and
+/// removes the log: after a command, the file alone holds every row, so a
+/// copy of it is complete. A PostgreSQL store ends its sessions cleanly.
+enum OpenedStores {
+    private static let stores = Mutex<[any StateStore]>([])
+
+    static func keep<Store: StateStore>(_ store: Store) -> Store {
+        stores.withLock { $0.append(store) }
+        return store
+    }
+
+    /// Closes every store opened so far; later use of them fails.
+    static func closeAll() async {
+        for store in stores.withLock({ opened in defer { opened.removeAll() }; return opened }) {
+            if let sqlite = store as? SQLiteStateStore {
+                sqlite.close()
+            } else if let postgres = store as? PostgresStateStore {
+                await postgres.close()
+            }
         }
     }
 }

@@ -32,6 +32,7 @@ public enum FlujoCLI {
             return handler
         }
         let status = await runCommand(root: root, arguments: arguments)
+        await OpenedStores.closeAll()
         // What was printed is incomplete: say so, and fail, even if the work itself succeeded.
         if let failure = Output.failure {
             Output.error("error: \(failure); the output is incomplete")

@@ -62,6 +62,23 @@ struct FlujoCommandTests {
         #expect(tasks.filter { $0["status"] as? String == "failed" }.allSatisfy { $0["error_category"] as? String == "network" })
     }
 
+    @Test("a command that wrote closes its store: no write-ahead log is left, and a copy of the file alone holds every row")
+    func storeClosedAtExit() async throws {
+        let cli = CLI()
+        let runID = try await cli.demo(["--background", "4", "--fail", "1"])
+        #expect(!FileManager.default.fileExists(atPath: cli.db + "-wal"), "the log was copied into the file and removed")
+        let copy = cli.folder.appendingPathComponent("copy.db").path
+        try FileManager.default.copyItem(atPath: cli.db, toPath: copy)
+        let store = try SQLiteStateStore(path: copy, options: .init(readOnly: true))
+        #expect(try await store.load(runID: runID)?.status == .completed)
+        #expect(try await store.listBackgroundTasks(BackgroundTaskQuery(parentRunID: runID)).count == 7, "3 fixed background steps and 4 partners")
+        store.close()
+        // A command that writes after the demo (cleanup) leaves no log either.
+        let cleanup = try await cli.run(["tasks", "cleanup", "--db", cli.db])
+        #expect(cleanup.status == 0, "\(cleanup.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: cli.db + "-wal"))
+    }
+
     @Test("the same seed picks the same failing and pausing tasks")
     func seeded() async throws {
         var picks: [[String]] = []
