@@ -58,7 +58,7 @@ let package = Package(
             .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
             .product(name: "Instrumentation", package: "swift-distributed-tracing"),
         ]),
-        .target(name: "FlujoSQLite", dependencies: ["Flujo", "CSQLite", "CSQLiteVFS"]),
+        .target(name: "FlujoSQLite", dependencies: ["Flujo", "CSQLite", "CSQLiteVFS", .product(name: "Logging", package: "swift-log")]),
         .target(name: "FlujoTesting", dependencies: ["Flujo"]),
         .target(name: "FlujoPrometheus", dependencies: [
             "Flujo",

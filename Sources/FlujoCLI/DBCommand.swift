@@ -53,6 +53,7 @@ public struct DBCommand: AsyncParsableCommand {
                     "path": report.path, "schema_version": report.schemaVersion, "healthy": report.isHealthy,
                     "damage": report.damage, "foreign_objects": report.foreignObjects,
                     "counter_mismatches": report.counterMismatches, "counters_checked": report.countersNotChecked == nil,
+                    "network_file_system": report.networkFileSystem.map { $0 as Any } ?? NSNull(),
                     "advice": report.advice,
                 ] as [String: Any]))
             } else {
@@ -71,6 +72,7 @@ public struct DBCommand: AsyncParsableCommand {
                 } else {
                     Output.line("counters   " + (report.counterMismatches.isEmpty ? "ok" : report.counterMismatches.joined(separator: "; ")))
                 }
+                Output.line("disk       " + (report.networkFileSystem.map { "network file system (\($0)): one host only" } ?? "local"))
                 for line in report.advice { Output.line("to do: \(line)") }
             }
             if !report.isHealthy { throw ExitCode(1) }

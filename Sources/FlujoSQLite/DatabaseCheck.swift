@@ -16,6 +16,10 @@ public struct DatabaseCheckReport: Sendable, Hashable {
     /// Why the counters were not recounted (a damaged file, objects Flujo did
     /// not create, a layout without counters); nil when they were.
     public var countersNotChecked: String?
+    /// The network file system that holds the file (`NetworkFileSystem`), or
+    /// nil on a local disk. Not a fault by itself: it is one while processes
+    /// on more than one host use the file.
+    public var networkFileSystem: String? = nil
 
     /// Whether nothing is wrong.
     public var isHealthy: Bool {
@@ -39,6 +43,9 @@ public struct DatabaseCheckReport: Sendable, Hashable {
         }
         if !counterMismatches.isEmpty {
             lines.append("`flujo db upgrade --rebuild-counters` recounts them from the rows")
+        }
+        if let networkFileSystem {
+            lines.append(NetworkFileSystem.warning(path: path, fileSystem: networkFileSystem))
         }
         return lines
     }
@@ -94,7 +101,7 @@ extension SQLiteStateStore {
         }
         return DatabaseCheckReport(
             path: path, schemaVersion: version, damage: damage, foreignObjects: foreign, counterMismatches: mismatches,
-            countersNotChecked: notChecked)
+            countersNotChecked: notChecked, networkFileSystem: NetworkFileSystem.name(holding: path))
     }
 
     private static func counterMismatches(_ connection: SQLiteConnection) throws(StateStoreError) -> [String] {

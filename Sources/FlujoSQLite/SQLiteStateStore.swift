@@ -1,6 +1,7 @@
 import CSQLite
 import Flujo
 import Foundation
+import Logging
 import Synchronization
 
 /// Keys of the step log: wall-clock nanoseconds, strictly increasing within a
@@ -151,6 +152,7 @@ public final class SQLiteStateStore: StateStore {
             try Schema.migrate(connection)
         }
         self.filename = connection.filename
+        Self.warnIfShared(connection.filename)
         self.claimKey = TaskClaims.key(filename: connection.filename, token: token)
         self.connection = Mutex(connection)
         self.snapshot = Mutex(fingerprint)
@@ -162,6 +164,16 @@ public final class SQLiteStateStore: StateStore {
         try self.init(path: settings.path, options: Options(
             synchronous: Options.Synchronous(rawValue: settings.synchronous.uppercased()) ?? .normal,
             busyTimeoutMs: settings.busyTimeoutMs, readOnly: readOnly, createIfMissing: !readOnly))
+    }
+
+    /// Files already warned about in this process: one warning per file, however many stores open it.
+    private static let warnedFiles = Mutex<Set<String>>([])
+
+    /// Logs once per file when it is on a network file system (see `NetworkFileSystem`).
+    private static func warnIfShared(_ filename: String) {
+        guard let fileSystem = NetworkFileSystem.name(holding: filename),
+              warnedFiles.withLock({ $0.insert(filename).inserted }) else { return }
+        Logger(label: "flujo.sqlite").warning("\(NetworkFileSystem.warning(path: filename, fileSystem: fileSystem))")
     }
 
     deinit {

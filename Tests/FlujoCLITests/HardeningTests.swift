@@ -279,6 +279,8 @@ struct HostileDatabaseTests {
         #expect(healthy.status == 0 && healthy.stdout.contains("integrity  ok") && healthy.stdout.contains("counters   ok"), "\(healthy.stdout)")
         let healthyReport = try #require(try await cli.json(["db", "check", "--db", cli.db, "--json"]) as? [String: Any])
         #expect(healthyReport["counters_checked"] as? Bool == true)
+        #expect(healthy.stdout.contains("disk       local"), "a temporary folder is on a local disk: \(healthy.stdout)")
+        #expect(healthyReport["network_file_system"] is NSNull)
 
         try execute(cli.db, "UPDATE status_counts SET count = count + 5 WHERE is_background = 1 AND status = 'completed'")
         let wrong = try await cli.run(["db", "check", "--db", cli.db])
