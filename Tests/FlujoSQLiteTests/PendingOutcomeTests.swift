@@ -23,7 +23,8 @@ struct PendingOutcomeTests {
     func writtenWhenSpaceReturns() async throws {
         let (store, path) = try makeStore()
         let release = Release()
-        let runner = Runner(store: store)
+        let logs = RecordingLogs()
+        let runner = Runner(store: store, logger: logs.logger)
         let slow = Step<Int, String>("slow") { value, _ in await release.wait(); return String(repeating: "x", count: 3000) + "\(value)" }
         let result = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(slow), count: 20)), input: 1)
         try Self.full(store, path)
@@ -39,6 +40,11 @@ struct PendingOutcomeTests {
         #expect(try await store.statusCounters().backgroundTasks[.completed] == 20, "written again in the background")
         let report = await runner.close()
         #expect(report.isComplete)
+        // Twenty refused outcomes are one warning, and their writing again one notice.
+        let refused = logs.messages(at: .warning).filter { $0.hasPrefix("could not persist the outcome of task") }
+        #expect(refused.count == 1, "\(logs.messages(at: .warning))")
+        #expect(refused.first?.contains("It is kept and written again with backoff until close()") == true)
+        #expect(logs.messages(at: .notice) == ["task outcomes are written again, after 20 refused write(s) (19 of them not logged)"], "\(logs.messages(at: .notice))")
         #expect(result.backgroundTaskIDs.count == 20)
     }
 
@@ -46,15 +52,21 @@ struct PendingOutcomeTests {
     func reportedAtClose() async throws {
         let (store, path) = try makeStore()
         let release = Release()
-        let runner = Runner(store: store)
+        let logs = RecordingLogs()
+        let runner = Runner(store: store, logger: logs.logger)
         let slow = Step<Int, String>("slow") { value, _ in await release.wait(); return String(repeating: "y", count: 3000) }
-        _ = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(slow), count: 10)), input: 1)
+        _ = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(slow), count: 60)), input: 1)
         try Self.full(store, path)
         release.go()
         let report = await runner.close(timeout: .seconds(5))
-        #expect(report.unpersisted.count == 10)
+        #expect(report.unpersisted.count == 60)
         #expect(report.unpersisted.allSatisfy { $0.status == .completed && $0.error.contains("full") })
-        #expect(try await store.listBackgroundTasks(BackgroundTaskQuery(statuses: [.running])).count == 10)
+        #expect(try await store.listBackgroundTasks(BackgroundTaskQuery(statuses: [.running])).count == 60)
+        // The log names the first 50 and counts the rest; the report names all 60.
+        let errors = logs.messages(at: .error)
+        #expect(errors.filter { $0.hasPrefix("could not persist the outcome of task bg_") }.count == 50, "\(errors.count) lines")
+        #expect(errors.last == "... and 10 more task outcome(s) not persisted (close()'s report lists every one)", "\(errors.last ?? "")")
+        #expect(Set(report.unpersisted.map(\.taskID)).count == 60)
         #expect(try await TaskOperations(store: store).recoverOrphanedTasks() == 0, "this process still lives: they are not orphans yet")
     }
 }
@@ -111,5 +123,71 @@ struct SpanWriteFailureTests {
         #expect(try await store.spans(runID: "r2").count == 1)
         #expect(persister.droppedCount == 30)
         #expect(logs.messages(at: .warning).filter { $0 == "spans are kept in the store again" }.count == 1)
+    }
+}
+
+@Suite("Repeated failures in the log")
+struct FailureStreakTests {
+    @Test("a worker whose database stays locked logs one warning for the streak, not one per loop and poll, and one notice when it runs tasks again")
+    func workerStreak() async throws {
+        let (store, path) = try makeStore(.init(busyTimeoutMs: 20))
+        var task = fullTask(status: .failed)
+        task.attempts = 1
+        try await store.save([StateWrite(task, nextAttemptAt: Timestamp(millisecondsSince1970: 1_000))])
+        // Another connection holds the write lock: every claim fails with `locked`.
+        let locker = try SQLiteConnection(path: path, readOnly: false, create: false, busyTimeoutMs: 1000)
+        try locker.execute("BEGIN EXCLUSIVE")
+        let registry = StepRegistry()
+        try registry.register(Step<JSONValue, Int>("send_receipt") { _, _ in 1 })
+        let logs = RecordingLogs()
+        let worker = TaskWorker(
+            operations: TaskOperations(store: store, registry: registry), concurrency: 4, pollInterval: .milliseconds(20), logger: logs.logger)
+        let ran = Atomic<Int>(0)
+        let working = Task { await worker.run { _ in ran.add(1, ordering: .relaxed) } }
+        try await Task.sleep(for: .milliseconds(500))
+        let warnings = logs.messages(at: .warning)
+        #expect(warnings.count == 1, "one line for every loop's failed polls: \(warnings)")
+        #expect(warnings.first?.hasPrefix("worker could not run a task: ") == true && warnings.first?.contains("at most one line every") == true, "\(warnings)")
+        try locker.execute("COMMIT")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline, ran.load(ordering: .relaxed) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        working.cancel()
+        _ = await working.value
+        #expect(ran.load(ordering: .relaxed) == 1, "the task ran once the lock was gone")
+        // Loops that found the task claimed by another loop succeeded meanwhile: the streak
+        // ended (one notice), and the failures after it, within the interval, are not logged.
+        let notices = logs.messages(at: .notice)
+        #expect(notices.count == 1 && notices.first?.hasPrefix("worker runs tasks again, after ") == true, "\(notices)")
+        #expect(logs.messages(at: .warning).count == 1)
+        locker.close()
+    }
+}
+
+@Suite("Log streaks")
+struct LogStreakTests {
+    @Test("at most one failure is reported per interval, with the count of those not reported; a success ends a reported streak once; failures and successes taking turns do not flood")
+    func streak() {
+        let streak = LogStreak(interval: .seconds(60))
+        let start = ContinuousClock.now
+        #expect(streak.success() == nil, "no streak, nothing to end")
+        #expect(streak.failure(at: start) == .first)
+        for second in 1...59 { #expect(streak.failure(at: start + .seconds(second)) == nil) }
+        #expect(streak.failure(at: start + .seconds(60)) == .again(unreported: 59))
+        #expect(streak.failure(at: start + .seconds(61)) == nil)
+        #expect(streak.success() == LogStreak.Ended(failures: 62, unreported: 60))
+        #expect(streak.success() == nil, "ended once")
+        // Taking turns within the interval: nothing is reported, neither failures nor ends.
+        for second in 62...100 {
+            #expect(streak.failure(at: start + .seconds(second)) == nil)
+            #expect(streak.success() == nil)
+        }
+        #expect(streak.failure(at: start + .seconds(120)) == .again(unreported: 40), "one line a interval, with the failures it did not report")
+        #expect(streak.success() == LogStreak.Ended(failures: 1, unreported: 0))
+        let later = LogStreak(interval: .seconds(60))
+        #expect(later.failure(at: start) == .first)
+        _ = later.success()
+        #expect(later.failure(at: start + .seconds(90)) == .first, "a streak after a quiet interval is reported as new")
+        #expect(LogStreak.since(.again(unreported: 3), what: "errors") == " (and 3 more errors since the last line)")
+        #expect(LogStreak.since(.first, what: "errors") == "")
     }
 }

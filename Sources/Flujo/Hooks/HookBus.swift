@@ -11,20 +11,6 @@ public final class HookBus: Sendable {
         let count = Atomic<Int>(0)
     }
 
-    /// A sink's current streak of errors, so that a sink failing on every
-    /// event writes a few log lines, not one per event.
-    private final class Streak: Sendable {
-        struct State {
-            var errors = 0
-            var unreported = 0
-            var lastReport: ContinuousClock.Instant?
-        }
-
-        /// Set while the sink's last event failed: the only cost on the success path.
-        let failing = Atomic<Bool>(false)
-        let state = Mutex<State>(State())
-    }
-
     private final class Registration: Sendable {
         let sink: any HookSink
         let mask: UInt32
@@ -33,11 +19,11 @@ public final class HookBus: Sendable {
         let queue: AsyncStream<HookEvent>.Continuation?
         let consumer: Task<Void, Never>?
         let pending: Pending
-        let streak: Streak
+        let streak: LogStreak
 
         init(
             sink: any HookSink, mask: UInt32, strict: Bool, background: BackgroundPolicy, queue: AsyncStream<HookEvent>.Continuation?,
-            consumer: Task<Void, Never>?, pending: Pending, streak: Streak
+            consumer: Task<Void, Never>?, pending: Pending, streak: LogStreak
         ) {
             self.pending = pending
             self.streak = streak
@@ -88,7 +74,7 @@ public final class HookBus: Sendable {
         var continuation: AsyncStream<HookEvent>.Continuation?
         var consumer: Task<Void, Never>?
         let pending = Pending()
-        let streak = Streak()
+        let streak = LogStreak(interval: errorLogInterval)
         if case let .queued(capacity) = delivery {
             let (stream, queue) = AsyncStream<HookEvent>.makeStream(bufferingPolicy: .bufferingOldest(max(1, capacity)))
             continuation = queue
@@ -96,7 +82,7 @@ public final class HookBus: Sendable {
                 for await event in stream {
                     do {
                         try await sink.handle(event)
-                        if streak.failing.load(ordering: .relaxed) { recovered(sink: sink, streak: streak) }
+                        recovered(sink: sink, streak: streak)
                     } catch {
                         record(error, sink: sink, event: event, streak: streak)
                     }
@@ -132,7 +118,7 @@ public final class HookBus: Sendable {
             }
             do {
                 try await registration.sink.handle(event)
-                if registration.streak.failing.load(ordering: .relaxed) { recovered(sink: registration.sink, streak: registration.streak) }
+                recovered(sink: registration.sink, streak: registration.streak)
             } catch let abort as PipelineAbortSignal {
                 throw abort
             } catch {
@@ -144,45 +130,22 @@ public final class HookBus: Sendable {
 
     /// Counts an error, and logs it when it starts a streak or when the last
     /// line about this sink is older than `errorLogInterval`.
-    private func record(_ error: any Error, sink: any HookSink, event: HookEvent, streak: Streak) {
+    private func record(_ error: any Error, sink: any HookSink, event: HookEvent, streak: LogStreak) {
         errors.withLock { $0[ErrorKey(sink: sink.name, event: event.kind), default: 0] += 1 }
-        let now = ContinuousClock.now
-        let interval = errorLogInterval
-        enum Report { case first, again(unreported: Int) }
-        let report: Report? = streak.state.withLock { state in
-            state.errors = state.errors == Int.max ? Int.max : state.errors + 1
-            guard let last = state.lastReport else {
-                state.lastReport = now
-                streak.failing.store(true, ordering: .relaxed)
-                return .first
-            }
-            if now - last < interval {
-                state.unreported = state.unreported == Int.max ? Int.max : state.unreported + 1
-                return nil
-            }
-            defer { state.unreported = 0; state.lastReport = now }
-            return .again(unreported: state.unreported)
-        }
-        guard let report else { return }
+        guard let report = streak.failure() else { return }
         let message = "Error in hook '\(sink.name)' on \(event.kind.rawValue) of run \(event.runID): \(error)"
-        switch report {
-        case .first:
-            logger.error("\(message); while this sink keeps failing, its errors are counted (flujo_hook_errors_total) and logged at most once every \(interval)")
-        case let .again(unreported):
-            logger.error("\(message) (and \(unreported) more error(s) of this sink since the last line)")
+        if report == .first {
+            logger.error("\(message); while this sink keeps failing, its errors are counted (flujo_hook_errors_total) and logged at most once every \(streak.interval)")
+        } else {
+            logger.error("\(message)\(LogStreak.since(report, what: "error(s) of this sink"))")
         }
     }
 
     /// Ends a sink's streak of errors, with one line.
-    private func recovered(sink: any HookSink, streak: Streak) {
-        let ended: (errors: Int, unreported: Int)? = streak.state.withLock { state in
-            guard streak.failing.load(ordering: .relaxed) else { return nil }
-            streak.failing.store(false, ordering: .relaxed)
-            defer { state = Streak.State() }
-            return (state.errors, state.unreported)
-        }
-        guard let ended else { return }
-        logger.notice("Hook '\(sink.name)' handles events again, after \(ended.errors) error(s) in a row (\(ended.unreported) of them not logged)")
+    @inline(__always)
+    private func recovered(sink: any HookSink, streak: LogStreak) {
+        guard let ended = streak.success() else { return }
+        logger.notice("Hook '\(sink.name)' handles events again, after \(ended.failures) error(s) in a row (\(ended.unreported) of them not logged)")
     }
 
     /// Sink errors so far, per sink and event kind.

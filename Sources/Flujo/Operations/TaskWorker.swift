@@ -23,6 +23,9 @@ public struct TaskWorker: Sendable {
     /// How long it waits when no task is due.
     public let pollInterval: Duration
     let logger: Logger
+    /// Failed claims or runs (a database down, a full disk), shared by the
+    /// worker's loops: logged as a streak, not one line per loop and poll.
+    let failures = LogStreak()
 
     /// Creates a worker.
     public init(operations: TaskOperations, concurrency: Int = 1, pollInterval: Duration = .seconds(1), logger: Logger = Logger(label: "flujo.worker")) {
@@ -53,7 +56,11 @@ public struct TaskWorker: Sendable {
         var report = Report()
         while !Task.isCancelled {
             do {
-                if let outcome = try await operations.resumeNextDue() {
+                let next = try await operations.resumeNextDue()
+                if let ended = failures.success() {
+                    logger.notice("worker runs tasks again, after \(ended.failures) failed attempt(s) (\(ended.unreported) of them not logged)")
+                }
+                if let outcome = next {
                     report.ran += 1
                     if outcome.status == .completed { report.completed += 1 } else if outcome.status == .failed { report.failed += 1 }
                     onOutcome?(outcome)
@@ -63,7 +70,11 @@ public struct TaskWorker: Sendable {
             } catch {
                 // A stop cancels the call under way: the worker ends, it did not fail.
                 if Task.isCancelled { break }
-                logger.warning("worker could not run a task: \(error)")
+                if let logged = failures.failure() {
+                    logger.warning(logged == .first
+                        ? "worker could not run a task: \(error); while this goes on, at most one line every \(failures.interval), and one when it runs tasks again"
+                        : "worker could not run a task: \(error)\(LogStreak.since(logged, what: "failed attempt(s)"))")
+                }
                 if once { break }
             }
             // Polls every `pollInterval`, or sooner when the store says work became due.

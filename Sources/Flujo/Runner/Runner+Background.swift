@@ -140,7 +140,7 @@ extension Runner {
             do {
                 try await store.save([StateWrite(pending.state, step: pending.step, parentUsage: pending.parentUsage, nextAttemptAt: pending.nextAttemptAt, trace: pending.trace)])
                 tracker.removePending(runID: pending.state.runID)
-                logger.notice("wrote the outcome of task \(pending.state.taskID ?? pending.state.runID) after \(pending.attempts) failed attempt(s)")
+                executor.noteOutcomeWritten()
             } catch let error as StateStoreError where error.isSuperseded {
                 tracker.removePending(runID: pending.state.runID)
                 logger.error("\(error)")

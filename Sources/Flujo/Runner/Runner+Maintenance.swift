@@ -91,13 +91,22 @@ extension Runner {
         }
         if !tracker.pendingOutcomes.isEmpty { await writePending() }
         let unpersisted = tracker.pendingOutcomes
-        for pending in unpersisted {
+        // One line a task, for the first `loggedUnpersisted`; the report names every one.
+        for pending in unpersisted.prefix(Self.loggedUnpersisted) {
             logger.error("could not persist the outcome of task \(pending.state.taskID ?? pending.state.runID) after \(pending.attempts) attempt(s): \(pending.error)")
+        }
+        if unpersisted.count > Self.loggedUnpersisted {
+            logger.error("... and \(unpersisted.count - Self.loggedUnpersisted) more task outcome(s) not persisted (close()'s report lists every one)")
         }
         tracker.close()?.cancel()
         await hooks.drain()
         return CloseReport(unpersisted: unpersisted.map { CloseReport.Unpersisted(taskID: $0.state.taskID ?? $0.state.runID, status: $0.state.status, error: $0.error) })
     }
+}
+
+extension Runner {
+    /// The most unpersisted outcomes `close()` logs one by one.
+    static let loggedUnpersisted = 50
 }
 
 /// What `Runner.close()` could not do.

@@ -90,6 +90,8 @@ struct Executor: Sendable {
     let hooks: HookBus
     let classifier: any ErrorClassifier
     let logger: Logger
+    /// Outcomes the store refused (a full disk): logged as a streak, not one line per task.
+    let outcomeWrites = LogStreak()
 }
 
 extension Executor {

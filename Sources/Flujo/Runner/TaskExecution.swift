@@ -84,19 +84,29 @@ extension Executor {
             let next = TaskLifecycle.nextAttempt(for: state, schedule: TaskLifecycle.RetrySchedule(settings.backgroundTasks), at: state.updatedAt)
             do {
                 try await store.save([StateWrite(state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, trace: trace)])
+                noteOutcomeWritten()
             } catch {
                 // Refused for good when another process took the task over: it is not written again.
                 let superseded = (error as? StateStoreError)?.isSuperseded ?? false
                 if superseded {
                     logger.error("\(error)")
-                } else {
-                    logger.warning("could not persist the outcome of task \(state.taskID ?? state.runID) yet: \(error)")
+                } else if let report = outcomeWrites.failure() {
+                    let taskID = state.taskID ?? state.runID
+                    logger.warning(report == .first
+                        ? "could not persist the outcome of task \(taskID) yet: \(error). It is kept and written again with backoff until close(); while outcomes keep failing, at most one line every \(outcomeWrites.interval), and one when they are written again"
+                        : "could not persist the outcome of task \(taskID) yet: \(error)\(LogStreak.since(report, what: "outcome(s) not written"))")
                 }
                 pending = PendingOutcome(
                     state: state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, trace: trace, error: "\(error)", superseded: superseded)
             }
         }
         return pending
+    }
+
+    /// Ends a streak of outcomes the store refused, with one line.
+    func noteOutcomeWritten() {
+        guard let ended = outcomeWrites.success() else { return }
+        logger.notice("task outcomes are written again, after \(ended.failures) refused write(s) (\(ended.unreported) of them not logged)")
     }
 
     /// Persists a task still running when its engine closed as `cancelled`.
