@@ -50,13 +50,24 @@ public final class MetricsCollector: Sendable {
                 name: "flujo_hook_events_dropped_total", help: "Events dropped from full sink queues, by sink.", kind: .counter,
                 samples: drops.keys.sorted().map { .init(name: "flujo_hook_events_dropped_total", labels: [("sink", $0)], value: Double(drops[$0]!)) }))
         }
-        var byName: [String: MetricFamily] = [:]
-        for sample in counterSources.flatMap({ $0.counterSamples() }) {
-            byName[sample.name, default: MetricFamily(name: sample.name, help: sample.help, kind: .counter, samples: [])]
-                .samples.append(.init(name: sample.name, labels: sample.labels.keys.sorted().map { ($0, sample.labels[$0]!) }, value: sample.value))
-        }
-        families += byName.values
+        families += Self.families(of: counterSources.flatMap { $0.counterSamples() } + (hooks?.attachedCounterSamples ?? []))
         return families
+    }
+
+    /// Families of other components' samples; samples of one name and labels
+    /// from several sources (two engines on one bus) are added up.
+    static func families(of samples: [CounterSample]) -> [MetricFamily] {
+        var byName: [String: (help: String, kind: CounterSample.Kind, values: [[String: String]: Double])] = [:]
+        for sample in samples {
+            byName[sample.name, default: (sample.help, sample.kind, [:])].values[sample.labels, default: 0] += sample.value
+        }
+        return byName.keys.sorted().map { name in
+            let family = byName[name]!
+            let samples = family.values.keys.sorted { $0.sorted(by: <).description < $1.sorted(by: <).description }.map { labels in
+                MetricFamily.Sample(name: name, labels: labels.keys.sorted().map { ($0, labels[$0]!) }, value: family.values[labels]!)
+            }
+            return MetricFamily(name: name, help: family.help, kind: family.kind == .gauge ? .gauge : .counter, samples: samples)
+        }
     }
 
     /// The gauges read from the store's maintained counters.

@@ -56,6 +56,8 @@ public final class HookBus: Sendable {
     private let drops = Mutex<[String: Int]>([:])
     private let logger: Logger
     private let errorLogInterval: Duration
+    /// Counters of the engines that emit on this bus, held weakly: an engine gone is no longer read.
+    private let attached = Mutex<[@Sendable () -> [CounterSample]?]>([])
 
     /// Creates a bus with no sinks. A sink's first error of a streak is logged
     /// at once; while it keeps failing, at most one line per `errorLogInterval`
@@ -146,6 +148,27 @@ public final class HookBus: Sendable {
     private func recovered(sink: any HookSink, streak: LogStreak) {
         guard let ended = streak.success() else { return }
         logger.notice("Hook '\(sink.name)' handles events again, after \(ended.failures) error(s) in a row (\(ended.unreported) of them not logged)")
+    }
+
+    /// Makes `source`'s counters part of what a metrics endpoint reading this
+    /// bus exports (`attachedCounterSamples`), for as long as `source` lives.
+    /// Runners and task operations attach theirs to the bus they emit on.
+    public func attachCounters<Source: CounterSource & AnyObject>(_ source: Source) {
+        attached.withLock { $0.append { [weak source] in source?.counterSamples() } }
+    }
+
+    /// The samples of every attached source still alive; samples of the same
+    /// name and labels from several sources are for the endpoint to add up.
+    public var attachedCounterSamples: [CounterSample] {
+        attached.withLock { sources in
+            var samples: [CounterSample] = []
+            sources.removeAll { source in
+                guard let some = source() else { return true }
+                samples += some
+                return false
+            }
+            return samples
+        }
     }
 
     /// Sink errors so far, per sink and event kind.

@@ -36,8 +36,9 @@ public struct TaskOperations: Sendable {
         logger: Logger = Logger(label: "flujo.tasks")
     ) {
         self.init(
-            executor: Executor(store: store, settings: settings, hooks: hooks, classifier: classifier, logger: logger),
+            executor: Executor(store: store, settings: settings, hooks: hooks, classifier: classifier, logger: logger, outcomes: OutcomeStats(tracker: nil)),
             registry: registry, owner: Identifiers.processOwner + ":" + Identifiers.randomHex(bytes: 3))
+        hooks.attachCounters(executor.outcomes)
     }
 
     init(executor: Executor, registry: StepRegistry, owner: String) {

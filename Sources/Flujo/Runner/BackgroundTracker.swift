@@ -107,6 +107,8 @@ final class BackgroundTracker: Sendable {
 
     var pendingOutcomes: [PendingOutcome] { state.withLock { Array($0.pending.values) } }
 
+    var pendingCount: Int { state.withLock { $0.pending.count } }
+
     /// Forgets an outcome once written.
     func removePending(runID: String) {
         _ = state.withLock { $0.pending.removeValue(forKey: runID) }

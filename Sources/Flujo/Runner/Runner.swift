@@ -45,7 +45,9 @@ public final class Runner: Sendable {
         self.classifier = classifier
         self.owner = Identifiers.processOwner + ":" + Identifiers.randomHex(bytes: 3)
         self.logger = logger
-        executor = Executor(store: store, settings: settings, hooks: hooks, classifier: classifier, logger: logger)
+        executor = Executor(
+            store: store, settings: settings, hooks: hooks, classifier: classifier, logger: logger, outcomes: OutcomeStats(tracker: tracker))
+        hooks.attachCounters(executor.outcomes)
     }
 
     /// The task operations over this runner's store, with its steps, bus and owner.

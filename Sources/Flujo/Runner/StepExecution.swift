@@ -1,3 +1,4 @@
+import Synchronization
 import Logging
 
 /// Who events are about: shared by every event of one execution.
@@ -92,6 +93,33 @@ struct Executor: Sendable {
     let logger: Logger
     /// Outcomes the store refused (a full disk): logged as a streak, not one line per task.
     let outcomeWrites = LogStreak()
+    /// Outcomes the store refused, counted, and the ones kept unwritten now.
+    let outcomes: OutcomeStats
+}
+
+/// What a metrics endpoint shows of task outcomes the store refused:
+/// `flujo_task_outcomes_refused_total` and `flujo_task_outcomes_unwritten`.
+final class OutcomeStats: CounterSource {
+    let refused = Atomic<Int>(0)
+    /// The outcomes kept unwritten now; nil for task operations, which keep none.
+    private let tracker: BackgroundTracker?
+
+    init(tracker: BackgroundTracker?) {
+        self.tracker = tracker
+    }
+
+    func counterSamples() -> [CounterSample] {
+        [
+            CounterSample(
+                name: "flujo_task_outcomes_refused_total",
+                help: "Task outcomes the state store refused when first written (a full disk, a lock held too long); each is kept and written again.",
+                value: Double(refused.load(ordering: .relaxed))),
+            CounterSample(
+                name: "flujo_task_outcomes_unwritten",
+                help: "Task outcomes kept in memory, not written yet: the store refuses them. If the process ends first, its tasks are recovered as lost workers.",
+                value: Double(tracker?.pendingCount ?? 0), kind: .gauge),
+        ]
+    }
 }
 
 extension Executor {

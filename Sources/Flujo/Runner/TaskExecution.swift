@@ -88,6 +88,7 @@ extension Executor {
             } catch {
                 // Refused for good when another process took the task over: it is not written again.
                 let superseded = (error as? StateStoreError)?.isSuperseded ?? false
+                if !superseded { outcomes.refused.add(1, ordering: .relaxed) }
                 if superseded {
                     logger.error("\(error)")
                 } else if let report = outcomeWrites.failure() {

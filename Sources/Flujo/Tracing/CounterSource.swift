@@ -1,5 +1,11 @@
-/// One sample of a counter that a component exports for metric endpoints.
+/// One sample of a counter (or gauge) that a component exports for metric endpoints.
 public struct CounterSample: Sendable, Hashable {
+    /// Whether the value only grows (a counter) or goes up and down (a gauge).
+    public enum Kind: Sendable, Hashable {
+        case counter
+        case gauge
+    }
+
     /// The metric family name, e.g. `flujo_otlp_spans_exported_total`.
     public var name: String
     /// The family's help text.
@@ -8,13 +14,16 @@ public struct CounterSample: Sendable, Hashable {
     public var labels: [String: String]
     /// The current value.
     public var value: Double
+    /// Counter or gauge.
+    public var kind: Kind
 
     /// Creates a sample.
-    public init(name: String, help: String, labels: [String: String] = [:], value: Double) {
+    public init(name: String, help: String, labels: [String: String] = [:], value: Double, kind: Kind = .counter) {
         self.name = name
         self.help = help
         self.labels = labels
         self.value = value
+        self.kind = kind
     }
 }
 
