@@ -13,6 +13,24 @@ final class Release: Sendable {
     func go() { open.store(true, ordering: .releasing) }
 }
 
+/// Waits until opened, whether or not its task is cancelled.
+final class StubbornGate: Sendable {
+    private let state = Mutex<(open: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let resume = state.withLock { state -> Bool in
+                if state.open { return true }
+                state.waiting.append(continuation)
+                return false
+            }
+            if resume { continuation.resume() }
+        }
+    }
+    func go() {
+        for continuation in state.withLock({ state in state.open = true; defer { state.waiting = [] }; return state.waiting }) { continuation.resume() }
+    }
+}
+
 @Suite("Outcomes that cannot be written")
 struct PendingOutcomeTests {
     static func full(_ store: SQLiteStateStore, _ path: String) throws {
@@ -68,6 +86,27 @@ struct PendingOutcomeTests {
         #expect(errors.last == "... and 10 more task outcome(s) not persisted (close()'s report lists every one)", "\(errors.last ?? "")")
         #expect(Set(report.unpersisted.map(\.taskID)).count == 60)
         #expect(try await TaskOperations(store: store).recoverOrphanedTasks() == 0, "this process still lives: they are not orphans yet")
+    }
+}
+
+extension PendingOutcomeTests {
+    @Test("tasks still running at close whose cancellation cannot be written: the first 50 are named, the rest counted")
+    func notMarkedCancelledAtClose() async throws {
+        let (store, _) = try makeStore()
+        let release = StubbornGate()
+        let logs = RecordingLogs()
+        let runner = Runner(store: store, logger: logs.logger)
+        // Steps that do not stop when cancelled: they are still running when close() gives up on them.
+        let stubborn = Step<Int, Int>("stubborn") { value, _ in await release.wait(); return value }
+        _ = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(stubborn), count: 60)), input: 1)
+        store.close()
+        _ = await runner.close(timeout: .milliseconds(100))
+        release.go()
+        let errors = logs.messages(at: .error)
+        let named = errors.filter { $0.hasPrefix("could not mark task run ") }
+        #expect(named.count == 50, "\(errors.count) lines: \(errors.prefix(3))")
+        #expect(named.allSatisfy { $0.contains("recovery fails it as a lost worker once the process ends") })
+        #expect(errors.contains("... and 10 more task run(s) not marked cancelled"), "\(errors.suffix(3))")
     }
 }
 

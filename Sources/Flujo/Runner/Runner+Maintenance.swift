@@ -85,9 +85,20 @@ extension Runner {
         for entry in stragglers { entry.task?.cancel() }
         // Give cancelled tasks a moment to persist themselves; force the rest.
         if !stragglers.isEmpty { await tracker.waitUntilEmpty(until: .now + .milliseconds(500)) }
+        var notMarked = 0
         for entry in tracker.entries {
-            await executor.markCancelledAtShutdown(runID: entry.runID)
+            if let error = await executor.markCancelledAtShutdown(runID: entry.runID) {
+                // One line a task for the first `loggedUnpersisted`, then a count: a full disk
+                // at shutdown with thousands of tasks in flight is not thousands of lines.
+                notMarked += 1
+                if notMarked <= Self.loggedUnpersisted {
+                    logger.error("could not mark task run \(entry.runID) cancelled: \(error); it stays running under this process, and recovery fails it as a lost worker once the process ends")
+                }
+            }
             tracker.remove(runID: entry.runID)
+        }
+        if notMarked > Self.loggedUnpersisted {
+            logger.error("... and \(notMarked - Self.loggedUnpersisted) more task run(s) not marked cancelled")
         }
         if !tracker.pendingOutcomes.isEmpty { await writePending() }
         let unpersisted = tracker.pendingOutcomes
@@ -105,7 +116,7 @@ extension Runner {
 }
 
 extension Runner {
-    /// The most unpersisted outcomes `close()` logs one by one.
+    /// The most unpersisted outcomes (and tasks not marked cancelled) `close()` logs one by one.
     static let loggedUnpersisted = 50
 }
 

@@ -111,13 +111,15 @@ extension Executor {
     }
 
     /// Persists a task still running when its engine closed as `cancelled`.
-    func markCancelledAtShutdown(runID: String) async {
+    /// Returns the store's error when it could not; the caller logs it.
+    func markCancelledAtShutdown(runID: String) async -> (any Error)? {
         do {
             guard let state = try await store.load(runID: runID),
-                  let cancelled = TaskLifecycle.cancelledAtShutdown(state, at: .now) else { return }
+                  let cancelled = TaskLifecycle.cancelledAtShutdown(state, at: .now) else { return nil }
             try await store.save(cancelled)
+            return nil
         } catch {
-            logger.error("could not mark task run \(runID) cancelled: \(error)")
+            return error
         }
     }
 }
