@@ -91,9 +91,7 @@ struct Executor: Sendable {
     let hooks: HookBus
     let classifier: any ErrorClassifier
     let logger: Logger
-    /// Outcomes the store refused (a full disk): logged as a streak, not one line per task.
-    let outcomeWrites = LogStreak()
-    /// Outcomes the store refused, counted, and the ones kept unwritten now.
+    /// Outcomes the store refused, counted and logged as a streak, and the ones kept unwritten now.
     let outcomes: OutcomeStats
 }
 
@@ -101,6 +99,8 @@ struct Executor: Sendable {
 /// `flujo_task_outcomes_refused_total` and `flujo_task_outcomes_unwritten`.
 final class OutcomeStats: CounterSource {
     let refused = Atomic<Int>(0)
+    /// Refused outcomes are logged as a streak (a full disk), not one line per task.
+    let streak = LogStreak()
     /// The outcomes kept unwritten now; nil for task operations, which keep none.
     private let tracker: BackgroundTracker?
 

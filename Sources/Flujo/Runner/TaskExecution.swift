@@ -91,10 +91,10 @@ extension Executor {
                 if !superseded { outcomes.refused.add(1, ordering: .relaxed) }
                 if superseded {
                     logger.error("\(error)")
-                } else if let report = outcomeWrites.failure() {
+                } else if let report = outcomes.streak.failure() {
                     let taskID = state.taskID ?? state.runID
                     logger.warning(report == .first
-                        ? "could not persist the outcome of task \(taskID) yet: \(error). It is kept and written again with backoff until close(); while outcomes keep failing, at most one line every \(outcomeWrites.interval), and one when they are written again"
+                        ? "could not persist the outcome of task \(taskID) yet: \(error). It is kept and written again with backoff until close(); while outcomes keep failing, at most one line every \(outcomes.streak.interval), and one when they are written again"
                         : "could not persist the outcome of task \(taskID) yet: \(error)\(LogStreak.since(report, what: "outcome(s) not written"))")
                 }
                 pending = PendingOutcome(
@@ -106,7 +106,7 @@ extension Executor {
 
     /// Ends a streak of outcomes the store refused, with one line.
     func noteOutcomeWritten() {
-        guard let ended = outcomeWrites.success() else { return }
+        guard let ended = outcomes.streak.success() else { return }
         logger.notice("task outcomes are written again, after \(ended.failures) refused write(s) (\(ended.unreported) of them not logged)")
     }
 
