@@ -29,6 +29,8 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
     private var retryCount = 0
     /// The failure streak under way: exports failed and spans dropped since the last success.
     private var failureStreak: (exports: Int, spans: Int)?
+    /// Partial successes: a receiver rejecting part of every batch is a line a minute, not one per export.
+    private let partialSuccesses = LogStreak()
 
     private let settings: OTLPSettings
     private let origin: OTLPOrigin
@@ -152,7 +154,11 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
                 exportedCount += batch.count - rejected
                 rejectedByReceiver += rejected
                 if let partial {
-                    logger.warning("OTLP receiver rejected \(partial.rejectedSpans) span(s): \(partial.loggableMessage)")
+                    if let report = partialSuccesses.failure() {
+                        logger.warning("OTLP receiver rejected \(partial.rejectedSpans) span(s): \(partial.loggableMessage)\(LogStreak.since(report, what: "partial success(es), counted in flujo_otlp_spans_dropped_total{reason=\"rejected\"}"))")
+                    }
+                } else {
+                    _ = partialSuccesses.success()
                 }
                 if let streak = failureStreak {
                     failureStreak = nil

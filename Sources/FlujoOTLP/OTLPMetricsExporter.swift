@@ -26,6 +26,8 @@ public final class OTLPMetricsExporter: CounterSource, @unchecked Sendable {
     private var superseded = 0
     private var rejectedPoints: Int64 = 0
     private var failing = false
+    /// Partial successes: a line a minute at most, not one per push.
+    private let partialSuccesses = LogStreak()
 
     private let settings: OTLPSettings
     private let origin: OTLPOrigin
@@ -123,7 +125,11 @@ public final class OTLPMetricsExporter: CounterSource, @unchecked Sendable {
                 delivered += 1
                 if let partial {
                     rejectedPoints += partial.rejectedSpans
-                    logger.warning("OTLP receiver rejected \(partial.rejectedSpans) metric data point(s): \(partial.loggableMessage)")
+                    if let report = partialSuccesses.failure() {
+                        logger.warning("OTLP receiver rejected \(partial.rejectedSpans) metric data point(s): \(partial.loggableMessage)\(LogStreak.since(report, what: "partial success(es)"))")
+                    }
+                } else {
+                    _ = partialSuccesses.success()
                 }
                 if failing {
                     failing = false

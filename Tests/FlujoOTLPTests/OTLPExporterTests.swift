@@ -258,6 +258,26 @@ struct OTLPExporterTests {
         #expect(line.count < 700)
     }
 
+    @Test("a receiver rejecting part of every export: every rejected span counted, one line for the streak, not one per export")
+    func repeatedPartialSuccess() async throws {
+        let receiver = try await Receiver(script: "200+partial")
+        let logs = RecordingLogs()
+        // One span an export: ten runs of two spans are twenty exports, each partly rejected.
+        let exporter = OTLPExporter(
+            settings: otlpSettings(receiver.endpoint) { $0.scheduleDelayMs = 600_000; $0.maxExportBatchSize = 1 }, serviceName: "s", logger: logs.logger)
+        for _ in 0..<10 {
+            _ = try await run([.run(validate)], exporter: exporter)
+            #expect(exporter.forceFlush(timeout: .seconds(30)))
+        }
+        let (requests, _) = try await receiver.decoded()
+        await receiver.stop()
+        exporter.shutdown()
+        #expect(requests.count == 20)
+        #expect(exporter.statistics.rejected == 20, "every rejected span is counted")
+        let lines = logs.messages(at: .warning).filter { $0.hasPrefix("OTLP receiver rejected") }
+        #expect(lines == ["OTLP receiver rejected 1 span(s): span too old"], "\(lines)")
+    }
+
     @Test("receiver down: runs finish, the queue stays bounded, every dropped span is counted")
     func receiverDown() async throws {
         // A port with nothing listening: connection refused on every try.
