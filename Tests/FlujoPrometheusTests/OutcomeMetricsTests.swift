@@ -8,12 +8,6 @@ import Testing
 
 @Suite("Refused outcomes on /metrics")
 struct OutcomeMetricsTests {
-    final class Gate: Sendable {
-        private let open = Atomic<Bool>(false)
-        func wait() async { while !open.load(ordering: .acquiring) { try? await Task.sleep(for: .milliseconds(2)) } }
-        func go() { open.store(true, ordering: .releasing) }
-    }
-
     @Test("outcomes a full store refuses show as flujo_task_outcomes_refused_total and the flujo_task_outcomes_unwritten gauge, one series for every engine on the bus, back to 0 once written")
     func refusedOutcomes() async throws {
         let store = try SQLiteStateStore(path: TestSupport.temporaryDirectory("flujo-refused").appendingPathComponent("s.db").path)
@@ -26,7 +20,7 @@ struct OutcomeMetricsTests {
         _ = try await runner.run(Pipeline(name: "p", steps: Array(repeating: .background(slow), count: 5)), input: 1)
         // The file may not grow: every outcome needs pages it cannot have.
         try store.setMaxPageCountForTesting(1)
-        gate.go()
+        gate.open()
         func sample(_ name: String) -> Double {
             hooks.attachedCounterSamples.filter { $0.name == name }.reduce(0) { $0 + $1.value }
         }

@@ -15,19 +15,6 @@ package final class LogStreak: Sendable {
         case again(unreported: Int)
     }
 
-    /// A reported streak that a success ended.
-    package struct Ended: Sendable, Equatable {
-        /// Failures in the streak.
-        package var failures: Int
-        /// Of those, the ones not reported.
-        package var unreported: Int
-
-        package init(failures: Int, unreported: Int) {
-            self.failures = failures
-            self.unreported = unreported
-        }
-    }
-
     private struct State {
         /// Failures of the streak under way, and how many of them were reported.
         var failures = 0
@@ -69,14 +56,15 @@ package final class LogStreak: Sendable {
         }
     }
 
-    /// Records a success; returns the streak it ended, if one was under way and reported.
-    package func success() -> Ended? {
+    /// Records a success; returns the streak it ended, if one was under way
+    /// and reported: its failures, and how many of them were not reported.
+    package func success() -> (failures: Int, unreported: Int)? {
         guard failing.load(ordering: .relaxed) else { return nil }
         return state.withLock { state in
             guard failing.load(ordering: .relaxed) else { return nil }
             failing.store(false, ordering: .relaxed)
             guard state.reported > 0 else { return nil }
-            return Ended(failures: state.failures, unreported: state.failures - state.reported)
+            return (state.failures, state.failures - state.reported)
         }
     }
 
