@@ -53,6 +53,8 @@ public enum Interrupt {
             Task {
                 Output.error("\(number == SIGINT ? "interrupted" : "terminated"): stopping gracefully (send the signal again to exit at once)")
                 await stop(number)
+                // As at a command's normal end: SQLite folds its log into the file.
+                await OpenedStores.closeAll()
                 fflush(nil)
                 exit(128 + number)
             }

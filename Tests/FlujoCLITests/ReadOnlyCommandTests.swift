@@ -206,5 +206,7 @@ struct WorkerCommandTests {
         await process.waitForExit()
         #expect(ContinuousClock.now - sent < .seconds(20), "within the shutdown timeout and the telemetry bound")
         #expect(process.terminationStatus == 143)
+        #expect(FileManager.default.fileExists(atPath: cli.db))
+        #expect(!FileManager.default.fileExists(atPath: cli.db + "-wal"), "the store was closed before the exit: no log is left beside the file")
     }
 }
