@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the example service, starts it on a free loopback port, sends one
 # order and scrapes /metrics from the app's own port, then stops it with
-# SIGTERM and checks that it shut down cleanly.
+# SIGTERM and checks that it shut down cleanly, its state file whole.
 set -euo pipefail
 cd "$(dirname "$0")"
 export PATH=/opt/swift/usr/bin:$PATH
@@ -33,4 +33,5 @@ for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$pid" 2>/dev/null; then echo "the service did not stop within 15 s of SIGTERM"; exit 1; fi
 wait "$pid" && status=0 || status=$?
 [ "$status" = 0 ] || { echo "the service exited with $status:"; cat "$work/err"; exit 1; }
-echo "SIGTERM -> stopped cleanly"
+[ ! -e "$work/state.db-wal" ] || { echo "the service left a write-ahead log beside its state file"; exit 1; }
+echo "SIGTERM -> stopped cleanly, the state file whole"

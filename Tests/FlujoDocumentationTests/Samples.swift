@@ -115,6 +115,7 @@ enum Samples {
             services: [TelemetryService(telemetry: telemetry), EngineService(runner: runner), WorkerService(worker: worker)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: Logger(label: "orders"))
         try await group.run()   // SIGTERM: the worker stops claiming, the engine closes, then telemetry flushes
+        store.close()             // the last connection folds SQLite's log into the file
     }
 
     /// Operating tasks: a worker in a process of its own.

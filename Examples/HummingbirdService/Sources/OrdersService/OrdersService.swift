@@ -92,5 +92,7 @@ struct OrdersService {
             },
             logger: logger)
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        // Everything that writes has stopped: the last connection folds SQLite's log into the file.
+        store.close()
     }
 }
