@@ -59,10 +59,10 @@ public final class HookBus: Sendable {
     /// Counters of the engines that emit on this bus, held weakly: an engine gone is no longer read.
     private let attached = Mutex<[@Sendable () -> [CounterSample]?]>([])
 
-    /// Creates a bus with no sinks. A sink's first error of a streak is logged
-    /// at once; while it keeps failing, at most one line per `errorLogInterval`
-    /// says how many followed; the first event it handles again is logged too.
-    /// Every error is counted either way (`errorCounts`).
+    /// Creates a bus with no sinks. A sink's errors are logged at most once per
+    /// `errorLogInterval` (the first at once), each line saying how many were
+    /// not logged since, and a logged streak's end is one notice; every error
+    /// is counted either way (`errorCounts`).
     public init(logger: Logger = Logger(label: "flujo.hooks"), errorLogInterval: Duration = .seconds(60)) {
         self.logger = logger
         self.errorLogInterval = errorLogInterval
@@ -130,8 +130,8 @@ public final class HookBus: Sendable {
         }
     }
 
-    /// Counts an error, and logs it when it starts a streak or when the last
-    /// line about this sink is older than `errorLogInterval`.
+    /// Counts an error, and logs it unless a line about this sink was logged
+    /// less than `errorLogInterval` ago.
     private func record(_ error: any Error, sink: any HookSink, event: HookEvent, streak: LogStreak) {
         errors.withLock { $0[ErrorKey(sink: sink.name, event: event.kind), default: 0] += 1 }
         guard let report = streak.failure() else { return }
