@@ -50,13 +50,24 @@ public final class SQLiteStateStore: StateStore {
         public var readOnly: Bool
         /// Create the file (and its schema) when it does not exist.
         public var createIfMissing: Bool
+        /// The size the write-ahead log file is cut back to once a checkpoint
+        /// has copied it into the database (`PRAGMA journal_size_limit`), in
+        /// bytes. The log grows past it while a reader in another process holds
+        /// an old snapshot (checkpoints cannot finish) or a burst outruns them;
+        /// without a limit its file would keep that size until the last
+        /// connection closes. 64 MiB by default; negative: no limit.
+        public var logSizeLimitBytes: Int
 
-        /// Creates options; the defaults suit a runner: NORMAL, 5 s, read-write, create.
-        public init(synchronous: Synchronous = .normal, busyTimeoutMs: Int = 5000, readOnly: Bool = false, createIfMissing: Bool = true) {
+        /// Creates options; the defaults suit a runner: NORMAL, 5 s, read-write, create, a 64 MiB log.
+        public init(
+            synchronous: Synchronous = .normal, busyTimeoutMs: Int = 5000, readOnly: Bool = false, createIfMissing: Bool = true,
+            logSizeLimitBytes: Int = 64 << 20
+        ) {
             self.synchronous = synchronous
             self.busyTimeoutMs = busyTimeoutMs
             self.readOnly = readOnly
             self.createIfMissing = createIfMissing
+            self.logSizeLimitBytes = logSizeLimitBytes
         }
     }
 
@@ -146,6 +157,8 @@ public final class SQLiteStateStore: StateStore {
             // Checkpoint every 4,000 pages (16 MiB) rather than 1,000: each
             // checkpoint syncs the log and the file, and per-step commits are small.
             try connection.execute("PRAGMA wal_autocheckpoint = 4000")
+            // A log that a long reader or a burst made large is cut back once checkpointed.
+            try connection.execute("PRAGMA journal_size_limit = \(max(-1, options.logSizeLimitBytes))")
             // Statement journals (pages a statement may have to undo) stay in memory
             // rather than spilling to a temporary file once past 64 KiB.
             try connection.execute("PRAGMA temp_store = MEMORY")

@@ -126,3 +126,34 @@ struct BatchedLogTests {
         #expect(try check.text("PRAGMA integrity_check") == "ok")
     }
 }
+
+@Suite("The write-ahead log's size")
+struct LogSizeLimitTests {
+    @Test("a log that grew while another process held an old snapshot is cut back to the limit once checkpointed, not kept at its largest")
+    func logCutBack() async throws {
+        let (store, path) = try makeStore(.init(logSizeLimitBytes: 1 << 20))
+        func logBytes() -> Int { ((try? FileManager.default.attributesOfItem(atPath: path + "-wal"))?[.size] as? Int) ?? 0 }
+        func write(_ batch: Int) async throws {
+            let writes = (0..<100).map { index in
+                var task = fullTask(runID: "run_\(batch)_bg_\(index)", taskID: "bg_\(batch)_\(index)")
+                task.contextJSON = "\"" + String(repeating: "c", count: 3000) + "\""
+                return StateWrite(task)
+            }
+            try await store.save(writes)
+        }
+        // Another connection reads inside a transaction: no checkpoint can start the log over.
+        let reader = try SQLiteConnection(path: path, readOnly: true, create: false, busyTimeoutMs: 1000)
+        try reader.execute("BEGIN")
+        try reader.execute("SELECT count(*) FROM workflow_state")
+        for batch in 0..<20 { try await write(batch) }
+        let grown = logBytes()
+        #expect(grown > 4 << 20, "2,000 rows of 3 KB while the snapshot is held: \(grown) bytes")
+        try reader.execute("COMMIT")
+        reader.close()
+        // Checkpointed, then written again: the log starts over and its file is cut to the limit.
+        try store.checkpoint()
+        try await write(100)
+        #expect(logBytes() <= 1 << 20, "\(logBytes()) bytes after the checkpoint, \(grown) before")
+        store.close()
+    }
+}
