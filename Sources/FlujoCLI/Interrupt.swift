@@ -32,6 +32,30 @@ public enum Interrupt {
             source.resume()
             Interrupt.keep(source)
         }
+        waitUntilCaught([SIGINT, SIGTERM])
+    }
+
+    /// Waits (at most 2 s) until the dispatch sources have installed their
+    /// handlers. A source registers its signal on the dispatch manager's
+    /// thread, after `resume()` returns; until then the signal is ignored, so a
+    /// SIGTERM sent right after the command said it was running would be lost
+    /// and the process would never stop.
+    private static func waitUntilCaught(_ numbers: [Int32]) {
+        func ignored(_ number: Int32) -> Bool {
+            var current = sigaction()
+            guard sigaction(number, nil, &current) == 0 else { return false }
+            #if os(Linux)
+            let handler = current.__sigaction_handler.sa_handler
+            #else
+            let handler = current.__sigaction_u.__sa_handler
+            #endif
+            return unsafeBitCast(handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
+        }
+        var waited = 0
+        while waited < 2000, numbers.contains(where: ignored) {
+            usleep(1000)
+            waited += 1
+        }
     }
 
     /// Whether a graceful stop is under way: the command's own work must not

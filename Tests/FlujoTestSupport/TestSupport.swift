@@ -186,6 +186,19 @@ public final class RunningProcess: @unchecked Sendable {
         }
     }
 
+    /// Waits at most `limit` for the process to end; if it still runs then,
+    /// kills it with SIGKILL and returns false.
+    public func waitForExit(upTo limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while process.isRunning && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        let ended = !process.isRunning
+        if !ended { Foundation.kill(process.processIdentifier, SIGKILL) }
+        await waitForExit()
+        return ended
+    }
+
     /// The exit status once ended.
     public var terminationStatus: Int32 { process.terminationStatus }
 
