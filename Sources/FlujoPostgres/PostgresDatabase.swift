@@ -1,3 +1,4 @@
+import Flujo
 import Logging
 import NIOCore
 import NIOSSL
@@ -11,6 +12,12 @@ import Synchronization
 /// its `statement_timeout_ms`, so a server that is down or stuck is a clear
 /// one-line error (`PostgresStoreError`), never a hang.
 public final class PostgresDatabase: Sendable {
+    /// What `pg_stat_activity` shows for this process's sessions: `flujo`
+    /// and the process as it owns tasks (host, pid, a random suffix), so an
+    /// operator can tell which process a session, a lock or a claim belongs
+    /// to. PostgreSQL keeps at most 63 bytes.
+    static let applicationName = String(decoding: Array(("flujo " + Identifiers.processOwner).utf8.prefix(63)), as: UTF8.self)
+
     /// Where it is.
     public let location: PostgresLocation
     let logger: Logger
@@ -284,7 +291,7 @@ public final class PostgresDatabase: Sendable {
         let timeout = location.connectTimeout.components
         configuration.options.connectTimeout = .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000)
         configuration.options.additionalStartupParameters = [
-            ("statement_timeout", String(location.statementTimeoutMs)), ("application_name", "flujo"),
+            ("statement_timeout", String(location.statementTimeoutMs)), ("application_name", Self.applicationName),
         ]
         let ready = configuration
         do {

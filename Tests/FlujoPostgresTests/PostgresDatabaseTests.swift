@@ -219,6 +219,18 @@ struct PostgresDatabaseTests {
         await store.close()
     }
 
+    @Test("a store's sessions name this process in pg_stat_activity: flujo, host, pid and the suffix of its owner")
+    func applicationName() async throws {
+        let store = try await PostgresStateStore.open(try await freshDatabase("appname"))
+        let database = try await store.pool.acquire()
+        let names = try await database.rows("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()") { try $0[0].decode(String.self) }
+        store.pool.release(database)
+        #expect(names == [String(("flujo " + Identifiers.processOwner).prefix(63))], "\(names)")
+        #expect(names.first?.hasPrefix("flujo \(ProcessInfo.processInfo.hostName.prefix(20))") == true)
+        #expect(names.first?.contains(":\(getpid()):") == true || (names.first?.utf8.count ?? 0) == 63)
+        await store.close()
+    }
+
     @Test("a database of a newer schema is refused with both versions named, and left as it is")
     func newerRefused() async throws {
         let location = try await freshDatabase("newer")
