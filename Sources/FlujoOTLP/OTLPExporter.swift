@@ -155,7 +155,7 @@ public final class OTLPExporter: SpanProcessor, CounterSource, @unchecked Sendab
                 rejectedByReceiver += rejected
                 if let partial {
                     if let report = partialSuccesses.failure() {
-                        logger.warning("OTLP receiver rejected \(partial.rejectedSpans) span(s): \(partial.loggableMessage)\(LogStreak.since(report, what: "partial success(es), counted in flujo_otlp_spans_dropped_total{reason=\"rejected\"}"))")
+                        logger.warning("OTLP receiver rejected \(partial.rejectedSpans) span(s): \(partial.loggableMessage)\(report.tail(unreported: "partial success(es), counted in flujo_otlp_spans_dropped_total{reason=\"rejected\"}"))")
                     }
                 } else {
                     _ = partialSuccesses.success()

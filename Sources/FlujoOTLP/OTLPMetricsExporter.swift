@@ -126,7 +126,7 @@ public final class OTLPMetricsExporter: CounterSource, @unchecked Sendable {
                 if let partial {
                     rejectedPoints += partial.rejectedSpans
                     if let report = partialSuccesses.failure() {
-                        logger.warning("OTLP receiver rejected \(partial.rejectedSpans) metric data point(s): \(partial.loggableMessage)\(LogStreak.since(report, what: "partial success(es)"))")
+                        logger.warning("OTLP receiver rejected \(partial.rejectedSpans) metric data point(s): \(partial.loggableMessage)\(report.tail(unreported: "partial success(es)"))")
                     }
                 } else {
                     _ = partialSuccesses.success()

@@ -208,7 +208,7 @@ struct LogStreakTests {
         #expect(later.failure(at: start) == .first)
         _ = later.success()
         #expect(later.failure(at: start + .seconds(90)) == .first, "a streak after a quiet interval is reported as new")
-        #expect(LogStreak.since(.again(unreported: 3), what: "errors") == " (and 3 more errors since the last line)")
-        #expect(LogStreak.since(.first, what: "errors") == "")
+        #expect(LogStreak.Report.again(unreported: 3).tail(unreported: "errors") == " (and 3 more errors since the last line)")
+        #expect(LogStreak.Report.first.tail(unreported: "errors") == "")
     }
 }

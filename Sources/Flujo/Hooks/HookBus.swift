@@ -135,12 +135,10 @@ public final class HookBus: Sendable {
     private func record(_ error: any Error, sink: any HookSink, event: HookEvent, streak: LogStreak) {
         errors.withLock { $0[ErrorKey(sink: sink.name, event: event.kind), default: 0] += 1 }
         guard let report = streak.failure() else { return }
-        let message = "Error in hook '\(sink.name)' on \(event.kind.rawValue) of run \(event.runID): \(error)"
-        if report == .first {
-            logger.error("\(message); while this sink keeps failing, its errors are counted (flujo_hook_errors_total) and logged at most once every \(streak.interval)")
-        } else {
-            logger.error("\(message)\(LogStreak.since(report, what: "error(s) of this sink"))")
-        }
+        let tail = report.tail(
+            first: "; while this sink keeps failing, its errors are counted (flujo_hook_errors_total) and logged at most once every \(streak.interval)",
+            unreported: "error(s) of this sink")
+        logger.error("Error in hook '\(sink.name)' on \(event.kind.rawValue) of run \(event.runID): \(error)\(tail)")
     }
 
     /// Ends a sink's streak of errors, with one line.

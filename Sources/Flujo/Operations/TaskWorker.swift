@@ -71,9 +71,10 @@ public struct TaskWorker: Sendable {
                 // A stop cancels the call under way: the worker ends, it did not fail.
                 if Task.isCancelled { break }
                 if let logged = failures.failure() {
-                    logger.warning(logged == .first
-                        ? "worker could not run a task: \(error); while this goes on, at most one line every \(failures.interval), and one when it runs tasks again"
-                        : "worker could not run a task: \(error)\(LogStreak.since(logged, what: "failed attempt(s)"))")
+                    let tail = logged.tail(
+                        first: "; while this goes on, at most one line every \(failures.interval), and one when it runs tasks again",
+                        unreported: "failed attempt(s)")
+                    logger.warning("worker could not run a task: \(error)\(tail)")
                 }
                 if once { break }
             }

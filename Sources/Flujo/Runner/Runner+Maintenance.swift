@@ -85,30 +85,20 @@ extension Runner {
         for entry in stragglers { entry.task?.cancel() }
         // Give cancelled tasks a moment to persist themselves; force the rest.
         if !stragglers.isEmpty { await tracker.waitUntilEmpty(until: .now + .milliseconds(500)) }
-        var notMarked = 0
+        var notMarked: [String] = []
         for entry in tracker.entries {
             if let error = await executor.markCancelledAtShutdown(runID: entry.runID) {
-                // One line a task for the first `loggedUnpersisted`, then a count: a full disk
-                // at shutdown with thousands of tasks in flight is not thousands of lines.
-                notMarked += 1
-                if notMarked <= Self.loggedUnpersisted {
-                    logger.error("could not mark task run \(entry.runID) cancelled: \(error); it stays running under this process, and recovery fails it as a lost worker once the process ends")
-                }
+                notMarked.append("could not mark task run \(entry.runID) cancelled: \(error); it stays running under this process, and recovery fails it as a lost worker once the process ends")
             }
             tracker.remove(runID: entry.runID)
         }
-        if notMarked > Self.loggedUnpersisted {
-            logger.error("... and \(notMarked - Self.loggedUnpersisted) more task run(s) not marked cancelled")
-        }
+        logFirst(notMarked, thenCount: "more task run(s) not marked cancelled")
         if !tracker.pendingOutcomes.isEmpty { await writePending() }
         let unpersisted = tracker.pendingOutcomes
-        // One line a task, for the first `loggedUnpersisted`; the report names every one.
-        for pending in unpersisted.prefix(Self.loggedUnpersisted) {
-            logger.error("could not persist the outcome of task \(pending.state.taskID ?? pending.state.runID) after \(pending.attempts) attempt(s): \(pending.error)")
-        }
-        if unpersisted.count > Self.loggedUnpersisted {
-            logger.error("... and \(unpersisted.count - Self.loggedUnpersisted) more task outcome(s) not persisted (close()'s report lists every one)")
-        }
+        // The report names every one.
+        logFirst(
+            unpersisted.map { "could not persist the outcome of task \($0.state.taskID ?? $0.state.runID) after \($0.attempts) attempt(s): \($0.error)" },
+            thenCount: "more task outcome(s) not persisted (close()'s report lists every one)")
         tracker.close()?.cancel()
         await hooks.drain()
         return CloseReport(unpersisted: unpersisted.map { CloseReport.Unpersisted(taskID: $0.state.taskID ?? $0.state.runID, status: $0.state.status, error: $0.error) })
@@ -118,6 +108,13 @@ extension Runner {
 extension Runner {
     /// The most unpersisted outcomes (and tasks not marked cancelled) `close()` logs one by one.
     static let loggedUnpersisted = 50
+
+    /// Logs the first `loggedUnpersisted` errors one a line, then how many
+    /// more: a full disk at shutdown with thousands of tasks is not thousands of lines.
+    private func logFirst(_ errors: [String], thenCount more: String) {
+        for line in errors.prefix(Self.loggedUnpersisted) { logger.error("\(line)") }
+        if errors.count > Self.loggedUnpersisted { logger.error("... and \(errors.count - Self.loggedUnpersisted) \(more)") }
+    }
 }
 
 /// What `Runner.close()` could not do.

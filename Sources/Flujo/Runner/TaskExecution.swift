@@ -93,9 +93,10 @@ extension Executor {
                     logger.error("\(error)")
                 } else if let report = outcomes.streak.failure() {
                     let taskID = state.taskID ?? state.runID
-                    logger.warning(report == .first
-                        ? "could not persist the outcome of task \(taskID) yet: \(error). It is kept and written again with backoff until close(); while outcomes keep failing, at most one line every \(outcomes.streak.interval), and one when they are written again"
-                        : "could not persist the outcome of task \(taskID) yet: \(error)\(LogStreak.since(report, what: "outcome(s) not written"))")
+                    let tail = report.tail(
+                        first: ". It is kept and written again with backoff until close(); while outcomes keep failing, at most one line every \(outcomes.streak.interval), and one when they are written again",
+                        unreported: "outcome(s) not written")
+                    logger.warning("could not persist the outcome of task \(taskID) yet: \(error)\(tail)")
                 }
                 pending = PendingOutcome(
                     state: state, step: step, parentUsage: outcome.usage, nextAttemptAt: next, trace: trace, error: "\(error)", superseded: superseded)

@@ -13,6 +13,15 @@ package final class LogStreak: Sendable {
         case first
         /// A failure after `unreported` that were not reported, since the last report.
         case again(unreported: Int)
+
+        /// The end of the report's line: `first` (what follows for the
+        /// streak) on the first, else how many `what` went unreported.
+        package func tail(first: String = "", unreported what: String) -> String {
+            switch self {
+            case .first: first
+            case let .again(unreported): " (and \(unreported) more \(what) since the last line)"
+            }
+        }
     }
 
     private struct State {
@@ -65,14 +74,6 @@ package final class LogStreak: Sendable {
             failing.store(false, ordering: .relaxed)
             guard state.reported > 0 else { return nil }
             return (state.failures, state.failures - state.reported)
-        }
-    }
-
-    /// How a report's tail reads: empty for the first, else how many went unreported.
-    package static func since(_ report: Report, what: String) -> String {
-        switch report {
-        case .first: ""
-        case let .again(unreported): " (and \(unreported) more \(what) since the last line)"
         }
     }
 }
