@@ -83,6 +83,8 @@ public final class PostgresDatabase: Sendable {
                         _ = try await self.reconnect()
                         return
                     } catch {
+                        // Closed meanwhile (a graceful stop cancels the attempt): nothing failed.
+                        if self.lifecycle.withLock({ $0.closed }) { return }
                         self.logger.warning("PostgreSQL state connection lost; connecting again: \(error)")
                         try? await Task.sleep(for: .seconds(1))
                     }
